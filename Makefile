@@ -1,0 +1,17 @@
+# `make test` is the one test command (README, .ci/run): install, lint, type-check, architecture contracts, tests.
+PY ?= python3
+
+.PHONY: install test lint typecheck
+install:
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck:
+	$(PY) -m mypy -p warmserve.operator -p warmserve.worker -p warmserve.gateway -p warmserve.sim
+	lint-imports
+
+test: install lint typecheck
+	$(PY) -m pytest
