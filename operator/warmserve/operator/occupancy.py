@@ -1,0 +1,158 @@
+"""Who sits on which GPU, indexed for placement: the planner's working copy during one step.
+
+A planning step starts from an immutable :class:`Snapshot` and decides actions one after another;
+each decision must see the previous ones (a GPU taken by a cold start is no longer idle). This class
+is that running state, private to one step and never shared: per GPU, the replicas on it, the bytes
+their weights use, the serving owner and the models present; per worker, the GPU-set bitmasks of its
+replicas (for the laminar check); per prewarmed replica, its current score.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from warmserve.operator.snapshot import ModelConfig, Replica, Snapshot, Worker
+
+GpuKey = tuple[str, int]  # (worker name, GPU index)
+
+
+def gpu_mask(gpus: Iterable[int]) -> int:
+    """The GPU set as a bitmask (bit i = GPU index i), for cheap nesting and overlap tests."""
+    mask = 0
+    for gpu in gpus:
+        mask |= 1 << gpu
+    return mask
+
+
+def is_laminar_with(mask: int, masks: Iterable[int]) -> bool:
+    """Whether the set ``mask`` is nested in or disjoint from every set of ``masks``."""
+    return all((m & mask) in (0, m, mask) for m in masks)
+
+
+class Occupancy:
+    """Mutable placement index over one snapshot's workers; every change goes through add/remove/update."""
+
+    def __init__(self, snapshot: Snapshot, scores: Mapping[str, float]) -> None:
+        self.now = snapshot.now
+        self.models: Mapping[str, ModelConfig] = snapshot.models
+        self.workers: tuple[Worker, ...] = snapshot.workers
+        self.replicas: dict[str, Replica] = {}
+        self.scores: dict[str, float] = dict(scores)
+        self.capacity: dict[GpuKey, int] = {}
+        self.on_gpu: dict[GpuKey, list[str]] = {}
+        self.used: dict[GpuKey, int] = {}  # weight bytes of every replica on the GPU
+        self.borrowed_used: dict[GpuKey, int] = {}  # weight bytes of replicas in lent KV space
+        self.owner_of: dict[GpuKey, str] = {}
+        self.models_on: dict[GpuKey, set[str]] = {}
+        self.masks: dict[str, Counter[int]] = {w.name: Counter() for w in snapshot.workers}
+        self.of_model: dict[str, set[str]] = {name: set() for name in snapshot.models}
+        self._blocks: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
+        for worker in snapshot.workers:
+            for gpu in worker.gpus:
+                key = (worker.name, gpu.index)
+                self.capacity[key] = gpu.capacity_bytes
+                self.on_gpu[key] = []
+                self.used[key] = 0
+                self.borrowed_used[key] = 0
+                self.models_on[key] = set()
+        for replica in snapshot.replicas:
+            self.add(replica)
+
+    def blocks(self, worker: Worker, size: int) -> tuple[tuple[int, ...], ...]:
+        """Candidate GPU sets of ``size`` on ``worker``: aligned blocks of its GPUs in index order.
+
+        Aligned blocks of one power-of-two size nest in or avoid those of another, so placing only on
+        them keeps the GPU sets a laminar family by construction (the explicit check stays, for other
+        sizes and for sets observed in the snapshot). GPUs past the last whole block are not used by
+        replicas of that size.
+        """
+        cached = self._blocks.get((worker.name, size))
+        if cached is None:
+            indices = sorted(g.index for g in worker.gpus)
+            cached = tuple(tuple(indices[i : i + size]) for i in range(0, len(indices) - size + 1, size))
+            self._blocks[(worker.name, size)] = cached
+        return cached
+
+    def shard(self, replica: Replica) -> int:
+        return self.models[replica.model].spec.shard_bytes
+
+    def shard_of(self, model: str) -> int:
+        return self.models[model].spec.shard_bytes
+
+    def add(self, replica: Replica) -> None:
+        self.replicas[replica.id] = replica
+        self.of_model[replica.model].add(replica.id)
+        shard = self.shard(replica)
+        self.masks[replica.worker][gpu_mask(replica.gpus)] += 1
+        for gpu in replica.gpus:
+            key = (replica.worker, gpu)
+            self.on_gpu[key].append(replica.id)
+            self.used[key] += shard
+            self.models_on[key].add(replica.model)
+            if replica.borrowed:
+                self.borrowed_used[key] += shard
+            if replica.is_owner:
+                self.owner_of[key] = replica.id
+
+    def remove(self, replica_id: str) -> Replica:
+        replica = self.replicas.pop(replica_id)
+        self.of_model[replica.model].discard(replica_id)
+        self.scores.pop(replica_id, None)
+        shard = self.shard(replica)
+        mask = gpu_mask(replica.gpus)
+        self.masks[replica.worker][mask] -= 1
+        if not self.masks[replica.worker][mask]:
+            del self.masks[replica.worker][mask]
+        for gpu in replica.gpus:
+            key = (replica.worker, gpu)
+            self.on_gpu[key].remove(replica_id)
+            self.used[key] -= shard
+            self.models_on[key].discard(replica.model)
+            if replica.borrowed:
+                self.borrowed_used[key] -= shard
+            if self.owner_of.get(key) == replica_id:
+                del self.owner_of[key]
+        return replica
+
+    def update(self, replica: Replica) -> None:
+        """Replace a replica by a new version of itself (same id, same GPUs)."""
+        self.remove(replica.id)
+        self.add(replica)
+
+    def change(self, replica_id: str, **fields: object) -> Replica:
+        """Update some fields of a replica; return the new version."""
+        score = self.scores.get(replica_id)
+        new = replace(self.replicas[replica_id], **fields)  # type: ignore[arg-type]
+        self.update(new)
+        if score is not None and new.is_prewarm:
+            self.scores[replica_id] = score
+        return new
+
+    def owner(self, key: GpuKey) -> Replica | None:
+        rid = self.owner_of.get(key)
+        return None if rid is None else self.replicas[rid]
+
+    def free(self, key: GpuKey) -> int:
+        """Bytes a new prewarmed replica may take on the GPU: lent space left if owned, else free pool."""
+        owner = self.owner(key)
+        if owner is None:
+            return self.capacity[key] - self.used[key]
+        return owner.kv_lent_bytes - self.borrowed_used[key]
+
+    def guests(self, key: GpuKey) -> list[Replica]:
+        """The replicas on the GPU other than its owner (prewarmed, loading, borrowed, failed)."""
+        owner = self.owner_of.get(key)
+        return [self.replicas[rid] for rid in self.on_gpu[key] if rid != owner]
+
+    def touching(self, worker: str, gpus: Iterable[int]) -> list[Replica]:
+        """Every replica with at least one GPU in ``gpus`` of ``worker``, each once, in a stable order."""
+        seen: dict[str, Replica] = {}
+        for gpu in gpus:
+            for rid in self.on_gpu[(worker, gpu)]:
+                seen.setdefault(rid, self.replicas[rid])
+        return list(seen.values())
+
+    def score(self, replica_id: str) -> float:
+        return self.scores.get(replica_id, 0.0)

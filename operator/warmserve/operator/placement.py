@@ -1,0 +1,184 @@
+"""Where a replica goes (design §2): evict-aware prewarm placement, the cold scale-out GPU choice and
+the choice of the prewarmed replica to promote.
+
+Candidate GPU sets lie within one worker (tensor parallelism never crosses workers), are aligned
+blocks of the replica's size (see :meth:`Occupancy.blocks`) and must keep each worker's GPU sets a
+laminar family; a GPU never holds two replicas of one model. Each chooser returns the best
+:class:`Choice` (with the replicas it must evict) or ``None`` when nothing fits; ties are broken by
+worker order, then GPU index, so a choice is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from warmserve.operator.kv_reservation import MIB
+from warmserve.operator.occupancy import GpuKey, Occupancy, gpu_mask, is_laminar_with
+from warmserve.operator.snapshot import Replica, SnapshotError
+from warmserve.worker.protocol import ReplicaState
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementConfig:
+    """Constants of placement.
+
+    ``min_serving_kv_bytes``: the KV space per GPU a replica must have besides its weights to be
+    served there (a cold start or promotion onto a GPU smaller than this is refused).
+    ``evict_aware``: whether a prewarm may evict lower-score prewarmed replicas to fit (the paper's
+    prototype did not; off only for the ablation).
+    """
+
+    min_serving_kv_bytes: int = 2 * MIB
+    evict_aware: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_serving_kv_bytes < 0:
+            raise SnapshotError(
+                "placement.min_serving_kv_bytes", "an integer >= 0", self.min_serving_kv_bytes
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A GPU set for a replica, the replicas to evict first, and the facts the choice rested on."""
+
+    worker: str
+    gpus: tuple[int, ...]
+    evict: tuple[Replica, ...] = ()
+    borrowed: bool = False
+    top: bool = True
+    overlapped: float = 0.0
+
+
+def choose_prewarm(occ: Occupancy, model: str, score: float, config: PlacementConfig) -> Choice | None:
+    """Best GPU set for a prewarmed replica of ``model`` scoring ``score``, or ``None`` if none fits.
+
+    Prefers, in order: sets where it becomes the top-score replica; the least score evicted; the least
+    score overlapped; the free pool over KV space lent by a serving replica. Only prewarmed replicas
+    of lower score are evicted (never serving ones, never lent space beyond what is lent).
+    """
+    tp = occ.models[model].spec.tensor_parallel
+    best: tuple[tuple[bool, float, float, bool, int, int], Choice] | None = None
+    for windex, worker in enumerate(occ.workers):
+        if len(worker.gpus) < tp:
+            continue
+        for gpus in occ.blocks(worker, tp):
+            choice = _prewarm_on(occ, worker.name, gpus, model, score, config)
+            if choice is None:
+                continue
+            evicted = sum(occ.score(r.id) for r in choice.evict)
+            key = (not choice.top, evicted, choice.overlapped, choice.borrowed, windex, gpus[0])
+            if key[:4] == (False, 0.0, 0.0, False):
+                return choice  # nothing can beat an idle, unshared set
+            if best is None or key < best[0]:
+                best = (key, choice)
+    return None if best is None else best[1]
+
+
+def _prewarm_on(
+    occ: Occupancy, worker: str, gpus: tuple[int, ...], model: str, score: float, config: PlacementConfig
+) -> Choice | None:
+    keys = [(worker, g) for g in gpus]
+    if any(model in occ.models_on[k] for k in keys):
+        return None
+    owners = {occ.owner_of.get(k) for k in keys}
+    if len(owners) != 1:
+        return None
+    owner_id = owners.pop()
+    if owner_id is not None and occ.replicas[owner_id].state is not ReplicaState.SERVING:
+        return None
+    if not is_laminar_with(gpu_mask(gpus), occ.masks[worker]):
+        return None
+    limit = score if config.evict_aware else float("-inf")
+    evict = _make_room(occ, keys, occ.shard_of(model), limit)
+    if evict is None:
+        return None
+    gone = {r.id for r in evict}
+    rest = [r for r in occ.touching(worker, gpus) if r.id not in gone and r.is_prewarm]
+    return Choice(
+        worker=worker,
+        gpus=gpus,
+        evict=evict,
+        borrowed=owner_id is not None,
+        top=all(occ.score(r.id) < score for r in rest),
+        overlapped=sum(occ.score(r.id) for r in rest),
+    )
+
+
+def _make_room(occ: Occupancy, keys: list[GpuKey], need: int, limit: float) -> tuple[Replica, ...] | None:
+    """Prewarmed replicas scoring under ``limit`` to evict, lowest first, so ``need`` bytes fit on every
+    GPU of ``keys``; ``None`` if even that is not enough."""
+    freed: dict[GpuKey, int] = {}
+    evict: dict[str, Replica] = {}
+    for key in keys:
+        deficit = need - occ.free(key) - freed.get(key, 0)
+        if deficit <= 0:
+            continue
+        candidates = sorted(
+            (r for r in occ.guests(key) if r.is_prewarm and r.id not in evict and occ.score(r.id) < limit),
+            key=lambda r: (occ.score(r.id), r.id),
+        )
+        for replica in candidates:
+            if deficit <= 0:
+                break
+            evict[replica.id] = replica
+            shard = occ.shard(replica)
+            for gpu in replica.gpus:
+                freed[(key[0], gpu)] = freed.get((key[0], gpu), 0) + shard
+            deficit -= shard
+        if deficit > 0:
+            return None
+    return tuple(evict.values())
+
+
+def choose_cold(occ: Occupancy, model: str, config: PlacementConfig) -> Choice | None:
+    """GPU set for a cold start of ``model``: idle GPUs (no serving replica, no replica of ``model``)
+    with room for its weights plus ``min_serving_kv_bytes``, covered by the lowest total score, then
+    the fewest prewarmed replicas, all of which it evicts. ``None`` if no set qualifies."""
+    spec = occ.models[model].spec
+    need = spec.shard_bytes + config.min_serving_kv_bytes
+    best: tuple[tuple[float, int, int, int], Choice] | None = None
+    for windex, worker in enumerate(occ.workers):
+        if len(worker.gpus) < spec.tensor_parallel:
+            continue
+        for gpus in occ.blocks(worker, spec.tensor_parallel):
+            keys = [(worker.name, g) for g in gpus]
+            if any(k in occ.owner_of or model in occ.models_on[k] or occ.capacity[k] < need for k in keys):
+                continue
+            covering = occ.touching(worker.name, gpus)
+            key = (sum(occ.score(r.id) for r in covering), len(covering), windex, gpus[0])
+            if key[:2] == (0.0, 0):
+                return Choice(worker.name, gpus)
+            if best is None or key < best[0]:
+                best = (key, Choice(worker.name, gpus, evict=tuple(covering)))
+    return None if best is None else best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """The prewarmed replica to promote and the other replicas on its GPUs that promotion drops."""
+
+    replica: Replica
+    evict: tuple[Replica, ...]
+    overlapped: float
+
+
+def choose_promotion(occ: Occupancy, model: str, config: PlacementConfig) -> Promotion | None:
+    """The prewarmed replica of ``model`` to promote: fully loaded before loading (most progress first),
+    then the one whose promotion drops the least score of other prewarmed replicas on its GPUs.
+    Borrowed replicas (in a serving replica's lent space) cannot be served there and are skipped."""
+    need = occ.shard_of(model) + config.min_serving_kv_bytes
+    best: tuple[tuple[bool, float, float, str], Promotion] | None = None
+    for rid in occ.of_model[model]:
+        replica = occ.replicas[rid]
+        keys = [(replica.worker, g) for g in replica.gpus]
+        if not replica.is_prewarm or replica.borrowed:
+            continue
+        if any(k in occ.owner_of or occ.capacity[k] < need for k in keys):
+            continue
+        others = [r for r in occ.touching(replica.worker, replica.gpus) if r.id != rid]
+        overlapped = sum(occ.score(r.id) for r in others)
+        key = (replica.state is not ReplicaState.PREWARMED, -replica.progress, overlapped, rid)
+        if best is None or key < best[0]:
+            best = (key, Promotion(replica, tuple(others), overlapped))
+    return None if best is None else best[1]

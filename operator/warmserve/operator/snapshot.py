@@ -1,0 +1,343 @@
+"""What the scheduler observes of the cluster at one instant: the only input of a planning step.
+
+A :class:`Snapshot` is plain immutable data: workers and their GPUs (pool capacity per GPU), the
+replicas on them with their state and KV accounting, the models (spec, cold-start cost, bounds,
+priority), the per-model forecast for the horizon and the gateway's current demand. Building one
+validates it whole: an inconsistent snapshot (a replica on a GPU that does not exist, a negative size,
+tensor parallelism wider than any worker, an unknown model, over-committed memory...) raises
+:class:`SnapshotError` naming the first bad field and what was expected, so the planner never
+produces a silently wrong plan from bad data.
+
+Memory model (design §2): on a GPU without a serving replica, the weights of the replicas on it
+share the pool (their sum must fit the capacity). A serving replica (the GPU's *owner*) owns all the
+memory its weights leave free as KV cache, except ``kv_lent_bytes`` it lends to the pool; replicas
+flagged ``borrowed`` sit in that lent space and their weights must fit in it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.protocol import ModelSpec, ReplicaState, Role
+
+#: States in which a replica holds its GPUs as the serving owner (or is about to, or is leaving it).
+OWNER_STATES = frozenset({ReplicaState.PROMOTING, ReplicaState.SERVING, ReplicaState.DRAINING})
+
+
+class SnapshotError(InvalidFieldError):
+    """A snapshot or planner config is inconsistent; ``field`` is its dotted path in the snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    """One GPU of a worker: its index on the worker and the bytes its memory pool may hold."""
+
+    index: int
+    capacity_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One universal worker (a node or GPU group); replicas never span two workers."""
+
+    name: str
+    gpus: tuple[Gpu, ...]
+
+    def capacity(self, index: int) -> int:
+        """Pool capacity of GPU ``index``; raises ``KeyError`` if the worker has no such GPU."""
+        for gpu in self.gpus:
+            if gpu.index == index:
+                return gpu.capacity_bytes
+        raise KeyError(index)
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One replica as observed, plus the role the scheduler last gave it (``role``).
+
+    ``role=SERVE`` marks an instance, whatever its state (a cold start is ``LOADING`` with role
+    ``SERVE``). KV sizes are per GPU; ``kv_lent_bytes`` is what a serving replica lends to the pool.
+    """
+
+    id: str
+    model: str
+    worker: str
+    gpus: tuple[int, ...]
+    state: ReplicaState
+    role: Role
+    since: float = 0.0
+    progress: float = 1.0
+    inflight: int = 0
+    kv_total_bytes: int = 0
+    kv_used_bytes: int = 0
+    kv_lent_bytes: int = 0
+    borrowed: bool = False
+
+    @property
+    def is_owner(self) -> bool:
+        """Whether it holds its GPUs as the serving replica (so nothing else may be promoted there)."""
+        return self.role is Role.SERVE or self.state in OWNER_STATES
+
+    @property
+    def is_instance(self) -> bool:
+        """Whether it counts as a serving instance of its model (I in design §2)."""
+        return self.role is Role.SERVE and self.state is not ReplicaState.FAILED
+
+    @property
+    def is_prewarm(self) -> bool:
+        """Whether it is a (possibly still loading) prewarmed replica that holds only weights."""
+        return not self.is_owner and self.state in (ReplicaState.PREWARMED, ReplicaState.LOADING)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One model as the planner needs it: its spec plus cost, bounds and priority (from its deployment).
+
+    The cold-start time of a replica is ``init_seconds + spec.shard_bytes / load_bandwidth_bytes_per_s``
+    (design §2 scores replicas by it).
+    """
+
+    spec: ModelSpec
+    load_bandwidth_bytes_per_s: float
+    init_seconds: float = 0.0
+    min_instances: int = 0
+    max_instances: int = 1_000_000
+    priority: float = 1.0
+    slo_ttft_s: float = 0.0
+
+    @property
+    def cold_start_s(self) -> float:
+        """Seconds from nothing to serving: engine init plus loading one GPU's shard."""
+        return self.init_seconds + self.spec.shard_bytes / self.load_bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Forecast concurrency of one model over the coming horizon: its mean and its peak."""
+
+    mean: float
+    peak: float
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Current demand of one model at the gateway: requests in flight and requests held in its queue."""
+
+    inflight: float
+    queued: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.inflight + self.queued
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The cluster at time ``now`` (seconds). Models without a forecast are served reactively only;
+    models without a demand entry have none."""
+
+    now: float
+    workers: tuple[Worker, ...]
+    models: Mapping[str, ModelConfig]
+    replicas: tuple[Replica, ...]
+    forecasts: Mapping[str, Forecast] = field(default_factory=dict)
+    demand: Mapping[str, Demand] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("models", "forecasts", "demand"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        validate(self)
+
+    def worker(self, name: str) -> Worker:
+        """The worker called ``name``; raises ``KeyError`` if there is none."""
+        for worker in self.workers:
+            if worker.name == name:
+                return worker
+        raise KeyError(name)
+
+    def demand_of(self, model: str) -> Demand:
+        """Demand of ``model``; none recorded means none."""
+        return self.demand.get(model, Demand(0.0))
+
+
+# --- validation: each check names the field it rejects -------------------------------------------
+
+
+def validate(snapshot: Snapshot) -> None:
+    """Raise :class:`SnapshotError` for the first inconsistency found; return quietly otherwise."""
+    _check_number(snapshot.now, "now")
+    widest = _check_workers(snapshot.workers)
+    _check_models(snapshot.models, widest)
+    for name, forecast in snapshot.forecasts.items():
+        _check_known(name, snapshot.models, f"forecasts[{name!r}]")
+        _check_number(forecast.mean, f"forecasts[{name!r}].mean")
+        _check_number(forecast.peak, f"forecasts[{name!r}].peak", minimum=forecast.mean, what="mean")
+    for name, demand in snapshot.demand.items():
+        _check_known(name, snapshot.models, f"demand[{name!r}]")
+        _check_number(demand.inflight, f"demand[{name!r}].inflight")
+        _check_int(demand.queued, f"demand[{name!r}].queued")
+    _check_replicas(snapshot)
+
+
+def _check_number(value: float, name: str, *, minimum: float = 0.0, what: str = "") -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum:
+        bound = f"the {what} ({minimum})" if what else f"{minimum}"
+        raise SnapshotError(name, f"a finite number >= {bound}", value)
+
+
+def _check_int(value: int, name: str, *, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SnapshotError(name, f"an integer >= {minimum}", value)
+
+
+def _check_known(name: str, models: Mapping[str, ModelConfig], where: str) -> None:
+    if name not in models:
+        raise SnapshotError(where, f"one of the declared models {sorted(models)}", name)
+
+
+def _check_workers(workers: tuple[Worker, ...]) -> int:
+    """Check names and GPUs; return the GPU count of the widest worker (the TP limit)."""
+    seen: set[str] = set()
+    for i, worker in enumerate(workers):
+        if not worker.name or worker.name in seen:
+            raise SnapshotError(f"workers[{i}].name", "a unique non-empty name", worker.name)
+        seen.add(worker.name)
+        if not worker.gpus:
+            raise SnapshotError(f"workers[{i}].gpus", "at least one GPU", worker.gpus)
+        indices: set[int] = set()
+        for j, gpu in enumerate(worker.gpus):
+            _check_int(gpu.index, f"workers[{i}].gpus[{j}].index")
+            if gpu.index in indices:
+                raise SnapshotError(
+                    f"workers[{i}].gpus[{j}].index", "an index unique on the worker", gpu.index
+                )
+            indices.add(gpu.index)
+            _check_int(gpu.capacity_bytes, f"workers[{i}].gpus[{j}].capacity_bytes", minimum=1)
+    return max((len(w.gpus) for w in workers), default=0)
+
+
+def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
+    for name, model in models.items():
+        where = f"models[{name!r}]"
+        if model.spec.name != name:
+            raise SnapshotError(f"{where}.spec.name", f"the key {name!r}", model.spec.name)
+        _check_int(model.spec.weight_bytes, f"{where}.spec.weight_bytes", minimum=1)
+        _check_int(model.spec.max_concurrency, f"{where}.spec.max_concurrency", minimum=1)
+        _check_int(model.spec.tensor_parallel, f"{where}.spec.tensor_parallel", minimum=1)
+        if model.spec.tensor_parallel > widest:
+            raise SnapshotError(
+                f"{where}.spec.tensor_parallel",
+                f"<= {widest} (the GPUs of the widest worker)",
+                model.spec.tensor_parallel,
+            )
+        if not model.load_bandwidth_bytes_per_s > 0 or not math.isfinite(model.load_bandwidth_bytes_per_s):
+            raise SnapshotError(
+                f"{where}.load_bandwidth_bytes_per_s", "a finite number > 0", model.load_bandwidth_bytes_per_s
+            )
+        _check_number(model.init_seconds, f"{where}.init_seconds")
+        _check_number(model.priority, f"{where}.priority")
+        _check_number(model.slo_ttft_s, f"{where}.slo_ttft_s")
+        _check_int(model.min_instances, f"{where}.min_instances")
+        _check_int(model.max_instances, f"{where}.max_instances", minimum=model.min_instances)
+
+
+def _check_replicas(snapshot: Snapshot) -> None:
+    workers = {w.name: w for w in snapshot.workers}
+    ids: set[str] = set()
+    # (worker, gpu) -> replicas there, by position in snapshot.replicas
+    on_gpu: dict[tuple[str, int], list[int]] = {}
+    for i, replica in enumerate(snapshot.replicas):
+        _check_replica_fields(replica, i, snapshot, workers)
+        if replica.id in ids:
+            raise SnapshotError(f"replicas[{i}].id", "an id unique in the cluster", replica.id)
+        ids.add(replica.id)
+        for gpu in replica.gpus:
+            on_gpu.setdefault((replica.worker, gpu), []).append(i)
+    for (worker, gpu), indices in on_gpu.items():
+        _check_gpu(snapshot, worker, gpu, indices, workers[worker].capacity(gpu))
+
+
+def _check_replica_fields(
+    replica: Replica, i: int, snapshot: Snapshot, workers: Mapping[str, Worker]
+) -> None:
+    where = f"replicas[{i}]"
+    if not replica.id:
+        raise SnapshotError(f"{where}.id", "a non-empty id", replica.id)
+    _check_known(replica.model, snapshot.models, f"{where}.model")
+    if replica.worker not in workers:
+        raise SnapshotError(f"{where}.worker", f"one of the workers {sorted(workers)}", replica.worker)
+    indices = {g.index for g in workers[replica.worker].gpus}
+    tp = snapshot.models[replica.model].spec.tensor_parallel
+    if len(replica.gpus) != tp or len(set(replica.gpus)) != tp:
+        raise SnapshotError(f"{where}.gpus", f"{tp} distinct GPUs (tensor_parallel)", replica.gpus)
+    for j, gpu in enumerate(replica.gpus):
+        if gpu not in indices:
+            raise SnapshotError(f"{where}.gpus[{j}]", f"a GPU of {replica.worker} {sorted(indices)}", gpu)
+    _check_number(replica.since, f"{where}.since")
+    _check_number(replica.progress, f"{where}.progress")
+    if replica.progress > 1.0:
+        raise SnapshotError(f"{where}.progress", "a fraction in [0, 1]", replica.progress)
+    _check_int(replica.inflight, f"{where}.inflight")
+    _check_int(replica.kv_total_bytes, f"{where}.kv_total_bytes")
+    _check_int(replica.kv_used_bytes, f"{where}.kv_used_bytes")
+    _check_int(replica.kv_lent_bytes, f"{where}.kv_lent_bytes")
+    if replica.kv_used_bytes > replica.kv_total_bytes:
+        raise SnapshotError(
+            f"{where}.kv_used_bytes", f"<= kv_total_bytes ({replica.kv_total_bytes})", replica.kv_used_bytes
+        )
+    if replica.kv_lent_bytes > replica.kv_total_bytes:
+        raise SnapshotError(
+            f"{where}.kv_lent_bytes", f"<= kv_total_bytes ({replica.kv_total_bytes})", replica.kv_lent_bytes
+        )
+    if replica.kv_lent_bytes and not replica.is_owner:
+        raise SnapshotError(
+            f"{where}.kv_lent_bytes", "0 for a replica that is not serving", replica.kv_lent_bytes
+        )
+    if replica.borrowed and replica.is_owner:
+        raise SnapshotError(f"{where}.borrowed", "false for a serving replica", replica.borrowed)
+    shard = snapshot.models[replica.model].spec.shard_bytes
+    capacity = min(workers[replica.worker].capacity(g) for g in replica.gpus)
+    if replica.is_owner and shard + replica.kv_total_bytes > capacity:
+        raise SnapshotError(
+            f"{where}.kv_total_bytes",
+            f"<= {capacity - shard} (pool capacity minus weights)",
+            replica.kv_total_bytes,
+        )
+
+
+def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], capacity: int) -> None:
+    """One GPU: one replica per model, at most one owner, weights fit, borrowed weights fit the lent space."""
+    replicas = snapshot.replicas
+    models: set[str] = set()
+    owners = [i for i in indices if replicas[i].is_owner]
+    for i in indices:
+        if replicas[i].model in models:
+            raise SnapshotError(f"replicas[{i}].gpus", f"no GPU already holding {replicas[i].model!r}", gpu)
+        models.add(replicas[i].model)
+    if len(owners) > 1:
+        raise SnapshotError(
+            f"replicas[{owners[1]}].gpus", f"no GPU already served by replicas[{owners[0]}]", gpu
+        )
+    total = sum(snapshot.models[replicas[i].model].spec.shard_bytes for i in indices)
+    if total > capacity:
+        raise SnapshotError(
+            f"replicas[{indices[-1]}].gpus", f"GPUs with room ({capacity} bytes on {worker}:{gpu})", gpu
+        )
+    borrowed = [i for i in indices if replicas[i].borrowed]
+    if not borrowed:
+        return
+    for i in borrowed:
+        if not owners or not set(replicas[i].gpus) <= set(replicas[owners[0]].gpus):
+            raise SnapshotError(
+                f"replicas[{i}].borrowed", "true only inside one serving replica's GPUs", True
+            )
+    lent = replicas[owners[0]].kv_lent_bytes
+    if sum(snapshot.models[replicas[i].model].spec.shard_bytes for i in borrowed) > lent:
+        raise SnapshotError(
+            f"replicas[{borrowed[-1]}].borrowed", f"weights within the lent {lent} bytes", True
+        )
