@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.timing import (
     GPU_PROFILES,
     MODEL_SHAPES,
@@ -24,6 +25,7 @@ from warmserve.worker.timing import (
     model_shape,
     prefill_seconds,
     promotion_seconds,
+    shape_for_spec,
     shape_from_config,
 )
 
@@ -171,3 +173,23 @@ def test_shape_from_a_hugging_face_config() -> None:
     with pytest.raises(InvalidFieldError) as err:
         shape_from_config("x", json.loads('{"hidden_size": "big"}'), 1, 2)
     assert err.value.field == "config.hidden_size"
+
+
+def test_a_spec_is_costed_by_its_named_shape_or_its_own_numbers() -> None:
+    named = ModelSpec("m", "/w", 1, engine_args={"shape": "llama2-13b"})
+    assert shape_for_spec(named) == MODEL_SHAPES["llama2-13b"]
+    own = shape_for_spec(ModelSpec("m", "/w", LLAMA2_7B.weight_bytes, kv_bytes_per_token=524_288))
+    assert (own.weight_bytes, own.kv_bytes_per_token) == (
+        LLAMA2_7B.weight_bytes,
+        LLAMA2_7B.kv_bytes_per_token,
+    )
+    # The same bytes moved per step as the real shape, so the same memory-bound decode time.
+    assert decode_step_seconds(own, A100, 1, 1, 100) == pytest.approx(
+        decode_step_seconds(LLAMA2_7B, A100, 1, 1, 100)
+    )
+    with pytest.raises(InvalidFieldError) as err:
+        shape_for_spec(ModelSpec("m", "/w", 1), field="models.m")
+    assert err.value.field == "models.m.kv_bytes_per_token"
+    with pytest.raises(InvalidFieldError) as unknown:
+        shape_for_spec(ModelSpec("m", "/w", 1, engine_args={"shape": "nope"}), field="models.m")
+    assert unknown.value.field == "models.m.engine_args.shape"

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.protocol import ModelSpec
 
 GB = 1e9
 TFLOPS = 1e12
@@ -237,6 +238,26 @@ def model_shape(name: str, field: str = "model") -> ModelShape:
     if name not in MODEL_SHAPES:
         raise InvalidFieldError(field, f"one of {sorted(MODEL_SHAPES)}", name)
     return MODEL_SHAPES[name]
+
+
+def shape_for_spec(spec: ModelSpec, field: str = "spec") -> ModelShape:
+    """The shape the fake engine and the simulator cost a deployed model with.
+
+    ``engine_args["shape"]`` names a registered shape. Without it, a shape equivalent for costing is made
+    from the spec's own numbers: ``weight_bytes / 2`` fp16 parameters and one attention layer whose KV
+    bytes per token are the spec's (attention FLOPs then match a multi-head model of that KV size). A spec
+    with neither raises :class:`InvalidFieldError` on ``{field}.kv_bytes_per_token``.
+    """
+    if "shape" in spec.engine_args:
+        return model_shape(spec.engine_args["shape"], f"{field}.engine_args.shape")
+    if spec.kv_bytes_per_token < 4 or spec.kv_bytes_per_token % 4:
+        raise InvalidFieldError(
+            f"{field}.kv_bytes_per_token",
+            "a positive multiple of 4 (or engine_args.shape naming a known shape)",
+            spec.kv_bytes_per_token,
+        )
+    head_dim = spec.kv_bytes_per_token // 4  # keys + values, 2 bytes each
+    return ModelShape(spec.name, max(spec.weight_bytes // 2, 1), 1, head_dim, 1, 1, head_dim)
 
 
 def shape_from_config(name: str, config: Mapping[str, object], params: int, dtype_bytes: int) -> ModelShape:
