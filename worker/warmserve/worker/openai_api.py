@@ -73,6 +73,14 @@ def parse_request(body: bytes | str | Mapping[str, Any], kind: Kind) -> Generati
     )
 
 
+def render_chat(messages: Sequence[ChatMessage]) -> str:
+    """Chat messages as one prompt: a ``role: content`` line each, then ``assistant:`` to answer.
+
+    A plain, model-neutral rendering; engines whose tokenizer has a chat template may apply that instead.
+    """
+    return "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+
+
 def error_body(
     message: str, *, param: str | None = None, kind: str = "invalid_request_error", code: str | None = None
 ) -> dict[str, Any]:

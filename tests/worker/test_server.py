@@ -1,0 +1,179 @@
+"""The worker's HTTP server over a real runtime: fake-GPU pools and the fake engine at zero delays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from warmserve.worker.engines.fake import FakeEngine
+from warmserve.worker.protocol import ObservedState, ReplicaState
+from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
+from warmserve.worker.server import REPLICA_HEADER, create_app
+from warmserve.worker.timing import gpu_profile
+
+GIB = 2**30
+MODEL = {
+    "weights": "/cache/llama3-8b",
+    "weight_bytes": 16 * GIB,
+    "max_concurrency": 4,
+    "engine_args": {"shape": "llama3-8b"},
+}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    config = WorkerConfig(name="w0", gpus=2, gpu_memory_bytes=80 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.0))
+    async with TestClient(TestServer(create_app(runtime))) as c:
+        yield c
+
+
+def desired(generation: int, *replicas: dict[str, Any], models: dict[str, Any] | None = None) -> str:
+    doc = {
+        "worker": "w0",
+        "generation": generation,
+        "models": models or {"llama": MODEL},
+        "replicas": list(replicas),
+    }
+    return json.dumps(doc)
+
+
+async def state(client: TestClient[Any, Any]) -> ObservedState:
+    resp = await client.get("/state")
+    return ObservedState.from_json(await resp.text())
+
+
+async def wait_for(client: TestClient[Any, Any], check: Callable[[ObservedState], bool]) -> ObservedState:
+    for _ in range(500):
+        observed = await state(client)
+        if check(observed):
+            return observed
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"state never reached: {observed}")
+
+
+def states(observed: ObservedState) -> dict[str, ReplicaState]:
+    return {r.id: r.state for r in observed.replicas}
+
+
+async def test_serves_completions_whole_and_streamed(client: TestClient[Any, Any]) -> None:
+    resp = await client.put(
+        "/desired", data=desired(1, {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"})
+    )
+    assert resp.status == 202
+    observed = await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    assert observed.replicas[0].endpoint == "http://w0"
+    assert (await (await client.get("/v1/models")).json())["data"][0]["id"] == "llama"
+
+    resp = await client.post("/v1/completions", json={"model": "llama", "prompt": "hello", "max_tokens": 5})
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["usage"]["completion_tokens"] == 5 and body["choices"][0]["text"]
+
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "llama",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 3,
+            "stream": True,
+        },
+        headers={REPLICA_HEADER: "l0"},
+    )
+    frames = [line for line in (await resp.text()).split("\n\n") if line]
+    assert frames[-1] == "data: [DONE]"
+    chunks = [json.loads(f.removeprefix("data: ")) for f in frames[:-1]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+
+    metrics = await (await client.get("/metrics")).text()
+    assert 'warmserve_worker_time_to_first_token_seconds_count{model="llama"} 2.0' in metrics
+    assert 'warmserve_worker_requests_total{model="llama",outcome="ok"} 2.0' in metrics
+
+
+async def test_errors_use_openai_format_and_name_the_field(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/v1/completions", json={"model": "nope", "prompt": "x"})
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "model_not_found"
+    resp = await client.post("/v1/completions", data=b"{bad json")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "body"
+    resp = await client.post("/v1/completions", json={"model": "llama", "prompt": "x", "max_tokens": 10**9})
+    assert (await resp.json())["error"]["param"] == "max_tokens"
+
+
+async def test_prewarmed_replica_is_refused_then_promoted_without_reload(
+    client: TestClient[Any, Any],
+) -> None:
+    await client.put(
+        "/desired", data=desired(1, {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"})
+    )
+    prewarmed = await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.PREWARMED})
+    assert prewarmed.gpus[0].used_bytes == 16 * GIB  # the weights only
+    resp = await client.post("/v1/completions", json={"model": "llama", "prompt": "x"})
+    assert resp.status == 503 and resp.headers["Retry-After"]
+
+    await client.put(
+        "/desired", data=desired(2, {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"})
+    )
+    serving = await wait_for(
+        client, lambda s: states(s) == {"l0": ReplicaState.SERVING} and s.observed_generation == 2
+    )
+    assert serving.gpus[0].used_bytes == 80 * GIB  # KV mapped behind the weights
+    metrics = await (await client.get("/metrics")).text()
+    assert 'warmserve_worker_load_seconds_count{model="llama"} 1.0' in metrics  # promotion loaded nothing
+
+    await client.put(
+        "/desired", data=desired(3, {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"})
+    )
+    demoted = await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.PREWARMED})
+    assert demoted.gpus[0].used_bytes == 16 * GIB  # KV unmapped, weights kept
+
+
+async def test_bad_or_stale_desired_state_keeps_the_previous_one(client: TestClient[Any, Any]) -> None:
+    await client.put(
+        "/desired", data=desired(5, {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"})
+    )
+    await wait_for(client, lambda s: s.observed_generation == 5)
+    resp = await client.put(
+        "/desired", data=desired(6, {"id": "l0", "model": "llama", "gpus": [7], "role": "serve"})
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "replicas[0].gpus"
+    resp = await client.put("/desired", data=desired(4))
+    assert resp.status == 409
+    observed = await state(client)
+    assert states(observed) == {"l0": ReplicaState.PREWARMED}
+    assert "replicas[0].gpus" in observed.error
+
+
+async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(
+    client: TestClient[Any, Any],
+) -> None:
+    models = {
+        "llama": MODEL,
+        "huge": {"weights": "/cache/huge", "weight_bytes": 70 * GIB, "engine_args": {"shape": "llama2-70b"}},
+    }
+    await client.put(
+        "/desired",
+        data=desired(
+            1,
+            {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"},
+            {"id": "h0", "model": "huge", "gpus": [0], "role": "prewarm"},
+            {"id": "h1", "model": "huge", "gpus": [1], "role": "prewarm"},
+            models=models,
+        ),
+    )
+    observed = await wait_for(
+        client,
+        lambda s: (
+            states(s) == {"l0": ReplicaState.SERVING, "h0": ReplicaState.FAILED, "h1": ReplicaState.PREWARMED}
+        ),
+    )
+    failed = next(r for r in observed.replicas if r.id == "h0")
+    assert "pool exhausted" in failed.reason
