@@ -2,10 +2,12 @@
 
 Prints:
   memcpy_GBps   best torch ``copy_`` of a SIZE uint8 buffer into another (with the threads torch uses)
-  map_seconds   mapping the slot's chunks (MAP_POPULATE: the page tables are built here, not during loads)
-  load_GBps     best ModelStore.load of a SIZE safetensors checkpoint that is already in the page cache
+  map_seconds   mapping the slot's chunks (page tables are filled later, on first touch, by the load)
+  load_GBps     best ModelStore.load of a SIZE safetensors checkpoint that is already in the page cache,
+                into a slot whose pages are already touched (the copy itself)
   load_ratio    load_GBps / memcpy_GBps, and whether it meets the 0.70 floor
-  prewarm_GBps  map + first load, end to end: what a prewarm of a fresh slot costs on this host backend
+  prewarm_GBps  map + first load into a fresh slot, end to end, page faults included: what a prewarm
+                costs on this host backend
 
 The checkpoint is written to a temporary directory under /tmp and removed at the end; the loaded bytes
 are checked against safetensors' own reader. Run from the repo root:

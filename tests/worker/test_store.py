@@ -115,6 +115,15 @@ def test_model_names_cannot_escape_the_root(store: ModelStore, name: str) -> Non
     assert info.value.field == "model"
 
 
+def test_an_absolute_path_inside_the_root_names_the_model(store: ModelStore, tmp_path: Path) -> None:
+    assert store.path(str(tmp_path / "tiny")) == store.path("tiny")
+    assert store.inspect(str(tmp_path / "tiny")).layout == store.inspect("tiny").layout
+    with pytest.raises(InvalidFieldError):
+        store.path(str(tmp_path))  # the root itself is no model
+    with pytest.raises(InvalidFieldError):
+        store.path(str(tmp_path / "tiny" / ".." / ".." / "x"))
+
+
 def test_store_parameters_are_validated(tmp_path: Path) -> None:
     with pytest.raises(InvalidFieldError) as info:
         ModelStore(tmp_path / "nope")

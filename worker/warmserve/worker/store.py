@@ -139,10 +139,19 @@ class ModelStore:
         return tuple(sorted(p.parent.relative_to(self.root).as_posix() for p in self.root.rglob(CONFIG_FILE)))
 
     def path(self, model: str) -> Path:
-        """The directory of ``model``; a name that escapes the root raises :class:`InvalidFieldError`."""
-        parts = model.split("/")
+        """The directory of ``model``: a name relative to the root, or an absolute path inside it.
+
+        Anything that could leave the root (``..``, an absolute path elsewhere, empty parts) raises
+        :class:`InvalidFieldError`.
+        """
+        name = model
+        if model.startswith("/") and Path(model).is_relative_to(self.root.absolute()):
+            name = Path(model).relative_to(self.root.absolute()).as_posix()
+        parts = name.split("/")
         if any(part in ("", ".", "..") for part in parts):
-            raise InvalidFieldError("model", f"a relative directory name under {self.root}", model)
+            raise InvalidFieldError(
+                "model", f"a directory under {self.root} (relative, or absolute inside)", model
+            )
         return self.root.joinpath(*parts)
 
     def inspect(self, model: str) -> Checkpoint:

@@ -8,10 +8,12 @@ GPU pool's memory is: a machine without that much memory fails then, with a clea
 SIGBUS at some later first touch.
 
 A slot reserves its range with an anonymous ``PROT_NONE`` mapping. Mapping a chunk puts the memfd range
-in place with ``mmap(MAP_FIXED | MAP_SHARED)`` (and ``MAP_POPULATE``, so that a load into a fresh chunk
-takes no page faults); unmapping puts an anonymous ``PROT_NONE`` mapping back with ``MAP_FIXED`` — the
-range is never left as a hole another allocation could take. Python's :mod:`mmap` cannot place a mapping,
-so libc's ``mmap``/``munmap`` are called through ctypes.
+in place with ``mmap(MAP_FIXED | MAP_SHARED)``; unmapping puts an anonymous ``PROT_NONE`` mapping back
+with ``MAP_FIXED`` — the range is never left as a hole another allocation could take. Page tables are
+filled on first touch, not at map time: ``MAP_POPULATE`` costs the same per page (≈0.6 s per GiB here)
+but would spend it in the caller's thread under the pool lock, while first touches happen in the load's
+reader threads, in parallel (bench/bench_load.py, docs/memory-pool.md). Python's :mod:`mmap` cannot
+place a mapping, so libc's ``mmap``/``munmap`` are called through ctypes.
 
 Releasing a slot or unmapping a chunk while a tensor view still covers it is refused by the base class
 (:class:`~warmserve.worker.pool.base.SlotBusyError`): reading such a view would kill the process.
@@ -60,11 +62,8 @@ class HostPool(MemoryPool):
 
     backend = "host"
 
-    def __init__(
-        self, capacity_bytes: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, *, populate: bool = True
-    ) -> None:
+    def __init__(self, capacity_bytes: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         super().__init__(capacity_bytes, chunk_bytes)
-        self._populate = mmap.MAP_POPULATE if populate else 0
         self.fd = os.memfd_create("warmserve-pool", os.MFD_CLOEXEC)
         self._close_fd = weakref.finalize(self, os.close, self.fd)  # closes it even if close() is forgotten
         try:
@@ -94,7 +93,7 @@ class HostPool(MemoryPool):
 
     def _map_chunk(self, address: int, chunk: int) -> None:
         prot = mmap.PROT_READ | mmap.PROT_WRITE
-        flags = mmap.MAP_SHARED | MAP_FIXED | self._populate
+        flags = mmap.MAP_SHARED | MAP_FIXED
         _call_mmap(address, self.chunk_bytes, prot, flags, self.fd, self.chunk_file_offset(chunk))
 
     def _unmap_chunk(self, address: int) -> None:
