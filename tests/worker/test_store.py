@@ -330,6 +330,22 @@ def test_file_removed_after_inspection_fails_with_the_reason(store: ModelStore, 
     assert slot.live_views() == 0  # a failed load does not keep the slot busy either
 
 
+def test_loads_leave_no_file_descriptor_open(store: ModelStore, pool: HostPool) -> None:
+    checkpoint = store.inspect("tiny")
+    slot = _mapped_slot(pool, checkpoint)
+    before = len(os.listdir("/proc/self/fd"))
+    for piece_bytes in (64, 4096, 1 << 20):
+        assert (
+            store.load(checkpoint, slot, threads=2, piece_bytes=piece_bytes).wait(10).state is LoadState.DONE
+        )
+    cancelled = store.load(checkpoint, slot, piece_bytes=8)
+    cancelled.cancel()
+    cancelled.wait(10)
+    _shard(store.root / "tiny").unlink()
+    assert store.load(checkpoint, slot).wait(10).state is LoadState.FAILED
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_loading_into_an_unmapped_slot_fails_with_the_reason(store: ModelStore, pool: HostPool) -> None:
     checkpoint = store.inspect("tiny")
     result = store.load(checkpoint, pool.create_slot()).wait(10)

@@ -25,7 +25,7 @@ import heapq
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Self
@@ -128,8 +128,9 @@ class Slot:
 
     def live_views(self) -> int:
         """How many views handed out by :meth:`view` are still referenced (by any tensor)."""
-        self._views = [v for v in self._views if v.owner() is not None]
-        return len(self._views)
+        with self.pool._lock:  # a load thread may be adding a view right now
+            self._views = [v for v in self._views if v.owner() is not None]
+            return len(self._views)
 
     def _busy(self, start: int, end: int) -> bool:
         return any(v.start < end and start < v.end for v in self._views if v.owner() is not None)
@@ -190,9 +191,6 @@ class MemoryPool(ABC):
                 used_bytes=self.used_bytes,
                 slot_chunks=MappingProxyType({sid: s.mapped_chunks for sid, s in self._slots.items()}),
             )
-
-    def slots(self) -> Iterator[Slot]:
-        return iter(list(self._slots.values()))
 
     # --- slots -----------------------------------------------------------------------------------
 

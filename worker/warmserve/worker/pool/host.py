@@ -44,6 +44,11 @@ _munmap = _libc.munmap
 _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _munmap.restype = ctypes.c_int
 _MAP_FAILED = ctypes.c_void_p(-1).value
+# A writable memoryview over raw memory; unlike a ctypes array it creates no new type per distinct size.
+_memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
+_memory_view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+_memory_view.restype = ctypes.py_object
+_PYBUF_WRITE = 0x200
 
 _RESERVED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
 
@@ -103,7 +108,7 @@ class HostPool(MemoryPool):
             raise PoolError(f"host pool: unmapping a chunk failed: {exc}") from exc
 
     def _tensor(self, address: int, nbytes: int) -> tuple[torch.Tensor, object]:
-        buffer = (ctypes.c_uint8 * nbytes).from_address(address)
+        buffer: memoryview = _memory_view(address, nbytes, _PYBUF_WRITE)
         return torch.frombuffer(buffer, dtype=torch.uint8), buffer  # the tensor keeps `buffer` alive
 
     def _close(self) -> None:
