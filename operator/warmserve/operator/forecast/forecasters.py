@@ -1,0 +1,409 @@
+"""Forecasters of a per-window load series, behind one small interface and a name → class registry.
+
+Each forecaster works on one series (a model's window means, or its window peaks) sampled once per window,
+with a daily period of ``period`` windows. The work is split so the online path stays cheap:
+
+* :meth:`Forecaster.fit` — the expensive part (parameter estimation), run now and then (daily, say);
+  returns an immutable fit.
+* :meth:`Forecaster.predict` — pure and cheap: the next ``horizon`` windows after ``history`` using a fit
+  made on an earlier prefix of the same ``history`` (same first window). Run every window.
+* :meth:`Forecaster.one_step` — the one-window-ahead predictions a backtest needs, for every window from
+  ``start`` on, each using only the windows before it (vectorised where the model allows).
+
+Missing data never crashes and never yields a negative or NaN forecast: NaN windows in the history are gaps
+(statsmodels models see them filled with the last observed value, 0 before any); with no usable history a
+forecaster predicts the last observed value, or 0 for a brand-new model; a statsmodels model that cannot be
+fitted (under two periods of history, a failed optimisation) falls back to the WarmServe forecaster; every
+output is finally clipped to ``[0, ∞)`` with non-finite values replaced by the last observed value.
+
+The scheduler's call is :func:`fit_load` once in a while, then :func:`forecast` every window.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from statsmodels.tsa.arima.model import ARIMA
+from statsmodels.tsa.holtwinters import ExponentialSmoothing
+from statsmodels.tsa.seasonal import STL
+
+from warmserve.operator.forecast.traces import FloatArray
+from warmserve.worker.errors import InvalidFieldError
+
+#: The paper's correction uses the last ≤ 10 residuals with weights 2^-d (d = 1 for the latest).
+RESIDUALS = 10
+IntArray = npt.NDArray[np.int_]
+_WEIGHTS = 2.0 ** -np.arange(1, RESIDUALS + 1)
+
+
+class Forecaster(ABC):
+    """Forecasts one series with a daily period of ``period`` windows (≥ 1)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, period: int) -> None:
+        if period < 1:
+            raise InvalidFieldError("period", "at least one window per day", period)
+        self.period = period
+
+    def fit(self, history: FloatArray) -> Any:
+        """Estimate parameters from ``history``; the default has none. Never raises on short or gappy data."""
+        return None
+
+    def predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
+        """The ``horizon`` windows after ``history``: finite and ≥ 0."""
+        if horizon < 1:
+            raise InvalidFieldError("horizon", "at least one window", horizon)
+        return _sanitize(self._predict(fitted, history, horizon), history)
+
+    def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
+        """For each window i ≥ ``start``, the forecast of ``history[i]`` from ``history[:i]`` and ``fitted``
+        (a fit on ``history[:start]`` or earlier): finite and ≥ 0."""
+        return np.array([self.predict(fitted, history[:i], 1)[0] for i in range(start, len(history))])
+
+    @abstractmethod
+    def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
+        """Raw forecast; :meth:`predict` cleans it."""
+
+
+def last_value(history: FloatArray) -> float:
+    """The last finite value of ``history``, 0 when there is none (a new model)."""
+    finite = history[np.isfinite(history)]
+    return float(finite[-1]) if len(finite) else 0.0
+
+
+def _sanitize(values: FloatArray, history: FloatArray) -> FloatArray:
+    cleaned = np.where(np.isfinite(values), values, last_value(history))
+    return np.maximum(cleaned, 0.0).astype(np.float64)
+
+
+def _fill_gaps(history: FloatArray) -> FloatArray:
+    """NaN windows take the last observed value (0 before any), so statsmodels sees a gapless series."""
+    return np.asarray(pd.Series(history, dtype=float).ffill().fillna(0.0), dtype=np.float64)
+
+
+class LastValue(Forecaster):
+    """Baseline: the next windows equal the last observed one."""
+
+    name = "last-value"
+
+    def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
+        return np.full(horizon, last_value(history))
+
+
+class SeasonalNaive(Forecaster):
+    """Baseline: a window equals the same window ``days`` days earlier (last value when that is unknown)."""
+
+    days: ClassVar[int]
+
+    def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
+        lag = self.days * self.period
+        targets = len(history) + np.arange(horizon)
+        source = targets - lag * np.ceil((targets - len(history) + 1) / lag).astype(int)
+        known = source >= 0
+        values = np.full(horizon, np.nan)
+        values[known] = history[source[known]]
+        return np.where(np.isfinite(values), values, last_value(history))
+
+    def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
+        lag = self.days * self.period
+        lagged = np.concatenate([np.full(lag, np.nan), history])[start : len(history)]
+        fallback = pd.Series(history).ffill().fillna(0.0).shift(1, fill_value=0.0).to_numpy()[start:]
+        return _sanitize(np.where(np.isfinite(lagged), lagged, fallback), history[:start])
+
+
+class SeasonalNaiveDay(SeasonalNaive):
+    name = "seasonal-naive-1d"
+    days = 1
+
+
+class SeasonalNaiveWeek(SeasonalNaive):
+    name = "seasonal-naive-7d"
+    days = 7
+
+
+class WarmServeForecaster(Forecaster):
+    """The paper's forecaster: the mean of the same window on all previous days, plus the weighted mean
+    (weights 2^-d) of the residuals of the last ≤ 10 windows against that same seasonal mean.
+
+    Before a full day of history (or for a window never seen at that time of day) the seasonal mean is the
+    last observed value; windows without a seasonal mean contribute no residual.
+    """
+
+    name = "warmserve"
+
+    def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
+        targets = len(history) + np.arange(horizon)
+        recent = np.arange(max(0, len(history) - RESIDUALS), len(history))[::-1]
+        residuals = history[recent] - self._seasonal_mean(history, recent)
+        usable = np.isfinite(residuals)
+        weights = _WEIGHTS[: len(recent)][usable]
+        correction = float(weights @ residuals[usable] / weights.sum()) if usable.any() else 0.0
+        base = self._seasonal_mean(history, targets)
+        return np.where(np.isfinite(base), base, last_value(history)) + correction
+
+    def _seasonal_mean(self, history: FloatArray, targets: IntArray) -> FloatArray:
+        """For each target window, the mean of the finite values at the same phase before min(target, n)."""
+        means = np.full(len(targets), np.nan)
+        for k, target in enumerate(targets):
+            phase = target % self.period
+            past = history[phase : min(int(target), len(history)) : self.period]
+            past = past[np.isfinite(past)]
+            if len(past):
+                means[k] = past.mean()
+        return means
+
+
+@dataclass(frozen=True)
+class HoltWintersFit:
+    """Fitted additive Holt-Winters (no trend): smoothing weights and the initial states of the fit."""
+
+    seasonal_periods: int
+    smoothing_level: float
+    smoothing_seasonal: float
+    initial_level: float
+    initial_seasons: tuple[float, ...]
+
+
+class HoltWinters(Forecaster):
+    """statsmodels Holt-Winters (additive seasonality, no trend), period one week when the history holds
+    two weeks, else one day. Fitting estimates the weights; predicting re-runs the filter from the fit's
+    initial states with the weights fixed (``optimized=False``), which costs milliseconds.
+    Under two days of history, or if the fit fails, it behaves as the WarmServe forecaster."""
+
+    name = "holt-winters"
+
+    def fit(self, history: FloatArray) -> HoltWintersFit | None:
+        periods = 7 * self.period if len(history) >= 14 * self.period else self.period
+        if periods < 2 or len(history) < 2 * periods:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                result = ExponentialSmoothing(
+                    _fill_gaps(history),
+                    seasonal="add",
+                    seasonal_periods=periods,
+                    initialization_method="heuristic",
+                ).fit()
+            except (ValueError, np.linalg.LinAlgError):
+                return None
+        params = result.params
+        fit = HoltWintersFit(
+            periods,
+            float(params["smoothing_level"]),
+            float(params["smoothing_seasonal"]),
+            float(params["initial_level"]),
+            tuple(float(s) for s in params["initial_seasons"]),
+        )
+        return fit if all(map(math.isfinite, (fit.smoothing_level, fit.smoothing_seasonal))) else None
+
+    def _filtered(self, fitted: HoltWintersFit, history: FloatArray) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ExponentialSmoothing(
+                _fill_gaps(history),
+                seasonal="add",
+                seasonal_periods=fitted.seasonal_periods,
+                initialization_method="known",
+                initial_level=fitted.initial_level,
+                initial_seasonal=np.array(fitted.initial_seasons),
+            ).fit(
+                smoothing_level=fitted.smoothing_level,
+                smoothing_seasonal=fitted.smoothing_seasonal,
+                optimized=False,
+            )
+
+    def _predict(self, fitted: HoltWintersFit | None, history: FloatArray, horizon: int) -> FloatArray:
+        if fitted is None:
+            return WarmServeForecaster(self.period).predict(None, history, horizon)
+        return np.asarray(self._filtered(fitted, history).forecast(horizon), dtype=float)
+
+    def one_step(self, fitted: HoltWintersFit | None, history: FloatArray, start: int) -> FloatArray:
+        if fitted is None:
+            return WarmServeForecaster(self.period).one_step(None, history, start)
+        values = np.asarray(self._filtered(fitted, history).fittedvalues, dtype=float)[start:]
+        return _sanitize(values, history[:start])
+
+
+@dataclass(frozen=True)
+class StlArimaFit:
+    """STL's seasonal component over the fit, and an ARIMA fitted to the deseasonalised series."""
+
+    seasonal: FloatArray
+    arima: Any  # statsmodels ARIMAResults; treated as immutable
+
+
+class StlArima(Forecaster):
+    """statsmodels STL (daily period) + ARIMA(1,0,1) with a constant on the seasonally adjusted series.
+
+    Windows after the fit get the last fitted day of the seasonal component (seasonal naive), and the
+    ARIMA is extended over them with fixed parameters (``append(refit=False)``). Under two days of
+    history, or if a fit fails, it behaves as the WarmServe forecaster.
+    """
+
+    name = "stl-arima"
+    order: ClassVar[tuple[int, int, int]] = (1, 0, 1)
+    _trend = "c"
+
+    def fit(self, history: FloatArray) -> StlArimaFit | None:
+        if self.period < 2 or len(history) < 2 * self.period:
+            return None
+        filled = _fill_gaps(history)
+        jump = self.period // 12 + 1  # LOESS every `jump` points: same fit, ~10x faster
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                seasonal = (
+                    STL(filled, period=self.period, seasonal_jump=jump, trend_jump=jump, low_pass_jump=jump)
+                    .fit()
+                    .seasonal
+                )
+                arima = ARIMA(filled - seasonal, order=self.order, trend=self._trend).fit()
+            except (ValueError, np.linalg.LinAlgError):
+                return None
+        return StlArimaFit(np.asarray(seasonal, dtype=float), arima)
+
+    def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
+        fitted_len = len(fitted.seasonal)
+        last_day = fitted.seasonal[fitted_len - self.period :]
+        ahead = np.asarray(indices, dtype=int) - fitted_len
+        inside = fitted.seasonal[np.clip(np.asarray(indices, dtype=int), 0, fitted_len - 1)]
+        seasonal: FloatArray = np.where(ahead < 0, inside, last_day[ahead % self.period])
+        return seasonal
+
+    def _extended(self, fitted: StlArimaFit, history: FloatArray) -> Any:
+        new = np.arange(len(fitted.seasonal), len(history))
+        if len(new) == 0:
+            return fitted.arima
+        adjusted = _fill_gaps(history)[new] - self._seasonal(fitted, new)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fitted.arima.append(adjusted, refit=False)
+
+    def _predict(self, fitted: StlArimaFit | None, history: FloatArray, horizon: int) -> FloatArray:
+        if fitted is None:
+            return WarmServeForecaster(self.period).predict(None, history, horizon)
+        targets = len(history) + np.arange(horizon)
+        adjusted = np.asarray(self._extended(fitted, history).forecast(horizon), dtype=float)
+        return adjusted + self._seasonal(fitted, targets)
+
+    def one_step(self, fitted: StlArimaFit | None, history: FloatArray, start: int) -> FloatArray:
+        if fitted is None:
+            return WarmServeForecaster(self.period).one_step(None, history, start)
+        if start >= len(history):
+            return np.zeros(0)
+        targets = np.arange(start, len(history))
+        adjusted = np.asarray(self._extended(fitted, history).predict(start=start, end=len(history) - 1))
+        return _sanitize(adjusted + self._seasonal(fitted, targets), history[:start])
+
+
+@dataclass(frozen=True)
+class AutoFit:
+    """The candidate ``auto`` chose at fit time, and that candidate's own fit."""
+
+    chosen: str
+    fit: Any
+
+
+class Auto(Forecaster):
+    """Picks, at each fit, the candidate with the lowest mean absolute one-window-ahead error over the last
+    day of the history (each candidate fitted on the history before that day), then fits it on all of it.
+
+    Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day of
+    history there is nothing to compare and it uses the WarmServe forecaster.
+    """
+
+    name = "auto"
+    evaluation_days: ClassVar[int] = 1
+
+    def candidates(self) -> tuple[Forecaster, ...]:
+        return tuple(cls(self.period) for name, cls in FORECASTERS.items() if name != self.name)
+
+    def fit(self, history: FloatArray) -> AutoFit:
+        if len(history) <= self.period:
+            return AutoFit(WarmServeForecaster.name, None)
+        split = len(history) - min(self.evaluation_days * self.period, len(history) // 2)
+        actual = history[split:]
+        errors: dict[str, float] = {}
+        for candidate in self.candidates():
+            predicted = candidate.one_step(candidate.fit(history[:split]), history, split)
+            scored = np.isfinite(actual)
+            errors[candidate.name] = (
+                float(np.abs(predicted - actual)[scored].mean()) if scored.any() else math.inf
+            )
+        chosen = min(errors, key=lambda name: errors[name])
+        return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
+
+    def _predict(self, fitted: AutoFit, history: FloatArray, horizon: int) -> FloatArray:
+        return make_forecaster(fitted.chosen, self.period).predict(fitted.fit, history, horizon)
+
+    def one_step(self, fitted: AutoFit, history: FloatArray, start: int) -> FloatArray:
+        return make_forecaster(fitted.chosen, self.period).one_step(fitted.fit, history, start)
+
+
+#: Every forecaster by name, in the order tables list them.
+FORECASTERS: Mapping[str, type[Forecaster]] = {
+    cls.name: cls
+    for cls in (
+        WarmServeForecaster,
+        HoltWinters,
+        StlArima,
+        SeasonalNaiveDay,
+        SeasonalNaiveWeek,
+        LastValue,
+        Auto,
+    )
+}
+BASELINES: tuple[str, ...] = (SeasonalNaiveDay.name, SeasonalNaiveWeek.name, LastValue.name)
+
+
+def make_forecaster(name: str, period: int) -> Forecaster:
+    """The forecaster registered as ``name``; ``InvalidFieldError`` lists the valid names otherwise."""
+    if name not in FORECASTERS:
+        raise InvalidFieldError("forecaster", f"one of {', '.join(FORECASTERS)}", name)
+    return FORECASTERS[name](period)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Mean and peak concurrency for each of the next windows (index 0 = the next window); peak ≥ mean."""
+
+    mean: tuple[float, ...]
+    peak: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LoadFit:
+    """A forecaster fitted on one model's mean and peak histories (see :func:`fit_load`)."""
+
+    forecaster: Forecaster
+    mean: Any
+    peak: Any
+
+
+def fit_load(forecaster: Forecaster, history_mean: FloatArray, history_peak: FloatArray) -> LoadFit:
+    """The expensive step, run now and then (e.g. daily): fit both series of one model."""
+    return LoadFit(forecaster, forecaster.fit(history_mean), forecaster.fit(history_peak))
+
+
+def forecast(
+    fit: LoadFit, history_mean: FloatArray, history_peak: FloatArray, horizon_windows: int
+) -> Forecast:
+    """The cheap online step, every window: mean and peak for the next ``horizon_windows`` windows.
+
+    The histories must start at the same window as those given to :func:`fit_load` (they may have grown
+    since). Pure: the same inputs give the same forecast. Never negative or NaN; peak is raised to the mean
+    where a model forecasts it lower.
+    """
+    mean = fit.forecaster.predict(fit.mean, history_mean, horizon_windows)
+    peak = np.maximum(fit.forecaster.predict(fit.peak, history_peak, horizon_windows), mean)
+    return Forecast(tuple(float(v) for v in mean), tuple(float(v) for v in peak))
