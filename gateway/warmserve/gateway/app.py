@@ -1,0 +1,138 @@
+"""The gateway's HTTP server: the OpenAI-compatible front door, ``/demand`` and ``/metrics``.
+
+A thin adapter around the router (which instance, or wait) and the proxy (forward, retry, stream).
+Requests are validated once by :func:`warmserve.worker.openai_api.parse_request`: a malformed one is
+answered ``400`` naming the field, a model that is not declared ``404`` (``model_not_found``), both in
+OpenAI's error format, before any instance is involved. Client disconnects cancel the handler
+(``handler_cancellation``), which closes the upstream connection so the worker cancels too.
+
+Start it with :func:`serve` (the CLI does), or build :class:`Gateway` and run ``gateway.app()`` on an
+``aiohttp`` runner with ``handler_cancellation=True``. The client session (one pooled connector) and the
+discovery loop live exactly as long as the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+from aiohttp import web
+
+from warmserve.gateway.config import GatewayConfig, check_worker_urls
+from warmserve.gateway.demand import demand_body
+from warmserve.gateway.discovery import Discovery
+from warmserve.gateway.metrics import GatewayMetrics
+from warmserve.gateway.proxy import Call, Proxy
+from warmserve.gateway.router import Router
+from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.openai_api import Kind, error_body, models_body, parse_request
+
+#: Seconds to open a connection to a worker; beyond it the attempt fails and is retried elsewhere.
+CONNECT_TIMEOUT_S = 2.0
+#: Request bodies above this are refused by aiohttp with 413 before they are buffered.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class Gateway:
+    """One gateway: its configuration, routing state and metrics; ``app()`` serves them over HTTP."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.router = Router(config.models, config.queue_limit)
+        self.metrics = GatewayMetrics(self.router.demand)
+        self._workers: tuple[str, ...] = config.workers
+        self._discovery: Discovery | None = None
+        self._proxy: Proxy | None = None
+
+    def set_workers(self, workers: Sequence[str]) -> None:
+        """Replace the workers polled for instances (the local runner or scheduler calls this).
+
+        Raises :class:`InvalidFieldError` for a bad URL, keeping the previous list.
+        """
+        if self._discovery is not None:
+            self._discovery.set_workers(workers)
+        else:
+            self._workers = check_worker_urls(workers)
+
+    def app(self) -> web.Application:
+        """The aiohttp application; its session and discovery start and stop with it."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/demand", self._demand)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.cleanup_ctx.append(self._lifetime)
+        return app
+
+    async def _lifetime(self, _: web.Application) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.config.upstream_read_timeout_s
+        )
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            self._proxy = Proxy(session, self.router, self.metrics, self.config.retry_after_s)
+            self._discovery = Discovery(
+                session, self._workers, self.router.update, self.config.poll_interval_s
+            )
+            poller = asyncio.create_task(self._discovery.run(), name="gateway-discovery")
+            try:
+                yield
+            finally:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+                self._workers = self._discovery.workers
+                self._discovery = self._proxy = None
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "completion")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "chat")
+
+    async def _generate(self, request: web.Request, kind: Kind) -> web.StreamResponse:
+        arrived = time.perf_counter()
+        body = await request.read()
+        try:
+            parsed = parse_request(body, kind)
+        except InvalidFieldError as exc:
+            return web.json_response(error_body(str(exc), param=exc.field), status=400)
+        if self.config.model(parsed.model) is None:
+            message = f"The model {parsed.model!r} does not exist; see /v1/models"
+            return web.json_response(error_body(message, param="model", code="model_not_found"), status=404)
+        assert self._proxy is not None, "the application is running"
+        self.router.arrive(parsed.model)
+        deadline = asyncio.get_running_loop().time() + self.config.hold_timeout_s
+        call = Call(parsed, body, request.path, arrived, deadline)
+        response = await self._proxy.forward(request, call)
+        self.metrics.requests.labels(parsed.model, str(response.status)).inc()
+        self.metrics.duration.labels(parsed.model).observe(time.perf_counter() - arrived)
+        return response
+
+    async def _models(self, _: web.Request) -> web.Response:
+        return web.json_response(models_body([m.name for m in self.config.models]))
+
+    async def _demand(self, _: web.Request) -> web.Response:
+        return web.json_response(demand_body(self.router.demand()))
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+
+async def serve(gateway: Gateway, host: str, port: int) -> None:
+    """Serve ``gateway`` on ``host:port`` until cancelled."""
+    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

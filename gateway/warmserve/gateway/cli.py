@@ -1,0 +1,84 @@
+"""The ``warmserve gateway`` subcommand: run the OpenAI-compatible front door.
+
+``warmserve gateway --port 8080 --worker http://10.0.0.5:8000 --model llama-8b:16 --model qwen-7b``
+serves the declared models (``NAME`` or ``NAME:B``, B the requests per instance at once) from the
+serving replicas of the given workers, until interrupted. A bad option is reported in one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from warmserve.gateway.app import Gateway, serve
+from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, GatewayConfig, parse_model_arg
+from warmserve.operator.cli import CliError
+from warmserve.worker.errors import WarmServeError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``gateway`` subcommand to the `warmserve` parser."""
+    defaults = GatewayConfig(models=())
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "gateway", help="run the OpenAI-compatible gateway in front of the workers", description=__doc__
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default %(default)s)")
+    parser.add_argument(
+        "--worker", action="append", default=[], metavar="URL", help="a worker's base URL (repeatable)"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME[:B]",
+        help=f"a model to serve and B, its requests per instance (B defaults to {DEFAULT_MAX_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--queue-limit",
+        type=int,
+        default=defaults.queue_limit,
+        help="requests held per model at most; beyond it 503 at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=defaults.hold_timeout_s,
+        help="seconds a request may wait for a free instance before 503 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=int,
+        default=defaults.retry_after_s,
+        help="the Retry-After seconds of a 503 (default %(default)s)",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+    except WarmServeError as exc:
+        raise CliError(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(serve(Gateway(config), args.host, args.port))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    return 0
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    if not args.model:
+        raise CliError("declare at least one --model NAME[:B]")
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port: expected 1 to 65535, got {args.port}")
+    return GatewayConfig(
+        models=tuple(parse_model_arg(m) for m in args.model),
+        workers=tuple(args.worker),
+        queue_limit=args.queue_limit,
+        hold_timeout_s=args.hold_timeout,
+        retry_after_s=args.retry_after,
+    )
