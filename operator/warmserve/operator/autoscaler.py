@@ -5,8 +5,9 @@ smoothed load L. With B requests per instance and n instances, the model scales 
 ``L > scale_out_threshold·B·n`` and in when ``L < scale_in_threshold·B·n``, both to the fewest
 instances that keep L under the scale-out line (``ceil(L / (scale_out_threshold·B))``), so the new
 count is itself stable; scale-in never removes an instance protected for ``protect_s`` after it was
-started. A request for a model with no instance
-scales it out at once, without waiting for the window. ``min_instances``/``max_instances`` bound all.
+started. While any request waits or runs, a model keeps at least one instance: a request for a
+model with none scales it out at once, without waiting for the window. ``min_instances`` and
+``max_instances`` bound every target.
 
 The little state kept between ticks (the window, protection deadlines) is an explicit immutable
 :class:`AutoscalerState` passed in and returned: nothing hidden, so a step can be replayed.
@@ -115,19 +116,22 @@ def target_instances(
     """Instances the model needs now, from its smoothed ``load``, raw ``demand`` and ``current`` count."""
     b = model.spec.max_concurrency
     name = model.spec.name
+    needed = math.ceil(load / (config.scale_out_threshold * b))  # > current exactly when L > threshold·B·n
+    if demand.total > 0:
+        needed = max(needed, 1)  # requests are waiting now: never fewer than one instance
     target, reason = current, ""
-    if load > config.scale_out_threshold * b * current:
-        target = math.ceil(load / (config.scale_out_threshold * b))
+    if needed > current:
+        target = needed
         reason = (
             f"{name}: smoothed load {load:.2f} > {config.scale_out_threshold} x B={b} x {current} instances"
         )
-    elif load < config.scale_in_threshold * b * current:
-        target = math.ceil(load / (config.scale_out_threshold * b))
+        if current == 0 and demand.total > 0:
+            reason = f"{name}: a request arrived and no instance exists (smoothed load {load:.2f})"
+    elif load < config.scale_in_threshold * b * current and needed < current:
+        target = needed
         reason = (
             f"{name}: smoothed load {load:.2f} < {config.scale_in_threshold} x B={b} x {current} instances"
         )
-    if current == 0 and demand.total > 0 and target < 1:
-        target, reason = 1, f"{name}: a request arrived and no instance exists"
     if target < model.min_instances:
         target, reason = model.min_instances, f"{name}: min_instances={model.min_instances}"
     if target > model.max_instances:

@@ -1,0 +1,213 @@
+"""A snapshot is validated whole: each inconsistency raises a typed error naming its field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
+from warmserve.operator.autoscaler import AutoscalerConfig
+from warmserve.operator.kv_reservation import KvConfig
+from warmserve.operator.placement import PlacementConfig
+from warmserve.operator.snapshot import Demand, Forecast, Gpu, Snapshot, SnapshotError, Worker
+from warmserve.worker.errors import InvalidFieldError, WarmServeError
+
+A = model("a", 4)
+B = model("b", 4)
+
+
+def bad_spec(**fields: object) -> Snapshot:
+    return snapshot([replace(A, spec=replace(A.spec, **fields))])  # type: ignore[arg-type]
+
+
+CASES: list[tuple[str, Callable[[], object], str, str]] = [
+    (
+        "gpu that does not exist",
+        lambda: snapshot([A], [prewarmed("r", "a", [7])]),
+        "replicas[0].gpus[0]",
+        "a GPU of w0",
+    ),
+    (
+        "unknown worker",
+        lambda: snapshot([A], [prewarmed("r", "a", [0], worker="nope")]),
+        "replicas[0].worker",
+        "one of the workers",
+    ),
+    (
+        "unknown model",
+        lambda: snapshot([A], [prewarmed("r", "zz", [0])]),
+        "replicas[0].model",
+        "one of the declared models",
+    ),
+    (
+        "forecast of unknown model",
+        lambda: snapshot([A], forecasts={"zz": (1, 2)}),
+        "forecasts['zz']",
+        "declared models",
+    ),
+    ("demand of unknown model", lambda: snapshot([A], demand={"zz": 1.0}), "demand['zz']", "declared models"),
+    ("negative weights", lambda: bad_spec(weight_bytes=-5), "models['a'].spec.weight_bytes", ">= 1"),
+    ("zero B", lambda: bad_spec(max_concurrency=0), "models['a'].spec.max_concurrency", ">= 1"),
+    (
+        "TP wider than any worker",
+        lambda: bad_spec(tensor_parallel=8),
+        "models['a'].spec.tensor_parallel",
+        "<= 4",
+    ),
+    (
+        "spec named differently",
+        lambda: Snapshot(0.0, workers(), {"a": B}, ()),
+        "models['a'].spec.name",
+        "the key 'a'",
+    ),
+    (
+        "negative capacity",
+        lambda: snapshot([A], cluster=(Worker("w0", (Gpu(0, -1),)),)),
+        "workers[0].gpus[0].capacity_bytes",
+        ">= 1",
+    ),
+    (
+        "duplicate GPU index",
+        lambda: snapshot([A], cluster=(Worker("w0", (Gpu(0, GIB), Gpu(0, GIB))),)),
+        "workers[0].gpus[1].index",
+        "unique",
+    ),
+    ("duplicate worker", lambda: snapshot([A], cluster=workers(1) + workers(1)), "workers[1].name", "unique"),
+    (
+        "worker without GPU",
+        lambda: snapshot([A], cluster=(Worker("w0", ()),)),
+        "workers[0].gpus",
+        "at least one GPU",
+    ),
+    ("NaN time", lambda: snapshot([A], now=math.nan), "now", "finite"),
+    ("peak under mean", lambda: snapshot([A], forecasts={"a": (5, 2)}), "forecasts['a'].peak", "the mean (5"),
+    ("negative demand", lambda: snapshot([A], demand={"a": -1.0}), "demand['a'].inflight", ">= 0"),
+    (
+        "min above max instances",
+        lambda: snapshot([replace(A, min_instances=3, max_instances=2)]),
+        "models['a'].max_instances",
+        ">= 3",
+    ),
+    (
+        "zero bandwidth",
+        lambda: snapshot([replace(A, load_bandwidth_bytes_per_s=0.0)]),
+        "models['a'].load_bandwidth_bytes_per_s",
+        "> 0",
+    ),
+    (
+        "wrong GPU count",
+        lambda: snapshot([A], [prewarmed("r", "a", [0, 1])]),
+        "replicas[0].gpus",
+        "1 distinct GPUs",
+    ),
+    (
+        "duplicate id",
+        lambda: snapshot([A, B], [prewarmed("r", "a", [0]), prewarmed("r", "b", [1])]),
+        "replicas[1].id",
+        "unique",
+    ),
+    (
+        "model twice on a GPU",
+        lambda: snapshot([A], [prewarmed("r", "a", [0]), prewarmed("s", "a", [0])]),
+        "replicas[1].gpus",
+        "no GPU already holding 'a'",
+    ),
+    (
+        "two serving on a GPU",
+        lambda: snapshot([A, B], [serving("r", "a", [0], 1), serving("s", "b", [0], 1)]),
+        "replicas[1].gpus",
+        "no GPU already served",
+    ),
+    (
+        "weights over capacity",
+        lambda: snapshot(
+            [model("a", 10), model("b", 10)], [prewarmed("r", "a", [0]), prewarmed("s", "b", [0])]
+        ),
+        "replicas[1].gpus",
+        "GPUs with room",
+    ),
+    (
+        "KV over capacity",
+        lambda: snapshot([A], [serving("r", "a", [0], 13)]),
+        "replicas[0].kv_total_bytes",
+        "<= 12884901888",
+    ),
+    (
+        "KV used over total",
+        lambda: snapshot([A], [serving("r", "a", [0], 4, kv_used_bytes=5 * GIB)]),
+        "replicas[0].kv_used_bytes",
+        "<= kv_total",
+    ),
+    (
+        "lending while prewarmed",
+        lambda: snapshot([A], [prewarmed("r", "a", [0], kv_total_bytes=GIB, kv_lent_bytes=GIB)]),
+        "replicas[0].kv_lent_bytes",
+        "not serving",
+    ),
+    (
+        "borrowing with no lender",
+        lambda: snapshot([A], [prewarmed("r", "a", [0], borrowed=True)]),
+        "replicas[0].borrowed",
+        "inside one serving replica",
+    ),
+    (
+        "borrowing beyond the lent space",
+        lambda: snapshot(
+            [A, B],
+            [serving("r", "a", [0], 8, kv_lent_bytes=2 * GIB), prewarmed("s", "b", [0], borrowed=True)],
+        ),
+        "replicas[1].borrowed",
+        "within the lent",
+    ),
+    (
+        "progress over 1",
+        lambda: snapshot([A], [prewarmed("r", "a", [0], progress=1.5)]),
+        "replicas[0].progress",
+        "[0, 1]",
+    ),
+    ("zero tick", lambda: AutoscalerConfig(tick_s=0), "autoscaler.tick_s", "> 0"),
+    (
+        "inverted thresholds",
+        lambda: AutoscalerConfig(scale_in_threshold=0.9),
+        "autoscaler.scale_in_threshold",
+        "[0, scale_out",
+    ),
+    ("zero chunk", lambda: KvConfig(chunk_bytes=0), "kv.chunk_bytes", ">= 1"),
+    ("reserve over 1", lambda: KvConfig(min_reserve_fraction=2), "kv.min_reserve_fraction", "[0, 1]"),
+    (
+        "negative serving KV",
+        lambda: PlacementConfig(min_serving_kv_bytes=-1),
+        "placement.min_serving_kv_bytes",
+        ">= 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "field", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_names_the_field_and_what_was_expected(
+    build: Callable[[], object], field: str, expected: str
+) -> None:
+    with pytest.raises(SnapshotError) as caught:
+        build()
+    assert caught.value.field == field
+    assert expected in caught.value.expected
+    assert isinstance(caught.value, InvalidFieldError | WarmServeError)
+
+
+def test_a_consistent_snapshot_is_accepted_and_frozen() -> None:
+    snap = snapshot(
+        [A, B],
+        [serving("r", "a", [0], 8, kv_lent_bytes=4 * GIB), prewarmed("s", "b", [0], borrowed=True)],
+        forecasts={"a": (1, 3)},
+        demand={"a": 2.0},
+    )
+    assert snap.demand_of("b") == Demand(0.0)
+    assert snap.forecasts["a"] == Forecast(1, 3)
+    with pytest.raises(TypeError):
+        snap.models["c"] = A  # type: ignore[index]
+    assert snap.worker("w0").capacity(3) == 16 * GIB
+    with pytest.raises(KeyError):
+        snap.worker("w9")
