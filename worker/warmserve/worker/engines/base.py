@@ -135,16 +135,22 @@ def next_piece(
 
     ``text`` is the completion so far including the new token, ``emitted`` what was already streamed,
     ``count`` the tokens generated including this one, ``eos`` whether it is the end-of-sequence token.
-    A stop string ends the stream and is cut off; text streamed before a stop string was complete is
-    not taken back.
+    A stop string ends the stream and is cut off. While stop strings are set, the last ``len(longest) -
+    1`` characters are held back until the stream ends, so a stop string that spans tokens is never
+    partly streamed.
     """
     found = [i for i in (text.find(s) for s in request.stop) if i >= 0]
     if found:
         return text[len(emitted) : max(min(found), len(emitted))], "stop"
-    piece = text[len(emitted) :]
+    finish: FinishReason | None = None
     if eos and not request.ignore_eos:
-        return piece, "stop"
-    return piece, "length" if count >= request.max_tokens else None
+        finish = "stop"
+    elif count >= request.max_tokens:
+        finish = "length"
+    end = len(text)
+    if finish is None and request.stop:
+        end = max(end - max(len(s) for s in request.stop) + 1, len(emitted))
+    return text[len(emitted) : end], finish
 
 
 def check_kv_region(kv: torch.Tensor | None, kv_bytes: int) -> None:

@@ -21,6 +21,7 @@ from warmserve.worker.engines.base import (
     Instance,
     Prepared,
     TokenEvent,
+    check_kv_region,
     next_piece,
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
@@ -50,6 +51,7 @@ class FakePrepared(Prepared):
 class _FakeSequence(Sequence):
     rng: random.Random = field(default_factory=random.Random)
     text: str = ""
+    emitted: str = ""
 
 
 class FakeInstance(BatchingInstance[_FakeSequence]):
@@ -82,8 +84,9 @@ class FakeInstance(BatchingInstance[_FakeSequence]):
 
 def _next_token(seq: _FakeSequence) -> TokenEvent:
     token = seq.rng.randrange(FAKE_VOCAB)
-    piece, finish = next_piece(seq.text, f"{seq.text} w{token}", seq.request, seq.generated + 1, eos=False)
-    seq.text += piece
+    seq.text += f" w{token}"
+    piece, finish = next_piece(seq.emitted, seq.text, seq.request, seq.generated + 1, eos=False)
+    seq.emitted += piece
     return TokenEvent(token, piece, seq.generated, seq.prompt_tokens, finish)
 
 
@@ -117,8 +120,7 @@ class FakeEngine(Engine):
             raise InvalidFieldError(
                 "prepared", "a replica prepared by the fake engine", type(prepared).__name__
             )
-        if isinstance(kv_bytes, bool) or not isinstance(kv_bytes, int) or kv_bytes < 1:
-            raise InvalidFieldError("kv_bytes", "a positive byte count", kv_bytes)
+        check_kv_region(kv, kv_bytes)
         await self.sleep(promotion_seconds(self.gpu))
         return FakeInstance(prepared, self, kv_bytes)
 
