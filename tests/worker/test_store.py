@@ -103,6 +103,7 @@ def test_inspect_lays_tensors_out_aligned_and_in_file_order(store: ModelStore) -
 def test_models_are_found_in_nested_directories(tmp_path: Path) -> None:
     _write_model(tmp_path, "org/a", _tensors(), files=1)
     _write_model(tmp_path, "b", _tensors(), files=1)
+    (tmp_path / "config.json").write_text("{}")  # the root itself is no model
     store = ModelStore(tmp_path)
     assert store.models() == ("b", "org/a")
     assert len(store.inspect("org/a").layout) == len(_tensors())

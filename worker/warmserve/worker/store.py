@@ -135,8 +135,9 @@ class ModelStore:
         self.alignment = alignment
 
     def models(self) -> tuple[str, ...]:
-        """Every directory under the root that holds a ``config.json``, as a model name, sorted."""
-        return tuple(sorted(p.parent.relative_to(self.root).as_posix() for p in self.root.rglob(CONFIG_FILE)))
+        """Every directory below the root that holds a ``config.json``, as a model name, sorted."""
+        configs = (p for p in self.root.rglob(CONFIG_FILE) if p.parent != self.root)
+        return tuple(sorted(p.parent.relative_to(self.root).as_posix() for p in configs))
 
     def path(self, model: str) -> Path:
         """The directory of ``model``: a name relative to the root, or an absolute path inside it.
