@@ -191,3 +191,32 @@ def test_accounting_matches_a_model_under_any_sequence(ops: list[tuple[str, int,
             assert pool.used_bytes + pool.free_bytes == pool.capacity_bytes
             assert pool.used_bytes == len(chunks) * CHUNK
             assert [set(slot.physical_chunks()) for slot in slots] == model
+
+
+class _FailingPool(FakePool):
+    """The fake backend with a mapping primitive that fails on its ``fail_at``-th call (an OS refusal)."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(8 * CHUNK, CHUNK)
+        self.calls = 0
+        self.unmapped: list[int] = []
+        self.fail_at = fail_at
+
+    def _map_chunk(self, address: int, chunk: int) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError(12, "Cannot allocate memory")
+
+    def _unmap_chunk(self, address: int) -> None:
+        self.unmapped.append(address)
+
+
+def test_a_backend_failure_mid_map_is_rolled_back() -> None:
+    with _FailingPool(fail_at=3) as pool:
+        slot = pool.create_slot()
+        with pytest.raises(PoolError, match="Cannot allocate memory"):
+            pool.map(slot, 0, 4 * CHUNK)
+        assert pool.unmapped == [0, CHUNK]  # the two chunks mapped before the failure are taken back
+        assert (slot.mapped_chunks, pool.used_bytes, pool.free_chunks) == (0, 0, 8)
+        assert pool.map(slot, 0, 4 * CHUNK) == 4  # the pool is intact and works again
+        assert dict(slot.physical_chunks()) == {0: 0, 1: 1, 2: 2, 3: 3}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import mmap
 import os
 from collections.abc import Iterator
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from warmserve.worker.pool import SlotBusyError, UnmappedRangeError
+from warmserve.worker.pool import PoolError, SlotBusyError, UnmappedRangeError
 from warmserve.worker.pool.host import HostPool
 
 CHUNK = 2 * 1024 * 1024
@@ -145,3 +149,36 @@ def test_closing_pools_gives_back_the_fd_and_the_mappings() -> None:
             slot = pool.create_slot()
             pool.map(slot, 0, 4 * CHUNK)
     assert (_open_fds(), _map_lines()) == (fds, lines)
+
+
+_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["map", "unmap", "share"]), st.integers(0, 2), st.integers(0, 5), st.integers(1, 3)
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_steps)
+def test_every_mapped_slot_chunk_shows_its_physical_chunk(steps: list[tuple[str, int, int, int]]) -> None:
+    """After any sequence of maps, unmaps and shares, each slot position reads and writes its own chunk."""
+    chunk = mmap.PAGESIZE
+    with HostPool(6 * chunk, chunk) as pool:
+        slots = [pool.create_slot() for _ in range(3)]
+        for op, s, first, count in steps:
+            offset, nbytes = first * chunk, min(count, 6 - first) * chunk
+            with contextlib.suppress(PoolError):  # exhaustion and refused shares leave the pool as it was
+                if op == "map":
+                    pool.map(slots[s], offset, nbytes)
+                elif op == "unmap":
+                    pool.unmap(slots[s], offset, nbytes)
+                else:
+                    pool.share(slots[s], offset, slots[(s + 1) % 3], offset, nbytes)
+            for slot in slots:
+                for index, physical in slot.physical_chunks().items():
+                    marker = bytes([slot.id + 1, index + 1, physical + 1])
+                    view = slot.view(index * chunk, 3)
+                    view.copy_(torch.frombuffer(bytearray(marker), dtype=torch.uint8))
+                    del view
+                    assert os.pread(pool.fd, 3, pool.chunk_file_offset(physical)) == marker
