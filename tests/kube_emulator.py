@@ -71,6 +71,11 @@ class StampingEmulator(kmock.KubernetesEmulator):
         """The latest resourceVersion handed out (0: nothing written yet)."""
         return self._revision
 
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are being served (and would end on :meth:`close_watches`)."""
+        return len(self._watch_stops)
+
     def compact(self) -> None:
         """Forget history: a watch from any resourceVersion handed out so far gets 410 Gone."""
         self._compacted = self._revision
@@ -234,23 +239,26 @@ def _bundled_resources() -> bytes:
 
 
 async def _until(stop: asyncio.Event, events: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Relay ``events`` until ``stop`` is set; then close the source (it never ends by itself)."""
+    """Relay ``events`` until ``stop`` is set, then close the source (a bus stream never ends itself)."""
     stopped = asyncio.ensure_future(stop.wait())
+    following: asyncio.Future[T] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(events))
             await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await following
                 return
             try:
-                yield following.result()
+                item = following.result()
             except StopAsyncIteration:
                 return
-    finally:
+            yield item
+    finally:  # also when the client hangs up: then aiohttp cancels the handler mid-wait
         stopped.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
 
 
 def _patched(obj: Mapping[str, Any], patch: Any) -> dict[str, Any]:
@@ -310,6 +318,12 @@ class KubeEmulator:
 
         async def count() -> int:
             return len(list(self.emulator[criterion]))
+
+        return self.run(count())
+
+    def open_watches(self) -> int:
+        async def count() -> int:
+            return self.emulator.open_watches
 
         return self.run(count())
 
