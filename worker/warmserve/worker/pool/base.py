@@ -111,7 +111,8 @@ class Slot:
 
     def physical_chunks(self) -> Mapping[int, int]:
         """Which physical chunk backs each mapped chunk index of this slot (a read-only copy)."""
-        return MappingProxyType(dict(self._chunks))
+        with self.pool._lock:
+            return MappingProxyType(dict(self._chunks))
 
     def is_mapped(self, offset: int, nbytes: int) -> bool:
         """True if every byte of ``[offset, offset + nbytes)`` is backed by a chunk."""
