@@ -6,8 +6,6 @@ never chosen implicitly (it needs cuda-python and a GPU, see :mod:`.cuda`). See 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.pool.base import (
     DEFAULT_CHUNK_BYTES,
@@ -21,13 +19,11 @@ from warmserve.worker.pool.base import (
     UnmappedRangeError,
 )
 
-Backend = Literal["host", "cuda", "fake"]
-BACKENDS: tuple[Backend, ...] = ("host", "cuda", "fake")
+BACKENDS = ("host", "cuda", "fake")  # the names create_pool accepts (for CLI choices and config checks)
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_CHUNK_BYTES",
-    "Backend",
     "MemoryPool",
     "NoBytesError",
     "PoolError",
