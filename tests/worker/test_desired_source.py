@@ -41,14 +41,14 @@ def desired(generation: int, *, worker: str = WORKER, gpus: list[int] | None = N
 
 
 def test_judge_accepts_a_higher_generation() -> None:
-    verdict = judge(desired(4), worker=WORKER, applied=3, origin="test")
+    verdict = judge(desired(4), worker=WORKER, accepted=3, origin="test")
     assert isinstance(verdict, Accept)
     assert verdict.state == DesiredState.from_json(desired(4))
 
 
 @pytest.mark.parametrize("generation", [2, 3])
 def test_judge_ignores_a_repeated_or_lower_generation(generation: int) -> None:
-    assert judge(desired(generation), worker=WORKER, applied=3, origin="t") == Ignore(generation, 3)
+    assert judge(desired(generation), worker=WORKER, accepted=3, origin="t") == Ignore(generation, 3)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_judge_ignores_a_repeated_or_lower_generation(generation: int) -> None:
     ],
 )
 def test_judge_rejects_naming_the_field(text: str, field: str) -> None:
-    verdict = judge(text, worker=WORKER, applied=-1, origin="file /x")
+    verdict = judge(text, worker=WORKER, accepted=-1, origin="file /x")
     assert isinstance(verdict, Reject)
     assert verdict.rejection.field == field
     assert verdict.rejection.message.startswith(f"{field}: expected")
@@ -188,7 +188,7 @@ async def test_file_source_follows_atomic_replacements(
         assert source.feed.generation == 2  # kept
         with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
             write_atomically(path, desired(1))
-            await until(lambda: source.feed.last_verdict == Ignore(generation=1, applied=2))
+            await until(lambda: source.feed.last_verdict == Ignore(generation=1, accepted=2))
         assert "stale desired generation 1" in caplog.text
         write_atomically(path, desired(4))
         assert (await next_state(source)).generation == 4

@@ -6,14 +6,22 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import kmock
 import kubernetes.client
 import pytest
 
 from tests.kube_emulator import KubeEmulator
-from warmserve.worker.desired_source import Backoff, Ignore, PodAnnotationSource, PodRef, Rejection
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.desired_source import (
+    Backoff,
+    Ignore,
+    PodAnnotationSource,
+    PodRef,
+    Rejection,
+    kube_api_client,
+)
+from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.protocol import DESIRED_ANNOTATION, DesiredState
 
 POD = PodRef(namespace="warmserve", name="worker-a")
@@ -133,7 +141,7 @@ async def test_lower_generation_is_ignored_with_a_log_line(
     assert (await next_state(source)).generation == 3
     with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
         await annotate(core, desired(2))
-        await until(lambda: source.feed.last_verdict == Ignore(generation=2, applied=3))
+        await until(lambda: source.feed.last_verdict == Ignore(generation=2, accepted=3))
     assert source.feed.generation == 3
     assert any("stale desired generation 2" in r.getMessage() for r in caplog.records)
     await annotate(core, desired(4))
@@ -177,6 +185,26 @@ async def test_closing_the_source_ends_iteration_promptly(kube_emulator: KubeEmu
             await until(lambda: kube_emulator.open_watches() == 1)
         with pytest.raises(StopAsyncIteration):
             await anext(aiter(source))
+
+
+def test_explicit_host_configures_a_working_client(kube_emulator: KubeEmulator) -> None:
+    api = kubernetes.client.CoreV1Api(kube_api_client(kube_emulator.url))
+    assert api.list_namespaced_pod(POD.namespace).items == []
+
+
+@pytest.mark.parametrize("in_cluster", [True, False])
+def test_missing_cluster_configuration_is_one_clear_error(
+    in_cluster: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if in_cluster:  # in a pod by the env, but no service account token mounted here
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    else:
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(WarmServeError, match="no Kubernetes API configuration"):
+        kube_api_client()
 
 
 def test_pod_ref_from_the_downward_api_env() -> None:

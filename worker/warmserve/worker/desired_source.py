@@ -2,9 +2,9 @@
 
 Every channel hands raw documents to one :class:`DesiredFeed`, which decides what each means with the
 pure :func:`judge` and offers the worker one interface: an async iterator of accepted
-:class:`DesiredState` values, newest first-come (a slow consumer skips intermediate generations —
-each document is complete, converging to the newest is what matters), plus the latest
-:class:`Rejection` for ``ObservedState.error``. The worker's HTTP server (``PUT``) feeds the same
+:class:`DesiredState` values in increasing generation (a slow consumer skips intermediate ones and
+gets the newest: each document is complete, converging to the newest is what matters), plus the
+latest :class:`Rejection` for ``ObservedState.error``. The worker's HTTP server (``PUT``) feeds the same
 kind of feed and answers from the :data:`Verdict` that :meth:`DesiredFeed.offer` returns.
 
 Rules, the same for every channel:
@@ -12,7 +12,8 @@ Rules, the same for every channel:
 - a document that fails validation, or names another worker, is rejected: the error names the field,
   the previous state is kept and nothing is yielded;
 - a generation equal to the one accepted is a repeat (re-list, unrelated Pod update) and is ignored
-  quietly; a lower one is stale, ignored with a log line;
+  quietly (it clears a rejection: the document in place is valid again); a lower one is stale,
+  ignored with a log line;
 - a missing document (no annotation yet, no file yet, annotation removed, Pod deleted) changes
   nothing: the last accepted state stays in force.
 """
@@ -60,7 +61,7 @@ class Accept:
 @dataclass(frozen=True, slots=True)
 class Ignore:
     generation: int
-    applied: int  # the generation accepted before; ``generation < applied`` means stale
+    accepted: int  # the generation accepted before; ``generation < accepted`` means stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ class Reject:
 Verdict = Accept | Ignore | Reject
 
 
-def judge(text: str, *, worker: str, applied: int, origin: str) -> Verdict:
+def judge(text: str, *, worker: str, accepted: int, origin: str) -> Verdict:
     """Decide what a raw document means to ``worker``, given the generation accepted so far (-1: none)."""
     try:
         state = DesiredState.from_json(text)
@@ -79,8 +80,8 @@ def judge(text: str, *, worker: str, applied: int, origin: str) -> Verdict:
             raise InvalidFieldError("worker", f"this worker's name {worker!r}", state.worker)
     except InvalidFieldError as exc:
         return Reject(Rejection(field=exc.field, message=str(exc), origin=origin))
-    if state.generation <= applied:
-        return Ignore(generation=state.generation, applied=applied)
+    if state.generation <= accepted:
+        return Ignore(generation=state.generation, accepted=accepted)
     return Accept(state)
 
 
@@ -109,7 +110,7 @@ class DesiredFeed:
         self.rejection: Rejection | None = None
         self.last_verdict: Verdict | None = None
         self._on_reject = on_reject
-        self._applied = -1
+        self._accepted = -1
         self._pending: DesiredState | None = None
         self._failure: BaseException | None = None
         self._closed = False
@@ -118,21 +119,21 @@ class DesiredFeed:
     @property
     def generation(self) -> int:
         """The generation last accepted (-1: none yet)."""
-        return self._applied
+        return self._accepted
 
     def offer(self, text: str, origin: str) -> Verdict:
         """Judge one raw document; queue it if accepted, record (and report) it if rejected."""
-        verdict = judge(text, worker=self.worker, applied=self._applied, origin=origin)
+        verdict = judge(text, worker=self.worker, accepted=self._accepted, origin=origin)
         self.last_verdict = verdict
         match verdict:
             case Accept(state):
-                self._applied = state.generation
+                self._accepted = state.generation
                 self._pending = state
                 self.rejection = None
                 self._wake.set()
-            case Ignore(generation, applied) if generation < applied:
+            case Ignore(generation, accepted) if generation < accepted:
                 log.warning(
-                    "ignoring stale desired generation %d from %s: %d applied", generation, origin, applied
+                    "ignoring stale desired generation %d from %s: %d accepted", generation, origin, accepted
                 )
             case Ignore():
                 self.rejection = None
@@ -295,10 +296,12 @@ class PodAnnotationSource:
     def _run(self) -> None:
         try:
             self._follow()
-        except BaseException as exc:  # a bug, not the API: end the consumer's iteration with it
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self.feed.fail, exc)
-            raise
+        except Exception as exc:
+            if self._stopping.is_set():  # a socket shut under the client can fail in many ways
+                log.debug("pod %s watch ended while stopping: %r", self._pod, exc)
+            else:  # a bug, not the API: the consumer's iteration ends with it
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self.feed.fail, exc)
 
     def _follow(self) -> None:
         failures = 0
@@ -407,7 +410,7 @@ class FileSource:
         return self.feed
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._poll(), name=f"desired-file {self._path}")
+        self._task = asyncio.create_task(self._run(), name=f"desired-file {self._path}")
         return self
 
     async def __aexit__(
@@ -417,6 +420,12 @@ class FileSource:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.feed.close()
+
+    async def _run(self) -> None:
+        try:
+            await self._poll()
+        except Exception as exc:  # a bug, not the file: the consumer's iteration ends with it
+            self.feed.fail(exc)
 
     async def _poll(self) -> None:
         origin = f"file {self._path}"
