@@ -198,11 +198,13 @@ GPU_PROFILES: Mapping[str, GpuProfile] = {
         promotion_s=0.005,
         engine_start_s=20.0,
     ),
-    # Measured on our 2-core CI machine by bench/measure_cpu_profile.py: fp32 1024² matmuls on 2 threads;
-    # a 512 MiB tensor copy (memory: read + write, host: bytes copied); a 256 MiB file read after
-    # POSIX_FADV_DONTNEED. Not measurable here (no network): remote, taken as 10 Gb/s. The step overhead,
-    # promotion and engine start are estimates until the torch engine's figures are measured.
-    # Re-run the script on another machine and replace these numbers.
+    # Measured on our 2-core CI machine by bench/measure_cpu_profile.py (2026-11-24): fp32 1024² matmuls
+    # on 2 threads; a 512 MiB tensor copy (memory: read + write; host: bytes copied); a 256 MiB file read
+    # after POSIX_FADV_DONTNEED; the torch engine's decode step of the default tiny model (all overhead:
+    # its bytes and FLOPs are negligible) and its promotion; a fresh process importing torch and
+    # transformers and loading the tiny model. The first four at load average 0.4, the last three while
+    # the other tenants kept the load near 6 (start-up varied 5-18 s). Not measurable here (no network):
+    # remote, taken as 10 Gb/s. Re-run the script on another machine and replace these numbers.
     "cpu": GpuProfile(
         name="cpu",
         peak_flops=73 * 1e9,
@@ -211,9 +213,9 @@ GPU_PROFILES: Mapping[str, GpuProfile] = {
         host_bandwidth=4.7 * GB,
         disk_bandwidth=2.1 * GB,
         remote_bandwidth=1.25 * GB,
-        step_overhead_s=0.002,
-        promotion_s=0.001,
-        engine_start_s=3.0,
+        step_overhead_s=0.0016,
+        promotion_s=0.00002,
+        engine_start_s=10.0,
     ),
 }
 
