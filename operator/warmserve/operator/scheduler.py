@@ -1,0 +1,232 @@
+"""The scheduler: observe → decide → act; one object under the operator, the local runner and the simulator.
+
+A :class:`Scheduler` turns one :class:`Observation` (every worker's observed state and the gateway's
+demand at time ``now``) into the desired state of every worker. It is synchronous and does no I/O:
+adapters own the clock and the wire. :func:`run` is the asynchronous loop for real clusters over a
+:class:`Cluster` port; the simulator calls :meth:`Scheduler.tick` at virtual times.
+
+What it remembers between ticks, and why:
+
+- the desired states it last wrote, so that a replica it ordered but no worker reports yet counts as
+  loading (the planner would otherwise place it again every tick), and one it dropped but a worker
+  still reports (being released) no longer counts;
+- the policy's own state (the autoscaler's smoothing and protection timestamps);
+- the forecast source's load history.
+
+On an inconsistent observation (a worker reporting memory over its capacity, say) the snapshot is
+refused with a :class:`SnapshotError`; the tick then holds steady — no new desired state — and the error
+is kept in :attr:`Scheduler.last_error` for logs and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from warmserve.operator.desired import desired_states
+from warmserve.operator.plan import Plan, apply_plan
+from warmserve.operator.snapshot import (
+    Demand,
+    Forecast,
+    Gpu,
+    ModelConfig,
+    Replica,
+    Snapshot,
+    SnapshotError,
+    Worker,
+)
+from warmserve.worker.protocol import DesiredState, ObservedReplica, ObservedState, ReplicaState, Role
+
+log = logging.getLogger(__name__)
+
+#: A policy decides one step: ``(snapshot, its state) -> (plan, its next state)``.
+Policy = Callable[[Snapshot, Any], tuple[Plan, Any]]
+
+
+class ForecastSource(Protocol):
+    """Where per-model forecasts come from: learned online, known in advance (oracle), or none."""
+
+    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
+        """Record the demand seen at ``now`` (called every tick before :meth:`forecasts`)."""
+
+    def forecasts(self, now: float) -> Mapping[str, Forecast]:
+        """Mean and peak concurrency per model over the coming horizon; absent = no forecast."""
+
+
+class NoForecast:
+    """The reactive-only source (the ``no-forecast`` ablation): never forecasts anything."""
+
+    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
+        return None
+
+    def forecasts(self, now: float) -> Mapping[str, Forecast]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the scheduler sees at ``now``: each worker's report and the gateway's demand per model."""
+
+    now: float
+    workers: Mapping[str, ObservedState]
+    demand: Mapping[str, Demand] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one tick: the plan (with reasons) and the desired states to write, if any changed."""
+
+    plan: Plan
+    desired: Mapping[str, DesiredState]  # empty when nothing changed
+
+
+class Scheduler:
+    """Holds what must survive between ticks; :meth:`tick` is the only entry point."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        policy: Policy,
+        policy_state: Any,
+        forecasts: ForecastSource | None = None,
+    ) -> None:
+        self.models = dict(models)
+        self.policy = policy
+        self.policy_state = policy_state
+        self.forecast_source: ForecastSource = forecasts or NoForecast()
+        self.generation = 0
+        self.last_desired: dict[str, DesiredState] = {}
+        self.last_error = ""
+
+    def tick(self, observation: Observation) -> Decision:
+        """Plan one step and return the desired states that differ from the last ones written."""
+        self.forecast_source.observe(observation.now, observation.demand)
+        try:
+            snapshot = build_snapshot(
+                observation, self.models, self.last_desired, self.forecast_source.forecasts(observation.now)
+            )
+            plan, next_state = self.policy(snapshot, self.policy_state)
+            after = apply_plan(snapshot, plan)
+        except SnapshotError as exc:
+            self.last_error = str(exc)
+            log.warning("scheduler holds steady: %s", exc)
+            return Decision(Plan(), {})
+        self.policy_state = next_state
+        self.last_error = ""
+        wanted = desired_states(after, self.generation + 1)
+        changed = {name: d for name, d in wanted.items() if not _same(d, self.last_desired.get(name))}
+        if changed:
+            self.generation += 1
+            self.last_desired.update(changed)
+        return Decision(plan, changed)
+
+
+def _same(new: DesiredState, old: DesiredState | None) -> bool:
+    """Equal but for the generation: rewriting an unchanged state would only churn the workers."""
+    return old is not None and (new.models, new.replicas) == (old.models, old.replicas)
+
+
+def build_snapshot(
+    observation: Observation,
+    models: Mapping[str, ModelConfig],
+    last_desired: Mapping[str, DesiredState],
+    forecasts: Mapping[str, Forecast],
+) -> Snapshot:
+    """The planner's snapshot from the workers' reports and the scheduler's own last orders.
+
+    Roles come from the last desired state (a worker reports what a replica *is*; only the scheduler
+    knows what it was asked to become). A replica of a model no longer declared is left out, so the
+    desired state drops it.
+    """
+    workers: list[Worker] = []
+    replicas: list[Replica] = []
+    for name, observed in sorted(observation.workers.items()):
+        workers.append(Worker(name, tuple(Gpu(g.index, g.capacity_bytes) for g in observed.gpus)))
+        ordered = last_desired.get(name)
+        roles = {r.id: r for r in ordered.replicas} if ordered is not None else None
+        seen = set()
+        for r in observed.replicas:
+            seen.add(r.id)
+            if r.model in models and (roles is None or r.id in roles):
+                want = roles.get(r.id) if roles is not None else None
+                replicas.append(_replica(name, r, want.role if want else _inferred_role(r), want))
+        for want in ordered.replicas if ordered is not None else ():
+            if want.id not in seen and want.model in models:
+                replicas.append(
+                    Replica(
+                        id=want.id,
+                        model=want.model,
+                        worker=name,
+                        gpus=want.gpus,
+                        state=ReplicaState.LOADING,
+                        role=want.role,
+                        since=observation.now,
+                        progress=0.0,
+                        kv_lent_bytes=want.kv_lend_bytes,
+                    )
+                )
+    return Snapshot(
+        now=observation.now,
+        workers=tuple(workers),
+        models=models,
+        replicas=tuple(replicas),
+        forecasts={m: f for m, f in forecasts.items() if m in models},
+        demand={m: d for m, d in observation.demand.items() if m in models},
+    )
+
+
+def _inferred_role(r: ObservedReplica) -> Role:
+    """With no order on record (a restarted scheduler): what serves keeps serving."""
+    serving = (ReplicaState.PROMOTING, ReplicaState.SERVING)
+    return Role.SERVE if r.state in serving else Role.PREWARM
+
+
+def _replica(worker: str, r: ObservedReplica, role: Role, want: Any) -> Replica:
+    return Replica(
+        id=r.id,
+        model=r.model,
+        worker=worker,
+        gpus=r.gpus,
+        state=r.state,
+        role=role,
+        since=r.since,
+        progress=r.progress,
+        inflight=r.inflight,
+        kv_total_bytes=r.kv_total_bytes,
+        kv_used_bytes=r.kv_used_bytes,
+        kv_lent_bytes=want.kv_lend_bytes if want is not None else 0,
+        borrowed=r.borrowed,
+    )
+
+
+class Cluster(Protocol):
+    """The port a real cluster offers the scheduler loop (local processes, Kubernetes)."""
+
+    async def observe(self) -> Observation:
+        """Every worker's observed state and the gateway's demand, now."""
+
+    async def apply(self, desired: Mapping[str, DesiredState]) -> set[str]:
+        """Write each worker's desired state; return the names of the workers it could not reach."""
+
+
+async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
+    """Runs until cancelled: one tick every ``tick_s`` seconds.
+
+    A failed observation skips the tick; a desired state that could not be written is written again at
+    the next tick (the newest one for that worker), so no order is lost to a worker that was briefly away.
+    """
+    unsent: set[str] = set()
+    while True:
+        try:
+            decision = scheduler.tick(await cluster.observe())
+            if decision.desired:
+                log.info("plan:\n%s", decision.plan.describe())
+            names = unsent | set(decision.desired)
+            if names:
+                unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
+        except (OSError, TimeoutError) as exc:
+            log.warning("scheduler tick skipped: %s", exc)
+        await asyncio.sleep(tick_s)
