@@ -77,7 +77,11 @@ class StampingEmulator(kmock.KubernetesEmulator):
         return len(self._watch_stops)
 
     def compact(self) -> None:
-        """Forget history: a watch from any resourceVersion handed out so far gets 410 Gone."""
+        """Forget history: a watch from any resourceVersion handed out so far gets 410 Gone.
+
+        The revision moves on too, so that a list made afterwards gives a version one can watch from.
+        """
+        self._revision += 1
         self._compacted = self._revision
 
     def close_watches(self) -> None:
