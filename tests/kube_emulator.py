@@ -35,7 +35,7 @@ import importlib.resources
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -65,11 +65,6 @@ class StampingEmulator(kmock.KubernetesEmulator):
         # kmock 404s a list of a resource it holds no object of and has no declaration for: declare
         # the builtin resources (pods, namespaces, ...) as a default k3s cluster serves them.
         self.resources.load_data(_bundled_resources())
-
-    @property
-    def revision(self) -> int:
-        """The latest resourceVersion handed out (0: nothing written yet)."""
-        return self._revision
 
     @property
     def open_watches(self) -> int:
@@ -301,7 +296,11 @@ def _gone(since: int, compacted: int) -> dict[str, Any]:
 
 
 class KubeEmulator:
-    """A running :class:`StampingEmulator` and its URL; every method is safe to call from any thread."""
+    """A running :class:`StampingEmulator` and its URL.
+
+    Every method is safe to call from any thread and returns once done on the server's loop. Touch
+    ``emulator`` itself (kmock's DSL, its objects) only inside :meth:`run`.
+    """
 
     def __init__(self, emulator: StampingEmulator, url: str, loop: asyncio.AbstractEventLoop) -> None:
         self.emulator = emulator
@@ -319,23 +318,22 @@ class KubeEmulator:
 
     def count(self, criterion: Any) -> int:
         """How many requests matching a kmock criterion (``kmock.action.LIST``, ``"patch"``, ...) arrived."""
-
-        async def count() -> int:
-            return len(list(self.emulator[criterion]))
-
-        return self.run(count())
+        return self._call(lambda: len(list(self.emulator[criterion])))
 
     def open_watches(self) -> int:
-        async def count() -> int:
-            return self.emulator.open_watches
-
-        return self.run(count())
+        return self._call(lambda: self.emulator.open_watches)
 
     def close_watches(self) -> None:
-        self._loop.call_soon_threadsafe(self.emulator.close_watches)
+        self._call(self.emulator.close_watches)
 
     def compact(self) -> None:
-        self._loop.call_soon_threadsafe(self.emulator.compact)
+        self._call(self.emulator.compact)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return self.run(call())
 
     def object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The stored object as plain JSON data, or None if it does not exist (or was deleted)."""

@@ -243,6 +243,8 @@ class PodAnnotationSource:
     failures) and list again. Listing again is what makes a reconnect lossless: whatever was written
     meanwhile is in the listed object. The API server's field selector is used and the name checked
     again here, for servers that ignore selectors. Use as ``async with``; runs until the block exits.
+    Leaving the block shuts an open watch at once, but waits for a list in flight (at most
+    ``request_timeout`` seconds).
     """
 
     def __init__(

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class ObservedSink(Protocol):
-    """Takes the worker's newest observed state; never raises, never blocks on I/O for long."""
+    """Takes the worker's newest observed state; never raises, never blocks on I/O for long.
+
+    Call it from the worker's event loop (the Pod sink wakes its writer task with an asyncio event).
+    """
 
     def report(self, state: ObservedState) -> None: ...
 
