@@ -15,6 +15,7 @@ import pytest
 from tests.kube_emulator import KubeEmulator
 from warmserve.worker.desired_source import (
     Backoff,
+    DesiredSource,
     Ignore,
     PodAnnotationSource,
     PodRef,
@@ -63,7 +64,7 @@ async def annotate(core: kubernetes.client.CoreV1Api, text: str) -> None:
     )
 
 
-async def next_state(source: PodAnnotationSource) -> DesiredState:
+async def next_state(source: DesiredSource) -> DesiredState:
     return await asyncio.wait_for(anext(aiter(source)), timeout=5)
 
 

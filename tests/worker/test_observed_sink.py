@@ -101,6 +101,8 @@ async def test_same_state_is_not_patched_twice(kube_emulator: KubeEmulator) -> N
         sink.report(observed(1))
         await until(lambda: sink.written is not None)
         sink.report(observed(1))
+        await asyncio.sleep(0.05)  # five intervals: time enough for a needless second patch
+        assert kube_emulator.count(kmock.method.PATCH) == 1
         sink.report(observed(2))
         await until(lambda: sink.written == observed(2))
     assert kube_emulator.count(kmock.method.PATCH) == 2
