@@ -15,7 +15,7 @@ from typing import Any
 from warmserve.gateway.app import Gateway, serve
 from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, GatewayConfig, parse_model_arg
 from warmserve.operator.cli import CliError
-from warmserve.worker.errors import WarmServeError
+from warmserve.worker.errors import InvalidFieldError
 
 
 def register(subparsers: Any) -> None:
@@ -54,14 +54,32 @@ def register(subparsers: Any) -> None:
         default=defaults.retry_after_s,
         help="the Retry-After seconds of a 503 (default %(default)s)",
     )
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=defaults.upstream_read_timeout_s,
+        help="seconds a worker may stay silent on a request before it counts as failed (default %(default)s)",
+    )
     parser.set_defaults(func=_run)
+
+
+#: The option that sets each configuration field, so an error names what the user typed.
+_OPTIONS = {
+    "models": "--model",
+    "workers": "--worker",
+    "queue_limit": "--queue-limit",
+    "hold_timeout_s": "--hold-timeout",
+    "retry_after_s": "--retry-after",
+    "upstream_read_timeout_s": "--upstream-timeout",
+}
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
-    except WarmServeError as exc:
-        raise CliError(str(exc)) from exc
+    except InvalidFieldError as exc:
+        option = _OPTIONS.get(exc.field.split("[")[0], exc.field)
+        raise CliError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(serve(Gateway(config), args.host, args.port))
@@ -72,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
     if not args.model:
-        raise CliError("declare at least one --model NAME[:B]")
+        raise CliError("--model: expected at least one NAME[:B], got none")
     if not 0 < args.port < 65536:
         raise CliError(f"--port: expected 1 to 65535, got {args.port}")
     return GatewayConfig(
@@ -81,4 +99,5 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         queue_limit=args.queue_limit,
         hold_timeout_s=args.hold_timeout,
         retry_after_s=args.retry_after,
+        upstream_read_timeout_s=args.upstream_timeout,
     )
