@@ -48,6 +48,7 @@ class Occupancy:
         self.models_on: dict[GpuKey, set[str]] = {}
         self.masks: dict[str, Counter[int]] = {w.name: Counter() for w in snapshot.workers}
         self.of_model: dict[str, set[str]] = {name: set() for name in snapshot.models}
+        self.fresh: set[str] = set()  # replicas placed during this step: never evicted in it
         self._blocks: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
         for worker in snapshot.workers:
             for gpu in worker.gpus:

@@ -57,57 +57,81 @@ def choose_prewarm(occ: Occupancy, model: str, score: float, config: PlacementCo
     score overlapped; the free pool over KV space lent by a serving replica. Only prewarmed replicas
     of lower score are evicted (never serving ones, never lent space beyond what is lent).
     """
-    tp = occ.models[model].spec.tensor_parallel
+    spec = occ.models[model].spec
+    tp, need = spec.tensor_parallel, spec.shard_bytes
+    limit = score if config.evict_aware else float("-inf")
     best: tuple[tuple[bool, float, float, bool, int, int], Choice] | None = None
     for windex, worker in enumerate(occ.workers):
         if len(worker.gpus) < tp:
             continue
         for gpus in occ.blocks(worker, tp):
-            choice = _prewarm_on(occ, worker.name, gpus, model, score, config)
-            if choice is None:
+            keys = [(worker.name, g) for g in gpus]
+            site = _site(occ, keys, model, need)
+            if site is None:
                 continue
-            evicted = sum(occ.score(r.id) for r in choice.evict)
-            key = (not choice.top, evicted, choice.overlapped, choice.borrowed, windex, gpus[0])
-            if key[:4] == (False, 0.0, 0.0, False):
-                return choice  # nothing can beat an idle, unshared set
+            owner_id, fits = site
+            if not fits and best is not None and best[0][:2] == (False, 0.0):
+                continue  # a top set without eviction is known: a set that must evict cannot beat it
+            if tp > 1 and not is_laminar_with(gpu_mask(gpus), occ.masks[worker.name]):
+                continue
+            evict = () if fits else _make_room(occ, keys, need, limit)
+            if evict is None:
+                continue
+            top, overlapped = _overlap(occ, keys, evict, score)
+            borrowed = owner_id is not None
+            key = (not top, sum(occ.score(r.id) for r in evict), overlapped, borrowed, windex, gpus[0])
             if best is None or key < best[0]:
-                best = (key, choice)
+                best = (key, Choice(worker.name, gpus, evict, borrowed, top, overlapped))
+                if key[:4] == (False, 0.0, 0.0, False):
+                    break  # nothing can beat an idle, unshared set
+        if best is not None and best[0][:4] == (False, 0.0, 0.0, False):
+            break
     return None if best is None else best[1]
 
 
-def _prewarm_on(
-    occ: Occupancy, worker: str, gpus: tuple[int, ...], model: str, score: float, config: PlacementConfig
-) -> Choice | None:
-    keys = [(worker, g) for g in gpus]
-    if any(model in occ.models_on[k] for k in keys):
-        return None
-    owners = {occ.owner_of.get(k) for k in keys}
-    if len(owners) != 1:
-        return None
-    owner_id = owners.pop()
-    if owner_id is not None and occ.replicas[owner_id].state is not ReplicaState.SERVING:
-        return None
-    if not is_laminar_with(gpu_mask(gpus), occ.masks[worker]):
-        return None
-    limit = score if config.evict_aware else float("-inf")
-    evict = _make_room(occ, keys, occ.shard_of(model), limit)
-    if evict is None:
-        return None
-    gone = {r.id for r in evict}
-    rest = [r for r in occ.touching(worker, gpus) if r.id not in gone and r.is_prewarm]
-    return Choice(
-        worker=worker,
-        gpus=gpus,
-        evict=evict,
-        borrowed=owner_id is not None,
-        top=all(occ.score(r.id) < score for r in rest),
-        overlapped=sum(occ.score(r.id) for r in rest),
-    )
+def _site(occ: Occupancy, keys: list[GpuKey], model: str, need: int) -> tuple[str | None, bool] | None:
+    """Whether a prewarm of ``model`` may go on ``keys`` at all: ``None`` if a GPU already holds the
+    model, or the GPUs are not all idle or all lent by one serving replica; else that replica's id (or
+    ``None``) and whether ``need`` bytes fit without evicting anything."""
+    owner_id = occ.owner_of.get(keys[0])
+    lent = 0
+    if owner_id is not None:
+        owner = occ.replicas[owner_id]
+        if owner.state is not ReplicaState.SERVING:
+            return None
+        lent = owner.kv_lent_bytes
+    fits = True
+    for key in keys:
+        if model in occ.models_on[key] or occ.owner_of.get(key) != owner_id:
+            return None
+        free = occ.capacity[key] - occ.used[key] if owner_id is None else lent - occ.borrowed_used[key]
+        fits = fits and free >= need
+    return owner_id, fits
+
+
+def _overlap(
+    occ: Occupancy, keys: list[GpuKey], evict: tuple[Replica, ...], score: float
+) -> tuple[bool, float]:
+    """Whether a replica scoring ``score`` would top every prewarmed replica left on ``keys``, and the
+    total score it would overlap."""
+    skip = {r.id for r in evict}
+    top, total = True, 0.0
+    for key in keys:
+        skip.add(occ.owner_of.get(key, ""))
+        for rid in occ.on_gpu[key]:
+            if rid in skip:
+                continue
+            skip.add(rid)
+            other = occ.scores.get(rid, 0.0)
+            total += other
+            top = top and other < score
+    return top, total
 
 
 def _make_room(occ: Occupancy, keys: list[GpuKey], need: int, limit: float) -> tuple[Replica, ...] | None:
     """Prewarmed replicas scoring under ``limit`` to evict, lowest first, so ``need`` bytes fit on every
-    GPU of ``keys``; ``None`` if even that is not enough."""
+    GPU of ``keys``; ``None`` if even that is not enough. Replicas placed in this step are never
+    evicted in it (so a step always ends: each eviction removes one replica it started with)."""
     freed: dict[GpuKey, int] = {}
     evict: dict[str, Replica] = {}
     for key in keys:
@@ -115,7 +139,11 @@ def _make_room(occ: Occupancy, keys: list[GpuKey], need: int, limit: float) -> t
         if deficit <= 0:
             continue
         candidates = sorted(
-            (r for r in occ.guests(key) if r.is_prewarm and r.id not in evict and occ.score(r.id) < limit),
+            (
+                r
+                for r in occ.guests(key)
+                if r.is_prewarm and r.id not in evict and r.id not in occ.fresh and occ.score(r.id) < limit
+            ),
             key=lambda r: (occ.score(r.id), r.id),
         )
         for replica in candidates:

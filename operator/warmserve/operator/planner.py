@@ -302,6 +302,7 @@ class _Step:
                 )
             )
             occ.scores[rid] = score
+            occ.fresh.add(rid)
             ranks[name].append(rid)
             self._enqueue(queue, name, ranks[name], demand)
 
