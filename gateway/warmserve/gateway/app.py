@@ -74,7 +74,9 @@ class Gateway:
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.config.upstream_read_timeout_s
         )
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # A proxy keeps no cookies: skipping the jar saves work on every response.
+        jar = aiohttp.DummyCookieJar()
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=jar) as session:
             self._proxy = Proxy(session, self.router, self.metrics, self.config.retry_after_s)
             self._discovery = Discovery(
                 session, self._workers, self.router.update, self.config.poll_interval_s
