@@ -130,6 +130,12 @@ async def test_temperature_sampling_is_reproducible_with_a_seed(replica: Replica
     first, again, other = await run(11), await run(11), await run(12)
     assert first == again
     assert first != other
+    # A vanishing top_p keeps only the most likely token: sampling becomes greedy.
+    nucleus = GenerateRequest(PROMPT, max_tokens=12, temperature=1.5, top_p=1e-6, seed=5, ignore_eos=True)
+    greedy = GenerateRequest(PROMPT, max_tokens=12, ignore_eos=True)
+    assert [e.token_id for e in await collect(instance, nucleus)] == [
+        e.token_id for e in await collect(instance, greedy)
+    ]
 
 
 async def test_concurrent_sequences_each_get_their_solo_output(replica: Replica) -> None:
