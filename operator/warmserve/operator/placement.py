@@ -93,19 +93,23 @@ def _site(occ: Occupancy, keys: list[GpuKey], model: str, need: int) -> tuple[st
     """Whether a prewarm of ``model`` may go on ``keys`` at all: ``None`` if a GPU already holds the
     model, or the GPUs are not all idle or all lent by one serving replica; else that replica's id (or
     ``None``) and whether ``need`` bytes fit without evicting anything."""
-    owner_id = occ.owner_of.get(keys[0])
-    lent = 0
-    if owner_id is not None:
-        owner = occ.replicas[owner_id]
-        if owner.state is not ReplicaState.SERVING:
-            return None
-        lent = owner.kv_lent_bytes
+    owner_of, models_on = occ.owner_of, occ.models_on
+    owner_id = owner_of.get(keys[0])
+    if owner_id is None:
+        fits = True
+        for key in keys:
+            if key in owner_of or model in models_on[key]:
+                return None
+            fits = fits and occ.capacity[key] - occ.used[key] >= need
+        return None, fits
+    owner = occ.replicas[owner_id]
+    if owner.state is not ReplicaState.SERVING or owner.kv_lent_bytes < need:
+        return None  # lent space never grows by evicting: below ``need`` it cannot host this replica
     fits = True
     for key in keys:
-        if model in occ.models_on[key] or occ.owner_of.get(key) != owner_id:
+        if owner_of.get(key) != owner_id or model in models_on[key]:
             return None
-        free = occ.capacity[key] - occ.used[key] if owner_id is None else lent - occ.borrowed_used[key]
-        fits = fits and free >= need
+        fits = fits and owner.kv_lent_bytes - occ.borrowed_used[key] >= need
     return owner_id, fits
 
 
