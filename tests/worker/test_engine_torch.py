@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.engines.torch_engine import TorchEngine, TorchPrepared, slot_from_checkpoint
@@ -56,7 +56,7 @@ async def collect(instance: Instance, request: GenerateRequest) -> list[TokenEve
 
 def reference_greedy(directory: Path, prompt_ids: list[int], n: int) -> list[int]:
     model = AutoModelForCausalLM.from_pretrained(directory)
-    out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False)
+    out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
     return [int(t) for t in out[0, len(prompt_ids) :]]
 
 
@@ -218,3 +218,28 @@ async def test_bad_input_names_the_field(replica: Replica, tiny_dir: Path) -> No
             dataclasses.replace(spec, weights=str(tiny_dir / "nope")), replica.slot, replica.layout
         )
     assert directory.value.field == "spec.weights" and config["model_type"] == "llama"
+
+
+async def test_a_qwen2_checkpoint_in_bf16_with_grouped_query_attention(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    config = Qwen2Config(
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        vocab_size=1000,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(4)
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_dir / name).read_bytes())
+    qwen = await prepare(tmp_path)
+    assert qwen.layout.entries["model.layers.0.self_attn.q_proj.bias"].dtype == "BF16"
+    assert qwen.prepared.kv_bytes_per_token == 2 * 2 * 1 * 32 * 2  # layers × (K, V) × 1 KV head × 32 × bf16
+    instance = await qwen.engine.promote(qwen.prepared, None, KV_BYTES)
+    events = await collect(instance, GenerateRequest((5, 6, 7), max_tokens=8, ignore_eos=True))
+    assert [e.token_id for e in events] == reference_greedy(tmp_path, [5, 6, 7], 8)
