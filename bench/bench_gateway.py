@@ -78,11 +78,11 @@ def run_worker(port: int) -> None:
 
 def run_gateway(port: int, worker_url: str) -> None:
     """The gateway process, as ``warmserve gateway`` runs it."""
-    from warmserve.gateway.app import Gateway, serve
+    from warmserve.gateway.app import Gateway, run
     from warmserve.gateway.config import DeclaredModel, GatewayConfig
 
     config = GatewayConfig((DeclaredModel(MODEL, B),), (worker_url,))
-    asyncio.run(serve(Gateway(config), "127.0.0.1", port))
+    run(Gateway(config), "127.0.0.1", port)
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:

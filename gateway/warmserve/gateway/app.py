@@ -6,7 +6,7 @@ answered ``400`` naming the field, a model that is not declared ``404`` (``model
 OpenAI's error format, before any instance is involved. Client disconnects cancel the handler
 (``handler_cancellation``), which closes the upstream connection so the worker cancels too.
 
-Start it with :func:`serve` (the CLI does), or build :class:`Gateway` and run ``gateway.app()`` on an
+Start it with :func:`run` (the CLI does), or build :class:`Gateway` and run ``gateway.app()`` on an
 ``aiohttp`` runner with ``handler_cancellation=True``. The client session (one pooled connector) and the
 discovery loop live exactly as long as the application.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -29,6 +30,8 @@ from warmserve.gateway.proxy import Call, Proxy
 from warmserve.gateway.router import Router
 from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.openai_api import Kind, error_body, models_body, parse_request
+
+log = logging.getLogger(__name__)
 
 #: Seconds to open a connection to a worker; beyond it the attempt fails and is retried elsewhere.
 CONNECT_TIMEOUT_S = 2.0
@@ -129,12 +132,11 @@ class Gateway:
         return web.Response(text="ok")
 
 
-async def serve(gateway: Gateway, host: str, port: int) -> None:
-    """Serve ``gateway`` on ``host:port`` until cancelled."""
-    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+def run(gateway: Gateway, host: str, port: int) -> None:
+    """Serve ``gateway`` on ``host:port`` until SIGINT or SIGTERM, then shut down gracefully.
+
+    Blocks (it owns the event loop); an address that cannot be bound raises :class:`OSError`.
+    """
+    models = [m.name for m in gateway.config.models]
+    log.info("starting the gateway on http://%s:%d for %s", host, port, models)
+    web.run_app(gateway.app(), host=host, port=port, handler_cancellation=True, access_log=None, print=None)

@@ -8,11 +8,10 @@ serving replicas of the given workers, until interrupted. A bad option is report
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from typing import Any
 
-from warmserve.gateway.app import Gateway, serve
+from warmserve.gateway.app import Gateway, run
 from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, GatewayConfig, parse_model_arg
 from warmserve.operator.cli import CliError
 from warmserve.worker.errors import InvalidFieldError
@@ -82,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(Gateway(config), args.host, args.port))
+        run(Gateway(config), args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
     return 0
