@@ -79,6 +79,14 @@ def snapshot(
     )
 
 
+OWNER_KINDS = [(ReplicaState.SERVING, Role.SERVE)] * 4 + [
+    (ReplicaState.PROMOTING, Role.SERVE),
+    (ReplicaState.LOADING, Role.SERVE),
+    (ReplicaState.DRAINING, Role.PREWARM),
+]
+GUEST_STATES = [ReplicaState.PREWARMED] * 5 + [ReplicaState.FAILED]
+
+
 @st.composite
 def random_snapshots(draw: st.DrawFn) -> Snapshot:
     """A consistent, laminar snapshot: 1-3 workers of 2-8 GPUs, 1-5 models (TP 1, 2 or 4), some of them
@@ -123,13 +131,16 @@ def random_snapshots(draw: st.DrawFn) -> Snapshot:
             kv_used = draw(st.integers(0, kv_total // GIB)) * GIB
             lent = draw(st.integers(0, (kv_total - kv_used) // GIB)) * GIB
             inflight = draw(st.integers(0, 2 * m.spec.max_concurrency))
+            # mostly serving; also a promotion or a cold start under way, or a demotion draining
+            state, role = draw(st.sampled_from(OWNER_KINDS))
+            lent = lent if state is ReplicaState.SERVING else 0
             r = Replica(
                 f"r{i}",
                 m.spec.name,
                 w.name,
                 gpus,
-                ReplicaState.SERVING,
-                Role.SERVE,
+                state,
+                role,
                 since=90.0,
                 inflight=inflight,
                 kv_total_bytes=kv_total,
@@ -148,7 +159,7 @@ def random_snapshots(draw: st.DrawFn) -> Snapshot:
                 continue
             if any(room.get(k, 0) < shard for k in keys):
                 continue
-            state = ReplicaState.LOADING if kind == "loading" else ReplicaState.PREWARMED
+            state = ReplicaState.LOADING if kind == "loading" else draw(st.sampled_from(GUEST_STATES))
             r = Replica(
                 f"r{i}",
                 m.spec.name,
