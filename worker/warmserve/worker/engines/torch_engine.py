@@ -36,20 +36,9 @@ from warmserve.worker.engines.base import (
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
 from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.layout import DEFAULT_ALIGNMENT, TensorEntry, WeightLayout, align_up
+from warmserve.worker.layout import TensorEntry, WeightLayout
 from warmserve.worker.protocol import ModelSpec
-
-#: safetensors dtype names ↔ torch dtypes (the ones checkpoints of this family use).
-DTYPES: dict[str, torch.dtype] = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F64": torch.float64,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+from warmserve.worker.store import TORCH_DTYPES, ModelStore
 
 
 class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]  # transformers is untyped
@@ -342,9 +331,9 @@ def _materialize_buffers(model: torch.nn.Module, weights: torch.Tensor, layout: 
 
 
 def _view(weights: torch.Tensor, entry: TensorEntry, expected: tuple[int, ...]) -> torch.Tensor:
-    dtype = DTYPES.get(entry.dtype)
+    dtype = TORCH_DTYPES.get(entry.dtype)
     if dtype is None:
-        raise InvalidFieldError(f"layout.{entry.name}.dtype", f"one of {sorted(DTYPES)}", entry.dtype)
+        raise InvalidFieldError(f"layout.{entry.name}.dtype", f"one of {sorted(TORCH_DTYPES)}", entry.dtype)
     if entry.shape != expected:
         raise InvalidFieldError(
             f"layout.{entry.name}.shape", f"{list(expected)} (the model's)", list(entry.shape)
@@ -356,35 +345,18 @@ def _view(weights: torch.Tensor, entry: TensorEntry, expected: tuple[int, ...]) 
     return weights[entry.offset : entry.offset + entry.nbytes].view(dtype).view(entry.shape)
 
 
-def slot_from_checkpoint(
-    directory: Path, alignment: int = DEFAULT_ALIGNMENT
-) -> tuple[torch.Tensor, WeightLayout]:
-    """Copy a safetensors checkpoint into a fresh ``uint8`` slot; for running one without pool or store.
+def slot_from_checkpoint(directory: Path) -> tuple[torch.Tensor, WeightLayout]:
+    """Read a checkpoint into a fresh ``uint8`` slot; for running one without the pool (tests, benchmarks).
 
-    The worker's model store loads real slots; this is for tests, benchmarks and standalone use. A
-    directory with no ``*.safetensors`` file raises :class:`InvalidFieldError`.
+    The model store checks the checkpoint and lays it out (a bad one raises its
+    :class:`~warmserve.worker.store.CorruptModelError`); the bytes are then read straight into the slot.
     """
-    from safetensors import safe_open
-
-    files = sorted(Path(directory).glob("*.safetensors"))
-    if not files:
-        raise InvalidFieldError(
-            "directory", "a checkpoint directory with *.safetensors files", str(directory)
-        )
-    tensors: dict[str, torch.Tensor] = {}
-    for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            tensors.update({name: f.get_tensor(name) for name in f.keys()})  # noqa: SIM118  # not a dict
-    names = {dtype: name for name, dtype in DTYPES.items()}
-    entries: dict[str, TensorEntry] = {}
-    offset = 0
-    for name, tensor in tensors.items():
-        offset = align_up(offset, alignment)
-        nbytes = tensor.numel() * tensor.element_size()
-        entries[name] = TensorEntry(name, names[tensor.dtype], tuple(tensor.shape), offset, nbytes)
-        offset += nbytes
-    slot = torch.empty(align_up(offset, alignment), dtype=torch.uint8)
-    for name, tensor in tensors.items():
-        entry = entries[name]
-        slot[entry.offset : entry.offset + entry.nbytes].copy_(tensor.contiguous().view(-1).view(torch.uint8))
-    return slot, WeightLayout(entries, slot.numel(), alignment)
+    checkpoint = ModelStore(directory.parent).inspect(directory.name)
+    slot = torch.empty(checkpoint.total_bytes, dtype=torch.uint8)
+    memory = slot.numpy().data
+    for source in checkpoint.sources:
+        entry = checkpoint.layout.entries[source.name]
+        with source.file.open("rb") as f:
+            f.seek(source.start)
+            f.readinto(memory[entry.offset : entry.offset + entry.nbytes])
+    return slot, checkpoint.layout
