@@ -12,7 +12,9 @@ aiohttp clients and prints:
   (with ``max_direct_rps``, the same load straight to the worker, for context), and the errors seen;
 - ``gateway_cpu_ms_per_request``: the gateway process's CPU time (user + system, from /proc) per request
   of that run, and ``gateway_rps_per_core``, its inverse: the rate one otherwise idle core sustains. The
-  machine is shared, so wall-clock rates move with the other tenants' load; CPU time per request does not.
+  machine is shared, so wall-clock rates move with the other tenants' load; CPU time per request moves
+  much less. With the worker's and this client's CPU per request it also gives ``idle_machine_bound_rps``,
+  the rate the whole loopback path (client + gateway + worker) could reach with the machine's cores idle.
 
 Floors (issue 5): added p50 ≤ 2 ms, p99 ≤ 10 ms at 200 req/s; ≥ 1,000 req/s sustained. Request counts are
 bounded; everything runs on 127.0.0.1. Usage: ``python bench/bench_gateway.py [--quick]``.
@@ -182,7 +184,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(plan: Plan, worker: str, gateway: str, gateway_pid: int) -> None:
+async def measure(plan: Plan, worker: str, gateway: str, pids: tuple[int, int]) -> None:
+    """Print every figure; ``pids`` are the worker's and the gateway's processes."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         await wait_ready(session, f"{worker}/healthz")
@@ -204,14 +207,24 @@ async def measure(plan: Plan, worker: str, gateway: str, gateway_pid: int) -> No
         print(f"added_latency_p50_ms={(p50_g - p50_d) * 1e3:.3f}")
         print(f"added_latency_p99_ms={(p99_g - p99_d) * 1e3:.3f}")
         rps_d, err_d = await closed_loop(session, worker, plan.throughput_requests, plan.concurrency)
-        cpu_before = cpu_seconds(gateway_pid)
+        before = (*(cpu_seconds(pid) for pid in pids), time.process_time())
         rps_g, err_g = await closed_loop(session, gateway, plan.throughput_requests, plan.concurrency)
-        cpu_per_request = (cpu_seconds(gateway_pid) - cpu_before) / plan.throughput_requests
+        after = (*(cpu_seconds(pid) for pid in pids), time.process_time())
+        worker_cpu, cpu_per_request, client_cpu = (
+            (b - a) / plan.throughput_requests for a, b in zip(before, after, strict=True)
+        )
+        path_cpu = worker_cpu + cpu_per_request + client_cpu
+        cores = os.cpu_count() or 1
         print(f"max_direct_rps={rps_d:.0f} errors={err_d}")
         print(f"max_gateway_rps={rps_g:.0f} errors={err_g}")
         print(f"throughput_requests={plan.throughput_requests} clients={plan.concurrency}")
         print(f"gateway_cpu_ms_per_request={cpu_per_request * 1e3:.3f}")
         print(f"gateway_rps_per_core={1 / cpu_per_request:.0f}")
+        print(f"worker_cpu_ms_per_request={worker_cpu * 1e3:.3f}")
+        print(f"client_cpu_ms_per_request={client_cpu * 1e3:.3f}")
+        print(
+            f"idle_machine_bound_rps={cores / path_cpu:.0f} (client + gateway + worker on {cores} idle cores)"
+        )
 
 
 def main() -> None:
@@ -228,9 +241,11 @@ def main() -> None:
     for p in procs:
         p.start()
     try:
-        gateway_pid = procs[1].pid
-        assert gateway_pid is not None
-        asyncio.run(measure(QUICK if args.quick else FULL, worker_url, gateway_url, gateway_pid))
+        worker_pid, gateway_pid = procs[0].pid, procs[1].pid
+        assert worker_pid is not None and gateway_pid is not None
+        asyncio.run(
+            measure(QUICK if args.quick else FULL, worker_url, gateway_url, (worker_pid, gateway_pid))
+        )
     finally:
         for p in reversed(procs):
             p.terminate()
