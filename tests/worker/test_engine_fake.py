@@ -77,8 +77,8 @@ async def test_prepare_plays_the_load_and_promote_the_promotion() -> None:
     loaded = time.perf_counter()
     instance = await engine.promote(prepared, None, KV_PER_TOKEN * 100)
     promoted = time.perf_counter()
-    assert 0.1 <= loaded - start < 0.15
-    assert 0.03 <= promoted - loaded < 0.06
+    assert 0.1 <= loaded - start < 0.18
+    assert 0.03 <= promoted - loaded < 0.08
     assert (prepared.weight_bytes, prepared.kv_bytes_per_token) == (SPEC.weight_bytes, KV_PER_TOKEN)
     assert instance.kv_total_bytes == KV_PER_TOKEN * 100
 
