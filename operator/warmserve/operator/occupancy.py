@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from warmserve.operator.snapshot import ModelConfig, Replica, Snapshot, Worker
+from warmserve.worker.protocol import ReplicaState
 
 GpuKey = tuple[str, int]  # (worker name, GPU index)
 
@@ -29,6 +30,21 @@ def gpu_mask(gpus: Iterable[int]) -> int:
 def is_laminar_with(mask: int, masks: Iterable[int]) -> bool:
     """Whether the set ``mask`` is nested in or disjoint from every set of ``masks``."""
     return all((m & mask) in (0, m, mask) for m in masks)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A candidate GPU set for prewarming: its worker (and that worker's position) and, if the GPUs
+    serve, the serving replica whose lent KV space it would borrow."""
+
+    windex: int
+    worker: str
+    gpus: tuple[int, ...]
+    lender: Replica | None
+
+
+def _lends(replica: Replica) -> bool:
+    return replica.state is ReplicaState.SERVING and replica.kv_lent_bytes > 0
 
 
 class Occupancy:
@@ -50,6 +66,7 @@ class Occupancy:
         self.of_model: dict[str, set[str]] = {name: set() for name in snapshot.models}
         self.fresh: set[str] = set()  # replicas placed during this step: never evicted in it
         self._blocks: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
+        self._sites: dict[int, list[Site]] = {}  # by set size; dropped whenever an owner changes
         for worker in snapshot.workers:
             for gpu in worker.gpus:
                 key = (worker.name, gpu.index)
@@ -76,6 +93,26 @@ class Occupancy:
             self._blocks[(worker.name, size)] = cached
         return cached
 
+    def sites(self, size: int) -> list[Site]:
+        """The blocks of ``size`` where a prewarmed replica may go at all, in worker then GPU order:
+        all idle GPUs (``owner`` None), or all inside one serving replica that lends KV space. Cached
+        until an owner comes, goes or changes its lending (never during prewarm placement)."""
+        cached = self._sites.get(size)
+        if cached is None:
+            cached = []
+            for windex, worker in enumerate(self.workers):
+                if len(worker.gpus) < size:
+                    continue
+                for gpus in self.blocks(worker, size):
+                    owners = {self.owner_of.get((worker.name, g)) for g in gpus}
+                    owner = owners.pop() if len(owners) == 1 else ""
+                    lender = None if owner in ("", None) else self.replicas[owner]
+                    if owner == "" or (lender is not None and not _lends(lender)):
+                        continue
+                    cached.append(Site(windex, worker.name, gpus, lender))
+            self._sites[size] = cached
+        return cached
+
     def shard(self, replica: Replica) -> int:
         return self.models[replica.model].spec.shard_bytes
 
@@ -96,6 +133,8 @@ class Occupancy:
                 self.borrowed_used[key] += shard
             if replica.is_owner:
                 self.owner_of[key] = replica.id
+        if replica.is_owner:
+            self._sites.clear()
 
     def remove(self, replica_id: str) -> Replica:
         replica = self.replicas.pop(replica_id)
@@ -115,6 +154,8 @@ class Occupancy:
                 self.borrowed_used[key] -= shard
             if self.owner_of.get(key) == replica_id:
                 del self.owner_of[key]
+        if replica.is_owner:
+            self._sites.clear()
         return replica
 
     def update(self, replica: Replica) -> None:

@@ -61,56 +61,43 @@ def choose_prewarm(occ: Occupancy, model: str, score: float, config: PlacementCo
     tp, need = spec.tensor_parallel, spec.shard_bytes
     limit = score if config.evict_aware else float("-inf")
     best: tuple[tuple[bool, float, float, bool, int, int], Choice] | None = None
-    for windex, worker in enumerate(occ.workers):
-        if len(worker.gpus) < tp:
+    for site in occ.sites(tp):
+        keys = [(site.worker, g) for g in site.gpus]
+        fits = _fits(occ, keys, model, need, site.lender)
+        if fits is None:
             continue
-        for gpus in occ.blocks(worker, tp):
-            keys = [(worker.name, g) for g in gpus]
-            site = _site(occ, keys, model, need)
-            if site is None:
-                continue
-            owner_id, fits = site
-            if not fits and best is not None and best[0][:2] == (False, 0.0):
-                continue  # a top set without eviction is known: a set that must evict cannot beat it
-            if tp > 1 and not is_laminar_with(gpu_mask(gpus), occ.masks[worker.name]):
-                continue
-            evict = () if fits else _make_room(occ, keys, need, limit)
-            if evict is None:
-                continue
-            top, overlapped = _overlap(occ, keys, evict, score)
-            borrowed = owner_id is not None
-            key = (not top, sum(occ.score(r.id) for r in evict), overlapped, borrowed, windex, gpus[0])
-            if best is None or key < best[0]:
-                best = (key, Choice(worker.name, gpus, evict, borrowed, top, overlapped))
-                if key[:4] == (False, 0.0, 0.0, False):
-                    break  # nothing can beat an idle, unshared set
-        if best is not None and best[0][:4] == (False, 0.0, 0.0, False):
-            break
+        if not fits and best is not None and best[0][:2] == (False, 0.0):
+            continue  # a top set without eviction is known: a set that must evict cannot beat it
+        if tp > 1 and not is_laminar_with(gpu_mask(site.gpus), occ.masks[site.worker]):
+            continue
+        evict = () if fits else _make_room(occ, keys, need, limit)
+        if evict is None:
+            continue
+        top, overlapped = _overlap(occ, keys, evict, score)
+        borrowed = site.lender is not None
+        key = (not top, sum(occ.score(r.id) for r in evict), overlapped, borrowed, site.windex, site.gpus[0])
+        if best is None or key < best[0]:
+            best = (key, Choice(site.worker, site.gpus, evict, borrowed, top, overlapped))
+            if key[:4] == (False, 0.0, 0.0, False):
+                break  # nothing can beat an idle, unshared set
     return None if best is None else best[1]
 
 
-def _site(occ: Occupancy, keys: list[GpuKey], model: str, need: int) -> tuple[str | None, bool] | None:
-    """Whether a prewarm of ``model`` may go on ``keys`` at all: ``None`` if a GPU already holds the
-    model, or the GPUs are not all idle or all lent by one serving replica; else that replica's id (or
-    ``None``) and whether ``need`` bytes fit without evicting anything."""
-    owner_of, models_on = occ.owner_of, occ.models_on
-    owner_id = owner_of.get(keys[0])
-    if owner_id is None:
-        fits = True
-        for key in keys:
-            if key in owner_of or model in models_on[key]:
-                return None
-            fits = fits and occ.capacity[key] - occ.used[key] >= need
-        return None, fits
-    owner = occ.replicas[owner_id]
-    if owner.state is not ReplicaState.SERVING or owner.kv_lent_bytes < need:
-        return None  # lent space never grows by evicting: below ``need`` it cannot host this replica
+def _fits(occ: Occupancy, keys: list[GpuKey], model: str, need: int, lender: Replica | None) -> bool | None:
+    """``None`` if a prewarm of ``model`` cannot go on ``keys`` (a GPU holds the model, or the lent
+    space is smaller than the replica: evicting borrowers cannot grow it); else whether ``need``
+    bytes fit without evicting anything."""
+    if lender is not None and lender.kv_lent_bytes < need:
+        return None
     fits = True
     for key in keys:
-        if owner_of.get(key) != owner_id or model in models_on[key]:
+        if model in occ.models_on[key]:
             return None
-        fits = fits and owner.kv_lent_bytes - occ.borrowed_used[key] >= need
-    return owner_id, fits
+        if lender is None:
+            fits = fits and occ.capacity[key] - occ.used[key] >= need
+        else:
+            fits = fits and lender.kv_lent_bytes - occ.borrowed_used[key] >= need
+    return fits
 
 
 def _overlap(
