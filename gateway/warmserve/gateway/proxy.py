@@ -33,6 +33,8 @@ RETRYABLE_STATUSES = frozenset({404, 500, 502, 503, 504})
 #: The header that names the replica a worker must use (docs/worker-api.md).
 REPLICA_HEADER = "X-WarmServe-Replica"
 _EVENT_END = b"\n\n"
+#: A worker's stream that goes this long without ending an event is broken (bounds the gateway's buffer).
+MAX_EVENT_BYTES = 1 << 20
 
 
 class _Retry(Exception):
@@ -130,9 +132,9 @@ class Proxy:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retry from exc
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await out.prepare(client)
         meter = _StreamMeter(call.arrived)
         try:
+            await out.prepare(client)
             await self._pass_through(out, upstream, events, first, meter)
             await out.write_eof()
         except ConnectionResetError:
@@ -169,10 +171,16 @@ class _EventSplitter:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        """The whole events completed by ``chunk`` (possibly none: ``b""``)."""
+        """The whole events completed by ``chunk`` (possibly none: ``b""``).
+
+        Raises :class:`aiohttp.ClientPayloadError` when an unfinished event outgrows
+        :data:`MAX_EVENT_BYTES`, so a broken worker is handled like a dropped connection.
+        """
         data = self._pending + chunk
         end = data.rfind(_EVENT_END) + len(_EVENT_END)
         if end < len(_EVENT_END):
+            if len(data) > MAX_EVENT_BYTES:
+                raise aiohttp.ClientPayloadError(f"an event longer than {MAX_EVENT_BYTES} bytes")
             self._pending = data
             return b""
         self._pending = data[end:]
