@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
 
-from warmserve.gateway.discovery import Discovery, instance_table, serving_instances
+from tests.gateway.conftest import start_worker
+from warmserve.gateway.discovery import Discovery, InstanceTable, instance_table, serving_instances
 from warmserve.gateway.routing import Instance
 from warmserve.worker.protocol import GpuUsage, ObservedReplica, ObservedState, ReplicaState
 
@@ -44,15 +43,18 @@ def test_the_table_groups_by_model_in_a_stable_order() -> None:
     assert instance_table({}) == {}
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def test_a_worker_that_does_not_answer_has_no_instances() -> None:
-    tables: list[object] = []
-    async with aiohttp.ClientSession() as session:
-        discovery = Discovery(session, [f"http://127.0.0.1:{_closed_port()}"], tables.append, interval_s=0.1)
-        await discovery.poll_once()
-    assert tables == []  # the table was empty and stays empty: nothing to publish
+async def test_a_worker_that_stops_answering_loses_its_instances_at_the_next_poll() -> None:
+    worker = await start_worker("w", gpus=1)
+    try:
+        await worker.serve({"r1": "m"}, {"m": 2})
+        tables: list[InstanceTable] = []
+        async with aiohttp.ClientSession() as session:
+            discovery = Discovery(session, [worker.url], tables.append)
+            await discovery.poll_once()
+            await discovery.poll_once()  # unchanged: not published again
+            await worker.stop()
+            await discovery.poll_once()
+        assert [list(t) for t in tables] == [["m"], []]
+        assert tables[0]["m"][0].replica == "r1" and tables[0]["m"][0].endpoint == worker.url
+    finally:
+        await worker.stop()
