@@ -53,7 +53,8 @@ class Gateway:
     def set_workers(self, workers: Sequence[str]) -> None:
         """Replace the workers polled for instances (the local runner or scheduler calls this).
 
-        Raises :class:`InvalidFieldError` for a bad URL, keeping the previous list.
+        Call it on the gateway's event loop (from another thread: ``loop.call_soon_threadsafe``). Raises
+        :class:`InvalidFieldError` for a bad URL, keeping the previous list.
         """
         if self._discovery is not None:
             self._discovery.set_workers(workers)
