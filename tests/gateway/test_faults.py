@@ -143,3 +143,16 @@ async def test_metrics_pass_promtool(cleanup: list[web.AppRunner]) -> None:
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert b"warmserve_gateway_arrivals_total" in text
+
+
+async def test_a_client_that_gives_up_while_held_leaves_the_queue(cleanup: list[web.AppRunner]) -> None:
+    gateway = await start_gateway(GatewayConfig((DeclaredModel("m", 1),), (), hold_timeout_s=30.0))
+    cleanup.append(gateway.runner)
+    with pytest.raises(TimeoutError):
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as s,
+            s.post(gateway.url + "/v1/completions", json={"model": "m", "prompt": "x"}) as r,
+        ):
+            await r.read()
+    await wait_for(lambda: gateway.gateway.router.demand()["m"].queued == 0, timeout=2.0)
+    assert gateway.gateway.router.demand()["m"].arrivals_total == 1
