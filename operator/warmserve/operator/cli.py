@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from warmserve.worker.errors import WarmServeError
+
 #: Modules that contribute subcommands, in the order `warmserve --help` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "warmserve.operator.forecast.cli",
@@ -23,8 +25,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-class CliError(Exception):
-    """A user error the CLI reports in one line (exit code 2), never as a traceback."""
+class CliError(WarmServeError):
+    """A user error found by a subcommand itself (a bad option value, an unwritable output)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except CliError as exc:
+    except WarmServeError as exc:  # bad input anywhere: one line naming what is wrong, never a traceback
         print(f"warmserve: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
