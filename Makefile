@@ -4,6 +4,9 @@ PY ?= python3
 .PHONY: install test lint typecheck
 install:
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# promtool lints every component's /metrics in the tests (Debian package prometheus); without it they skip.
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| echo "promtool could not be installed: the metrics lint tests will skip"
 
 lint:
 	$(PY) -m ruff check .

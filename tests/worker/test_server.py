@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -177,3 +179,19 @@ async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(
     )
     failed = next(r for r in observed.replicas if r.id == "h0")
     assert "pool exhausted" in failed.reason
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
+)
+async def test_metrics_pass_promtool(client: TestClient[Any, Any]) -> None:
+    await client.put(
+        "/desired", data=desired(1, {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"})
+    )
+    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    await client.post("/v1/completions", json={"model": "llama", "prompt": "hello", "max_tokens": 3})
+    text = await (await client.get("/metrics")).text()
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
