@@ -13,7 +13,7 @@ with a daily period of ``period`` windows. The work is split so the online path 
 Missing data never crashes and never yields a negative or NaN forecast: NaN windows in the history are gaps
 (statsmodels models see them filled with the last observed value, 0 before any); with no usable history a
 forecaster predicts the last observed value, or 0 for a brand-new model; a statsmodels model that cannot be
-fitted (under two periods of history, a failed optimisation) falls back to the WarmServe forecaster; every
+fitted (too little history, see each class; a failed optimisation) uses the WarmServe forecaster; every
 output is finally clipped to ``[0, ∞)`` with non-finite values replaced by the last observed value.
 
 The scheduler's call is :func:`fit_load` once in a while, then :func:`forecast` every window.
@@ -48,11 +48,18 @@ class Forecaster(ABC):
     """Forecasts one series with a daily period of ``period`` windows (≥ 1)."""
 
     name: ClassVar[str]
+    #: Days of history it needs to forecast as itself rather than through its fallback.
+    history_days: ClassVar[int] = 0
 
     def __init__(self, period: int) -> None:
         if period < 1:
             raise InvalidFieldError("period", "at least one window per day", period)
         self.period = period
+
+    @property
+    def min_history(self) -> int:
+        """Windows of history it needs to forecast as itself (at least one)."""
+        return max(1, self.history_days * self.period)
 
     def fit(self, history: FloatArray) -> Any:
         """Estimate parameters from ``history``; the default has none. Never raises on short or gappy data."""
@@ -102,10 +109,8 @@ class LastValue(Forecaster):
 class SeasonalNaive(Forecaster):
     """Baseline: a window equals the same window ``days`` days earlier (last value when that is unknown)."""
 
-    days: ClassVar[int]
-
     def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
-        lag = self.days * self.period
+        lag = self.min_history
         targets = len(history) + np.arange(horizon)
         source = targets - lag * np.ceil((targets - len(history) + 1) / lag).astype(int)
         known = source >= 0
@@ -114,7 +119,7 @@ class SeasonalNaive(Forecaster):
         return np.where(np.isfinite(values), values, last_value(history))
 
     def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
-        lag = self.days * self.period
+        lag = self.min_history
         lagged = np.concatenate([np.full(lag, np.nan), history])[start : len(history)]
         fallback = pd.Series(history).ffill().fillna(0.0).shift(1, fill_value=0.0).to_numpy()[start:]
         return _sanitize(np.where(np.isfinite(lagged), lagged, fallback), history[:start])
@@ -122,12 +127,12 @@ class SeasonalNaive(Forecaster):
 
 class SeasonalNaiveDay(SeasonalNaive):
     name = "seasonal-naive-1d"
-    days = 1
+    history_days = 1
 
 
 class SeasonalNaiveWeek(SeasonalNaive):
     name = "seasonal-naive-7d"
-    days = 7
+    history_days = 7
 
 
 class WarmServeForecaster(Forecaster):
@@ -139,6 +144,7 @@ class WarmServeForecaster(Forecaster):
     """
 
     name = "warmserve"
+    history_days = 1
 
     def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
         targets = len(history) + np.arange(horizon)
@@ -163,71 +169,86 @@ class WarmServeForecaster(Forecaster):
 
 
 @dataclass(frozen=True)
-class HoltWintersFit:
-    """Fitted additive Holt-Winters (no trend): smoothing weights and the initial states of the fit."""
+class EtsFit:
+    """A fitted additive ETS model without trend: its season length (``None``: no season), smoothing weights
+    and initial states."""
 
-    seasonal_periods: int
+    seasonal_periods: int | None
     smoothing_level: float
-    smoothing_seasonal: float
+    smoothing_seasonal: float | None
     initial_level: float
     initial_seasons: tuple[float, ...]
 
 
-class HoltWinters(Forecaster):
-    """statsmodels Holt-Winters (additive seasonality, no trend), period one week when the history holds
-    two weeks, else one day. Fitting estimates the weights; predicting re-runs the filter from the fit's
-    initial states with the weights fixed (``optimized=False``), which costs milliseconds.
-    Under two days of history, or if the fit fails, it behaves as the WarmServe forecaster."""
+class Ets(Forecaster):
+    """statsmodels exponential smoothing (Holt-Winters): at each fit, the lowest-AIC of no season, a daily
+    additive season (≥ 2 days of history) and a weekly one (≥ 2 weeks). A season that does not pay for its
+    parameters is left out, so on a noisy series this is simple exponential smoothing.
 
-    name = "holt-winters"
+    Predicting re-runs the filter from the fit's initial states with the weights fixed
+    (``optimized=False``), which costs milliseconds. Under 10 windows of history, or if no model can be
+    fitted, it behaves as the WarmServe forecaster.
+    """
 
-    def fit(self, history: FloatArray) -> HoltWintersFit | None:
-        periods = 7 * self.period if len(history) >= 14 * self.period else self.period
-        if periods < 2 or len(history) < 2 * periods:
+    name = "ets"
+    history_days = 2
+
+    def fit(self, history: FloatArray) -> EtsFit | None:
+        seasons = [p for p in (self.period, 7 * self.period) if p >= 2 and len(history) >= 2 * p]
+        fits = [f for f in (self._fit_one(history, p) for p in (None, *seasons)) if f is not None]
+        return min(fits, key=lambda fit: fit[0])[1] if fits else None
+
+    def _fit_one(self, history: FloatArray, periods: int | None) -> tuple[float, EtsFit] | None:
+        """(AIC, fit) of one candidate model, ``None`` if statsmodels cannot fit it."""
+        if len(history) < 10:
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 result = ExponentialSmoothing(
                     _fill_gaps(history),
-                    seasonal="add",
+                    seasonal=None if periods is None else "add",
                     seasonal_periods=periods,
-                    initialization_method="heuristic",
+                    initialization_method="estimated" if periods is None else "heuristic",
                 ).fit()
             except (ValueError, np.linalg.LinAlgError):
                 return None
         params = result.params
-        fit = HoltWintersFit(
+        fit = EtsFit(
             periods,
             float(params["smoothing_level"]),
-            float(params["smoothing_seasonal"]),
+            None if periods is None else float(params["smoothing_seasonal"]),
             float(params["initial_level"]),
-            tuple(float(s) for s in params["initial_seasons"]),
+            tuple(float(s) for s in np.atleast_1d(params["initial_seasons"])) if periods else (),
         )
-        return fit if all(map(math.isfinite, (fit.smoothing_level, fit.smoothing_seasonal))) else None
+        usable = math.isfinite(result.aic) and all(
+            map(math.isfinite, (fit.smoothing_level, fit.initial_level))
+        )
+        return (float(result.aic), fit) if usable else None
 
-    def _filtered(self, fitted: HoltWintersFit, history: FloatArray) -> Any:
+    def _filtered(self, fitted: EtsFit, history: FloatArray) -> Any:
+        seasonal = fitted.seasonal_periods is not None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ExponentialSmoothing(
                 _fill_gaps(history),
-                seasonal="add",
+                seasonal="add" if seasonal else None,
                 seasonal_periods=fitted.seasonal_periods,
                 initialization_method="known",
                 initial_level=fitted.initial_level,
-                initial_seasonal=np.array(fitted.initial_seasons),
+                initial_seasonal=np.array(fitted.initial_seasons) if seasonal else None,
             ).fit(
                 smoothing_level=fitted.smoothing_level,
                 smoothing_seasonal=fitted.smoothing_seasonal,
                 optimized=False,
             )
 
-    def _predict(self, fitted: HoltWintersFit | None, history: FloatArray, horizon: int) -> FloatArray:
+    def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
         return np.asarray(self._filtered(fitted, history).forecast(horizon), dtype=float)
 
-    def one_step(self, fitted: HoltWintersFit | None, history: FloatArray, start: int) -> FloatArray:
+    def one_step(self, fitted: EtsFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).one_step(None, history, start)
         values = np.asarray(self._filtered(fitted, history).fittedvalues, dtype=float)[start:]
@@ -251,11 +272,12 @@ class StlArima(Forecaster):
     """
 
     name = "stl-arima"
+    history_days = 2
     order: ClassVar[tuple[int, int, int]] = (1, 0, 1)
     _trend = "c"
 
     def fit(self, history: FloatArray) -> StlArimaFit | None:
-        if self.period < 2 or len(history) < 2 * self.period:
+        if self.period < 2 or len(history) < self.min_history:
             return None
         filled = _fill_gaps(history)
         jump = self.period // 12 + 1  # LOESS every `jump` points: same fit, ~10x faster
@@ -315,18 +337,23 @@ class AutoFit:
 
 
 class Auto(Forecaster):
-    """Picks, at each fit, the candidate with the lowest mean absolute one-window-ahead error over the last
-    day of the history (each candidate fitted on the history before that day), then fits it on all of it.
+    """Picks, at each fit, the candidate with the lowest *median* absolute one-window-ahead error over the
+    last ``evaluation_days`` days of the history (at most half of it; each candidate fitted once on the
+    history before that stretch), then fits that candidate on all of it. Only candidates that can run as
+    themselves on the shorter history take part, so a fallback never wins in another's name. The median keeps
+    one outage or burst in the evaluation stretch from deciding the pick.
 
     Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day of
     history there is nothing to compare and it uses the WarmServe forecaster.
     """
 
     name = "auto"
-    evaluation_days: ClassVar[int] = 1
+    evaluation_days: ClassVar[int] = 3
 
-    def candidates(self) -> tuple[Forecaster, ...]:
-        return tuple(cls(self.period) for name, cls in FORECASTERS.items() if name != self.name)
+    def candidates(self, history_windows: int) -> tuple[Forecaster, ...]:
+        """Every other forecaster that can run as itself (not its fallback) on that much history."""
+        every = (cls(self.period) for name, cls in FORECASTERS.items() if name != self.name)
+        return tuple(f for f in every if f.min_history <= history_windows)
 
     def fit(self, history: FloatArray) -> AutoFit:
         if len(history) <= self.period:
@@ -334,11 +361,11 @@ class Auto(Forecaster):
         split = len(history) - min(self.evaluation_days * self.period, len(history) // 2)
         actual = history[split:]
         errors: dict[str, float] = {}
-        for candidate in self.candidates():
+        for candidate in self.candidates(split):
             predicted = candidate.one_step(candidate.fit(history[:split]), history, split)
             scored = np.isfinite(actual)
             errors[candidate.name] = (
-                float(np.abs(predicted - actual)[scored].mean()) if scored.any() else math.inf
+                float(np.median(np.abs(predicted - actual)[scored])) if scored.any() else math.inf
             )
         chosen = min(errors, key=lambda name: errors[name])
         return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
@@ -355,7 +382,7 @@ FORECASTERS: Mapping[str, type[Forecaster]] = {
     cls.name: cls
     for cls in (
         WarmServeForecaster,
-        HoltWinters,
+        Ets,
         StlArima,
         SeasonalNaiveDay,
         SeasonalNaiveWeek,

@@ -1,0 +1,163 @@
+"""Forecasters: known answers on synthetic series, fallbacks on little or gappy history, invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from warmserve.operator.forecast.forecasters import (
+    BASELINES,
+    FORECASTERS,
+    Auto,
+    Forecast,
+    WarmServeForecaster,
+    fit_load,
+    forecast,
+    last_value,
+    make_forecaster,
+)
+from warmserve.worker.errors import InvalidFieldError
+
+PERIOD = 24
+
+
+def daily(days: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(days * PERIOD)
+    rng = np.random.default_rng(seed)
+    return 100 + 50 * np.sin(2 * np.pi * t / PERIOD) + rng.normal(0, noise, len(t))
+
+
+def test_warmserve_forecast_is_the_seasonal_mean_plus_the_weighted_residuals() -> None:
+    # Two days at phase values 10 and 20 (period 2), then a day at 30/40: residuals against the seasonal mean
+    # are +15 at every step of day 3, so the correction is +15 and the next phase-0 window is mean(10,30)+15.
+    history = np.array([10.0, 20.0, 30.0, 40.0], dtype=float)
+    f = WarmServeForecaster(period=2)
+    # Seasonal means for the next windows: phase 0 → (10+30)/2 = 20, phase 1 → (20+40)/2 = 30.
+    # Residuals of the last windows: window 3 (phase 1): 40 − 20 = 20 (weight 1/2); window 2: 30 − 10 = 20.
+    assert f.predict(None, history, 2).tolist() == pytest.approx([40.0, 50.0])
+
+
+def test_warmserve_weights_recent_residuals_by_powers_of_two() -> None:
+    history = np.array([0.0, 0.0, 0.0, 0.0, 4.0, 0.0])  # period 1: seasonal mean = mean of the past
+    f = WarmServeForecaster(period=1)
+    # Residuals (newest first): window 5: 0 − 0.8 = −0.8; window 4: 4 − 0 = 4; windows 1..3: 0.
+    expected_correction = (0.5 * -0.8 + 0.25 * 4.0) / (0.5 + 0.25 + 0.125 + 0.0625 + 0.03125)
+    assert f.predict(None, history, 1)[0] == pytest.approx(4 / 6 + expected_correction)
+
+
+@pytest.mark.parametrize("name", ["warmserve", "ets", "stl-arima", "seasonal-naive-1d", "auto"])
+def test_seasonal_forecasters_track_a_daily_pattern(name: str) -> None:
+    series = daily(8, noise=2.0)
+    forecaster = make_forecaster(name, PERIOD)
+    fitted = forecaster.fit(series[: 6 * PERIOD])
+    predicted = forecaster.one_step(fitted, series, 6 * PERIOD)
+    error = np.mean(np.abs(predicted - series[6 * PERIOD :]))
+    assert error < 4.0
+    assert np.mean(np.abs(series[6 * PERIOD :] - series[6 * PERIOD - 1 : -1])) > 7.0  # last value's error
+
+
+@pytest.mark.parametrize("name", list(FORECASTERS))
+def test_one_step_matches_predict_one_window_at_a_time(name: str) -> None:
+    series = daily(4, noise=3.0, seed=1)
+    forecaster = make_forecaster(name, PERIOD)
+    fitted = forecaster.fit(series[: 3 * PERIOD])
+    batch = forecaster.one_step(fitted, series, 3 * PERIOD)
+    single = [forecaster.predict(fitted, series[:i], 1)[0] for i in range(3 * PERIOD, 4 * PERIOD)]
+    assert batch == pytest.approx(single, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FORECASTERS))
+@pytest.mark.parametrize(
+    "history",
+    [np.array([]), np.array([np.nan, np.nan]), np.array([5.0]), np.array([0.0] * 30), daily(1)[:-3]],
+    ids=["empty", "all-gaps", "one", "zeros", "under-a-day"],
+)
+def test_little_history_falls_back_without_crashing(name: str, history: np.ndarray) -> None:
+    forecaster = make_forecaster(name, PERIOD)
+    predicted = forecaster.predict(forecaster.fit(history), history, 3)
+    assert np.isfinite(predicted).all() and (predicted >= 0).all()
+    if len(history) <= PERIOD and name not in ("ets",):
+        assert predicted.tolist() == pytest.approx([last_value(history)] * 3)
+
+
+def test_a_new_model_is_forecast_at_zero_and_a_gap_at_the_last_observation() -> None:
+    for name in FORECASTERS:
+        forecaster = make_forecaster(name, PERIOD)
+        assert forecaster.predict(forecaster.fit(np.array([])), np.array([]), 1).tolist() == [0.0]
+    gappy = np.array([3.0, 7.0, np.nan, np.nan])
+    assert last_value(gappy) == 7.0
+    assert make_forecaster("last-value", PERIOD).predict(None, gappy, 1).tolist() == [7.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    history=arrays(
+        np.float64,
+        st.integers(0, 3 * PERIOD),
+        elements=st.one_of(st.floats(0, 1e6), st.just(np.nan)),
+    ),
+    name=st.sampled_from([n for n in FORECASTERS if n not in ("auto", "stl-arima", "ets")]),
+    horizon=st.integers(1, 2 * PERIOD),
+)
+def test_forecasts_are_never_negative_or_nan(history: np.ndarray, name: str, horizon: int) -> None:
+    forecaster = make_forecaster(name, PERIOD)
+    predicted = forecaster.predict(forecaster.fit(history), history, horizon)
+    assert len(predicted) == horizon and np.isfinite(predicted).all() and (predicted >= 0).all()
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    history=arrays(np.float64, st.integers(2 * PERIOD, 3 * PERIOD), elements=st.floats(0, 1e4)),
+    gaps=st.lists(st.integers(0, 2 * PERIOD - 1), max_size=10),
+    name=st.sampled_from(["ets", "stl-arima"]),
+)
+def test_statsmodels_forecasts_on_gappy_series_are_never_negative_or_nan(
+    history: np.ndarray, gaps: list[int], name: str
+) -> None:
+    history = history.copy()
+    history[gaps] = np.nan
+    forecaster = make_forecaster(name, PERIOD)
+    fitted = forecaster.fit(history)
+    for predicted in (
+        forecaster.predict(fitted, history, PERIOD),
+        forecaster.one_step(fitted, history, PERIOD),
+    ):
+        assert np.isfinite(predicted).all() and (predicted >= 0).all()
+
+
+def test_a_negative_trend_is_clipped_at_zero() -> None:
+    falling = np.linspace(100, 1, 10)
+    assert make_forecaster("warmserve", 1).predict(None, falling, 5).min() >= 0.0
+
+
+def test_auto_picks_a_seasonal_forecaster_on_seasonal_data_and_last_value_on_a_walk() -> None:
+    assert Auto(PERIOD).fit(daily(7, noise=1.0)).chosen not in BASELINES
+    walk = np.abs(np.cumsum(np.random.default_rng(2).normal(0, 5, 7 * PERIOD))) + 100
+    assert Auto(PERIOD).fit(walk).chosen in ("last-value", "ets")
+
+
+def test_auto_does_not_pick_a_forecaster_that_would_only_run_its_fallback() -> None:
+    assert "seasonal-naive-7d" not in [f.name for f in Auto(PERIOD).candidates(6 * PERIOD)]
+    assert "seasonal-naive-7d" in [f.name for f in Auto(PERIOD).candidates(7 * PERIOD)]
+
+
+def test_online_forecast_gives_mean_and_peak_with_peak_at_least_mean() -> None:
+    mean = daily(3)
+    peak = mean * 0.5  # a peak series forecast below the mean is raised to it
+    fit = fit_load(make_forecaster("warmserve", PERIOD), mean, peak)
+    result = forecast(fit, mean, peak, 4)
+    assert isinstance(result, Forecast) and len(result.mean) == len(result.peak) == 4
+    assert all(p >= m for p, m in zip(result.peak, result.mean, strict=True))
+    assert result == forecast(fit, mean, peak, 4)  # pure
+
+
+def test_bad_names_periods_and_horizons_are_refused() -> None:
+    with pytest.raises(InvalidFieldError, match="forecaster"):
+        make_forecaster("prophet", PERIOD)
+    with pytest.raises(InvalidFieldError, match="period"):
+        make_forecaster("warmserve", 0)
+    with pytest.raises(InvalidFieldError, match="horizon"):
+        make_forecaster("warmserve", PERIOD).predict(None, daily(1), 0)
