@@ -10,7 +10,7 @@ replicas (for the laminar check); per prewarmed replica, its current score.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from warmserve.operator.snapshot import ModelConfig, Replica, Snapshot, Worker
@@ -66,7 +66,7 @@ class Occupancy:
         self.of_model: dict[str, set[str]] = {name: set() for name in snapshot.models}
         self.fresh: set[str] = set()  # replicas placed during this step: never evicted in it
         self._blocks: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
-        self._sites: dict[int, list[Site]] = {}  # by set size; dropped whenever an owner changes
+        self._sites: dict[tuple[str, int], list[Site]] = {}  # by worker and set size, see sites()
         for worker in snapshot.workers:
             for gpu in worker.gpus:
                 key = (worker.name, gpu.index)
@@ -93,25 +93,34 @@ class Occupancy:
             self._blocks[(worker.name, size)] = cached
         return cached
 
-    def sites(self, size: int) -> list[Site]:
-        """The blocks of ``size`` where a prewarmed replica may go at all, in worker then GPU order:
-        all idle GPUs (``owner`` None), or all inside one serving replica that lends KV space. Cached
-        until an owner comes, goes or changes its lending (never during prewarm placement)."""
-        cached = self._sites.get(size)
-        if cached is None:
-            cached = []
-            for windex, worker in enumerate(self.workers):
-                if len(worker.gpus) < size:
-                    continue
-                for gpus in self.blocks(worker, size):
-                    owners = {self.owner_of.get((worker.name, g)) for g in gpus}
-                    owner = owners.pop() if len(owners) == 1 else ""
-                    lender = None if owner in ("", None) else self.replicas[owner]
-                    if owner == "" or (lender is not None and not _lends(lender)):
-                        continue
-                    cached.append(Site(windex, worker.name, gpus, lender))
-            self._sites[size] = cached
-        return cached
+    def sites(self, size: int) -> Iterator[Site]:
+        """The blocks of ``size`` where a replica may go at all, in worker then GPU order: all idle
+        GPUs (``lender`` None), or all inside one serving replica that lends KV space. Cached per
+        worker until an owner there comes, goes or changes its lending (never during prewarm
+        placement), so a scan visits no GPU busy serving without lending."""
+        for windex, worker in enumerate(self.workers):
+            cached = self._sites.get((worker.name, size))
+            if cached is None:
+                cached = self._sites[(worker.name, size)] = self._worker_sites(windex, worker, size)
+            yield from cached
+
+    def _worker_sites(self, windex: int, worker: Worker, size: int) -> list[Site]:
+        if len(worker.gpus) < size:
+            return []
+        found = []
+        for gpus in self.blocks(worker, size):
+            owners = {self.owner_of.get((worker.name, g)) for g in gpus}
+            if len(owners) != 1:
+                continue
+            owner = owners.pop()
+            lender = None if owner is None else self.replicas[owner]
+            if lender is None or _lends(lender):
+                found.append(Site(windex, worker.name, gpus, lender))
+        return found
+
+    def _forget_sites(self, worker: str) -> None:
+        for key in [k for k in self._sites if k[0] == worker]:
+            del self._sites[key]
 
     def shard(self, replica: Replica) -> int:
         return self.models[replica.model].spec.shard_bytes
@@ -134,7 +143,7 @@ class Occupancy:
             if replica.is_owner:
                 self.owner_of[key] = replica.id
         if replica.is_owner:
-            self._sites.clear()
+            self._forget_sites(replica.worker)
 
     def remove(self, replica_id: str) -> Replica:
         replica = self.replicas.pop(replica_id)
@@ -155,7 +164,7 @@ class Occupancy:
             if self.owner_of.get(key) == replica_id:
                 del self.owner_of[key]
         if replica.is_owner:
-            self._sites.clear()
+            self._forget_sites(replica.worker)
         return replica
 
     def update(self, replica: Replica) -> None:

@@ -157,19 +157,18 @@ def choose_cold(occ: Occupancy, model: str, config: PlacementConfig) -> Choice |
     spec = occ.models[model].spec
     need = spec.shard_bytes + config.min_serving_kv_bytes
     best: tuple[tuple[float, int, int, int], Choice] | None = None
-    for windex, worker in enumerate(occ.workers):
-        if len(worker.gpus) < spec.tensor_parallel:
+    for site in occ.sites(spec.tensor_parallel):
+        if site.lender is not None:
+            continue  # the GPUs serve another model
+        keys = [(site.worker, g) for g in site.gpus]
+        if any(model in occ.models_on[k] or occ.capacity[k] < need for k in keys):
             continue
-        for gpus in occ.blocks(worker, spec.tensor_parallel):
-            keys = [(worker.name, g) for g in gpus]
-            if any(k in occ.owner_of or model in occ.models_on[k] or occ.capacity[k] < need for k in keys):
-                continue
-            covering = occ.touching(worker.name, gpus)
-            key = (sum(occ.score(r.id) for r in covering), len(covering), windex, gpus[0])
-            if key[:2] == (0.0, 0):
-                return Choice(worker.name, gpus)
-            if best is None or key < best[0]:
-                best = (key, Choice(worker.name, gpus, evict=tuple(covering)))
+        covering = occ.touching(site.worker, site.gpus)
+        key = (sum(occ.score(r.id) for r in covering), len(covering), site.windex, site.gpus[0])
+        if key[:2] == (0.0, 0):
+            return Choice(site.worker, site.gpus)
+        if best is None or key < best[0]:
+            best = (key, Choice(site.worker, site.gpus, evict=tuple(covering)))
     return None if best is None else best[1]
 
 
