@@ -1,0 +1,80 @@
+"""Backtest metrics on hand-computable inputs, and the rolling evaluation's no-peeking guarantee."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from warmserve.operator.forecast.backtest import backtest, mape, mase, rolling_one_step
+from warmserve.operator.forecast.concurrency import LoadSeries
+from warmserve.operator.forecast.forecasters import make_forecaster
+from warmserve.worker.errors import InvalidFieldError
+
+
+def test_mape_skips_windows_without_load() -> None:
+    actual = np.array([100.0, 0.0, 50.0, np.nan])
+    predicted = np.array([110.0, 5.0, 40.0, 1.0])
+    assert mape(actual, predicted) == pytest.approx((10 + 20) / 2)
+    assert math.isnan(mape(np.array([0.0]), np.array([1.0])))
+
+
+def test_mase_scales_by_the_training_naive_error() -> None:
+    training = np.array([1.0, 3.0, 2.0, np.nan, 4.0])  # one-step changes 2, 1 (the NaN ones are skipped)
+    actual = np.array([5.0, 6.0])
+    predicted = np.array([4.0, 8.0])
+    assert mase(actual, predicted, training) == pytest.approx(1.5 / 1.5)
+    assert math.isnan(mase(actual, predicted, np.array([2.0, 2.0])))
+
+
+def test_rolling_forecasts_never_see_the_window_they_forecast() -> None:
+    series = np.arange(30, dtype=float)
+    changed = series.copy()
+    changed[20:] += 1000.0
+    forecaster = make_forecaster("last-value", 5)
+    before = rolling_one_step(forecaster, series, 10)
+    after = rolling_one_step(forecaster, changed, 10)
+    assert before.tolist() == series[9:-1].tolist()  # last value: the previous window
+    assert after[:11].tolist() == before[:11].tolist()  # windows up to 20 are unaffected by 20 onwards
+
+
+def test_auto_does_not_peek_either() -> None:
+    rng = np.random.default_rng(3)
+    series = 100 + 10 * np.sin(np.arange(60) * 2 * np.pi / 6) + rng.normal(0, 1, 60)
+    changed = series.copy()
+    changed[45:] = 0.0
+    auto = make_forecaster("auto", 6)
+    assert (
+        rolling_one_step(auto, series, 30)[:16].tolist() == rolling_one_step(auto, changed, 30)[:16].tolist()
+    )
+
+
+def test_backtest_scores_every_model_and_forecaster() -> None:
+    t = np.arange(96)
+    mean = 50 + 2.0 * np.abs(t % 24 - 12)  # daily zigzag: every one-step change is exactly 2
+    load = LoadSeries("m", 0.0, 3600.0, mean, mean * 1.5)
+    flat = LoadSeries("flat", 0.0, 3600.0, np.full(96, 7.0), np.full(96, 9.0))
+    result = backtest([load, flat], ["seasonal-naive-1d", "last-value"], train_fraction=0.5)
+    assert result.train_windows == {"m": 48, "flat": 48}
+    exact = result.models["m"]["seasonal-naive-1d"]
+    assert exact.mean_mape == pytest.approx(0.0, abs=1e-9) and exact.peak_mase == pytest.approx(0.0, abs=1e-9)
+    assert result.models["m"]["last-value"].mean_mase == pytest.approx(1.0)  # the naive error itself
+    assert result.models["flat"]["last-value"].mean_mape == 0.0
+    assert math.isnan(result.models["flat"]["last-value"].mean_mase)  # a constant training part has no scale
+    # Overall is the mean over models of the finite figures.
+    assert result.overall["last-value"].mean_mase == pytest.approx(1.0)
+    assert result.overall["last-value"].mean_mape == pytest.approx(
+        result.models["m"]["last-value"].mean_mape / 2
+    )
+
+
+def test_backtest_refuses_splits_without_training_or_test_windows() -> None:
+    load = LoadSeries("m", 0.0, 300.0, np.ones(3), np.ones(3))
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(InvalidFieldError, match="train_fraction"):
+            backtest([load], ["last-value"], fraction)
+    with pytest.raises(InvalidFieldError, match="trace model m"):
+        backtest([load], ["last-value"], 0.9)
+    with pytest.raises(InvalidFieldError, match="forecaster"):
+        backtest([LoadSeries("m", 0.0, 300.0, np.ones(10), np.ones(10))], ["nope"], 0.5)

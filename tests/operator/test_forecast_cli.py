@@ -1,0 +1,115 @@
+"""`warmserve forecast` end to end on small files, through the real `warmserve` entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from warmserve.operator.cli import main
+
+METRICS = {"mean_mape", "peak_mape", "mean_mase", "peak_mase"}
+
+
+def write_requests(path: Path) -> None:
+    """Three days of per-request CSV for two models, busier in the second half of each hour."""
+    rng = np.random.default_rng(0)
+    rows = ["time,llm,prompt_tokens,completion_tokens"]
+    for hour in range(72):
+        for model, base in (("a", 6), ("b", 2)):
+            count = base * (2 if hour % 24 >= 12 else 1)
+            for arrival in np.sort(rng.uniform(hour * 3600, (hour + 1) * 3600, count)):
+                rows.append(f"{arrival:.3f},{model},{rng.integers(10, 500)},{rng.integers(5, 100)}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_forecast_backtests_a_request_csv_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "requests.csv"
+    write_requests(trace)
+    out = tmp_path / "out.json"
+    argv = [
+        "forecast",
+        "--trace",
+        str(trace),
+        "--model-column",
+        "llm",
+        "--window",
+        "3600",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "a: 36 training windows of 3600 s" in printed and "overall (mean over 2 models)" in printed
+    result = json.loads(out.read_text())
+    assert result["window_sec"] == 3600
+    assert set(result["forecasters"]) == {
+        "warmserve",
+        "ets",
+        "stl-arima",
+        "seasonal-naive-1d",
+        "seasonal-naive-7d",
+        "last-value",
+        "auto",
+    }
+    assert set(result["models"]) == {"a", "b"}
+    for scores in [
+        *result["forecasters"].values(),
+        *(s for m in result["models"].values() for s in m.values()),
+    ]:
+        assert set(scores) == METRICS
+        assert all(value is None or value >= 0 for value in scores.values())
+    # The daily pattern is forecastable: the seasonal forecaster beats last value on the window mean.
+    overall = result["forecasters"]
+    assert overall["seasonal-naive-1d"]["mean_mase"] < overall["last-value"]["mean_mase"]
+
+
+def test_forecast_runs_on_the_shipped_sample_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["forecast", "--forecasters", "last-value,warmserve"]) == 0
+    printed = capsys.readouterr().out
+    for model in ("m-large", "m-mid", "m-small"):
+        assert f"{model}: 1008 training windows of 600 s" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--window", "450"], "window: expected a whole multiple of the trace's 600 s resolution"),
+        (["--forecasters", "prophet"], "forecaster: expected one of"),
+        (["--train-fraction", "1"], "train_fraction"),
+        (["--trace", "/nonexistent/trace.csv"], "trace: expected an existing file or folder"),
+    ],
+)
+def test_user_errors_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["forecast", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warmserve: error: ") and message in err and "\n" not in err
+
+
+def test_a_malformed_trace_names_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "rates.csv"
+    trace.write_text("t_sec,model,rate_rps,cv\n0,m,1,1\n600,m,1,1\n1200,m,lots,1\n")
+    assert main(["forecast", "--trace", str(trace)]) == 2
+    assert f"{trace}:4: column rate_rps: expected a finite number ≥ 0, got 'lots'" in capsys.readouterr().err
+
+
+def test_unwritable_json_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "rates.csv"
+    trace.write_text("t_sec,rate_rps\n" + "".join(f"{600 * i},{1 + i % 3}\n" for i in range(10)))
+    argv = [
+        "forecast",
+        "--trace",
+        str(trace),
+        "--forecasters",
+        "last-value",
+        "--json",
+        str(tmp_path / "no/x.json"),
+    ]
+    assert main(argv) == 2
+    assert "cannot write" in capsys.readouterr().err
