@@ -18,7 +18,6 @@ from warmserve.worker.errors import WarmServeError
 #: Modules that contribute subcommands, in the order `warmserve --help` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "warmserve.operator.forecast.cli",
-    "warmserve.operator.planner_cli",
     "warmserve.sim.cli",
     "warmserve.worker.cli",
     "warmserve.gateway.cli",
