@@ -281,9 +281,7 @@ def read_requests(
     named after the file. Rows need a timestamp; token counts and durations are optional: a column left out
     or an empty cell reads as NaN ("unknown"; the latency model then uses its mean token counts)."""
     raw = _read_jsonl(path) if jsonl else _read_csv_strings(path, header=0)
-    names = _resolve_columns(raw, path, options)
-    stamp = names["timestamp"]
-    assert stamp is not None  # _resolve_columns guarantees the required column
+    stamp, names = _resolve_columns(raw, path, options)
     arrival = _timestamps(raw[stamp], path, stamp, options.timestamp_unit, jsonl)
     fields = {
         key: (
@@ -315,8 +313,11 @@ def _request_series(model: str, group: pd.DataFrame) -> RequestSeries:
     )
 
 
-def _resolve_columns(raw: pd.DataFrame, path: Path, options: ReaderOptions) -> dict[str, str | None]:
-    """Map each field to a column of ``raw``: the user's name (must exist) or the first default present."""
+def _resolve_columns(
+    raw: pd.DataFrame, path: Path, options: ReaderOptions
+) -> tuple[str, dict[str, str | None]]:
+    """The timestamp column, and each optional field's column (``None`` if absent): the user's name (must
+    exist) or else the first default present."""
     present = {str(name).strip().lower(): str(name) for name in raw.columns}
     chosen = {
         "timestamp": options.timestamp_column,
@@ -335,11 +336,12 @@ def _resolve_columns(raw: pd.DataFrame, path: Path, options: ReaderOptions) -> d
             resolved[field] = present[wanted.strip().lower()]
         else:
             resolved[field] = next((present[c] for c in DEFAULT_COLUMNS[field] if c in present), None)
-    if resolved["timestamp"] is None:
+    stamp = resolved.pop("timestamp")
+    if stamp is None:
         raise InvalidFieldError(
             "timestamp_column", f"one of {', '.join(DEFAULT_COLUMNS['timestamp'])} in {path}", None
         )
-    return resolved
+    return stamp, resolved
 
 
 def _timestamps(values: pd.Series, path: Path, column: str, unit: TimestampUnit, jsonl: bool) -> pd.Series:
