@@ -107,7 +107,7 @@ class LastValue(Forecaster):
 
 
 class SeasonalNaive(Forecaster):
-    """Baseline: a window equals the same window ``days`` days earlier (last value when that is unknown)."""
+    """Baseline: a window equals the same window ``history_days`` days earlier (else the last value)."""
 
     def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
         lag = self.min_history
