@@ -24,14 +24,13 @@ from warmserve.gateway.admission import HoldExpired, QueueFull
 from warmserve.gateway.metrics import GatewayMetrics
 from warmserve.gateway.router import Exclude, Router
 from warmserve.gateway.routing import Instance
-from warmserve.worker.openai_api import GenerationRequest, error_body, sse
+from warmserve.worker.openai_api import REPLICA_HEADER, GenerationRequest, error_body, sse
 
 #: Instances one request is tried on before it is answered 503 (the first try included).
 MAX_ATTEMPTS = 3
 #: Worker answers that mean "nothing was generated, try another instance" (docs/worker-api.md).
 RETRYABLE_STATUSES = frozenset({404, 500, 502, 503, 504})
 #: The header that names the replica a worker must use (docs/worker-api.md).
-REPLICA_HEADER = "X-WarmServe-Replica"
 _EVENT_END = b"\n\n"
 #: A worker's stream that goes this long without ending an event is broken (bounds the gateway's buffer).
 MAX_EVENT_BYTES = 1 << 20

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from warmserve.worker.errors import InvalidFieldError
 
+#: The header that names the exact replica a request is for (the gateway balances across replicas itself).
+REPLICA_HEADER = "X-WarmServe-Replica"
 #: The largest ``max_tokens`` accepted; larger is "absurd" and answered with a 400, not an endless stream.
 MAX_TOKENS_LIMIT = 32_768
 DEFAULT_MAX_TOKENS = 16

@@ -19,6 +19,7 @@ from aiohttp import web
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.openai_api import (
+    REPLICA_HEADER,
     GenerationRequest,
     Kind,
     chunk_body,
@@ -38,7 +39,6 @@ from warmserve.worker.runtime import (
     WorkerRuntime,
 )
 
-REPLICA_HEADER = "X-WarmServe-Replica"
 RUNTIME_KEY = web.AppKey("runtime", WorkerRuntime)
 #: Seconds a client is told to wait before retrying a replica that is not serving yet.
 RETRY_AFTER_S = 1
