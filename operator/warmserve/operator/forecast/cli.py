@@ -26,7 +26,6 @@ from warmserve.operator.forecast.concurrency import (
 )
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.forecast.traces import ReaderOptions, TimestampUnit, TraceFormat, read_trace
-from warmserve.worker.errors import WarmServeError
 
 SAMPLE = "servegen_language_600s.csv"
 _DEFAULT_LATENCY = LatencyModel()
@@ -73,14 +72,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the backtest; a :class:`WarmServeError` becomes a one-line CLI error."""
-    try:
-        return _run(args)
-    except WarmServeError as exc:
-        raise CliError(str(exc)) from exc
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run the backtest. Bad input raises a ``WarmServeError``, which the ``warmserve`` entry point prints
+    in one line."""
     options = ReaderOptions(
         format=args.format,
         per_client=args.per_client,
