@@ -1,0 +1,78 @@
+"""Policies by name, for the simulator and the local runner: ``policy_by_name(name, sizing)``.
+
+Each entry says what the caller must supply besides the policy and its initial state: the kind of
+forecast (none, learned online, or the oracle's true future) and, for ``muxserve``, that it is a static
+colocated layout the simulator runs itself (the worker protocol has one serving replica per GPU).
+``dedicated``, ``dedicated-mean`` and ``muxserve`` are sized from the expected load per model
+(:class:`Sizing`); asking for them without one, or for an unknown name, raises
+:class:`InvalidFieldError` listing what is accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from warmserve.operator.policies.autoscale import AutoscaleConfig, AutoscaleState, autoscale_step
+from warmserve.operator.policies.dedicated import DedicatedConfig, dedicated_step
+from warmserve.operator.policies.warmserve import CONFIGS, initial_state, warmserve_policy
+from warmserve.operator.scheduler import Policy
+from warmserve.worker.errors import InvalidFieldError
+
+
+class ForecastNeed(enum.StrEnum):
+    """What forecast source a policy must be run with."""
+
+    NONE = "none"  # NoForecast
+    ONLINE = "online"  # learned from the demand seen (and earlier history)
+    ORACLE = "oracle"  # the true future load (simulation only)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """Expected concurrency per model over the run: its mean and its peak."""
+
+    mean: Mapping[str, float]
+    peak: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEntry:
+    """A runnable policy: ``policy`` is ``None`` only for a static colocated layout (``muxserve``)."""
+
+    name: str
+    policy: Policy | None
+    initial_state: Any
+    forecast: ForecastNeed
+    colocated: bool = False
+
+
+_FORECASTS = {"warmserve": ForecastNeed.ONLINE, "oracle": ForecastNeed.ORACLE}
+NAMES: tuple[str, ...] = (*CONFIGS, "autoscale", "muxserve", "dedicated", "dedicated-mean")
+SIZED = frozenset({"muxserve", "dedicated", "dedicated-mean"})
+
+
+def policy_by_name(name: str, sizing: Sizing | None = None) -> PolicyEntry:
+    """The policy called ``name``; raises :class:`InvalidFieldError` for an unknown name, or for a
+    sized policy without ``sizing``."""
+    if name not in NAMES:
+        raise InvalidFieldError("policy", f"one of {list(NAMES)}", name)
+    if name in SIZED and sizing is None:
+        raise InvalidFieldError(
+            "sizing", f"the expected load per model (policy {name!r} is sized by it)", None
+        )
+    if name in CONFIGS:
+        need = _FORECASTS.get(name, ForecastNeed.ONLINE if name != "no-forecast" else ForecastNeed.NONE)
+        return PolicyEntry(name, warmserve_policy(CONFIGS[name]), initial_state(), need)
+    if name == "autoscale":
+        return PolicyEntry(
+            name, partial(autoscale_step, config=AutoscaleConfig()), AutoscaleState(), ForecastNeed.NONE
+        )
+    if name == "muxserve" or sizing is None:
+        return PolicyEntry(name, None, None, ForecastNeed.NONE, colocated=True)
+    concurrency = sizing.peak if name == "dedicated" else sizing.mean
+    config = DedicatedConfig(concurrency)
+    return PolicyEntry(name, partial(dedicated_step, config=config), None, ForecastNeed.NONE)
