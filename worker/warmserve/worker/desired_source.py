@@ -72,12 +72,21 @@ class Reject:
 Verdict = Accept | Ignore | Reject
 
 
-def judge(text: str, *, worker: str, accepted: int, origin: str) -> Verdict:
-    """Decide what a raw document means to ``worker``, given the generation accepted so far (-1: none)."""
+#: A worker's own checks of a parsed document (its GPU count, say): raise :class:`InvalidFieldError`.
+Check = Callable[[DesiredState], None]
+
+
+def judge(text: str, *, worker: str, accepted: int, origin: str, check: Check | None = None) -> Verdict:
+    """Decide what a raw document means to ``worker``, given the generation accepted so far (-1: none).
+
+    ``check`` adds the worker's own rules; a document it refuses is rejected like a malformed one.
+    """
     try:
         state = DesiredState.from_json(text)
         if state.worker != worker:
             raise InvalidFieldError("worker", f"this worker's name {worker!r}", state.worker)
+        if check is not None:
+            check(state)
     except InvalidFieldError as exc:
         return Reject(Rejection(field=exc.field, message=str(exc), origin=origin))
     if state.generation <= accepted:
@@ -105,8 +114,11 @@ class DesiredFeed:
     :meth:`close`, and raises what a channel passed to :meth:`fail` (a channel that cannot go on).
     """
 
-    def __init__(self, worker: str, on_reject: Callable[[Rejection], None] | None = None) -> None:
+    def __init__(
+        self, worker: str, on_reject: Callable[[Rejection], None] | None = None, check: Check | None = None
+    ) -> None:
         self.worker = worker
+        self.check = check
         self.rejection: Rejection | None = None
         self.last_verdict: Verdict | None = None
         self._on_reject = on_reject
@@ -123,7 +135,7 @@ class DesiredFeed:
 
     def offer(self, text: str, origin: str) -> Verdict:
         """Judge one raw document; queue it if accepted, record (and report) it if rejected."""
-        verdict = judge(text, worker=self.worker, accepted=self._accepted, origin=origin)
+        verdict = judge(text, worker=self.worker, accepted=self._accepted, origin=origin, check=self.check)
         self.last_verdict = verdict
         match verdict:
             case Accept(state):
@@ -254,11 +266,12 @@ class PodAnnotationSource:
         *,
         worker: str | None = None,
         on_reject: Callable[[Rejection], None] | None = None,
+        check: Check | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         watch_timeout: int = 300,
         request_timeout: float = 10.0,
     ) -> None:
-        self.feed = DesiredFeed(worker or pod.name, on_reject)
+        self.feed = DesiredFeed(worker or pod.name, on_reject, check)
         self._core = kubernetes.client.CoreV1Api(api)
         self._pod = pod
         self._origin = f"pod {pod} annotation {DESIRED_ANNOTATION}"
@@ -398,8 +411,9 @@ class FileSource:
         *,
         interval: float = 0.2,
         on_reject: Callable[[Rejection], None] | None = None,
+        check: Check | None = None,
     ) -> None:
-        self.feed = DesiredFeed(worker, on_reject)
+        self.feed = DesiredFeed(worker, on_reject, check)
         self._path = path
         self._interval = interval
         self._task: asyncio.Task[None] | None = None

@@ -1,7 +1,9 @@
 """The universal worker's runtime: pools per GPU, its replicas, and convergence to a desired state.
 
 The runtime owns one memory pool per GPU and the replicas in them. :meth:`WorkerRuntime.set_desired`
-accepts a validated :class:`DesiredState`; a single convergence task then asks the pure
+adopts a :class:`DesiredState` that a :class:`~warmserve.worker.desired_source.DesiredFeed` accepted (the
+feed owns the generation rules; :meth:`WorkerRuntime.check_desired` is the worker's own check it runs);
+a single convergence task then asks the pure
 :func:`~warmserve.worker.reconcile.converge` for steps and carries them out — freeing memory inline,
 loading and promoting in background tasks that wake the loop again when they finish. Every state change
 is timestamped and counted in the metrics; :meth:`observed` reports the truth at any moment.
@@ -54,10 +56,6 @@ PROGRESS_INTERVAL_S = 0.02
 
 class ModelNotServedError(WarmServeError):
     """No replica of the model (or no replica with that id) on this worker: answered with 404."""
-
-
-class StaleGenerationError(InvalidFieldError):
-    """A desired state older than the one already adopted: refused, the current one is kept (409)."""
 
 
 class ReplicaUnavailableError(WarmServeError):
@@ -155,18 +153,18 @@ class WorkerRuntime:
 
     # --- desired state ---------------------------------------------------------------------------
 
-    def set_desired(self, desired: DesiredState) -> None:
-        """Adopt a validated desired state; an older generation than the current one is refused."""
+    def check_desired(self, desired: DesiredState) -> None:
+        """Refuse (:class:`InvalidFieldError` naming the field) a state this worker cannot carry out."""
         if desired.worker != self.config.name:
             raise InvalidFieldError("worker", f"this worker's name {self.config.name!r}", desired.worker)
         bad = [(i, g) for i, r in enumerate(desired.replicas) for g in r.gpus if g >= self.config.gpus]
         if bad:
             i, g = bad[0]
             raise InvalidFieldError(f"replicas[{i}].gpus", f"GPU indices below {self.config.gpus}", g)
-        if self._desired is not None and desired.generation < self._desired.generation:
-            raise StaleGenerationError(
-                "generation", f">= the current generation {self._desired.generation}", desired.generation
-            )
+
+    def set_desired(self, desired: DesiredState) -> None:
+        """Adopt a desired state the feed accepted (its generation rules decide order; none here)."""
+        self.check_desired(desired)
         self._desired = desired
         self._error = ""
         self._wake.set()

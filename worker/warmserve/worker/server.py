@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from aiohttp import web
 
+from warmserve.worker.desired_source import Accept, DesiredFeed, Ignore, Reject, Rejection
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.openai_api import (
@@ -31,23 +32,39 @@ from warmserve.worker.openai_api import (
     response_body,
     sse,
 )
-from warmserve.worker.protocol import DesiredState
-from warmserve.worker.runtime import (
-    ModelNotServedError,
-    ReplicaUnavailableError,
-    StaleGenerationError,
-    WorkerRuntime,
-)
+from warmserve.worker.runtime import ModelNotServedError, ReplicaUnavailableError, WorkerRuntime
 
 RUNTIME_KEY = web.AppKey("runtime", WorkerRuntime)
+FEED_KEY = web.AppKey("feed", DesiredFeed)
+FOLLOW_KEY = web.AppKey("follow", asyncio.Task[None])
 #: Seconds a client is told to wait before retrying a replica that is not serving yet.
 RETRY_AFTER_S = 1
 
 
-def create_app(runtime: WorkerRuntime) -> web.Application:
-    """The aiohttp application of one worker; the runtime's convergence loop starts with the app."""
+def report_rejection(runtime: WorkerRuntime) -> Callable[[Rejection], None]:
+    """A feed's ``on_reject`` that makes the rejection the runtime's reported error."""
+
+    def report(rejection: Rejection) -> None:
+        runtime.reject(rejection.message)
+
+    return report
+
+
+def desired_feed(runtime: WorkerRuntime) -> DesiredFeed:
+    """A feed for ``runtime``: its own checks judge documents, rejections become its reported error."""
+    return DesiredFeed(runtime.config.name, report_rejection(runtime), runtime.check_desired)
+
+
+def create_app(runtime: WorkerRuntime, feed: DesiredFeed | None = None) -> web.Application:
+    """The aiohttp application of one worker; the runtime's convergence loop starts with the app.
+
+    ``PUT /desired`` offers documents to ``feed`` — the one a file or Pod channel also feeds, so that one
+    set of generation rules orders them all (default: :func:`desired_feed`, HTTP only). While the app
+    runs, every state the feed accepts is handed to the runtime.
+    """
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app[RUNTIME_KEY] = runtime
+    app[FEED_KEY] = feed if feed is not None else desired_feed(runtime)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
@@ -63,9 +80,18 @@ def create_app(runtime: WorkerRuntime) -> web.Application:
 
 async def _start(app: web.Application) -> None:
     app[RUNTIME_KEY].start()
+    app[FOLLOW_KEY] = asyncio.get_running_loop().create_task(_follow(app[FEED_KEY], app[RUNTIME_KEY]))
+
+
+async def _follow(feed: DesiredFeed, runtime: WorkerRuntime) -> None:
+    """Hand each accepted state to the runtime; runs until the feed ends (or its channel fails)."""
+    async for desired in feed:
+        runtime.set_desired(desired)
 
 
 async def _stop(app: web.Application) -> None:
+    app[FOLLOW_KEY].cancel()
+    await asyncio.gather(app[FOLLOW_KEY], return_exceptions=True)
     await app[RUNTIME_KEY].close()
 
 
@@ -242,17 +268,18 @@ async def _state(request: web.Request) -> web.Response:
 
 
 async def _put_desired(request: web.Request) -> web.Response:
-    """Accept a desired state (202), or say which field is wrong (400) or that it is stale (409)."""
-    runtime = request.app[RUNTIME_KEY]
-    try:
-        desired = DesiredState.from_json(await request.text())
-        runtime.set_desired(desired)
-    except StaleGenerationError as exc:
-        return _error(409, str(exc), param=exc.field, code="stale_generation")
-    except InvalidFieldError as exc:
-        runtime.reject(str(exc))
-        return _error(400, str(exc), param=exc.field)
-    body: dict[str, Any] = {"accepted_generation": desired.generation}
+    """Accept a desired state (202; a repeat of the accepted generation too), or say which field is
+    wrong (400) or that it is older than the accepted one (409); the feed decides, the runtime follows."""
+    feed = request.app[FEED_KEY]
+    match feed.offer(await request.text(), f"HTTP PUT /desired from {request.remote}"):
+        case Reject(rejection):
+            return _error(400, rejection.message, param=rejection.field)
+        case Ignore(generation, accepted) if generation < accepted:
+            message = f"generation {generation} is older than the accepted generation {accepted}"
+            return _error(409, message, param="generation", code="stale_generation")
+        case Accept() | Ignore():
+            pass
+    body: dict[str, Any] = {"accepted_generation": feed.generation}
     return web.Response(text=json.dumps(body), status=202, content_type="application/json")
 
 
