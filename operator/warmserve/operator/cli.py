@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "warmserve.sim.cli",
     "warmserve.worker.cli",
     "warmserve.gateway.cli",
+    "warmserve.operator.local.cli",
 )
 
 

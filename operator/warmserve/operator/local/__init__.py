@@ -1,0 +1,1 @@
+"""``warmserve local``: workers, gateway and scheduler on one machine, replaying a trace."""

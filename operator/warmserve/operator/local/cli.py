@@ -1,0 +1,169 @@
+"""``warmserve local``: the whole system on this machine, replaying a trace or just serving.
+
+Default run: two fake-GPU workers × two GPUs, the gateway and the scheduler as local processes; day 8
+of the shipped ServeGen-derived sample (days 1-7 seed the forecaster) compressed into 60 s, replayed once
+with WarmServe and once with the baseline on the same arrivals; then a TTFT / SLO table. ``--serve``
+starts the same cluster and serves the OpenAI API until Ctrl-C. Ctrl-C or SIGTERM stop every child
+process before the command returns (exit code 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+from collections.abc import Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from warmserve.operator.local.arrivals import ReplaySlice, sample_arrivals
+from warmserve.operator.local.forecasts import TraceForecasts
+from warmserve.operator.local.policies import BASELINES, policy
+from warmserve.operator.local.results import format_table
+from warmserve.operator.local.runner import RunResult, run_policy, serve
+from warmserve.operator.local.setup import LocalSetup, default_models
+from warmserve.operator.local.traces import load_rates
+from warmserve.worker.errors import InvalidFieldError, WarmServeError
+
+SECONDS_PER_DAY = 86_400.0
+T = TypeVar("T")
+
+
+class LocalError(WarmServeError):
+    """A bad option of ``warmserve local``, named in the message."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``local`` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "local", help="run workers, gateway and scheduler locally and replay a trace", description=__doc__
+    )
+    p.add_argument("--trace", type=Path, default=None, help="any trace by path (default: the shipped sample)")
+    p.add_argument("--day", type=int, default=8, help="day of the trace to replay, 1-based (default 8)")
+    p.add_argument("--hours", type=float, default=24.0, help="trace hours to replay from that day's start")
+    p.add_argument("--duration", type=float, default=60.0, help="local seconds the replay lasts (default 60)")
+    p.add_argument("--rps", type=float, default=40.0, help="mean requests/s of the replay (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="arrival sampling seed (default 0)")
+    p.add_argument("--baseline", default=BASELINES[0], help=f"one of {list(BASELINES)} or none")
+    p.add_argument("--engine", default="fake", choices=["fake"], help="worker engine (default fake)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--gpus", type=int, default=2, help="fake GPUs per worker (default 2)")
+    p.add_argument("--gpu-memory-gib", type=int, default=40, help="pool GiB per fake GPU (default 40)")
+    p.add_argument("--speed", type=float, default=1.0, help="fake engine delay multiplier (default 1)")
+    p.add_argument("--max-tokens", type=int, default=16, help="tokens per replay request (default 16)")
+    p.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO in ms (default 1000)")
+    p.add_argument("--kill-worker-at", type=float, default=None, metavar="S", help="fault: kill w0 at S s")
+    p.add_argument("--json", type=Path, default=None, help="also write the summaries to this JSON file")
+    p.add_argument("--log-dir", type=Path, default=None, help="child process logs (default: a temp dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--serve", action="store_true", help="just serve the OpenAI API until Ctrl-C")
+    p.add_argument("--port", type=int, default=8080, help="gateway port with --serve (default 8080)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay (or serve); exit 0, or 130 when interrupted (every child process stopped either way)."""
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="warmserve-local-"))
+    try:
+        if args.serve:
+            _run_async(serve(_setup(args, None), policy("no-forecast"), log_dir, _port(args.port)))
+            return 0
+        results = _run_async(_replay(args, log_dir))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("warmserve local: interrupted; every child process stopped", file=sys.stderr)
+        return 130
+    print(format_table([r.summary for r in results]))
+    for r in results:
+        if r.noticed_after_s is not None:
+            print(f"{r.summary.policy}: worker w0 killed; scheduler noticed after {r.noticed_after_s:.2f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(r.summary) for r in results], indent=2))
+    return 0
+
+
+def _setup(args: argparse.Namespace, trace_models: tuple[str, ...] | None) -> LocalSetup:
+    try:
+        return LocalSetup(
+            models=default_models(trace_models or ("m-large", "m-mid", "m-small")),
+            workers=args.workers,
+            gpus=args.gpus,
+            gpu_memory_gib=args.gpu_memory_gib,
+            speed=args.speed,
+            max_tokens=args.max_tokens,
+            slo_s=args.slo_ms / 1000.0,
+        )
+    except InvalidFieldError as exc:
+        raise LocalError(
+            f"--{exc.field.replace('_', '-')}: expected {exc.expected}, got {exc.got!r}"
+        ) from exc
+
+
+def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
+    if args.day < 1:
+        raise LocalError(f"--day: expected an integer >= 1, got {args.day}")
+    try:
+        return ReplaySlice(
+            start_sec=(args.day - 1) * SECONDS_PER_DAY,
+            span_sec=args.hours * 3600.0,
+            compress=args.hours * 3600.0 / args.duration if args.duration > 0 else -1.0,
+            rps=args.rps,
+            seed=args.seed,
+        )
+    except InvalidFieldError as exc:
+        option = {"span_sec": "--hours", "compress": "--duration", "rps": "--rps"}.get(exc.field, exc.field)
+        raise LocalError(f"{option}: expected a finite number > 0, got {exc.got!r}") from exc
+
+
+async def _replay(args: argparse.Namespace, log_dir: Path) -> list[RunResult]:
+    """WarmServe, then the baseline, on the same arrivals."""
+    replay = _replay_slice(args)
+    names = _policies(args.baseline)
+    series = load_rates(args.trace)
+    setup = _setup(args, tuple(s.model for s in series))
+    series = tuple(s for s in series if s.model in setup.models)
+    arrivals = sample_arrivals(series, replay)
+    names = ["warmserve"] + ([] if args.baseline == "none" else [args.baseline])
+    choices = [policy(n) for n in names]
+    results = []
+    for choice in choices:
+        forecasts = TraceForecasts(
+            series, replay, setup.latencies(), max(setup.load_s(m) for m in setup.models)
+        )
+        result = await run_policy(
+            setup,
+            choice,
+            forecasts if choice.uses_forecasts else None,
+            arrivals,
+            log_dir,
+            progress=not args.no_progress,
+            kill_worker_at_s=args.kill_worker_at,
+        )
+        results.append(result)
+    return results
+
+
+def _policies(baseline: str) -> list[str]:
+    if baseline != "none" and baseline not in BASELINES:
+        raise LocalError(f"--baseline: expected one of {[*BASELINES, 'none']}, got {baseline!r}")
+    return ["warmserve"] + ([] if baseline == "none" else [baseline])
+
+
+def _port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise LocalError(f"--port: expected 1 to 65535, got {port}")
+    return port
+
+
+def _run_async(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; SIGTERM cancels it like Ctrl-C does, so its clean-up always runs."""
+
+    async def main() -> T:
+        task = asyncio.ensure_future(work)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await task
+
+    return asyncio.run(main())

@@ -1,0 +1,79 @@
+"""Child processes: each in its own group, all stopped on exit — grandchildren and stubborn ones too."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from warmserve.operator.local.processes import Children, ChildError, ChildSpec, free_port
+
+SPAWNS_GRANDCHILD = (
+    "import subprocess, sys, time;"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']);"
+    "print(p.pid, flush=True); time.sleep(120)"
+)
+IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for_line(path: Path) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.strip():
+            return text.strip().splitlines()[0]
+        time.sleep(0.02)
+    raise AssertionError(f"{path} stayed empty")
+
+
+def test_leaving_the_block_stops_children_grandchildren_and_stubborn_ones(tmp_path: Path) -> None:
+    with Children(tmp_path, grace_s=0.5) as children:
+        parent = children.start(ChildSpec("parent", (sys.executable, "-c", SPAWNS_GRANDCHILD), ""))
+        stubborn = children.start(ChildSpec("stubborn", (sys.executable, "-c", IGNORES_SIGTERM), ""))
+        grandchild = int(wait_for_line(children.log_path("parent")))
+        wait_for_line(children.log_path("stubborn"))
+        assert alive(grandchild) and os.getpgid(parent.pid) == parent.pid != os.getpgid(0)
+        started = time.monotonic()
+    assert time.monotonic() - started < 10
+    assert parent.returncode is not None and stubborn.returncode is not None
+    deadline = time.monotonic() + 5
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)  # reaped by init once its group was killed
+    assert not alive(grandchild)
+
+
+def test_an_error_inside_the_block_still_stops_everything(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), Children(tmp_path, grace_s=0.5) as children:
+        proc = children.start(
+            ChildSpec("sleeper", (sys.executable, "-c", "import time; time.sleep(120)"), "")
+        )
+        raise RuntimeError("boom")
+    assert proc.returncode is not None
+
+
+def test_a_child_that_exits_before_ready_is_reported_with_its_log(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/readyz"
+    spec = ChildSpec("broken", (sys.executable, "-c", "print('bad option --x'); raise SystemExit(2)"), url)
+    with (
+        Children(tmp_path) as children,
+        pytest.raises(ChildError, match=r"broken exited with code 2: bad option --x"),
+    ):
+        children.start_all([spec], timeout_s=20)
+
+
+def test_a_child_never_ready_times_out_naming_its_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/readyz"
+    spec = ChildSpec("mute", (sys.executable, "-c", "import time; time.sleep(120)"), url)
+    with Children(tmp_path, grace_s=0.5) as children, pytest.raises(ChildError, match="mute not ready"):
+        children.start_all([spec], timeout_s=0.5)
