@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -72,6 +73,6 @@ def test_an_empty_slice_is_an_error_naming_the_trace() -> None:
 @pytest.mark.parametrize("field", ["span_sec", "compress", "rps"])
 @pytest.mark.parametrize("value", [0.0, -1.0, math.inf, math.nan])
 def test_bad_slices_name_the_field(field: str, value: float) -> None:
-    kwargs = {"start_sec": 0.0, "span_sec": 60.0, "compress": 1.0, "rps": 1.0, field: value}
+    good = ReplaySlice(start_sec=0.0, span_sec=60.0, compress=1.0, rps=1.0)
     with pytest.raises(InvalidFieldError, match=field):
-        ReplaySlice(**kwargs)
+        dataclasses.replace(good, **{field: value})

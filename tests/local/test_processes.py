@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from warmserve.operator.local.processes import Children, ChildError, ChildSpec, free_port
+from warmserve.operator.local.processes import ChildError, Children, ChildSpec, free_port
 
 SPAWNS_GRANDCHILD = (
     "import subprocess, sys, time;"
     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']);"
     "print(p.pid, flush=True); time.sleep(120)"
 )
-IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)"
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    "print('up', flush=True); time.sleep(120)"
+)
 
 
 def alive(pid: int) -> bool:

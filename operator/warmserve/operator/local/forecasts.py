@@ -4,8 +4,9 @@ The replayed trace is compressed in time and rescaled in load (:mod:`.arrivals`)
 same mapping to the *whole* trace, so the days before the replayed slice become the forecaster's history
 (seeded before the run starts: the shipped sample's 14 days replayed from day 8 give it 7 days). Window
 ``i`` of the trace becomes a local window ``compress`` times shorter; concurrency per window comes from the
-scaled rates (Poisson, cv = 1, as replayed) and the local mean latency of a request (:func:`~warmserve.operator.forecast.concurrency.
-load_series`, Little's law plus a Gaussian peak). The daily period stays the trace's windows per day.
+scaled rates (Poisson, cv = 1, as replayed) and the local mean latency of a request
+(:func:`~warmserve.operator.forecast.concurrency.load_series`: Little's law plus a Gaussian peak).
+The daily period stays the trace's windows per day.
 
 At local time ``now`` the forecaster sees every trace window that ended before ``now`` — the load a
 gateway would have measured had it served the trace (the replay realises a Poisson sample of it) — and
