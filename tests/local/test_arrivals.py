@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,5 +75,6 @@ def test_an_empty_slice_is_an_error_naming_the_trace() -> None:
 @pytest.mark.parametrize("value", [0.0, -1.0, math.inf, math.nan])
 def test_bad_slices_name_the_field(field: str, value: float) -> None:
     good = ReplaySlice(start_sec=0.0, span_sec=60.0, compress=1.0, rps=1.0)
+    bad: dict[str, Any] = {field: value}
     with pytest.raises(InvalidFieldError, match=field):
-        dataclasses.replace(good, **{field: value})
+        dataclasses.replace(good, **bad)
