@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from warmserve.operator.local.arrivals import ReplaySlice, sample_arrivals
 from warmserve.operator.local.forecasts import TraceForecasts
-from warmserve.operator.local.policies import BASELINES, policy
+from warmserve.operator.local.policies import LOCAL_POLICIES, PolicyChoice, policy
 from warmserve.operator.local.results import format_table
 from warmserve.operator.local.runner import RunResult, run_policy, serve
 from warmserve.operator.local.setup import LocalSetup, default_models
@@ -48,7 +48,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--duration", type=float, default=60.0, help="local seconds the replay lasts (default 60)")
     p.add_argument("--rps", type=float, default=40.0, help="mean requests/s of the replay (default 40)")
     p.add_argument("--seed", type=int, default=0, help="arrival sampling seed (default 0)")
-    p.add_argument("--baseline", default=BASELINES[0], help=f"one of {list(BASELINES)} or none")
+    p.add_argument(
+        "--policy", default="warmserve", help=f"the policy measured, one of {list(LOCAL_POLICIES)}"
+    )
+    p.add_argument(
+        "--baseline", default="autoscale", help="the policy beside it (default autoscale), or none"
+    )
     p.add_argument("--engine", default="fake", choices=["fake"], help="worker engine (default fake)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--gpus", type=int, default=2, help="fake GPUs per worker (default 2)")
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="warmserve-local-"))
     try:
         if args.serve:
-            _run_async(serve(_setup(args, None), policy("no-forecast"), log_dir, _port(args.port)))
+            _run_async(serve(_setup(args, None), _policy("--policy", args.policy), log_dir, _port(args.port)))
             return 0
         results = _run_async(_replay(args, log_dir))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -121,7 +126,7 @@ def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
 async def _replay(args: argparse.Namespace, log_dir: Path) -> list[RunResult]:
     """WarmServe, then the baseline, on the same arrivals."""
     replay = _replay_slice(args)
-    names = _policies(args.baseline)
+    choices = _policies(args)
     series = load_rates(args.trace)
     setup = _setup(args, tuple(s.model for s in series))
     series = tuple(s for s in series if s.model in setup.models)
@@ -146,10 +151,16 @@ async def _replay(args: argparse.Namespace, log_dir: Path) -> list[RunResult]:
     return results
 
 
-def _policies(baseline: str) -> list[str]:
-    if baseline != "none" and baseline not in BASELINES:
-        raise LocalError(f"--baseline: expected one of {[*BASELINES, 'none']}, got {baseline!r}")
-    return ["warmserve"] + ([] if baseline == "none" else [baseline])
+def _policies(args: argparse.Namespace) -> list[PolicyChoice]:
+    baseline = [] if args.baseline == "none" else [_policy("--baseline", args.baseline)]
+    return [_policy("--policy", args.policy), *baseline]
+
+
+def _policy(option: str, name: str) -> PolicyChoice:
+    try:
+        return policy(name)
+    except InvalidFieldError as exc:
+        raise LocalError(f"{option}: expected {exc.expected}, got {name!r}") from exc
 
 
 def _port(port: int) -> int:

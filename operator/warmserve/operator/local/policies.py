@@ -1,9 +1,9 @@
-"""The policies ``warmserve local`` can run, and a wrapper that counts what they decide.
+"""The policies ``warmserve local`` can run (from the policy registry), and a counter of what they decide.
 
-``warmserve`` is the planner (:func:`~warmserve.operator.planner.plan_step`) with trace forecasts;
-``no-forecast`` is the same planner with no forecast at all — the reactive layer alone, scaling from zero
-on demand and keeping demoted replicas' weights — the baseline available until the policy registry of
-the simulator lands.
+Only policies that run on real workers and need no more than online forecasts qualify: WarmServe, its
+ablations, and the ``autoscale`` baseline (ServerlessLLM-like scale from zero). The oracle needs the true
+future and ``muxserve`` is a layout only the simulator can play; ``dedicated`` needs a sizing the
+runner does not make.
 """
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from warmserve.operator.autoscaler import AutoscalerState
 from warmserve.operator.plan import ColdStart, Plan, Promote
-from warmserve.operator.planner import PlannerConfig, plan_step
+from warmserve.operator.policies.registry import NAMES, ForecastNeed, policy_by_name
 from warmserve.operator.scheduler import Policy
 from warmserve.operator.snapshot import Snapshot
 from warmserve.worker.errors import InvalidFieldError
 
-#: Policy names → whether the policy uses forecasts.
-POLICIES: dict[str, bool] = {"warmserve": True, "no-forecast": False}
-BASELINES = tuple(name for name in POLICIES if name != "warmserve")
+#: Policies runnable here, in registry order.
+LOCAL_POLICIES: tuple[str, ...] = tuple(
+    n for n in NAMES if n not in ("oracle", "muxserve", "dedicated", "dedicated-mean")
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyChoice:
-    """A policy to run: its step function, its initial state, and whether to give it forecasts."""
+    """A policy to run here: its step, its initial state, and whether it is given forecasts."""
 
     name: str
     step: Policy
@@ -34,20 +34,11 @@ class PolicyChoice:
 
 
 def policy(name: str) -> PolicyChoice:
-    """The policy called ``name``; an unknown name raises :class:`InvalidFieldError` listing them."""
-    if name not in POLICIES:
-        raise InvalidFieldError("policy", f"one of {sorted(POLICIES)}", name)
-    return PolicyChoice(name, _local_step, AutoscalerState(), POLICIES[name])
-
-
-def _local_step(snapshot: Snapshot, state: AutoscalerState) -> tuple[Plan, AutoscalerState]:
-    """The planner without KV lending: a worker reports only the KV it mapped, which excludes what it
-    lends, so a lending replica's report fails the snapshot's ``kv_lent_bytes <= kv_total_bytes`` check
-    and the scheduler would hold steady for the rest of the run (reported; to be fixed in one of them)."""
-    return plan_step(snapshot, state, LOCAL_PLANNER)
-
-
-LOCAL_PLANNER = PlannerConfig(kv_reservation=False)
+    """The policy called ``name``; one not runnable here raises :class:`InvalidFieldError` listing them."""
+    entry = policy_by_name(name) if name in LOCAL_POLICIES else None
+    if entry is None or entry.policy is None:
+        raise InvalidFieldError("policy", f"one of {list(LOCAL_POLICIES)}", name)
+    return PolicyChoice(name, entry.policy, entry.initial_state, entry.forecast is ForecastNeed.ONLINE)
 
 
 @dataclass

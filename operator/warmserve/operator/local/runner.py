@@ -30,7 +30,7 @@ from warmserve.operator.local.cluster import LocalCluster
 from warmserve.operator.local.policies import ActionCounts, PolicyChoice, counting
 from warmserve.operator.local.processes import Children, ChildSpec, free_port, python_module
 from warmserve.operator.local.results import Summary, summarize
-from warmserve.operator.local.setup import GIB, LocalSetup
+from warmserve.operator.local.setup import LocalSetup
 from warmserve.operator.scheduler import ForecastSource, Scheduler, run
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
@@ -67,9 +67,16 @@ def child_specs(
         name, port = f"w{i}", free_port()
         workers[name] = f"http://{host}:{port}"
         argv = python_module(
-            "warmserve.operator.local.worker_process",
-            *("--name", name, "--host", host, "--port", str(port), "--gpus", str(setup.gpus)),
-            *("--gpu-memory", str(setup.gpu_memory_gib * GIB), "--profile", setup.profile),
+            "warmserve.operator.cli",
+            *("worker", "--name", name, "--host", host, "--port", str(port), "--gpus", str(setup.gpus)),
+            *(
+                "--engine",
+                "fake",
+                "--gpu-memory",
+                f"{setup.gpu_memory_gib}GiB",
+                "--gpu-profile",
+                setup.profile,
+            ),
             *("--tier", setup.tier.value, "--speed", str(setup.speed)),
         )
         specs.append(ChildSpec(name, argv, f"{workers[name]}/readyz"))
