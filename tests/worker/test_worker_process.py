@@ -156,7 +156,7 @@ def test_serves_then_a_crash_and_restart_report_an_empty_truthful_state(
     assert again.complete("llama", "hello", 3).status_code == 404
 
     started = time.monotonic()
-    assert again.stop(signal.SIGTERM) == 0
+    assert again.stop(signal.SIGTERM) == 0, again.log.read_text()[-3000:]
     assert time.monotonic() - started < 15
 
 
@@ -203,7 +203,7 @@ def test_file_and_http_share_one_feed_of_desired_states(
     assert rejected.observed_generation == 3 and states(rejected) == {"a": ReplicaState.SERVING}
     bad_put = worker.put(bad.replace('"generation": 4', '"generation": 5'))
     assert bad_put.status_code == 400 and bad_put.json()["error"]["param"] == "replicas[0].gpus"
-    assert worker.stop() == 0
+    assert worker.stop() == 0, worker.log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize(

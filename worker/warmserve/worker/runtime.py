@@ -147,7 +147,11 @@ class WorkerRuntime:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         for r in list(self._replicas.values()):
             await self._cancel_task(r)
-            self._drop(r)
+            try:
+                await self._release(r)  # a serving instance is closed first: its KV views go with it
+            except Exception:  # e.g. an engine that cannot demote here: drop it all the same
+                log.exception("replica %s: release on close failed", r.id)
+                self._drop(r)
         for pool in self.pools:
             pool.close()
 
