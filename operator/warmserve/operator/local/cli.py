@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from warmserve.operator.local.arrivals import ReplaySlice, sample_arrivals
 from warmserve.operator.local.forecasts import TraceForecasts
-from warmserve.operator.local.policies import LOCAL_POLICIES, PolicyChoice, policy
+from warmserve.operator.local.policies import DEFAULT_POLICY, LOCAL_POLICIES, PolicyChoice, policy
 from warmserve.operator.local.results import format_table
 from warmserve.operator.local.runner import RunResult, run_policy, serve
 from warmserve.operator.local.setup import LocalSetup, default_models
@@ -49,7 +49,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rps", type=float, default=40.0, help="mean requests/s of the replay (default 40)")
     p.add_argument("--seed", type=int, default=0, help="arrival sampling seed (default 0)")
     p.add_argument(
-        "--policy", default="warmserve", help=f"the policy measured, one of {list(LOCAL_POLICIES)}"
+        "--policy",
+        default=DEFAULT_POLICY,
+        help=f"the policy measured, one of {list(LOCAL_POLICIES)} (default %(default)s; see docs/local.md)",
     )
     p.add_argument(
         "--baseline", default="autoscale", help="the policy beside it (default autoscale), or none"
@@ -124,20 +126,16 @@ def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
 
 
 async def _replay(args: argparse.Namespace, log_dir: Path) -> list[RunResult]:
-    """WarmServe, then the baseline, on the same arrivals."""
+    """The measured policy, then the baseline, on the same arrivals (validated before any start)."""
     replay = _replay_slice(args)
     choices = _policies(args)
     series = load_rates(args.trace)
     setup = _setup(args, tuple(s.model for s in series))
     series = tuple(s for s in series if s.model in setup.models)
     arrivals = sample_arrivals(series, replay)
-    names = ["warmserve"] + ([] if args.baseline == "none" else [args.baseline])
-    choices = [policy(n) for n in names]
+    forecasts = TraceForecasts(series, replay, setup.latencies(), max(setup.load_s(m) for m in setup.models))
     results = []
     for choice in choices:
-        forecasts = TraceForecasts(
-            series, replay, setup.latencies(), max(setup.load_s(m) for m in setup.models)
-        )
         result = await run_policy(
             setup,
             choice,
