@@ -56,6 +56,7 @@ def _register_worker(subparsers: Any) -> None:
         default=1.0,
         help="fake engine delay multiplier, 0 = none (default %(default)s)",
     )
+    add("--threads", type=int, default=None, help="torch intra-op threads (torch engine; default: up to 2)")
     add("--desired-file", type=Path, default=None, help="follow this desired-state JSON file (local runner)")
     add(
         "--observed-file",
@@ -82,6 +83,7 @@ def _worker(args: argparse.Namespace) -> int:
         gpu_profile=args.gpu_profile,
         tier=Tier(args.tier),
         speed=args.speed,
+        threads=args.threads,
         desired_file=args.desired_file,
         observed_file=args.observed_file,
         kube=args.kube,

@@ -83,6 +83,7 @@ class WorkerOptions:
     gpu_profile: str = "h100"
     tier: Tier = Tier.HOST
     speed: float = 1.0
+    threads: int | None = None  # torch's intra-op threads (torch engine); None: the engine's default
     desired_file: Path | None = None
     observed_file: Path | None = None
     kube: bool = False
@@ -112,6 +113,8 @@ class WorkerOptions:
             )
         if not 0 <= self.port < 65536:
             raise InvalidFieldError("--port", "a TCP port (0-65535)", self.port)
+        if self.threads is not None and self.threads < 1:
+            raise InvalidFieldError("--threads", "an integer >= 1", self.threads)
         if self.speed < 0:
             raise InvalidFieldError("--speed", "a delay multiplier >= 0", self.speed)
         if self.kube and (self.desired_file or self.observed_file):
@@ -144,7 +147,7 @@ def build_engine(options: WorkerOptions) -> Engine:
     if options.engine == "torch":
         from warmserve.worker.engines.torch_engine import TorchEngine
 
-        return TorchEngine()
+        return TorchEngine(options.threads)
     if options.engine == "vllm":
         from warmserve.worker.engines.vllm_engine import VllmEngine
 
