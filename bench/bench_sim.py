@@ -1,0 +1,88 @@
+"""Headline benchmark (issue 3): every policy on the same trace, cluster and seed; prints the floors.
+
+Scenario (the defaults of ``warmserve simulate --trace <ServeGen language folder>``): the ServeGen
+language clients split into 8 models (power law alpha=1, 4 requests/s mean in all), 2 nodes x 8 H100, a
+24 h replay of day 8 with days 1-7 as forecast history. Then, for the throughput floor, each of
+``warmserve`` and ``muxserve`` is swept for its highest rate at >= 99 % SLO attainment over a 1 h span
+(the 10:00-11:00 hour, busy on this trace) to keep the benchmark's run time bounded. Finally the
+large scenario (16 nodes x 8 GPUs, 64 models) is timed over 1 h and its 24 h time extrapolated.
+
+Usage: python bench/bench_sim.py [--trace DIR] [--hours 24] [--skip-sweep] [--skip-large] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from warmserve.sim.cluster import ClusterSpec
+from warmserve.sim.results import summarize, table
+from warmserve.sim.scenario import Scenario, max_rate_at_slo, prepare, run_policy
+from warmserve.sim.workload import WorkloadSpec
+
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "servegen" / "data" / "language"
+POLICIES = ("warmserve", "autoscale", "muxserve", "dedicated", "dedicated-mean", "oracle", "no-forecast")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=TRACE)
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    scenario = Scenario(WorkloadSpec(args.trace, duration_s=args.hours * 3600))
+    workload, models = prepare(scenario)
+    print(f"workload: {workload.requests} requests over {args.hours:g} h, models {len(models)}", flush=True)
+    figures, walls = {}, {}
+    for name in args.policies.split(","):
+        started = time.perf_counter()
+        figures[name] = summarize(run_policy(scenario, workload, models, name))
+        walls[name] = time.perf_counter() - started
+        print(f"{name}: {walls[name]:.0f} s wall", flush=True)
+    print(table(figures))
+    report: dict[str, object] = {"policies": figures, "wall_s": walls}
+    _floors(figures, walls, args.hours)
+    if not args.skip_sweep:
+        hour = replace(scenario, workload=replace(scenario.workload, duration_s=3600.0, offset_s=36000.0))
+        rates = {name: max_rate_at_slo(hour, name) for name in ("warmserve", "muxserve")}
+        report["max_rate_rps_at_slo"] = rates
+        print(f"max rate at 99% SLO (1 h, 10:00): {rates}")
+        if rates["muxserve"] > 0:
+            print(f"floor warmserve >= 2x muxserve rate: {rates['warmserve'] / rates['muxserve']:.2f}x")
+    if not args.skip_large:
+        large = Scenario(
+            WorkloadSpec(args.trace, models=64, mean_rate_rps=32.0, duration_s=3600.0),
+            cluster=ClusterSpec(nodes=16),
+        )
+        w, m = prepare(large)
+        started = time.perf_counter()
+        run_policy(large, w, m, "warmserve")
+        wall = time.perf_counter() - started
+        report["large_1h_wall_s"] = wall
+        print(f"16 x 8 GPUs, 64 models, 1 h: {wall:.0f} s wall, 24 h extrapolated {wall * 24 / 60:.1f} min")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, sort_keys=True))
+
+
+def _floors(figures: dict[str, dict[str, float | int | None]], walls: dict[str, float], hours: float) -> None:
+    def p99(name: str) -> float:
+        value = figures.get(name, {}).get("ttft_p99_s")
+        return float("inf") if value is None else float(value)
+
+    if "warmserve" in figures and "autoscale" in figures:
+        print(f"floor p99 TTFT autoscale / warmserve >= 10: {p99('autoscale') / p99('warmserve'):.2f}")
+    if "warmserve" in figures and "oracle" in figures:
+        print(f"floor p99 TTFT warmserve / oracle <= 2: {p99('warmserve') / p99('oracle'):.2f}")
+    print(f"floor one policy's {hours:g} h run <= 120 s wall: {max(walls.values()):.0f} s (slowest)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""The discrete-event simulator: one policy, one workload, one cluster, in virtual time.
+
+Events sit in one heap ordered by (time, sequence number), so a run is deterministic for a workload
+(itself deterministic for its seed). Arrivals are read in order from the workload's sorted arrays;
+the heap holds scheduler ticks, worker timers (loads, promotions) and instance segment ends.
+
+The gateway is modelled as the real one routes: a request goes to the least-loaded serving instance
+of its model with fewer than B in flight, else it is held in the model's FIFO queue; a request held
+longer than ``hold_timeout_s`` is dropped (the real gateway answers 503). Requests still unfinished
+``grace_s`` after the replay ends count as dropped too.
+
+The **real scheduler** (:class:`Scheduler`, with the policy's own function and state) runs every
+``tick_s`` of virtual time on :class:`ObservedState` reports built from the simulated workers, and its
+desired states go to :class:`SimWorker` objects that converge with the worker's own rules. A tick whose
+inputs (demand per model, every worker's replica states, the forecast window) are the same as at each
+of the last ``settle_ticks`` ticks is skipped unless ``heartbeat_s`` passed since the last one run: with
+identical inputs and a settled smoothing window the planner decides nothing new, and the heartbeat
+bounds the delay of time-driven decisions (protection expiry, keep-alive). ``muxserve`` runs no
+scheduler: its static layout is resident from the start.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from warmserve.operator.forecast.concurrency import LatencyModel
+from warmserve.operator.policies.muxserve import muxserve_layout
+from warmserve.operator.policies.registry import ForecastNeed, Sizing, policy_by_name
+from warmserve.operator.scheduler import NoForecast, Observation, Scheduler
+from warmserve.operator.snapshot import Demand, Gpu, ModelConfig, Worker
+from warmserve.sim.batch_cost import Costing
+from warmserve.sim.cluster import ClusterSpec
+from warmserve.sim.forecasts import TraceForecast
+from warmserve.sim.instance import SimInstance
+from warmserve.sim.worker import SimReplica, SimWorker
+from warmserve.sim.workload import FloatArray, Workload
+from warmserve.worker.protocol import ModelSpec, ReplicaState
+from warmserve.worker.timing import decode_step_seconds, prefill_seconds, shape_for_spec
+
+_TICK, _TIMER, _SEGMENT = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Constants of a run (see the module docstring)."""
+
+    tick_s: float = 0.5
+    settle_ticks: int = 6
+    heartbeat_s: float = 2.5
+    hold_timeout_s: float = 120.0
+    horizon_s: float = 120.0
+    grace_s: float = 600.0
+    timeline_every_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one policy's run produced: per-request times (NaN = never), counters and a timeline."""
+
+    policy: str
+    arrival: FloatArray
+    first_token: FloatArray
+    finish: FloatArray
+    output: np.ndarray
+    slo: FloatArray
+    cold_starts: int
+    prewarm_hits: int
+    gpu_busy_s: float
+    timeline_model: str
+    timeline: tuple[
+        tuple[float, float, float, float, int, int], ...
+    ]  # t, load, mean, peak, prewarmed, serving
+    ticks_run: int = 0
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+
+def latency_models(
+    models: Mapping[str, ModelConfig], cluster: ClusterSpec, workload: Workload
+) -> dict[str, LatencyModel]:
+    """Each model's service time per token from the timing model (prefill alone; decode in a half-full
+    batch), with the workload's mean lengths: the concurrency scale forecasts and sizing use."""
+    mean_in, mean_out = float(np.mean(workload.prompt)), float(np.mean(workload.output))
+    out = {}
+    for name, m in models.items():
+        shape, tp, b = shape_for_spec(m.spec), m.spec.tensor_parallel, m.spec.max_concurrency
+        batch = max(b // 2, 1)
+        prefill = prefill_seconds(shape, cluster.gpu, tp, max(round(mean_in), 1)) / max(mean_in, 1.0)
+        context = batch * max(round(mean_in + mean_out / 2), 1)
+        decode = decode_step_seconds(shape, cluster.gpu, tp, batch, context)
+        out[name] = LatencyModel(prefill, decode, mean_in, mean_out)
+    return out
+
+
+def sizing(forecast: TraceForecast, workload: Workload, latency: Mapping[str, LatencyModel]) -> Sizing:
+    """Mean and peak concurrency per model over the replay (the oracle's table; without rate history,
+    the mean from the request count and the peak taken as twice the mean)."""
+    mean, peak = {}, {}
+    for i, name in enumerate(workload.models):
+        if name in forecast.table:
+            m, p = forecast.table[name]
+            mean[name], peak[name] = float(np.nanmean(m)), float(np.nanmax(p))
+        else:
+            count = int(np.sum(workload.model == i))
+            mean[name] = count * latency[name].mean_latency_sec / workload.duration_s
+            peak[name] = 2 * mean[name]
+    return Sizing(mean, peak)
+
+
+class Simulation:
+    """One run; :meth:`run` returns its :class:`RunResult`."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        cluster: ClusterSpec,
+        models: Mapping[str, ModelConfig],
+        policy: str,
+        config: SimConfig = SimConfig(),
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.workload, self.cluster, self.models, self.config = workload, cluster, models, config
+        self.progress = progress
+        self.names = list(workload.models)
+        self.prompts = workload.prompt.tolist()
+        self.outputs = workload.output.tolist()
+        self.arrivals = workload.arrival.tolist()
+        self.model_of = workload.model.tolist()
+        n = len(self.arrivals)
+        self.first_token = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.heap: list[tuple[float, int, int, str, str, int]] = []
+        self.seq = 0
+        self.queues: dict[str, deque[int]] = {m: deque() for m in self.names}
+        self.inflight = dict.fromkeys(self.names, 0)
+        self.ready: dict[str, list[SimReplica]] = {m: [] for m in self.names}
+        self.instances: list[SimInstance] = []
+        self.static: dict[tuple[str, str], SimReplica] = {}
+        latency = latency_models(models, cluster, workload)
+        oracle = TraceForecast(workload, latency, oracle=True, horizon_s=config.horizon_s)
+        self.sizing = sizing(oracle, workload, latency)
+        self.entry = entry = policy_by_name(policy, self.sizing)
+        self.forecast = {
+            ForecastNeed.NONE: None,
+            ForecastNeed.ORACLE: oracle,
+            ForecastNeed.ONLINE: TraceForecast(workload, latency, oracle=False, horizon_s=config.horizon_s),
+        }[entry.forecast]
+        universal = entry.name not in ("autoscale", "dedicated", "dedicated-mean")
+        host_cache = int(cluster.host_cache_gib * (1 << 30))
+        self.workers = {
+            f"node-{i}": SimWorker(
+                f"node-{i}",
+                cluster.gpus_per_node,
+                cluster.gpu,
+                host_cache,
+                universal,
+                self._instance,
+                self._timer,
+            )
+            for i in range(cluster.nodes)
+        }
+        self.scheduler = None
+        if entry.policy is not None:
+            self.scheduler = Scheduler(
+                models, entry.policy, entry.initial_state, self.forecast or NoForecast()
+            )
+        self.timeline: list[tuple[float, float, float, float, int, int]] = []
+        self.ticks_run = 0
+        self._owner: dict[str, str] = {}  # serving replica id -> its worker
+        self._last_signature: object = None
+        self._same = 0
+        self._last_run = -math.inf
+        self._next_timeline = 0.0
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _push(self, at: float, kind: int, worker: str, rid: str, version: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (at, self.seq, kind, worker, rid, version))
+
+    def _timer(self, at: float, worker: str, rid: str, version: int) -> None:
+        self._push(at, _TIMER, worker, rid, version)
+
+    def _instance(self, spec: ModelSpec, kv_bytes: int, slowdown: float = 1.0) -> SimInstance:
+        costing = Costing(shape_for_spec(spec), self.cluster.gpu, spec.tensor_parallel, slowdown)
+        inst = SimInstance(
+            costing, spec.max_concurrency, kv_bytes, spec.kv_bytes_per_token, self.prompts, self.outputs
+        )
+        self.instances.append(inst)
+        return inst
+
+    def _replica(self, worker: str, rid: str) -> SimReplica | None:
+        w = self.workers.get(worker)
+        return w.replicas.get(rid) if w is not None and rid in w.replicas else self.static.get((worker, rid))
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        if self.entry.colocated:
+            self._place_static()
+        else:
+            self._push(0.0, _TICK, "", "", 0)
+        end = self.workload.duration_s + self.config.grace_s
+        i, n = 0, len(self.arrivals)
+        next_progress = 0.0
+        while True:
+            t_arr = self.arrivals[i] if i < n else math.inf
+            t_evt = self.heap[0][0] if self.heap else math.inf
+            now = min(t_arr, t_evt)
+            if now > end or now == math.inf or (i >= n and self._idle()):
+                break
+            if self.progress is not None and now >= next_progress:
+                self.progress(min(now, self.workload.duration_s))
+                next_progress = now + 600.0
+            if t_arr <= t_evt:
+                self._route(self.names[self.model_of[i]], i, now)
+                i += 1
+                continue
+            _, _, kind, worker, rid, version = heapq.heappop(self.heap)
+            if kind == _TICK:
+                self._tick(now)
+            elif kind == _TIMER:
+                self.workers[worker].fire(rid, version, now)
+                self._after_worker_change(now)
+            else:
+                self._segment(worker, rid, version, now)
+        return self._result()
+
+    def _idle(self) -> bool:
+        return all(v == 0 for v in self.inflight.values()) and all(not q for q in self.queues.values())
+
+    def _route(self, model: str, rid: int, now: float) -> None:
+        if not self._send(model, rid, now):
+            self.queues[model].append(rid)
+
+    def _send(self, model: str, rid: int, now: float) -> bool:
+        best: SimReplica | None = None
+        least = math.inf
+        for replica in self.ready[model]:
+            load = replica.instance.inflight if replica.instance is not None else math.inf
+            if load < least and replica.instance is not None and load < replica.instance.max_batch:
+                best, least = replica, load
+        if best is None or best.instance is None:
+            return False
+        inst = best.instance
+        version = inst.version
+        if not inst.enqueue(rid, now):
+            return True  # refused: it can never fit; it stays without a first token (dropped)
+        self.inflight[model] += 1
+        if inst.version != version and inst.seg_end < math.inf:
+            self._push(inst.seg_end, _SEGMENT, self._owner[best.id], best.id, inst.version)
+        return True
+
+    def _segment(self, worker: str, rid: str, version: int, now: float) -> None:
+        replica = self._replica(worker, rid)
+        if replica is None or replica.instance is None or replica.instance.version != version:
+            return
+        inst = replica.instance
+        first, finished = inst.complete(now)
+        for r in first:
+            self.first_token[r] = now
+        model = replica.spec.name
+        for r in finished:
+            self.finish[r] = now
+        self.inflight[model] -= len(finished)
+        if inst.seg_end < math.inf:
+            self._push(inst.seg_end, _SEGMENT, worker, rid, inst.version)
+        queue = self.queues[model]
+        while queue and self._send(model, queue[0], now):
+            queue.popleft()
+        if replica.state is ReplicaState.DRAINING and inst.inflight == 0 and worker in self.workers:
+            self.workers[worker].reconcile(now)
+            self._after_worker_change(now)
+
+    def _after_worker_change(self, now: float) -> None:
+        if not any(w.changed for w in self.workers.values()):
+            return
+        for m in self.names:
+            self.ready[m] = []
+        for name, w in self.workers.items():
+            w.changed = False
+            for replica in w.serving():
+                self._owner[replica.id] = name
+                self.ready[replica.spec.name].append(replica)
+        for model, queue in self.queues.items():
+            while queue and self._send(model, queue[0], now):
+                queue.popleft()
+
+    def _tick(self, now: float) -> None:
+        cfg = self.config
+        self._drop_expired(now)
+        if now < self.workload.duration_s + cfg.grace_s:
+            self._push(now + cfg.tick_s, _TICK, "", "", 0)
+        assert self.scheduler is not None
+        demand = {m: Demand(float(self.inflight[m]), len(self.queues[m])) for m in self.names}
+        window = (
+            self.forecast._index(now)
+            if isinstance(self.forecast, TraceForecast) and self.forecast.table
+            else 0
+        )
+        signature = (
+            tuple((d.inflight, d.queued) for d in demand.values()),
+            tuple(w.epoch for w in self.workers.values()),
+            window,
+        )
+        if signature == self._last_signature:
+            self._same += 1
+        else:
+            self._same = 0
+        self._last_signature = signature
+        if self._same > cfg.settle_ticks and now - self._last_run < cfg.heartbeat_s:
+            return
+        self._last_run = now
+        self.ticks_run += 1
+        observation = Observation(now, {n: w.observed(now) for n, w in self.workers.items()}, demand)
+        decision = self.scheduler.tick(observation)
+        for name, desired in decision.desired.items():
+            self.workers[name].apply(desired, now)
+        self._after_worker_change(now)
+        if now >= self._next_timeline:
+            self._record(now, demand)
+            self._next_timeline = now + cfg.timeline_every_s
+
+    def _record(self, now: float, demand: Mapping[str, Demand]) -> None:
+        model = self.names[0]
+        f = self.forecast.forecasts(now).get(model) if self.forecast is not None else None
+        prewarmed = serving = 0
+        for w in self.workers.values():
+            for r in w.replicas.values():
+                if r.spec.name != model:
+                    continue
+                serving += r.instance is not None
+                prewarmed += r.state is ReplicaState.PREWARMED
+        mean, peak = (f.mean, f.peak) if f is not None else (math.nan, math.nan)
+        self.timeline.append((now, demand[model].total, mean, peak, prewarmed, serving))
+
+    def _drop_expired(self, now: float) -> None:
+        limit = now - self.config.hold_timeout_s
+        for queue in self.queues.values():
+            while queue and self.arrivals[queue[0]] < limit:
+                queue.popleft()  # the gateway gave up on it: no first token, dropped
+
+    def _place_static(self) -> None:
+        workers = tuple(
+            Worker(n, tuple(Gpu(g, self.cluster.gpu.memory_bytes) for g in range(self.cluster.gpus_per_node)))
+            for n in self.workers
+        )
+        for unit in muxserve_layout(self.models, workers, self.sizing.mean):
+            for model in unit.models:
+                spec = self.models[model].spec
+                share = unit.compute_share[model]
+                inst = self._instance(spec, unit.kv_quota_bytes[model] * spec.tensor_parallel, 1.0 / share)
+                rid = f"{model}@{unit.worker}:{'-'.join(map(str, unit.gpus))}"
+                replica = SimReplica(rid, spec, unit.gpus, ReplicaState.SERVING, 0.0, instance=inst)
+                self.static[(unit.worker, rid)] = replica
+                self._owner[rid] = unit.worker
+                self.ready[model].append(replica)
+
+    def _result(self) -> RunResult:
+        busy = sum(inst.busy_s * inst.costing.tp / inst.costing.slowdown for inst in self.instances)
+        slo = np.array([self.models[m].slo_ttft_s for m in self.names])[self.workload.model]
+        return RunResult(
+            policy=self.entry.name,
+            arrival=self.workload.arrival,
+            first_token=self.first_token,
+            finish=self.finish,
+            output=self.workload.output,
+            slo=slo,
+            cold_starts=sum(w.cold_starts for w in self.workers.values()),
+            prewarm_hits=sum(w.prewarm_hits for w in self.workers.values()),
+            gpu_busy_s=busy,
+            timeline_model=self.names[0],
+            timeline=tuple(self.timeline),
+            ticks_run=self.ticks_run,
+        )

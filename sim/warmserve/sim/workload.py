@@ -1,0 +1,251 @@
+"""The simulated workload: a real trace mapped to N models, scaled, and turned into requests.
+
+Rate traces (ServeGen, or a rate CSV): the trace's models, or when there are fewer than ``models`` of
+them its clients (ServeGen per-client series), are ranked by total volume and the top ``models`` become
+the simulated models ``model-00`` (most popular) to ``model-NN``, each keeping its own daily shape. Their
+mean rates over the replay are then set to a power law like the paper's: model i gets a share
+``(i+1)^-alpha`` of ``mean_rate_rps`` (the released absolute rates are normalised by the publisher, see
+the traces README, so only shapes are taken from them), times ``rate_multiplier`` for load sweeps.
+Within each window, arrivals are a Gamma renewal process with the window's rate and inter-arrival CV
+(Poisson when the CV is missing), as ServeGen samples them, the CV clipped at ``max_cv``: ServeGen's CVs
+were measured at each client's real rate (up to hundreds of requests/s, CV up to ~100 for the busiest
+client); at the few requests/s a model gets here, such a CV makes bursts of hundreds of requests within
+milliseconds that no policy could serve within a TTFT SLO. The clip applies to every policy alike.
+
+The replay covers ``duration_s`` seconds from the start of day ``day`` (0-based) plus ``offset_s``; the
+days before it are the forecast history (:mod:`.forecasts`). ``time_scale`` > 1 replays the trace faster
+(trace seconds per simulated second; rates are multiplied by it).
+
+Per-request traces (Azure, Mooncake): arrivals are the trace's own, each assigned a model by the same
+power law; their token counts are used. Token lengths for rate traces come from ``lengths``, a
+per-request trace sampled with the seed (input and output paired), or else 1024 in / 256 out.
+
+Bad input (an empty trace, a replay past the trace's end, a non-positive rate) raises
+:class:`InvalidFieldError` naming the option and what is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
+from warmserve.operator.forecast.traces import (
+    RateSeries,
+    ReaderOptions,
+    RequestSeries,
+    detect_format,
+    read_trace,
+)
+from warmserve.worker.errors import InvalidFieldError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+DEFAULT_LENGTHS = (1024, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """How to build the workload from ``trace``; see the module docstring for each option."""
+
+    trace: Path
+    models: int = 8
+    alpha: float = 1.0
+    mean_rate_rps: float = 4.0
+    rate_multiplier: float = 1.0
+    day: int = 7
+    offset_s: float = 0.0
+    duration_s: float = SECONDS_PER_DAY
+    time_scale: float = 1.0
+    lengths: Path | None = None
+    max_input_tokens: int = 4096
+    max_output_tokens: int = 2048
+    max_cv: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("mean_rate_rps", "rate_multiplier", "duration_s", "time_scale")
+        for name in positive:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidFieldError(name.replace("_", "-"), "a finite number > 0", value)
+        if self.models < 1:
+            raise InvalidFieldError("models", "an integer >= 1", self.models)
+        if self.day < 0 or self.offset_s < 0 or not math.isfinite(self.alpha) or self.alpha < 0:
+            raise InvalidFieldError("day/offset/alpha", "day >= 0, offset >= 0, alpha >= 0", self.day)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Requests sorted by arrival (simulated seconds from 0), and the scaled rate series behind them.
+
+    ``history`` holds each model's scaled rate series over the whole trace (trace time; empty for a
+    per-request trace); the replay starts at trace second ``replay_start_s``.
+    """
+
+    models: tuple[str, ...]
+    sources: tuple[str, ...]
+    arrival: FloatArray
+    model: IntArray
+    prompt: IntArray
+    output: IntArray
+    duration_s: float
+    history: tuple[RateSeries, ...]
+    replay_start_s: float
+    time_scale: float
+
+    @property
+    def requests(self) -> int:
+        return len(self.arrival)
+
+
+def build_workload(spec: WorkloadSpec) -> Workload:
+    """The workload ``spec`` describes (deterministic for ``spec.seed``)."""
+    rng = np.random.default_rng(spec.seed)
+    if not spec.trace.exists():
+        raise InvalidFieldError("trace", "an existing trace file or folder", str(spec.trace))
+    per_client = detect_format(spec.trace) == "servegen" and _servegen_models(spec.trace) < spec.models
+    trace = read_trace(spec.trace, ReaderOptions(per_client=per_client))
+    if not trace:
+        raise InvalidFieldError("trace", "a trace with at least one model", str(spec.trace))
+    if isinstance(trace[0], RequestSeries):
+        return _from_requests([s for s in trace if isinstance(s, RequestSeries)], spec, rng)
+    return _from_rates([s for s in trace if isinstance(s, RateSeries)], spec, rng)
+
+
+def _servegen_models(path: Path) -> int:
+    """How many models a ServeGen path holds (its folders of client files), without reading them."""
+    files = [path] if path.is_file() else list(path.rglob("chunk-*-trace.csv"))
+    return len({f.parent for f in files})
+
+
+def popularity(models: int, alpha: float) -> FloatArray:
+    """Shares ``(i+1)^-alpha``, normalised to sum to 1."""
+    weights = np.arange(1, models + 1, dtype=float) ** -alpha
+    return np.asarray(weights / weights.sum(), dtype=float)
+
+
+def _replay_windows(series: RateSeries, spec: WorkloadSpec) -> tuple[int, int]:
+    start = spec.day * SECONDS_PER_DAY + spec.offset_s
+    first = int((start - series.start_sec) // series.window_sec)
+    count = math.ceil(spec.duration_s * spec.time_scale / series.window_sec)
+    if first < 0 or first + count > len(series.rate_rps):
+        span = len(series.rate_rps) * series.window_sec / SECONDS_PER_DAY
+        raise InvalidFieldError("day", f"a replay inside the trace's {span:g} days", spec.day)
+    return first, count
+
+
+def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
+    first, count = _replay_windows(series[0], spec)
+    volume = [float(np.nansum(s.rate_rps[first : first + count])) for s in series]
+    ranked = [s for v, s in sorted(zip(volume, series, strict=True), key=lambda p: -p[0]) if v > 0]
+    if len(ranked) < spec.models:
+        raise InvalidFieldError(
+            "models", f"at most {len(ranked)} (sources with load in the replay)", spec.models
+        )
+    chosen = ranked[: spec.models]
+    shares = popularity(spec.models, spec.alpha) * spec.mean_rate_rps
+    names = tuple(f"model-{i:02d}" for i in range(spec.models))
+    history = []
+    for name, source, share in zip(names, chosen, shares, strict=True):
+        replay_mean = float(np.nanmean(source.rate_rps[first : first + count]))
+        scale = share * spec.rate_multiplier / replay_mean
+        history.append(replace(source, model=name, rate_rps=source.rate_rps * scale))
+    times, models = [], []
+    for index, s in enumerate(history):
+        t = _arrivals(s, first, count, spec, rng)
+        times.append(t)
+        models.append(np.full(len(t), index, dtype=np.int64))
+    arrival = np.concatenate(times)
+    if arrival.size == 0:
+        raise InvalidFieldError("trace", "a replay window with requests (this one has none)", str(spec.trace))
+    order = np.argsort(arrival, kind="stable")
+    prompt, output = _lengths(spec, len(arrival), rng)
+    start = series[0].start_sec + first * series[0].window_sec
+    return Workload(
+        names,
+        tuple(s.model for s in chosen),
+        arrival[order],
+        np.concatenate(models)[order],
+        prompt,
+        output,
+        spec.duration_s,
+        tuple(history),
+        start,
+        spec.time_scale,
+    )
+
+
+def _arrivals(
+    series: RateSeries, first: int, count: int, spec: WorkloadSpec, rng: np.random.Generator
+) -> FloatArray:
+    """Gamma-renewal arrivals per window, in simulated seconds from the replay start."""
+    window = series.window_sec / spec.time_scale
+    out = []
+    for w in range(count):
+        rate = series.rate_rps[first + w] * spec.time_scale
+        if not (math.isfinite(rate) and rate > 0):
+            continue
+        cv = min(series.cv[first + w], spec.max_cv)
+        shape = 1.0 / cv**2 if math.isfinite(cv) and cv > 0 else 1.0
+        expected = rate * window
+        n = int(expected + 6 * math.sqrt(expected) * max(cv if math.isfinite(cv) else 1.0, 1.0) + 10)
+        gaps = rng.gamma(shape, 1.0 / (rate * shape), size=n)
+        t = np.cumsum(gaps) + rng.uniform(0.0, 1.0 / rate)
+        out.append(w * window + t[t < window])
+    arrival = np.concatenate(out) if out else np.zeros(0)
+    return np.asarray(arrival[arrival < spec.duration_s], dtype=float)
+
+
+def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> tuple[IntArray, IntArray]:
+    """Prompt and output lengths: pairs sampled from ``spec.lengths``, or the defaults."""
+    if spec.lengths is None:
+        return np.full(n, DEFAULT_LENGTHS[0], dtype=np.int64), np.full(n, DEFAULT_LENGTHS[1], dtype=np.int64)
+    pool = [s for s in read_trace(spec.lengths) if isinstance(s, RequestSeries)]
+    inputs = np.concatenate([s.input_tokens for s in pool]) if pool else np.zeros(0)
+    outputs = np.concatenate([s.output_tokens for s in pool]) if pool else np.zeros(0)
+    usable = np.isfinite(inputs) & np.isfinite(outputs)
+    if not usable.any():
+        raise InvalidFieldError(
+            "lengths", "a per-request trace with input and output token counts", str(spec.lengths)
+        )
+    pick = rng.integers(0, int(usable.sum()), size=n)
+    return _clip(inputs[usable][pick], spec.max_input_tokens), _clip(
+        outputs[usable][pick], spec.max_output_tokens
+    )
+
+
+def _clip(values: FloatArray, most: int) -> IntArray:
+    return np.asarray(np.clip(np.round(values), 1, most), dtype=np.int64)
+
+
+def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
+    arrival = np.sort(np.concatenate([s.arrival_sec for s in series]))
+    inputs = np.concatenate([s.input_tokens for s in series])
+    outputs = np.concatenate([s.output_tokens for s in series])
+    if arrival.size == 0:
+        raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
+    arrival = (arrival - arrival[0] - spec.offset_s) / spec.time_scale
+    keep = (arrival >= 0) & (arrival < spec.duration_s)
+    keep &= np.isfinite(inputs) & np.isfinite(outputs)
+    if not keep.any():
+        raise InvalidFieldError("offset/duration", "a span of the trace holding requests", spec.offset_s)
+    n = int(keep.sum())
+    model = rng.choice(spec.models, size=n, p=popularity(spec.models, spec.alpha)).astype(np.int64)
+    names = tuple(f"model-{i:02d}" for i in range(spec.models))
+    return Workload(
+        names,
+        tuple(f"{spec.trace.name} share {i}" for i in range(spec.models)),
+        np.asarray(arrival[keep], dtype=float),
+        model,
+        _clip(inputs[keep], spec.max_input_tokens),
+        _clip(outputs[keep], spec.max_output_tokens),
+        spec.duration_s,
+        (),
+        0.0,
+        spec.time_scale,
+    )

@@ -1,0 +1,107 @@
+"""Whole simulated runs on a small rate trace: every policy runs the real scheduler (or its static
+layout), results are deterministic for a seed, the figures hold together, and bad input is named."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from warmserve.sim.cluster import ClusterSpec
+from warmserve.sim.results import KEYS, summarize
+from warmserve.sim.scenario import Scenario, check_policies, prepare, run_policy
+from warmserve.sim.simulator import Simulation
+from warmserve.sim.workload import WorkloadSpec
+from warmserve.worker.errors import InvalidFieldError
+
+
+def small(trace: Path, **workload: object) -> Scenario:
+    spec = WorkloadSpec(
+        trace, models=3, mean_rate_rps=3.0, day=1, offset_s=3000.0, duration_s=900.0, **workload
+    )  # type: ignore[arg-type]
+    return Scenario(
+        spec, ClusterSpec(nodes=1, gpus_per_node=4), shapes=("llama2-7b", "llama3-8b"), max_concurrency=8
+    )
+
+
+@pytest.mark.parametrize(
+    "policy", ["warmserve", "autoscale", "muxserve", "dedicated", "oracle", "no-forecast"]
+)
+def test_every_policy_serves_the_workload(rate_trace: Path, policy: str) -> None:
+    scenario = small(rate_trace)
+    workload, models = prepare(scenario)
+    figures = summarize(run_policy(scenario, workload, models, policy))
+    assert set(figures) == set(KEYS)
+    assert figures["requests"] == workload.requests > 500
+    assert figures["completed"] + figures["dropped"] == figures["requests"]
+    assert figures["completed"] > 0.9 * figures["requests"]
+    assert 0 < figures["gpu_busy_s"] <= 4 * (900 + scenario.sim.grace_s)
+    if policy == "muxserve":
+        assert figures["cold_starts"] == 0
+    else:
+        assert figures["cold_starts"] >= 1
+
+
+def test_a_run_is_deterministic_for_a_seed(rate_trace: Path) -> None:
+    scenario = small(rate_trace)
+    workload, models = prepare(scenario)
+    a = run_policy(scenario, workload, models, "warmserve")
+    b = run_policy(scenario, *prepare(scenario), "warmserve")
+    assert np.array_equal(a.first_token, b.first_token, equal_nan=True)
+    assert summarize(a) == summarize(b)
+    other, _ = prepare(replace(scenario, workload=replace(scenario.workload, seed=1)))
+    assert not np.array_equal(other.arrival[:50], workload.arrival[:50])
+
+
+def test_forecasts_make_warmserve_prewarm_and_hit(rate_trace: Path) -> None:
+    scenario = small(rate_trace)
+    workload, models = prepare(scenario)
+    warm = summarize(run_policy(scenario, workload, models, "warmserve"))
+    auto = summarize(run_policy(scenario, workload, models, "autoscale"))
+    assert warm["prewarm_hits"] > 0 and auto["prewarm_hits"] == 0
+
+
+def test_the_rate_multiplier_scales_the_requests(rate_trace: Path) -> None:
+    base, _ = prepare(small(rate_trace))
+    double, _ = prepare(small(rate_trace, rate_multiplier=2.0))
+    assert 1.7 < double.requests / base.requests < 2.3
+
+
+def test_unknown_policy_is_named_with_the_accepted_ones() -> None:
+    with pytest.raises(InvalidFieldError, match="autoscale"):
+        check_policies(["warmserve", "serverless"])
+
+
+def test_a_model_wider_than_a_node_is_refused(rate_trace: Path) -> None:
+    scenario = replace(small(rate_trace), shapes=("llama2-70b:8",))
+    with pytest.raises(InvalidFieldError, match="tensor parallelism"):
+        prepare(scenario)
+
+
+def test_unknown_shape_and_profile_are_named() -> None:
+    with pytest.raises(InvalidFieldError, match="llama2-7b"):
+        prepare(Scenario(WorkloadSpec(Path("/nonexistent")), shapes=("gpt-5",)))
+    with pytest.raises(InvalidFieldError, match="h100"):
+        ClusterSpec(profile="tpu")
+
+
+def test_an_empty_trace_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("t_sec,model,rate_rps,cv\n")
+    with pytest.raises(InvalidFieldError):
+        prepare(Scenario(WorkloadSpec(empty, models=1, day=0)))
+
+
+def test_a_replay_past_the_trace_is_refused(rate_trace: Path) -> None:
+    with pytest.raises(InvalidFieldError, match="day"):
+        prepare(Scenario(WorkloadSpec(rate_trace, models=3, day=5)))
+
+
+def test_the_timeline_follows_the_first_model(rate_trace: Path) -> None:
+    scenario = small(rate_trace)
+    workload, models = prepare(scenario)
+    run = Simulation(workload, scenario.cluster, models, "oracle", scenario.sim).run()
+    assert run.timeline_model == "model-00" and len(run.timeline) >= 10
+    assert all(row[2] <= row[3] for row in run.timeline)  # forecast mean <= peak
