@@ -1,0 +1,125 @@
+"""``warmserve simulate``: every chosen policy on the same trace, cluster and seed, side by side.
+
+Prints a table per policy, and optionally writes the figures as JSON (keys in docs/simulator.md) and a
+plot. With only ``--trace`` given for the ServeGen language folder, the defaults are the benchmark's
+floor scenario: 8 models, 2 nodes x 8 H100, a 24 h replay of day 8. ``--sweep`` adds each policy's highest
+rate at >= 99 % SLO attainment (``max_rate_rps_at_slo``). Bad options raise errors naming the option and
+what it accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from warmserve.sim.cluster import DEFAULT_SHAPES, ClusterSpec
+from warmserve.sim.results import summarize, table
+from warmserve.sim.scenario import (
+    DEFAULT_POLICIES,
+    Scenario,
+    check_policies,
+    max_rate_at_slo,
+    prepare,
+    run_policy,
+)
+from warmserve.sim.simulator import RunResult
+from warmserve.sim.workload import WorkloadSpec
+from warmserve.worker.errors import WarmServeError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("simulate", help="replay a trace against policies in the simulator")
+    add = parser.add_argument
+    add(
+        "--trace",
+        type=Path,
+        required=True,
+        help="a trace file or folder (ServeGen, rate CSV, Azure, Mooncake)",
+    )
+    add("--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated policy names")
+    add("--models", type=int, default=8, help="number of models the trace is split into")
+    add("--alpha", type=float, default=1.0, help="power-law popularity exponent")
+    add("--rate", type=float, default=4.0, help="total mean request rate (requests/s) over the replay")
+    add("--rate-multiplier", type=float, default=1.0, help="multiply every rate (load sweeps)")
+    add("--day", type=int, default=7, help="day of the trace to replay (0-based); earlier days are history")
+    add("--offset", type=float, default=0.0, help="seconds into the day where the replay starts")
+    add("--duration", type=float, default=86400.0, help="replay length in simulated seconds")
+    add("--time-scale", type=float, default=1.0, help="trace seconds per simulated second")
+    add("--lengths", type=Path, help="a per-request trace to sample token lengths from")
+    add("--max-cv", type=float, default=4.0, help="clip on the trace's inter-arrival CV")
+    add("--nodes", type=int, default=2)
+    add("--gpus", type=int, default=8, help="GPUs per node")
+    add("--gpu-profile", default="h100")
+    add("--shapes", default=",".join(DEFAULT_SHAPES), help="model shapes (name or name:tp), cycled")
+    add("--max-concurrency", type=int, default=16, help="B, requests in flight per instance")
+    add("--slo-ttft", type=float, default=2.0, help="TTFT SLO in seconds")
+    add("--seed", type=int, default=0)
+    add("--sweep", action="store_true", help="also find each policy's max rate at >= 99%% SLO")
+    add("--json", type=Path, help="write the figures here")
+    add("--plot", type=Path, help="write the plot here (.png, .svg, ...)")
+    add("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def scenario_from(args: argparse.Namespace) -> Scenario:
+    workload = WorkloadSpec(
+        trace=args.trace,
+        models=args.models,
+        alpha=args.alpha,
+        mean_rate_rps=args.rate,
+        rate_multiplier=args.rate_multiplier,
+        day=args.day,
+        offset_s=args.offset,
+        duration_s=args.duration,
+        time_scale=args.time_scale,
+        lengths=args.lengths,
+        max_cv=args.max_cv,
+        seed=args.seed,
+    )
+    cluster = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, profile=args.gpu_profile)
+    shapes = tuple(s.strip() for s in args.shapes.split(",") if s.strip())
+    return Scenario(workload, cluster, shapes, args.max_concurrency, args.slo_ttft)
+
+
+def run(args: argparse.Namespace) -> int:
+    policies = check_policies([p.strip() for p in args.policies.split(",") if p.strip()])
+    scenario = scenario_from(args)
+    workload, models = prepare(scenario)
+    logging.getLogger("warmserve.operator.scheduler").setLevel(logging.ERROR)
+    runs: dict[str, RunResult] = {}
+    figures: dict[str, dict[str, Any]] = {}
+    for name in policies:
+        with tqdm(
+            total=round(workload.duration_s), desc=name, unit="s", disable=args.no_progress or None
+        ) as bar:
+
+            def advance(now: float, bar: tqdm[Any] = bar) -> None:
+                bar.update(round(now) - bar.n)
+
+            runs[name] = run_policy(scenario, workload, models, name, advance)
+        figures[name] = summarize(runs[name])
+    if args.sweep:
+        for name in policies:
+            figures[name]["max_rate_rps_at_slo"] = max_rate_at_slo(scenario, name)
+    print(table(figures))
+    if args.sweep:
+        print(
+            "max rate at 99% SLO (requests/s): "
+            + ", ".join(f"{n} {f['max_rate_rps_at_slo']:.3g}" for n, f in figures.items())
+        )
+    try:
+        if args.json:
+            document = {"requests": workload.requests, "models": list(workload.models), "policies": figures}
+            args.json.write_text(json.dumps(document, indent=2, sort_keys=True))
+        if args.plot:
+            from warmserve.sim.plot import plot
+
+            plot(runs, args.plot)
+    except OSError as exc:
+        raise WarmServeError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    return 0

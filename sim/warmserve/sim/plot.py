@@ -1,0 +1,46 @@
+"""The figure of a ``warmserve simulate`` run: TTFT CDFs per policy, and one model's timeline (load,
+forecast mean and peak, prewarmed and serving replicas) under each policy that has a scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from warmserve.sim.simulator import RunResult
+
+
+def plot(runs: Mapping[str, RunResult], path: Path) -> None:
+    """Write the figure to ``path`` (any format matplotlib knows from the suffix)."""
+    fig, (cdf, timeline) = plt.subplots(2, 1, figsize=(9, 8))
+    for name, run in runs.items():
+        ttft = np.sort(np.where(np.isfinite(run.first_token), run.first_token - run.arrival, np.inf))
+        shown = ttft[np.isfinite(ttft)]
+        cdf.plot(np.maximum(shown, 1e-4), np.arange(1, len(shown) + 1) / max(len(ttft), 1), label=name)
+    cdf.set_xscale("log")
+    cdf.set_xlabel("TTFT (s)")
+    cdf.set_ylabel("fraction of requests")
+    cdf.set_title("TTFT CDF (requests never served stay above the curve)")
+    cdf.legend()
+    cdf.grid(True, which="both", alpha=0.3)
+    with_timeline = [(n, r) for n, r in runs.items() if r.timeline]
+    if with_timeline:
+        name, run = with_timeline[0]
+        rows = np.array(run.timeline, dtype=float)
+        hours = rows[:, 0] / 3600
+        timeline.plot(hours, rows[:, 1], label="load (in flight + queued)", alpha=0.6)
+        timeline.plot(hours, rows[:, 2], label="forecast mean")
+        timeline.plot(hours, rows[:, 3], label="forecast peak")
+        timeline.step(hours, rows[:, 4], label="prewarmed replicas", where="post")
+        timeline.step(hours, rows[:, 5], label="serving replicas", where="post")
+        timeline.set_title(f"{run.timeline_model} under {name}")
+        timeline.set_xlabel("hours")
+        timeline.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,47 @@
+"""``warmserve simulate`` end to end through the real entry point, on the small rate trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from warmserve.operator.cli import main
+from warmserve.sim.results import KEYS
+
+
+def args(trace: Path, *extra: str) -> list[str]:
+    return [
+        "simulate", "--trace", str(trace), "--models", "3", "--day", "1", "--offset", "3000",
+        "--duration", "600", "--nodes", "1", "--gpus", "4", "--shapes", "llama2-7b", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_simulate_writes_the_table_json_and_plot(
+    rate_trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, png = tmp_path / "out.json", tmp_path / "out.png"
+    code = main(args(rate_trace, "--policies", "warmserve,muxserve", "--json", str(out), "--plot", str(png)))
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert set(document["policies"]) == {"warmserve", "muxserve"}
+    for figures in document["policies"].values():
+        assert set(figures) == set(KEYS)
+        assert figures["requests"] == document["requests"] > 0
+    assert png.stat().st_size > 10_000
+    table = capsys.readouterr().out
+    assert "warmserve" in table and "muxserve" in table and "SLO" in table
+
+
+def test_unknown_policy_is_one_line_naming_the_accepted(
+    rate_trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args(rate_trace, "--policies", "warmserve,prism")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "prism" in err and "autoscale" in err
+
+
+def test_an_unwritable_output_is_reported(rate_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(args(rate_trace, "--policies", "muxserve", "--json", "/nonexistent/dir/out.json"))
+    assert code == 2 and "cannot write" in capsys.readouterr().err
