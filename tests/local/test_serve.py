@@ -3,6 +3,7 @@ and SIGTERM stops the command and every process it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -45,6 +46,7 @@ def test_serve_answers_the_openai_client_and_curl_then_stops_cleanly(tmp_path: P
     argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--serve", "--port", str(port)]
     argv += ["--speed", "0", "--log-dir", str(tmp_path)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # printed once every process is ready
@@ -77,7 +79,12 @@ def test_serve_answers_the_openai_client_and_curl_then_stops_cleanly(tmp_path: P
         while any(alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(c) for c in children)
-    finally:
+    finally:  # on a failure: stop the command the way a user would, then make sure nothing is left
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        for pid in [proc.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()

@@ -59,13 +59,13 @@ def summarize(
 def format_table(summaries: Sequence[Summary]) -> str:
     """A fixed-width table, one row per policy."""
     header = (
-        f"{'policy':<12} {'requests':>8} {'completed':>9} {'errors':>6} {'TTFT p50':>9} {'p90':>8} "
+        f"{'policy':<18} {'requests':>8} {'completed':>9} {'errors':>6} {'TTFT p50':>9} {'p90':>8} "
         f"{'p99':>8} {'SLO met':>8} {'cold starts':>11} {'promotions':>10}"
     )
     rows = [header, "-" * len(header)]
     for s in summaries:
         rows.append(
-            f"{s.policy:<12} {s.requests:>8} {s.completed:>9} {s.errors:>6} {_ms(s.ttft_p50):>9} "
+            f"{s.policy:<18} {s.requests:>8} {s.completed:>9} {s.errors:>6} {_ms(s.ttft_p50):>9} "
             f"{_ms(s.ttft_p90):>8} {_ms(s.ttft_p99):>8} {_pct(s.slo_attainment):>8} {s.cold_starts:>11} "
             f"{s.promotions:>10}"
         )
