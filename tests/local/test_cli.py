@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from warmserve.operator.cli import main
 from warmserve.operator.local.policies import DEFAULT_POLICY
+
+from .test_serve import alive, children_of, stop
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,27 @@ def test_a_short_replay_prints_both_policies_and_the_counts_add_up(tmp_path: Pat
     for s in summaries:
         assert s["completed"] + s["errors"] == s["requests"]
         assert s["completed"] >= 0.9 * s["requests"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_replay_stops_every_process(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--duration", "60", "--speed", "0"]
+    argv += ["--no-progress", "--log-dir", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(children) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            children = children_of(proc.pid)
+        assert len(children) == 3  # two workers and the gateway are up: the replay is starting
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "interrupted" in err
+        deadline = time.monotonic() + 5
+        while any(alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(c) for c in children)
+    finally:
+        stop(proc, children)

@@ -40,6 +40,18 @@ def alive(pid: int) -> bool:
     return True
 
 
+def stop(proc: subprocess.Popen[str], children: list[int]) -> None:
+    """After a failure: stop the command the way a user would, then make sure nothing is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+    for pid in [proc.pid, *children]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.mark.slow
 def test_serve_answers_the_openai_client_and_curl_then_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
@@ -79,12 +91,5 @@ def test_serve_answers_the_openai_client_and_curl_then_stops_cleanly(tmp_path: P
         while any(alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(c) for c in children)
-    finally:  # on a failure: stop the command the way a user would, then make sure nothing is left
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-        for pid in [proc.pid, *children]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait()
+    finally:
+        stop(proc, children)
