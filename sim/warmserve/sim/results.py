@@ -53,6 +53,7 @@ def summarize(run: RunResult) -> dict[str, float | int | None]:
         "cold_starts": run.cold_starts,
         "prewarm_hits": run.prewarm_hits,
         "gpu_busy_s": round(run.gpu_busy_s, 3),
+        "scheduler_held_ticks": run.held_ticks,
     }
 
 

@@ -25,7 +25,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class RunResult:
         tuple[float, float, float, float, int, int], ...
     ]  # t, load, mean, peak, prewarmed, serving
     ticks_run: int = 0
-    extra: Mapping[str, float] = field(default_factory=dict)
+    held_ticks: int = 0  # ticks at which the scheduler refused its snapshot and held steady
 
 
 def latency_models(
@@ -171,6 +171,7 @@ class Simulation:
             )
         self.timeline: list[tuple[float, float, float, float, int, int]] = []
         self.ticks_run = 0
+        self.held_ticks = 0
         self._owner: dict[str, str] = {}  # serving replica id -> its worker
         self._last_signature: object = None
         self._same = 0
@@ -319,6 +320,7 @@ class Simulation:
         self.ticks_run += 1
         observation = Observation(now, {n: w.observed(now) for n, w in self.workers.items()}, demand)
         decision = self.scheduler.tick(observation)
+        self.held_ticks += bool(self.scheduler.last_error)
         for name, desired in decision.desired.items():
             self.workers[name].apply(desired, now)
         self._after_worker_change(now)
@@ -377,4 +379,5 @@ class Simulation:
             timeline_model=self.names[0],
             timeline=tuple(self.timeline),
             ticks_run=self.ticks_run,
+            held_ticks=self.held_ticks,
         )
