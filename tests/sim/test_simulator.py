@@ -11,7 +11,7 @@ import pytest
 
 from warmserve.sim.cluster import ClusterSpec
 from warmserve.sim.results import KEYS, summarize
-from warmserve.sim.scenario import Scenario, check_policies, prepare, run_policy
+from warmserve.sim.scenario import Scenario, check_policies, max_rate_at_slo, prepare, run_policy
 from warmserve.sim.simulator import Simulation
 from warmserve.sim.workload import WorkloadSpec
 from warmserve.worker.errors import InvalidFieldError
@@ -105,3 +105,13 @@ def test_the_timeline_follows_the_first_model(rate_trace: Path) -> None:
     run = Simulation(workload, scenario.cluster, models, "oracle", scenario.sim).run()
     assert run.timeline_model == "model-00" and len(run.timeline) >= 10
     assert all(row[2] <= row[3] for row in run.timeline)  # forecast mean <= peak
+
+
+def test_the_sweep_finds_a_rate_the_policy_serves_within_its_slo(rate_trace: Path) -> None:
+    scenario = small(rate_trace)
+    scenario = replace(scenario, workload=replace(scenario.workload, duration_s=300.0))
+    rate = max_rate_at_slo(scenario, "muxserve", target=0.9, steps=2)
+    assert rate > 0
+    at = replace(scenario.workload, rate_multiplier=rate / scenario.workload.mean_rate_rps)
+    workload, models = prepare(replace(scenario, workload=at))
+    assert summarize(run_policy(scenario, workload, models, "muxserve"))["slo_attainment"] >= 0.9

@@ -79,5 +79,9 @@ class TraceForecast:
         self._cache = (a, b, found)
         return found
 
+    def window(self, now: float) -> int:
+        """Index of the replay window holding ``now`` (the forecast changes only when it does)."""
+        return self._index(now)
+
     def _index(self, now: float) -> int:
         return int((self.start + now * self.scale - self.origin) // self.window_s) - self.first

@@ -7,7 +7,6 @@ fails, then bisects ``steps`` times; every run uses the same seed, so only the r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -69,7 +68,9 @@ def run_policy(
 
 
 def max_rate_at_slo(scenario: Scenario, name: str, target: float = 0.99, steps: int = 4) -> float:
-    """The highest total mean rate (requests/s) at which ``name`` attains ``target``; 0 if none."""
+    """The highest total mean rate (requests/s) at which ``name`` attains ``target``: the multiplier of
+    ``scenario``'s rate doubles from 1 (up to 64) while it does, else halves the range below 1, then the
+    last interval is bisected ``steps`` times; 0 if even the lowest rate tried misses the target."""
 
     def ok(multiplier: float) -> bool:
         spec = replace(scenario.workload, rate_multiplier=multiplier)
@@ -77,19 +78,15 @@ def max_rate_at_slo(scenario: Scenario, name: str, target: float = 0.99, steps: 
         figures = summarize(run_policy(scenario, workload, models, name))
         return float(figures["slo_attainment"] or 0.0) >= target
 
-    low, high = 0.0, 1.0
-    while ok(high):
-        low, high = high, high * 2
-        if high > 64:
-            break
-    if low == 0.0:
-        high = 1.0
+    if ok(1.0):
+        low, high = 1.0, 2.0
+        while ok(high):
+            if high >= 64.0:
+                return high * scenario.workload.mean_rate_rps
+            low, high = high, high * 2
+    else:
+        low, high = 0.0, 1.0
     for _ in range(steps):
-        mid = (low + high) / 2 if low > 0 else high / 2
-        if ok(mid):
-            low = mid
-        else:
-            high = mid
-        if low == 0.0 and high < 1 / 64:
-            break
-    return low * scenario.workload.mean_rate_rps if not math.isnan(low) else 0.0
+        mid = (low + high) / 2
+        low, high = (mid, high) if ok(mid) else (low, mid)
+    return low * scenario.workload.mean_rate_rps

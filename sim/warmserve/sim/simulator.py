@@ -300,7 +300,7 @@ class Simulation:
         assert self.scheduler is not None
         demand = {m: Demand(float(self.inflight[m]), len(self.queues[m])) for m in self.names}
         window = (
-            self.forecast._index(now)
+            self.forecast.window(now)
             if isinstance(self.forecast, TraceForecast) and self.forecast.table
             else 0
         )

@@ -86,7 +86,6 @@ class SimWorker:
         self.epoch = 0  # bumped on every replica state change (the scheduler may skip unchanged ticks)
         self.cold_starts = 0
         self.prewarm_hits = 0
-        self.loads = {Tier.HOST: 0, Tier.DISK: 0}
 
     # --- driven by the simulator ------------------------------------------------------------
 
@@ -166,7 +165,6 @@ class SimWorker:
     def _load(self, want: DesiredReplica, now: float) -> None:
         spec = self.desired.models[want.model]
         tier = Tier.HOST if spec.name in self.host_cache else Tier.DISK
-        self.loads[tier] += 1
         seconds = load_seconds(spec.weight_bytes, tier, self.profile, spec.tensor_parallel)
         cold = want.role is Role.SERVE
         self.cold_starts += cold
