@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from warmserve.operator.cli import main
 from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.observed_sink import write_atomically
-from warmserve.worker.process import parse_size
+from warmserve.worker.process import default_name, parse_size
 from warmserve.worker.protocol import ObservedState, ReplicaState
 
 GIB = 2**30
@@ -239,3 +239,10 @@ def test_sizes_in_other_forms_name_the_option(text: str) -> None:
     with pytest.raises(InvalidFieldError) as err:
         parse_size(text)
     assert err.value.field == "--gpu-memory"
+
+
+def test_the_default_name_is_the_pod_name_else_the_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "worker-7")
+    assert default_name() == "worker-7"
+    monkeypatch.delenv("POD_NAME")
+    assert default_name() == socket.gethostname()

@@ -58,7 +58,7 @@ def test_worker_follows_its_pod_and_reports_on_it(
     )
     core.create_namespaced_pod(NAMESPACE, pod)
     monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
-    monkeypatch.setenv("POD_NAME", POD)  # also the worker's default name
+    monkeypatch.setenv("POD_NAME", POD)
     worker = workers(POD, "--kube", "--kube-api", kube_emulator.url, "--gpus", "2", "--speed", "0")
 
     serving = observed_on_pod(kube_emulator, lambda s: states(s) == {"l0": ReplicaState.SERVING})
