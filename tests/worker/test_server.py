@@ -195,3 +195,29 @@ async def test_metrics_pass_promtool(client: TestClient[Any, Any]) -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_serving_replica_lends_idle_kv_to_a_prewarm_and_takes_it_back(
+    client: TestClient[Any, Any],
+) -> None:
+    models = {"llama": MODEL, "qwen": {**MODEL, "weights": "/cache/qwen"}}
+    serve = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"}
+    await client.put("/desired", data=desired(1, serve, models=models))
+    whole = await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    assert whole.gpus[0].used_bytes == 80 * GIB and whole.replicas[0].kv_total_bytes == 64 * GIB
+
+    lend = {**serve, "kv_lend_bytes": 20 * GIB}
+    borrowed = {"id": "q0", "model": "qwen", "gpus": [0], "role": "prewarm"}
+    await client.put("/desired", data=desired(2, lend, borrowed, models=models))
+    lent = await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
+    assert lent.gpus[0].lent_bytes == 20 * GIB
+    assert lent.gpus[0].used_bytes == 80 * GIB - 4 * GIB  # 60 GiB of weights and mapped KV, 16 GiB borrowed
+    assert next(r for r in lent.replicas if r.id == "l0").kv_total_bytes == 64 * GIB  # mapped plus lent
+    resp = await client.post("/v1/completions", json={"model": "llama", "prompt": "x", "max_tokens": 2})
+    assert resp.status == 200
+
+    await client.put("/desired", data=desired(3, serve, models=models))
+    back = await wait_for(
+        client, lambda s: states(s) == {"l0": ReplicaState.SERVING} and s.gpus[0].used_bytes == 80 * GIB
+    )
+    assert back.gpus[0].lent_bytes == 0

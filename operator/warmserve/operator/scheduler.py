@@ -197,7 +197,8 @@ def _replica(worker: str, r: ObservedReplica, role: Role, want: Any) -> Replica:
         inflight=r.inflight,
         kv_total_bytes=r.kv_total_bytes,
         kv_used_bytes=r.kv_used_bytes,
-        kv_lent_bytes=want.kv_lend_bytes if want is not None else 0,
+        # A promoting replica reports no KV space yet: it lends what it has, none.
+        kv_lent_bytes=min(want.kv_lend_bytes, r.kv_total_bytes) if want is not None else 0,
         borrowed=r.borrowed,
     )
 

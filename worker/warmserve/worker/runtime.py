@@ -101,9 +101,11 @@ class _Replica:
     slots: list[Slot] = field(default_factory=list)
     weight_bytes: int = 0  # mapped per GPU, from offset 0
     kv_bytes: int = 0  # mapped per GPU, after the weights
+    kv_space: int = 0  # per GPU while serving: the mapped KV plus what is lent
     progress: float = 0.0
     reason: str = ""
-    kv_lend_bytes: int = 0
+    kv_lend_bytes: int = 0  # lent per GPU now (whole chunks)
+    kv_lend_wanted: int = 0  # what the desired state asks to lend
     prepared: Prepared | None = None
     instance: Instance | None = None
     task: asyncio.Task[None] | None = None
@@ -158,9 +160,11 @@ class WorkerRuntime:
     # --- desired state ---------------------------------------------------------------------------
 
     def check_desired(self, desired: DesiredState) -> None:
-        """Refuse (:class:`InvalidFieldError` naming the field) a state this worker cannot carry out."""
-        if desired.worker != self.config.name:
-            raise InvalidFieldError("worker", f"this worker's name {self.config.name!r}", desired.worker)
+        """Refuse (:class:`InvalidFieldError` naming the field) a state this worker cannot carry out.
+
+        The feed has checked the document's form and that it names this worker; this adds what only the
+        runtime knows (its GPU count).
+        """
         bad = [(i, g) for i, r in enumerate(desired.replicas) for g in r.gpus if g >= self.config.gpus]
         if bad:
             i, g = bad[0]
@@ -250,7 +254,7 @@ class WorkerRuntime:
             since=r.since,
             progress=min(max(r.progress, 0.0), 1.0),
             inflight=inst.inflight if inst else 0,
-            kv_total_bytes=r.kv_bytes,
+            kv_total_bytes=r.kv_space if inst else 0,  # the planner's KV space: mapped plus lent
             kv_used_bytes=inst.kv_used_bytes // len(r.gpus) if inst else 0,
             endpoint=self.config.endpoint if r.state is ReplicaState.SERVING else "",
             reason=r.reason,
@@ -284,7 +288,8 @@ class WorkerRuntime:
                 gpus=r.gpus,
                 state=r.state,
                 inflight=r.instance.inflight if r.instance else 0,
-                kv_lend_bytes=r.kv_lend_bytes,
+                # Until the wanted lending is in place (it may wait for memory), converge asks again.
+                kv_lend_bytes=r.kv_lend_wanted if self._lent_as_wanted(r) else r.kv_lend_bytes,
             )
             for r in self._replicas.values()
             if r.task is None or r.state is ReplicaState.LOADING  # a loading replica can still be cancelled
@@ -308,11 +313,11 @@ class WorkerRuntime:
         elif step.kind is StepKind.DEMOTE:
             self._spawn(r, self._demote(r))
         elif step.kind is StepKind.PROMOTE and step.desired is not None:
-            r.kv_lend_bytes = step.desired.kv_lend_bytes
+            r.kv_lend_wanted = step.desired.kv_lend_bytes
             self._spawn(r, self._promote(r))
         elif step.kind is StepKind.SET_LENDING and step.desired is not None:
-            # Lending takes effect at the next promotion: the KV of a live instance is not resized.
-            r.kv_lend_bytes = step.desired.kv_lend_bytes
+            r.kv_lend_wanted = step.desired.kv_lend_bytes
+            self._relend(r)
 
     def _spawn(self, r: _Replica, work: Coroutine[Any, Any, None]) -> None:
         """Run one replica's long step in the background; a failure fails that replica only."""
@@ -339,7 +344,7 @@ class WorkerRuntime:
     def _start_load(self, want: DesiredReplica, spec: ModelSpec) -> None:
         """Map the weights' memory and start the copy; wait if memory is being freed, else refuse."""
         r = _Replica(id=want.id, spec=spec, gpus=want.gpus, state=ReplicaState.LOADING, since=time.time())
-        r.kv_lend_bytes = want.kv_lend_bytes
+        r.kv_lend_wanted = want.kv_lend_bytes
         try:
             checkpoint = self._checkpoint(spec)
         except WarmServeError as exc:  # corrupt or missing checkpoint, or shards we cannot cut
@@ -415,9 +420,12 @@ class WorkerRuntime:
         assert r.prepared is not None
         started = time.monotonic()
         self._transition(r, ReplicaState.PROMOTING)
-        kv_bytes = min(self._kv_room(r, g) for g in range(len(r.gpus)))
-        if kv_bytes <= 0:
-            raise PoolExhaustedError(1, 0, self.pools[r.gpus[0]].chunk_bytes)
+        chunk = r.slots[0].pool.chunk_bytes
+        r.kv_space = min(self._kv_room(r, slot) for slot in r.slots)
+        if r.kv_space < chunk:
+            raise PoolExhaustedError(1, 0, chunk)
+        r.kv_lend_bytes = self._lendable(r)
+        kv_bytes = r.kv_space - r.kv_lend_bytes
         for slot in r.slots:
             slot.pool.map(slot, r.kv_offset, kv_bytes)
         r.kv_bytes = kv_bytes
@@ -427,11 +435,52 @@ class WorkerRuntime:
         self.metrics.promotion_seconds.labels(r.spec.name).observe(time.monotonic() - started)
         self._transition(r, ReplicaState.SERVING)
 
-    def _kv_room(self, r: _Replica, i: int) -> int:
-        """KV bytes a promotion maps on the replica's i-th GPU: all free memory but what it lends."""
-        pool = r.slots[i].pool
-        room = min(pool.free_bytes - r.kv_lend_bytes, pool.capacity_bytes - r.kv_offset)
+    def _kv_room(self, r: _Replica, slot: Slot) -> int:
+        """The KV space a promotion claims in one slot: all the pool's free memory after the weights."""
+        pool = slot.pool
+        room = min(pool.free_bytes, pool.capacity_bytes - r.kv_offset)
         return room // pool.chunk_bytes * pool.chunk_bytes
+
+    def _lendable(self, r: _Replica) -> int:
+        """The wanted lending in whole chunks (rounded up), always leaving the instance one chunk of KV."""
+        chunk = r.slots[0].pool.chunk_bytes
+        return max(0, min(align_up(r.kv_lend_wanted, chunk), r.kv_space - chunk))
+
+    def _lent_as_wanted(self, r: _Replica) -> bool:
+        return r.instance is None or r.kv_lend_bytes == self._lendable(r)
+
+    def _relend(self, r: _Replica) -> None:
+        """Lend more of a live instance's KV space to the pool, or take some back (design §2).
+
+        Lending unmaps the top of the KV region once the engine agrees to use less (it refuses while
+        admitted sequences use that space: the lending then waits for the next change). Taking back maps
+        the chunks again, which the pool can do once the borrowed replicas there are gone (the desired
+        state drops them first; until then this waits as well). Nothing a running request uses is lent.
+        """
+        if r.instance is None or r.state is not ReplicaState.SERVING:
+            return
+        lend = self._lendable(r)
+        mapped = r.kv_space - lend
+        tp = len(r.gpus)
+        if mapped < r.kv_bytes:
+            if not r.instance.resize_kv(mapped * tp):
+                return
+            try:
+                for slot in r.slots:
+                    slot.pool.unmap(slot, r.kv_offset + mapped, r.kv_bytes - mapped)
+            except PoolError as exc:  # the engine holds a view of the whole region (torch): keep it all
+                log.info("replica %s cannot lend KV while serving: %s", r.id, exc)
+                r.instance.resize_kv(r.kv_bytes * tp)
+                return
+        elif mapped > r.kv_bytes:
+            try:
+                for slot in r.slots:
+                    slot.pool.map(slot, r.kv_offset + r.kv_bytes, mapped - r.kv_bytes)
+            except PoolExhaustedError:
+                return  # the borrowed replicas are still being released; their release wakes us again
+            r.instance.resize_kv(mapped * tp)
+        r.kv_bytes = mapped
+        r.kv_lend_bytes = lend
 
     def _kv_view(self, r: _Replica) -> torch.Tensor | None:
         if self.store is None:
@@ -450,7 +499,7 @@ class WorkerRuntime:
             gc.collect()  # the engine's KV tensors were views of the slot: let them go first
             for slot in r.slots:
                 slot.pool.unmap(slot, r.kv_offset, r.kv_bytes)
-            r.kv_bytes = 0
+            r.kv_bytes = r.kv_space = r.kv_lend_bytes = 0
 
     async def _release(self, r: _Replica) -> None:
         if r.instance is not None:
@@ -479,7 +528,7 @@ class WorkerRuntime:
             except PoolError:
                 log.exception("replica %s: slot %d could not be released", r.id, slot.id)
         r.slots.clear()
-        r.weight_bytes = r.kv_bytes = 0
+        r.weight_bytes = r.kv_bytes = r.kv_space = r.kv_lend_bytes = 0
 
     def _fail(self, r: _Replica, reason: str) -> None:
         """Mark a replica failed with its reason, keeping no memory."""

@@ -107,6 +107,14 @@ class Instance(abc.ABC):
     def kv_total_bytes(self) -> int:
         """The instance's whole KV space."""
 
+    def resize_kv(self, kv_bytes: int) -> bool:
+        """Use only the first ``kv_bytes`` of the KV space from now on (the rest is lent, or given back).
+
+        True if done; False, changing nothing, if live sequences use bytes beyond ``kv_bytes`` or the
+        engine cannot resize a live instance (the default).
+        """
+        return False
+
 
 class Engine(abc.ABC):
     """Builds replicas and switches them between prewarmed and serving."""

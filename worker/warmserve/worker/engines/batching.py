@@ -88,6 +88,13 @@ class BatchingInstance(Instance, Generic[S]):
     def kv_total_bytes(self) -> int:
         return self._space.capacity
 
+    def resize_kv(self, kv_bytes: int) -> bool:
+        """Shrink or grow the KV space at its top; sequences already admitted keep their ranges."""
+        if not self._space.resize(kv_bytes):
+            return False
+        self._admit()  # growing may let waiting sequences in
+        return True
+
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenEvent]:
         if self._closed:
             raise WarmServeError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")

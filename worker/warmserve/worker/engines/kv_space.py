@@ -34,6 +34,18 @@ class KvSpace:
         """Bytes reserved by live ranges (alignment padding excluded)."""
         return sum(r.nbytes for r in self._ranges.values())
 
+    @property
+    def high_water(self) -> int:
+        """The end of the highest live range: the capacity cannot shrink below it."""
+        return max((r.offset + r.nbytes for r in self._ranges.values()), default=0)
+
+    def resize(self, capacity: int) -> bool:
+        """Grow or shrink the space at its top; False, changing nothing, if a live range ends above it."""
+        if capacity < self.high_water:
+            return False
+        self.capacity = capacity
+        return True
+
     def allocate(self, nbytes: int) -> KvRange | None:
         """Reserve ``nbytes`` (>= 1) at the lowest aligned offset where they fit; ``None`` if none does."""
         cursor = 0
