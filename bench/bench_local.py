@@ -12,12 +12,19 @@ and prints:
 
 The machine is shared with other tenants, so the TTFTs move between runs; ``--runs N`` repeats the
 command N times (with seeds 0..N-1) and prints each run and how many met both floors.
-Usage: ``python bench/bench_local.py [--runs N] [extra warmserve local options]``.
+
+``--sim POLICY`` instead checks the simulator against a local run (issue 5: within 25%): the same
+arrivals (same trace, slice and seed), models, cluster (GPUs of the profile's full memory, as the
+simulator has them; weights always from disk) and hold timeout go to ``warmserve.sim`` and to a local
+replay, and it prints both TTFT p50 and p99 and the simulator's relative error on each.
+Usage: ``python bench/bench_local.py [--runs N | --sim POLICY] [extra warmserve local options]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,6 +32,19 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from warmserve.operator.local.arrivals import ReplaySlice, rate_scale, sample_arrivals
+from warmserve.operator.local.forecasts import TraceForecasts
+from warmserve.operator.local.policies import policy
+from warmserve.operator.local.runner import HOLD_TIMEOUT_S, run_policy
+from warmserve.operator.local.setup import PROMPT_TOKENS, LocalSetup
+from warmserve.operator.local.traces import load_rates
+from warmserve.sim.cluster import ClusterSpec
+from warmserve.sim.simulator import SimConfig, Simulation
+from warmserve.sim.workload import Workload
+from warmserve.worker.timing import gpu_profile
 
 FLOOR_S = 180.0
 
@@ -47,7 +67,12 @@ def one_run(seed: int, extra: list[str]) -> tuple[float, list[dict[str, Any]]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--sim", default=None, metavar="POLICY", help="compare the simulator with a local run"
+    )
     args, extra = parser.parse_known_args()
+    if args.sim is not None:
+        return sim_versus_local(args.sim)
     met = 0
     for seed in range(args.runs):
         elapsed, (measured, baseline) = one_run(seed, extra)
@@ -64,6 +89,53 @@ def main() -> int:
         print(f"seed {seed}: default_run_s {elapsed:.1f} (floor <= {FLOOR_S:.0f})")
         print(f"seed {seed}: p99_ratio_baseline_over_warmserve {ratio:.2f} (floor > 1)  floors met: {ok}")
     print(f"runs meeting both floors: {met}/{args.runs}")
+    return 0
+
+
+def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, seed: int = 0) -> int:
+    """Simulate, then run locally, the default replay under policy ``name``; print both and the errors."""
+    series = load_rates(None)
+    memory_gib = gpu_profile("h100").memory_bytes >> 30
+    setup = LocalSetup(models=tuple(sorted(s.model for s in series)), gpu_memory_gib=memory_gib)
+    replay = ReplaySlice(7 * 86_400.0, 86_400.0, 86_400.0 / duration_s, rps, seed)
+    arrivals = sample_arrivals(series, replay)
+    scale = rate_scale(series, replay)
+    horizon = max(setup.load_s(m) for m in setup.models)
+    index = {m: i for i, m in enumerate(setup.models)}
+    n = len(arrivals)
+    workload = Workload(
+        setup.models,
+        setup.models,
+        np.array([a.at_s for a in arrivals]),
+        np.array([index[a.model] for a in arrivals], dtype=np.int64),
+        np.full(n, PROMPT_TOKENS, dtype=np.int64),
+        np.full(n, setup.max_tokens, dtype=np.int64),
+        replay.duration_s,
+        tuple(dataclasses.replace(s, rate_rps=s.rate_rps * scale / replay.compress) for s in series),
+        replay.start_sec,
+        replay.compress,
+    )
+    cluster = ClusterSpec(setup.workers, setup.gpus, setup.profile, host_cache_gib=0.0)
+    config = SimConfig(tick_s=setup.tick_s, hold_timeout_s=HOLD_TIMEOUT_S, horizon_s=horizon)
+    simulated = Simulation(workload, cluster, setup.model_configs(), name, config).run()
+    ttft = simulated.first_token - simulated.arrival
+    served = ttft[np.isfinite(ttft)]
+    sim_p50, sim_p99 = float(np.percentile(served, 50)), float(np.percentile(served, 99))
+    choice = policy(name)
+    forecasts = TraceForecasts(series, replay, setup.latencies(), horizon) if choice.uses_forecasts else None
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
+        local = asyncio.run(run_policy(setup, choice, forecasts, arrivals, Path(tmp), progress=False)).summary
+    print(f"policy {name}: {n} requests; simulator served {len(served)}, local completed {local.completed}")
+    print(
+        f"cold starts: simulator {simulated.cold_starts} local {local.cold_starts}; "
+        f"prewarm hits / promotions: simulator {simulated.prewarm_hits} local {local.promotions}"
+    )
+    for label, sim_value, local_value in (("p50", sim_p50, local.ttft_p50), ("p99", sim_p99, local.ttft_p99)):
+        error = (sim_value - local_value) / local_value
+        print(
+            f"ttft_{label}_ms simulator {sim_value * 1000:.1f} local {local_value * 1000:.1f} "
+            f"relative_error {error:+.0%} (target within 25%: {abs(error) <= 0.25})"
+        )
     return 0
 
 

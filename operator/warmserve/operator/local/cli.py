@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="warmserve-local-"))
     try:
         if args.serve:
-            _run_async(serve(_setup(args, None), _policy("--policy", args.policy), log_dir, _port(args.port)))
+            setup = _setup(args, tuple(s.model for s in load_rates(args.trace)))
+            _run_async(serve(setup, _policy("--policy", args.policy), log_dir, _port(args.port)))
             return 0
         results = _run_async(_replay(args, log_dir))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -92,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup(args: argparse.Namespace, trace_models: tuple[str, ...] | None) -> LocalSetup:
+def _setup(args: argparse.Namespace, trace_models: tuple[str, ...]) -> LocalSetup:
     try:
         return LocalSetup(
-            models=default_models(trace_models or ("m-large", "m-mid", "m-small")),
+            models=default_models(trace_models),
             workers=args.workers,
             gpus=args.gpus,
             gpu_memory_gib=args.gpu_memory_gib,
@@ -104,9 +105,8 @@ def _setup(args: argparse.Namespace, trace_models: tuple[str, ...] | None) -> Lo
             slo_s=args.slo_ms / 1000.0,
         )
     except InvalidFieldError as exc:
-        raise LocalError(
-            f"--{exc.field.replace('_', '-')}: expected {exc.expected}, got {exc.got!r}"
-        ) from exc
+        option = "--slo-ms (in seconds)" if exc.field == "slo_s" else f"--{exc.field.replace('_', '-')}"
+        raise LocalError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
 
 
 def _replay_slice(args: argparse.Namespace) -> ReplaySlice:

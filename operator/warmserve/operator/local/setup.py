@@ -62,12 +62,11 @@ class LocalSetup:
         for name in ("workers", "gpus", "gpu_memory_gib", "max_concurrency", "max_tokens"):
             if getattr(self, name) < 1:
                 raise InvalidFieldError(name, "an integer >= 1", getattr(self, name))
-        for name in ("speed", "slo_s", "tick_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0 and (value > 0 or name == "speed")):
-                raise InvalidFieldError(
-                    name, "a finite number > 0" + (" (or 0)" if name == "speed" else ""), value
-                )
+        for name in ("slo_s", "tick_s"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise InvalidFieldError(name, "a finite number > 0", getattr(self, name))
+        if not (math.isfinite(self.speed) and self.speed >= 0):
+            raise InvalidFieldError("speed", "a finite number >= 0 (0 = no delays)", self.speed)
         gpu_profile(self.profile, "profile")
 
     @property
