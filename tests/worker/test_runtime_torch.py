@@ -47,10 +47,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def document(store: Path, generation: int, *replicas: tuple[str, str, int, str]) -> str:
+def document(generation: int, *replicas: tuple[str, str, int, str]) -> str:
     models = {
-        name: {"weights": str(store / name), "weight_bytes": MIB, "max_concurrency": 4}
-        for name in ("tiny", "broken")
+        name: {"weights": name, "weight_bytes": MIB, "max_concurrency": 4} for name in ("tiny", "broken")
     }
     listed = [{"id": i, "model": m, "gpus": [g], "role": role} for i, m, g, role in replicas]
     return json.dumps({"worker": "t0", "generation": generation, "models": models, "replicas": listed})
@@ -74,16 +73,16 @@ def test_a_torch_worker_process_switches_without_reloading_and_serves_like_trans
     store: Path,
 ) -> None:
     worker = workers("t0", "--engine", "torch", "--store", str(store), "--gpus", "2", "--gpu-memory", "64MiB")
-    assert worker.put(document(store, 1, ("a", "tiny", 0, "prewarm"))).status_code == 202
+    assert worker.put(document(1, ("a", "tiny", 0, "prewarm"))).status_code == 202
     prewarmed = worker.wait_for(lambda s: states(s) == {"a": ReplicaState.PREWARMED})
     assert prewarmed.gpus[0].used_bytes == 2 * MIB  # the weights only, in one 2 MiB chunk
 
-    worker.put(document(store, 2, ("a", "tiny", 0, "serve")))
+    worker.put(document(2, ("a", "tiny", 0, "serve")))
     worker.wait_for(lambda s: states(s) == {"a": ReplicaState.SERVING})
-    worker.put(document(store, 3, ("a", "tiny", 0, "prewarm")))
+    worker.put(document(3, ("a", "tiny", 0, "prewarm")))
     demoted = worker.wait_for(lambda s: states(s) == {"a": ReplicaState.PREWARMED})
     assert demoted.gpus[0].used_bytes == 2 * MIB  # KV unmapped, weights kept
-    worker.put(document(store, 4, ("a", "tiny", 0, "serve"), ("b", "broken", 1, "serve")))
+    worker.put(document(4, ("a", "tiny", 0, "serve"), ("b", "broken", 1, "serve")))
     both = worker.wait_for(lambda s: s.observed_generation == 4)
     assert states(both) == {"a": ReplicaState.SERVING, "b": ReplicaState.FAILED}
     broken = next(r for r in both.replicas if r.id == "b")
@@ -129,7 +128,7 @@ async def test_the_served_model_lives_in_its_slot_and_stays_there(
     served: tuple[TestClient[Any, Any], WorkerRuntime], store: Path
 ) -> None:
     client, runtime = served
-    await client.put("/desired", data=document(store, 1, ("a", "tiny", 0, "serve")))
+    await client.put("/desired", data=document(1, ("a", "tiny", 0, "serve")))
     await wait_state(client, {"a": ReplicaState.SERVING})
     first = runtime.acquire("tiny")
     assert isinstance(first, TorchInstance)
@@ -142,9 +141,9 @@ async def test_the_served_model_lives_in_its_slot_and_stays_there(
     assert weights_end <= first.kv.data_ptr() < slot.address + slot.size_bytes  # KV right after the weights
     assert first.kv.data_ptr() + first.kv.nbytes <= slot.address + slot.size_bytes
 
-    await client.put("/desired", data=document(store, 2, ("a", "tiny", 0, "prewarm")))
+    await client.put("/desired", data=document(2, ("a", "tiny", 0, "prewarm")))
     await wait_state(client, {"a": ReplicaState.PREWARMED})
-    await client.put("/desired", data=document(store, 3, ("a", "tiny", 0, "serve")))
+    await client.put("/desired", data=document(3, ("a", "tiny", 0, "serve")))
     await wait_state(client, {"a": ReplicaState.SERVING})
     second = runtime.acquire("tiny")
     assert isinstance(second, TorchInstance) and second is not first

@@ -25,7 +25,7 @@ import gc
 import logging
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -376,7 +376,9 @@ class WorkerRuntime:
         weights = r.slots[0].view(0, r.weight_bytes) if checkpoint is not None else None
         layout = checkpoint.layout if checkpoint is not None else None
         # With no weights (fake-GPU mode) the engine itself plays the load time of the timing model.
-        r.prepared = await self.engine.prepare(r.spec, weights, layout)
+        # The engine reads config and tokenizer from the checkpoint the store resolved under its root.
+        spec = replace(r.spec, weights=str(checkpoint.path)) if checkpoint is not None else r.spec
+        r.prepared = await self.engine.prepare(spec, weights, layout)
         del weights
         self.metrics.load_seconds.labels(r.spec.name).observe(time.monotonic() - started)
         r.progress = 1.0
