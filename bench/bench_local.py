@@ -111,7 +111,8 @@ def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, see
         np.full(n, PROMPT_TOKENS, dtype=np.int64),
         np.full(n, setup.max_tokens, dtype=np.int64),
         replay.duration_s,
-        tuple(dataclasses.replace(s, rate_rps=s.rate_rps * scale / replay.compress) for s in series),
+        # the simulator forecasts concurrency as history rate x latency: give it the replay's own rates
+        tuple(dataclasses.replace(s, rate_rps=s.rate_rps * scale) for s in series),
         replay.start_sec,
         replay.compress,
     )
