@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
 from warmserve.operator.local.arrivals import ReplaySlice, sample_arrivals
 from warmserve.operator.local.forecasts import TraceForecasts
 from warmserve.operator.local.policies import DEFAULT_POLICY, LOCAL_POLICIES, PolicyChoice, policy
@@ -29,7 +30,6 @@ from warmserve.operator.local.setup import LocalSetup, default_models
 from warmserve.operator.local.traces import load_rates
 from warmserve.worker.errors import InvalidFieldError, WarmServeError
 
-SECONDS_PER_DAY = 86_400.0
 T = TypeVar("T")
 
 

@@ -22,13 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from warmserve.operator.forecast.concurrency import LatencyModel, LatencyModels, LoadSeries, load_series
+from warmserve.operator.forecast.concurrency import (
+    SECONDS_PER_DAY,
+    LatencyModel,
+    LatencyModels,
+    LoadSeries,
+    load_series,
+)
 from warmserve.operator.forecast.forecasters import LoadFit, fit_load, forecast, make_forecaster
 from warmserve.operator.forecast.traces import RateSeries
 from warmserve.operator.local.arrivals import ReplaySlice, rate_scale
 from warmserve.operator.snapshot import Demand, Forecast
-
-SECONDS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True)
