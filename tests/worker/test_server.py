@@ -213,6 +213,7 @@ async def test_serving_replica_lends_idle_kv_to_a_prewarm_and_takes_it_back(
     assert lent.gpus[0].lent_bytes == 20 * GIB
     assert lent.gpus[0].used_bytes == 80 * GIB - 4 * GIB  # 60 GiB of weights and mapped KV, 16 GiB borrowed
     assert next(r for r in lent.replicas if r.id == "l0").kv_total_bytes == 64 * GIB  # mapped plus lent
+    assert next(r for r in lent.replicas if r.id == "q0").borrowed
     resp = await client.post("/v1/completions", json={"model": "llama", "prompt": "x", "max_tokens": 2})
     assert resp.status == 200
 

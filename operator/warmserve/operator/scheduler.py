@@ -164,8 +164,7 @@ def build_snapshot(
                         state=ReplicaState.LOADING,
                         role=want.role,
                         since=observation.now,
-                        progress=0.0,
-                        kv_lent_bytes=want.kv_lend_bytes,
+                        progress=0.0,  # ordered, not yet reported: it has no KV space to lend yet
                     )
                 )
     return Snapshot(

@@ -106,6 +106,7 @@ class _Replica:
     reason: str = ""
     kv_lend_bytes: int = 0  # lent per GPU now (whole chunks)
     kv_lend_wanted: int = 0  # what the desired state asks to lend
+    borrowed: bool = False  # loaded into KV space a serving replica lends
     prepared: Prepared | None = None
     instance: Instance | None = None
     task: asyncio.Task[None] | None = None
@@ -256,6 +257,7 @@ class WorkerRuntime:
             inflight=inst.inflight if inst else 0,
             kv_total_bytes=r.kv_space if inst else 0,  # the planner's KV space: mapped plus lent
             kv_used_bytes=inst.kv_used_bytes // len(r.gpus) if inst else 0,
+            borrowed=r.borrowed,
             endpoint=self.config.endpoint if r.state is ReplicaState.SERVING else "",
             reason=r.reason,
         )
@@ -345,6 +347,10 @@ class WorkerRuntime:
         """Map the weights' memory and start the copy; wait if memory is being freed, else refuse."""
         r = _Replica(id=want.id, spec=spec, gpus=want.gpus, state=ReplicaState.LOADING, since=time.time())
         r.kv_lend_wanted = want.kv_lend_bytes
+        r.borrowed = any(
+            o.state in (ReplicaState.PROMOTING, ReplicaState.SERVING) and set(o.gpus) & set(want.gpus)
+            for o in self._replicas.values()
+        )
         try:
             checkpoint = self._checkpoint(spec)
         except WarmServeError as exc:  # corrupt or missing checkpoint, or shards we cannot cut
