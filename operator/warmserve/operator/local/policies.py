@@ -33,11 +33,8 @@ class PolicyChoice:
     uses_forecasts: bool
 
 
-#: What ``warmserve local`` runs by default: WarmServe without KV lending. With lending, a serving
-#: replica's report (KV mapped, lent space excluded; 0 while promoting) fails the snapshot's
-#: ``kv_lent_bytes <= kv_total_bytes`` check and the scheduler holds steady for the rest of the run
-#: (reported to the scheduler's and the worker's owners). ``--policy warmserve`` runs it as it is.
-DEFAULT_POLICY = "no-kv-reservation"
+#: What ``warmserve local`` measures by default.
+DEFAULT_POLICY = "warmserve"
 
 
 def policy(name: str) -> PolicyChoice:
