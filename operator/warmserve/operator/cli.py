@@ -2,8 +2,8 @@
 
 Each subcommand lives beside the code it drives, in a module that exposes
 ``register(subparsers) -> None``; registering sets ``func`` (``args -> exit code``) on its parser.
-Modules are imported only when the CLI starts, so a component whose optional dependency is missing
-(vLLM, say) fails with its own clear message only when its subcommand is used.
+Optional dependencies (vLLM) are imported only when their subcommand runs, so a missing one fails with
+its own clear message there, not at start-up.
 """
 
 from __future__ import annotations
@@ -30,17 +30,11 @@ class CliError(WarmServeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser from every subcommand module that exists in this installation."""
+    """Build the parser from every subcommand module."""
     parser = argparse.ArgumentParser(prog="warmserve", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and (exc.name == name or name.startswith(exc.name + ".")):
-                continue  # that component has no CLI (yet) in this installation
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
