@@ -32,6 +32,7 @@ from warmserve.operator.autoscaler import AutoscalerConfig, AutoscalerState, obs
 from warmserve.operator.occupancy import Occupancy
 from warmserve.operator.placement import PlacementConfig
 from warmserve.operator.plan import Action, ColdStart, Evict, Plan
+from warmserve.operator.policies.cleanup import evict_non_instances
 from warmserve.operator.policies.naming import replica_id
 from warmserve.operator.snapshot import Replica, Snapshot, SnapshotError
 from warmserve.worker.protocol import ReplicaState, Role
@@ -78,11 +79,7 @@ def autoscale_step(
     resident.update({(r.model, r.worker): now for r in snapshot.replicas})
     idle = _idle_since(snapshot, state.idle_since)
     occ = Occupancy(snapshot, {})
-    actions: list[Action] = []
-    for replica in snapshot.replicas:
-        if replica.state is ReplicaState.FAILED or not replica.is_instance:
-            occ.remove(replica.id)
-            actions.append(Evict(replica.id, replica.model, "failed or not an instance: drop it"))
+    actions = evict_non_instances(snapshot, occ)
     taken = {r.id for r in snapshot.replicas}
     for name in sorted(snapshot.models, key=lambda m: (-snapshot.models[m].priority, m)):
         model = snapshot.models[name]

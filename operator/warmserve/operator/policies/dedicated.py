@@ -20,7 +20,8 @@ from types import MappingProxyType
 
 from warmserve.operator.occupancy import Occupancy
 from warmserve.operator.placement import PlacementConfig, choose_cold
-from warmserve.operator.plan import Action, ColdStart, Evict, Plan
+from warmserve.operator.plan import ColdStart, Plan
+from warmserve.operator.policies.cleanup import evict_non_instances
 from warmserve.operator.policies.naming import replica_id
 from warmserve.operator.snapshot import ModelConfig, Replica, Snapshot, SnapshotError
 from warmserve.worker.protocol import ReplicaState, Role
@@ -76,11 +77,7 @@ def dedicated_step(snapshot: Snapshot, state: None, config: DedicatedConfig) -> 
     gpus = sum(len(w.gpus) for w in snapshot.workers)
     counts = instance_counts(snapshot.models, config.concurrency, gpus)
     occ = Occupancy(snapshot, {})
-    actions: list[Action] = []
-    for replica in snapshot.replicas:
-        if replica.state is ReplicaState.FAILED or not replica.is_instance:
-            occ.remove(replica.id)
-            actions.append(Evict(replica.id, replica.model, "failed or not an instance: drop it"))
+    actions = evict_non_instances(snapshot, occ)
     taken = {r.id for r in snapshot.replicas}
     for name in sorted(counts, key=lambda n: (-counts[n], n)):
         for _ in range(counts[name] - len(occ.of_model[name])):
