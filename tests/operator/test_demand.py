@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -33,7 +34,11 @@ def test_scores_decay_with_rank_and_bursts_weigh_peak_over_mean() -> None:
     config = ScoreConfig()
     assert rank_score(A, demand, 0, config) == pytest.approx(4.0)
     assert rank_score(A, demand, 1, config) == pytest.approx(4 * math.exp(-1 / 4))
-    assert rank_score(A, demand, 2, config) == pytest.approx(4 * math.exp(-2 / 4) * 37 / 20)
+    # 4·e^(-2/4)·37/20 = 4.49 and 4·e^(-3/4)·37/20 = 3.50 would outrank the last foundation replica
+    assert rank_score(A, demand, 2, config) == pytest.approx(4 * math.exp(-1 / 4))
+    assert rank_score(A, demand, 3, config) == pytest.approx(4 * math.exp(-1 / 4))
+    small_burst = replica_demand(A, mean=20, peak=25, instances=0)  # nf = 3, nb = 1, x 1.25
+    assert rank_score(A, small_burst, 3, config) == pytest.approx(4 * math.exp(-3 / 4) * 25 / 20)
     assert rank_score(A, demand, 4, config) == 0.0
     idle_mean = replica_demand(A, mean=0, peak=10, instances=0)
     assert rank_score(A, idle_mean, 0, config) == pytest.approx(4 * 10 / 1.0)  # mean floored at 1
@@ -63,6 +68,15 @@ def test_prewarmed_replicas_rank_loaded_first_then_oldest_and_surplus_scores_zer
     )
     scores = prewarm_scores(snap, ScoreConfig())
     assert scores["extra"] == pytest.approx(4.0)  # loaded and oldest: rank 0
-    assert scores["old"] == pytest.approx(4 * math.exp(-1 / 2) * 2)  # burst, x peak/mean
+    assert scores["old"] == pytest.approx(4.0)  # burst: 4·e^(-1/2)·2 capped at the foundation's score
     assert scores["new"] == 0.0
     assert scores["nofc"] == 0.0
+
+
+@given(st.floats(0, 100), st.floats(0, 400), st.integers(0, 10))
+def test_scores_never_rise_with_rank(mean: float, extra: float, instances: int) -> None:
+    """Greedy placement places a model's ranks in order and evicts by score: a later rank scoring more
+    than an earlier one would be placed after lower-score replicas it then evicts at the next step."""
+    demand = replica_demand(A, mean, mean + extra, instances)
+    scores = [rank_score(A, demand, rank, ScoreConfig()) for rank in range(demand.total + 1)]
+    assert all(later <= earlier for earlier, later in itertools.pairwise(scores))

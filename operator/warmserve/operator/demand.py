@@ -4,9 +4,10 @@ With B requests per instance and I instances running, a forecast (mean, peak con
 horizon) asks for ``nf = max(ceil(mean/B) - I, 0)`` *foundation* replicas (needed on average) and
 ``nb = max(ceil(peak/B) - I - nf, 0)`` *burst* replicas (needed at the peak). The replica of rank i
 (0 = the first to be promoted) scores ``priority × cold_start_s × exp(-i/(nf+nb))``, burst replicas
-also × peak/mean: what a replica is worth is the cold start it saves, discounted by how unlikely it is
-to be used. A model without a forecast asks for no prewarmed replica (it is served reactively), and
-every prewarmed replica beyond its demand scores 0: kept while memory is free, evicted first.
+also × peak/mean but never above the last foundation replica (scores never rise with rank): what a
+replica is worth is the cold start it saves, discounted by how unlikely it is to be used. A model
+without a forecast asks for no prewarmed replica (it is served reactively), and every prewarmed
+replica beyond its demand scores 0: kept while memory is free, evicted first.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def rank_score(model: ModelConfig, demand: ReplicaDemand, rank: int, config: Sco
     score = model.priority * model.cold_start_s * math.exp(-rank / demand.total)
     if rank >= demand.foundation:
         score *= demand.peak / max(demand.mean, config.burst_mean_floor)
+        if demand.foundation:
+            # promoted only after every foundation replica, a burst replica is never worth more than
+            # they are: greedy placement (and evicting by score) relies on scores falling with rank
+            score = min(score, rank_score(model, demand, demand.foundation - 1, config))
     return score
 
 
