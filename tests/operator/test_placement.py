@@ -78,11 +78,31 @@ def test_the_cold_start_gpu_is_idle_and_covered_by_the_lowest_score() -> None:
         prewarmed("p3", "p", [3]),
         prewarmed("q3", "q", [3]),
     ]
-    occ = occupancy(replicas, {"q1": 5.0, "p3": 1.0, "q3": 1.0})
+    # only single-GPU models declared: no block of a wider model to keep whole
+    occ = Occupancy(snapshot(SINGLE, replicas), {"q1": 5.0, "p3": 1.0, "q3": 1.0})
     choice = choose_cold(occ, "new", CONFIG)
     assert choice is not None and choice.gpus == (3,) and {r.id for r in choice.evict} == {"p3", "q3"}
-    occ = occupancy(replicas, {"q1": 1.0, "p3": 1.0, "q3": 1.0})
+    occ = Occupancy(snapshot(SINGLE, replicas), {"q1": 1.0, "p3": 1.0, "q3": 1.0})
     assert choose_cold(occ, "new", CONFIG).gpus == (1,)  # type: ignore[union-attr]  # same score, fewer replicas
+
+
+def test_narrow_owners_pack_into_blocks_that_already_serve() -> None:
+    # TP-2 models are declared: GPUs 0-1 and 2-3 are the blocks a TP-2 replica can start on
+    replicas = [serving("s", "p", [0], 8), prewarmed("q1", "q", [1])]
+    occ = occupancy(replicas, {"q1": 5.0})
+    choice = choose_cold(occ, "new", CONFIG)  # GPU 1 (evicting q1) keeps block 2-3 whole for a TP-2 start
+    assert choice is not None and choice.gpus == (1,) and [r.id for r in choice.evict] == ["q1"]
+    assert choose_cold(occ, "t", CONFIG).gpus == (2, 3)  # type: ignore[union-attr]
+    occ.remove("s")  # nothing serves: any first owner breaks a block, so the lowest score decides
+    assert choose_cold(occ, "new", CONFIG).gpus == (0,)  # type: ignore[union-attr]
+
+
+def test_promotion_and_prewarm_prefer_blocks_that_already_serve() -> None:
+    replicas = [serving("s", "p", [0], 8), prewarmed("new1", "new", [1]), prewarmed("new3", "new", [3])]
+    occ = occupancy(replicas, {"new1": 1.0, "new3": 1.0})
+    assert choose_promotion(occ, "new", CONFIG).replica.id == "new1"  # type: ignore[union-attr]
+    occ = occupancy([serving("s", "p", [0], 8)], {})
+    assert choose_prewarm(occ, "q", 5.0, CONFIG).gpus == (1,)  # type: ignore[union-attr]
 
 
 def test_a_cold_start_needs_room_for_weights_and_some_kv() -> None:

@@ -54,6 +54,8 @@ class Occupancy:
         self.now = snapshot.now
         self.models: Mapping[str, ModelConfig] = snapshot.models
         self.workers: tuple[Worker, ...] = snapshot.workers
+        self._by_name = {w.name: w for w in snapshot.workers}
+        self.widest = max((m.spec.tensor_parallel for m in snapshot.models.values()), default=1)
         self.replicas: dict[str, Replica] = {}
         self.scores: dict[str, float] = dict(scores)
         self.capacity: dict[GpuKey, int] = {}
@@ -121,6 +123,21 @@ class Occupancy:
     def _forget_sites(self, worker: str) -> None:
         for key in [k for k in self._sites if k[0] == worker]:
             del self._sites[key]
+
+    def breaks_block(self, worker: str, gpus: tuple[int, ...]) -> bool:
+        """Whether a serving replica on ``gpus`` would be the first owner in the aligned block of the
+        widest declared tensor parallelism around them.
+
+        Such a block is where a replica of the widest model can still be started or promoted (owners
+        are never evicted to make room); owners of narrower models packed into blocks that already
+        have one keep it so, instead of fragmenting every block and starving the widest model.
+        """
+        if len(gpus) >= self.widest:
+            return False
+        for block in self.blocks(self._by_name[worker], self.widest):
+            if gpus[0] in block:
+                return not any((worker, g) in self.owner_of for g in block)
+        return False
 
     def shard(self, replica: Replica) -> int:
         return self.models[replica.model].spec.shard_bytes

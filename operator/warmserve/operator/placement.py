@@ -53,14 +53,15 @@ class Choice:
 def choose_prewarm(occ: Occupancy, model: str, score: float, config: PlacementConfig) -> Choice | None:
     """Best GPU set for a prewarmed replica of ``model`` scoring ``score``, or ``None`` if none fits.
 
-    Prefers, in order: sets where it becomes the top-score replica; the least score evicted; the least
+    Prefers, in order: sets where it becomes the top-score replica; the least score evicted; sets whose
+    promotion would not break a block of the widest model (:meth:`Occupancy.breaks_block`); the least
     score overlapped; the free pool over KV space lent by a serving replica. Only prewarmed replicas
     of lower score are evicted (never serving ones, never lent space beyond what is lent).
     """
     spec = occ.models[model].spec
     tp, need = spec.tensor_parallel, spec.shard_bytes
     limit = score if config.evict_aware else float("-inf")
-    best: tuple[tuple[bool, float, float, bool, int, int], Choice] | None = None
+    best: tuple[tuple[bool, float, bool, float, bool, int, int], Choice] | None = None
     for site in occ.sites(tp):
         keys = [(site.worker, g) for g in site.gpus]
         fits = _fits(occ, keys, model, need, site.lender)
@@ -75,11 +76,13 @@ def choose_prewarm(occ: Occupancy, model: str, score: float, config: PlacementCo
             continue
         top, overlapped = _overlap(occ, keys, evict, score)
         borrowed = site.lender is not None
-        key = (not top, sum(occ.score(r.id) for r in evict), overlapped, borrowed, site.windex, site.gpus[0])
+        evicted = sum(occ.score(r.id) for r in evict)
+        breaks = occ.breaks_block(site.worker, site.gpus)
+        key = (not top, evicted, breaks, overlapped, borrowed, site.windex, site.gpus[0])
         if best is None or key < best[0]:
             best = (key, Choice(site.worker, site.gpus, evict, borrowed, top, overlapped))
-            if key[:4] == (False, 0.0, 0.0, False):
-                break  # nothing can beat an idle, unshared set
+            if key[:5] == (False, 0.0, False, 0.0, False):
+                break  # nothing can beat an idle, unshared set in a block already served
     return None if best is None else best[1]
 
 
@@ -152,11 +155,12 @@ def _make_room(occ: Occupancy, keys: list[GpuKey], need: int, limit: float) -> t
 
 def choose_cold(occ: Occupancy, model: str, config: PlacementConfig) -> Choice | None:
     """GPU set for a cold start of ``model``: idle GPUs (no serving replica, no replica of ``model``)
-    with room for its weights plus ``min_serving_kv_bytes``, covered by the lowest total score, then
-    the fewest prewarmed replicas, all of which it evicts. ``None`` if no set qualifies."""
+    with room for its weights plus ``min_serving_kv_bytes``, first in a block of the widest model that
+    already serves (:meth:`Occupancy.breaks_block`), then covered by the lowest total score, then the
+    fewest prewarmed replicas, all of which it evicts. ``None`` if no set qualifies."""
     spec = occ.models[model].spec
     need = spec.shard_bytes + config.min_serving_kv_bytes
-    best: tuple[tuple[float, int, int, int], Choice] | None = None
+    best: tuple[tuple[bool, float, int, int, int], Choice] | None = None
     for site in occ.sites(spec.tensor_parallel):
         if site.lender is not None:
             continue  # the GPUs serve another model
@@ -164,8 +168,9 @@ def choose_cold(occ: Occupancy, model: str, config: PlacementConfig) -> Choice |
         if any(model in occ.models_on[k] or occ.capacity[k] < need for k in keys):
             continue
         covering = occ.touching(site.worker, site.gpus)
-        key = (sum(occ.score(r.id) for r in covering), len(covering), site.windex, site.gpus[0])
-        if key[:2] == (0.0, 0):
+        breaks = occ.breaks_block(site.worker, site.gpus)
+        key = (breaks, sum(occ.score(r.id) for r in covering), len(covering), site.windex, site.gpus[0])
+        if key[:3] == (False, 0.0, 0):
             return Choice(site.worker, site.gpus)
         if best is None or key < best[0]:
             best = (key, Choice(site.worker, site.gpus, evict=tuple(covering)))
@@ -183,10 +188,11 @@ class Promotion:
 
 def choose_promotion(occ: Occupancy, model: str, config: PlacementConfig) -> Promotion | None:
     """The prewarmed replica of ``model`` to promote: fully loaded before loading (most progress first),
-    then the one whose promotion drops the least score of other prewarmed replicas on its GPUs.
+    then one that breaks no block of the widest model (:meth:`Occupancy.breaks_block`), then the one
+    whose promotion drops the least score of other prewarmed replicas on its GPUs.
     Borrowed replicas (in a serving replica's lent space) cannot be served there and are skipped."""
     need = occ.shard_of(model) + config.min_serving_kv_bytes
-    best: tuple[tuple[bool, float, float, str], Promotion] | None = None
+    best: tuple[tuple[bool, float, bool, float, str], Promotion] | None = None
     for rid in occ.of_model[model]:
         replica = occ.replicas[rid]
         keys = [(replica.worker, g) for g in replica.gpus]
@@ -196,7 +202,8 @@ def choose_promotion(occ: Occupancy, model: str, config: PlacementConfig) -> Pro
             continue
         others = [r for r in occ.touching(replica.worker, replica.gpus) if r.id != rid]
         overlapped = sum(occ.score(r.id) for r in others)
-        key = (replica.state is not ReplicaState.PREWARMED, -replica.progress, overlapped, rid)
+        breaks = occ.breaks_block(replica.worker, replica.gpus)
+        key = (replica.state is not ReplicaState.PREWARMED, -replica.progress, breaks, overlapped, rid)
         if best is None or key < best[0]:
             best = (key, Promotion(replica, tuple(others), overlapped))
     return None if best is None else best[1]
