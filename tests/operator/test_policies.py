@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.operator.planning_builders import model, serving, snapshot, workers
+from tests.operator.planning_builders import GIB, model, serving, snapshot, workers
 from warmserve.operator.plan import ColdStart, Evict, Prewarm, Promote
 from warmserve.operator.policies.autoscale import AutoscaleConfig, AutoscaleState, autoscale_step
 from warmserve.operator.policies.dedicated import DedicatedConfig, dedicated_step, instance_counts
@@ -127,6 +127,14 @@ def test_muxserve_places_every_model_with_shares_and_quotas_that_add_up() -> Non
         assert weights + sum(unit.kv_quota_bytes.values()) <= 16 * (1 << 30)
     heavy = [u for u in units if "a" in u.models]
     assert len(heavy) == 2  # the popular model is on both units
+
+
+def test_muxserve_splits_every_colocated_model_over_the_whole_unit() -> None:
+    # 8 GiB of the TP-2 model per GPU; the 12 GiB single-GPU model fits beside it only split in two
+    models = {"wide": model("wide", gib=16, tp=2), "narrow": model("narrow", gib=12)}
+    (unit,) = muxserve_layout(models, workers(1, gpus=2, gib=16), {"wide": 1.0, "narrow": 1.0})
+    assert unit.gpus == (0, 1) and unit.models == ("narrow", "wide")
+    assert sum(unit.kv_quota_bytes.values()) == pytest.approx(2 * GIB, abs=2)  # 16 - 8 - 6 GiB per GPU
 
 
 def test_muxserve_rejects_a_model_that_fits_nowhere() -> None:

@@ -25,7 +25,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -354,7 +354,7 @@ class Simulation:
         )
         for unit in muxserve_layout(self.models, workers, self.sizing.mean):
             for model in unit.models:
-                spec = self.models[model].spec
+                spec = replace(self.models[model].spec, tensor_parallel=len(unit.gpus))  # the whole unit
                 share = unit.compute_share[model]
                 inst = self._instance(spec, unit.kv_quota_bytes[model] * spec.tensor_parallel, 1.0 / share)
                 rid = f"{model}@{unit.worker}:{'-'.join(map(str, unit.gpus))}"

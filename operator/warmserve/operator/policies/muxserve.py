@@ -7,6 +7,9 @@ never changes, so there are no cold starts after the start: every model is alway
 - Each model gets replicas in proportion to its expected load, at least one (MuxServe's popularity-aware
   placement); replicas go, heaviest first, to the unit (an aligned block of GPUs of the widest tensor
   parallelism) with the least load so far that has room for the weights and holds no replica of it.
+- Every model on a unit is parallelized over all the unit's GPUs (MuxServe runs each LLM of a mesh with
+  intra-operator parallelism across the whole mesh and multiplexes them by SM share), so its weights
+  and KV space are split over those GPUs and its iterations run at that tensor parallelism.
 - On a unit, the memory left after all weights is split into fixed KV quotas, and the compute into
   fixed shares, both in proportion to each colocated model's expected load (MuxServe's unified KV cache
   with per-LLM quotas, and its SM partition). A model's iterations on a shared unit therefore take
@@ -57,7 +60,7 @@ def muxserve_layout(
     used = [0] * len(units)
     order = sorted(((weight[n] / replicas[n], n) for n in models for _ in range(replicas[n])), reverse=True)
     for per_replica, name in order:
-        shard = models[name].spec.shard_bytes
+        shard = -(-models[name].spec.weight_bytes // size)  # split over the unit's GPUs
         fits = [
             i
             for i, (_, gpus) in enumerate(units)
