@@ -76,14 +76,40 @@ def test_a_cold_start_takes_the_idle_gpu_covered_by_the_lowest_score() -> None:
     assert [e.replica_id for e in of(plan, Evict)][:1] == ["pc2"]
 
 
-def test_no_cold_start_when_every_gpu_is_serving() -> None:
+def test_a_model_waiting_with_no_gpu_takes_one_from_a_model_with_spare_instances() -> None:
     snap = snapshot(
         [model("a"), model("b")],
-        [serving(f"s{g}", "b", [g], 8) for g in range(4)],
+        [serving(f"s{g}", "b", [g], 8, inflight=8 - g) for g in range(4)],
         demand={"a": 3.0, "b": 30},
     )
     plan = step(snap)
-    assert not of(plan, ColdStart) and not of(plan, Promote)
+    (demoted,) = of(plan, Demote)  # the least busy of b's four instances
+    assert demoted.replica_id == "s3" and "a has requests waiting" in demoted.reason
+    (start,) = of(plan, ColdStart)
+    assert start.model == "a" and start.gpus == (3,)
+
+
+def test_a_wide_model_waiting_takes_a_whole_block_and_protected_instances_stay() -> None:
+    replicas = [serving("b0", "b", [0], 8), serving("c1", "c", [1], 8)]
+    replicas += [serving("b2", "b", [2], 8, inflight=5), serving("c3", "c", [3], 8, inflight=5)]
+    snap = snapshot([model("w", tp=2), model("b"), model("c")], replicas, demand={"w": 1.0, "b": 9, "c": 9})
+    plan = step(snap)  # the least busy block, each model keeping an instance
+    assert sorted(a.replica_id for a in of(plan, Demote)) == ["b0", "c1"]
+    assert [a.gpus for a in of(plan, ColdStart)] == [(0, 1)]
+    plan = step(snap, AutoscalerState(protected_until={"b0": 200.0}))
+    assert sorted(a.replica_id for a in of(plan, Demote)) == ["b2", "c3"]
+    assert [a.gpus for a in of(plan, ColdStart)] == [(2, 3)]
+
+
+def test_no_cold_start_when_every_gpu_serves_a_models_only_instance() -> None:
+    snap = snapshot(
+        [model("a"), model("b"), model("c")],
+        [serving("sb", "b", [0], 8), serving("sc", "c", [1], 8)],
+        demand={"a": 3.0, "b": 30, "c": 1},
+        cluster=workers(1, 2),
+    )
+    plan = step(snap)
+    assert not of(plan, ColdStart) and not of(plan, Promote) and not of(plan, Demote)
 
 
 def test_scale_out_follows_the_smoothed_load() -> None:

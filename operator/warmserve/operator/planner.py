@@ -139,6 +139,7 @@ class _Step:
         """Scale each model to its target, all scale-ins first (they free GPUs), then scale-outs by
         descending model priority; return the ids of the instances started."""
         models = self.snapshot.models
+        starving = {n for n in models if not self.instances(n) and self.snapshot.demand_of(n).total > 0}
         targets = {
             name: target_instances(
                 models[name],
@@ -147,7 +148,7 @@ class _Step:
                 len(self.instances(name)),
                 self.config.autoscaler,
             )
-            for name in sorted(models, key=lambda n: (-models[n].priority, n))
+            for name in sorted(models, key=lambda n: (n not in starving, -models[n].priority, n))
         }
         for name, target in targets.items():
             current = self.instances(name)
@@ -157,10 +158,50 @@ class _Step:
         for name, target in targets.items():
             for _ in range(target.instances - len(self.instances(name))):
                 rid = self.scale_out(name, target.reason)
+                if rid is None and name in starving and self.preempt(name, state):
+                    rid = self.scale_out(name, target.reason)
                 if rid is None:
                     break
                 started.append(rid)
         return started
+
+    def preempt(self, model: str, state: AutoscalerState) -> bool:
+        """Make room for ``model``, whose requests wait with no instance and no GPU set to start one:
+        demote every serving instance on the aligned set of its size where each of them is the spare
+        instance of a model that keeps another one (unprotected; fewest requests in flight first).
+
+        Serving replicas are otherwise never moved, so without this a wide model waits for a scale-in
+        that busy narrow models may not do for hours. ``False`` when no such set exists."""
+        occ, now = self.occ, self.occ.now
+        tp = self.snapshot.models[model].spec.tensor_parallel
+        best: tuple[tuple[float, int, int, int], list[Replica]] | None = None
+        for windex, worker in enumerate(occ.workers):
+            for gpus in occ.blocks(worker, tp):
+                owners = sorted({occ.owner_of[k] for g in gpus if (k := (worker.name, g)) in occ.owner_of})
+                victims = [occ.replicas[rid] for rid in owners]
+                if not victims or not self._spare(victims, state, now):
+                    continue
+                key = (sum(v.inflight for v in victims), len(victims), windex, gpus[0])
+                if best is None or key < best[0]:
+                    best = (key, victims)
+        if best is None:
+            return False
+        for victim in best[1]:
+            left = len(self.instances(victim.model)) - 1
+            why = f"{model} has requests waiting, no instance and no GPUs: {victim.model} keeps {left}"
+            self.actions.append(Demote(victim.id, victim.model, why))
+            occ.update(as_prewarmed(victim, now))
+        return True
+
+    def _spare(self, victims: list[Replica], state: AutoscalerState, now: float) -> bool:
+        """Whether all of ``victims`` may be demoted at once: serving, unprotected, and each model
+        left with at least one instance."""
+        per_model: dict[str, int] = {}
+        for victim in victims:
+            if victim.state is not ReplicaState.SERVING or state.is_protected(victim.id, now):
+                return False
+            per_model[victim.model] = per_model.get(victim.model, 0) + 1
+        return all(len(self.instances(m)) > n for m, n in per_model.items())
 
     def scale_out(self, model: str, reason: str) -> str | None:
         """Promote the best prewarmed replica of ``model``, else cold-start one; ``None`` if neither fits."""
