@@ -112,8 +112,18 @@ class SimWorker:
         self.reconcile(now)
 
     def reconcile(self, now: float) -> None:
-        """Carry out what :func:`converge` asks for now."""
-        current = [
+        """Carry out what :func:`converge` asks for now; after a drain, converge again at once, as the
+        real runtime does, so that a replica drained with nothing in flight is demoted or released now
+        (no request will finish later to wake it, and it would hold its GPUs as their owner)."""
+        drained = True
+        while drained:
+            steps = converge(self.desired, self._currents())
+            for step in steps:
+                self._step(step.kind, step.replica, step.desired, now)
+            drained = any(step.kind is StepKind.DRAIN for step in steps)
+
+    def _currents(self) -> list[Current]:
+        return [
             Current(
                 r.id,
                 r.spec.name,
@@ -124,8 +134,6 @@ class SimWorker:
             )
             for r in self.replicas.values()
         ]
-        for step in converge(self.desired, current):
-            self._step(step.kind, step.replica, step.desired, now)
 
     def _step(self, kind: StepKind, rid: str, want: DesiredReplica | None, now: float) -> None:
         self.epoch += 1
