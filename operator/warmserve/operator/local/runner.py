@@ -69,15 +69,8 @@ def child_specs(
         argv = python_module(
             "warmserve.operator.cli",
             *("worker", "--name", name, "--host", host, "--port", str(port), "--gpus", str(setup.gpus)),
-            *(
-                "--engine",
-                "fake",
-                "--gpu-memory",
-                f"{setup.gpu_memory_gib}GiB",
-                "--gpu-profile",
-                setup.profile,
-            ),
-            *("--tier", setup.tier.value, "--speed", str(setup.speed)),
+            *("--gpu-memory", f"{setup.gpu_memory_gib}GiB", *_engine_args(setup)),
+            python=setup.worker_python,
         )
         specs.append(ChildSpec(name, argv, f"{workers[name]}/readyz"))
     port = gateway_port or free_port()
@@ -91,6 +84,22 @@ def child_specs(
     )
     specs.append(ChildSpec("gateway", argv, f"{gateway}/healthz"))
     return tuple(specs), Endpoints(gateway, workers)
+
+
+def _engine_args(setup: LocalSetup) -> tuple[str, ...]:
+    """The worker options of ``setup``'s engine.
+
+    torch: real weights from the run's model store into host-memory pools, one intra-op thread (several
+    workers share this machine's cores). vllm: vLLM owns its memory, so the pool only does the accounting
+    (``fake``) and the checkpoint is read by its absolute path. fake: the timing profile and weight tier.
+    """
+    if setup.engine == "torch":
+        store = setup.checkpoints[setup.models[0]].path.parent  # every checkpoint sits in the run's store
+        return ("--engine", "torch", "--store", str(store), "--threads", "1")
+    if setup.engine == "vllm":
+        return ("--engine", "vllm", "--pool", "fake")
+    fake = ("--engine", "fake", "--gpu-profile", setup.profile)
+    return (*fake, "--tier", setup.tier.value, "--speed", str(setup.speed))
 
 
 @contextlib.asynccontextmanager
