@@ -66,8 +66,7 @@ class RunningWorker:
             generation=self.generation,
             models=models,
             replicas=tuple(
-                DesiredReplica(rid, m, (i,), role)
-                for i, (rid, m) in enumerate(sorted(replicas.items()))
+                DesiredReplica(rid, m, (i,), role) for i, (rid, m) in enumerate(sorted(replicas.items()))
             ),
         )
         async with aiohttp.ClientSession() as s, s.put(f"{self.url}/desired", data=desired.to_json()) as r:
