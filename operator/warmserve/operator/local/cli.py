@@ -140,6 +140,7 @@ def _engine_defaults(args: argparse.Namespace) -> None:
     if args.engine == "vllm":
         args.vllm_python = args.vllm_python or VLLM_VENV / "bin" / "python"
         _check_vllm_python(args.vllm_python)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV per vLLM engine (workers inherit it)
 
 
 def _check_vllm_python(python: Path) -> None:
@@ -147,7 +148,7 @@ def _check_vllm_python(python: Path) -> None:
     expected = "--vllm-python: expected the python of a vllm-cpu venv (scripts/vllm-cpu-env.sh builds one)"
     if not python.is_file():
         raise LocalError(f"{expected}, got {str(python)!r}, which does not exist")
-    probe = "import importlib.util, warmserve.worker.process; assert importlib.util.find_spec('vllm'), 'no vllm'"
+    probe = "import importlib.util as u, warmserve.worker.process; assert u.find_spec('vllm'), 'no vLLM'"
     done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["it failed"])[-1]

@@ -35,7 +35,8 @@ from warmserve.operator.scheduler import ForecastSource, Scheduler, run
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
 SETTLE_S = 1.0
-#: Seconds the gateway holds a request for lack of an instance before answering 503 (far past any SLO).
+#: Seconds the gateway holds a request for lack of an instance before answering 503 (far past any SLO;
+#: longer for an engine whose cold start takes longer, see :meth:`LocalSetup.hold_timeout_s`).
 HOLD_TIMEOUT_S = 15.0
 
 
@@ -80,7 +81,7 @@ def child_specs(
         *("gateway", "--host", host, "--port", str(port)),
         *(a for url in workers.values() for a in ("--worker", url)),
         *(a for m in setup.models for a in ("--model", f"{m}:{setup.max_concurrency}")),
-        *("--hold-timeout", str(HOLD_TIMEOUT_S)),
+        *("--hold-timeout", str(setup.hold_timeout_s(HOLD_TIMEOUT_S))),
     )
     specs.append(ChildSpec("gateway", argv, f"{gateway}/healthz"))
     return tuple(specs), Endpoints(gateway, workers)

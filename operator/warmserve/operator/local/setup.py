@@ -156,6 +156,12 @@ class LocalSetup:
         )
         return max((prefill + decode) * self.speed, 1e-6)
 
+    def hold_timeout_s(self, floor_s: float) -> float:
+        """How long the gateway holds a request for lack of an instance: ``floor_s``, or twice the
+        slowest cold start if longer (a vLLM engine starting on a CPU), so that a request arriving at a
+        model with no instance can outlast the cold start it triggers."""
+        return max(floor_s, 2 * max(self.load_s(m) for m in self.models))
+
     def latencies(self) -> Mapping[str, float]:
         return {m: self.latency_s(m) for m in self.models}
 
