@@ -48,6 +48,9 @@ class Checkpoint:
 
 def make_checkpoints(root: Path, models: Sequence[str]) -> dict[str, Checkpoint]:
     """Write a tiny checkpoint per model under ``root`` (an existing directory) and measure each."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no "Writing model shards" bars
     store = ModelStore(root)
     out = {}
     for i, model in enumerate(sorted(models)):
