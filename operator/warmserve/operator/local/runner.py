@@ -152,7 +152,9 @@ async def run_policy(
             total=len(arrivals), desc=f"{choice.name:>12}", unit="req", disable=not progress, file=sys.stderr
         )
         try:
-            config = ClientConfig(max_tokens=setup.max_tokens)
+            # A request may be held for the gateway's whole hold time, then still has to be answered.
+            timeout = setup.hold_timeout_s(HOLD_TIMEOUT_S) + ClientConfig().timeout_s
+            config = ClientConfig(max_tokens=setup.max_tokens, timeout_s=timeout)
             outcomes = await replay(ends.gateway, arrivals, config, on_done=lambda _: bar.update())
         finally:
             bar.close()
