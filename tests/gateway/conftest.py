@@ -51,8 +51,11 @@ class RunningWorker:
     runtime: WorkerRuntime
     generation: int = 0
 
-    async def serve(self, replicas: Mapping[str, str], caps: Mapping[str, int]) -> None:
-        """Make exactly ``replicas`` (id → model) serve, one per GPU, each model with cap B from ``caps``."""
+    async def serve(
+        self, replicas: Mapping[str, str], caps: Mapping[str, int], role: Role = Role.SERVE
+    ) -> None:
+        """Make exactly ``replicas`` (id → model) serve (or, with ``role`` prewarm, be prewarmed), one per
+        GPU, each model with cap B from ``caps``."""
         self.generation += 1
         models = {
             m: ModelSpec(m, "/nonexistent", WEIGHT_BYTES, kv_bytes_per_token=1024, max_concurrency=caps[m])
@@ -63,16 +66,16 @@ class RunningWorker:
             generation=self.generation,
             models=models,
             replicas=tuple(
-                DesiredReplica(rid, m, (i,), Role.SERVE)
-                for i, (rid, m) in enumerate(sorted(replicas.items()))
+                DesiredReplica(rid, m, (i,), role) for i, (rid, m) in enumerate(sorted(replicas.items()))
             ),
         )
         async with aiohttp.ClientSession() as s, s.put(f"{self.url}/desired", data=desired.to_json()) as r:
             assert r.status == 202, await r.text()
+        wanted = ReplicaState.SERVING if role is Role.SERVE else ReplicaState.PREWARMED
         for _ in range(500):
             state = await self.state()
             if state.observed_generation == self.generation and all(
-                r.state is ReplicaState.SERVING for r in state.replicas
+                r.state is wanted for r in state.replicas
             ):
                 return
             await asyncio.sleep(0.01)

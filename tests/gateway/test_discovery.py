@@ -29,8 +29,8 @@ def test_only_serving_replicas_become_instances() -> None:
         _replica("r5", "n", ReplicaState.SERVING),
     )
     assert serving_instances(state, "http://w:8000") == (
-        Instance("http://w:8000", "r1", "m", "http://10.0.0.1:9000", 3),
-        Instance("http://w:8000", "r5", "n", "http://w:8000", 0),
+        Instance("http://w:8000", "r1", "m", "http://10.0.0.1:9000", 3, serving_since=1.0),
+        Instance("http://w:8000", "r5", "n", "http://w:8000", 0, serving_since=1.0),
     )
 
 

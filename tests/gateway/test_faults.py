@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tests.gateway.conftest import RunningGateway, RunningWorker, start_gateway, start_worker, wait_for
 from warmserve.gateway.config import DeclaredModel, GatewayConfig
+from warmserve.worker.protocol import Role
 
 #: Long enough that discovery never refreshes during a test that needs a stale table.
 SLOW_POLL = 60.0
@@ -62,6 +63,27 @@ async def test_a_replica_gone_from_its_worker_404_is_retried_elsewhere(cleanup: 
     await a.serve({}, {})  # the worker drops its replica and answers 404 for it
     assert list(await asyncio.gather(_complete(gw.url, stream=True), _complete(gw.url))) == [200, 200]
     assert _retries(gw) == 1
+
+
+async def test_a_replica_refusing_while_it_switches_serves_the_request_once_promoted_again(
+    cleanup: list[web.AppRunner],
+) -> None:
+    """A request sent to an instance being demoted is refused (503) and held; when the same replica is
+    promoted again it is a new instance, and the held request goes there (not a 503 at the deadline)."""
+    worker = await start_worker("a", gpus=1)
+    cleanup.append(worker.runner)
+    await worker.serve({"a1": "m"}, {"m": 1})
+    models = (DeclaredModel("m", 1),)
+    config = GatewayConfig(models, (worker.url,), poll_interval_s=SLOW_POLL, hold_timeout_s=5.0)
+    gw = await start_gateway(config)
+    cleanup.append(gw.runner)
+    await wait_for(lambda: len(gw.gateway.router.table.get("m", ())) == 1)
+    await worker.serve({"a1": "m"}, {"m": 1}, role=Role.PREWARM)  # the gateway's table still lists it
+    request = asyncio.create_task(_complete(gw.url, stream=True))
+    await wait_for(lambda: _retries(gw) == 1)  # refused by the worker, now held
+    await worker.serve({"a1": "m"}, {"m": 1})
+    gw.gateway.set_workers([worker.url])  # discovery polls now rather than at its next interval
+    assert await asyncio.wait_for(request, timeout=3.0) == 200
 
 
 async def test_all_instances_failing_ends_in_503_at_the_deadline(cleanup: list[web.AppRunner]) -> None:

@@ -72,7 +72,7 @@ async def test_excluded_instances_are_not_handed_to_a_retry() -> None:
     router = Router([DeclaredModel("m", 1)], queue_limit=8)
     a, b = _instance("a"), _instance("b")
     router.update({"m": (a,)})
-    retry = asyncio.create_task(router.acquire("m", frozenset({a.key}), _deadline()))
+    retry = asyncio.create_task(router.acquire("m", frozenset({a.incarnation}), _deadline()))
     await _settle()
     assert not retry.done()
     router.update({"m": (a, b)})

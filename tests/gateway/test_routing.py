@@ -27,8 +27,15 @@ def test_skips_instances_at_the_cap_and_answers_none_when_all_are() -> None:
 
 def test_excluded_instances_are_never_picked() -> None:
     a, b = _instance("a"), _instance("b")
-    assert pick_instance([a, b], {b.key: 1}, cap=4, exclude={a.key}) == b
-    assert pick_instance([a, b], {}, cap=4, exclude={a.key, b.key}) is None
+    assert pick_instance([a, b], {b.key: 1}, cap=4, exclude={a.incarnation}) == b
+    assert pick_instance([a, b], {}, cap=4, exclude={a.incarnation, b.incarnation}) is None
+
+
+def test_a_replica_promoted_again_is_a_new_instance_for_a_request_it_failed() -> None:
+    before = Instance("http://w1", "a", "m", "http://w1", serving_since=10.0)
+    again = Instance("http://w1", "a", "m", "http://w1", serving_since=12.5)
+    assert pick_instance([before], {}, cap=4, exclude={before.incarnation}) is None
+    assert pick_instance([again], {}, cap=4, exclude={before.incarnation}) == again
 
 
 def test_ties_go_to_the_lower_reported_load_then_the_lower_key() -> None:
@@ -55,8 +62,8 @@ def test_choice_is_eligible_and_least_loaded(
     instances: list[Instance], data: st.DataObject, cap: int
 ) -> None:
     inflight = {i.key: data.draw(st.integers(0, cap + 1)) for i in instances}
-    exclude = {i.key for i in instances if data.draw(st.booleans())}
-    eligible = [i for i in instances if inflight[i.key] < cap and i.key not in exclude]
+    exclude = {i.incarnation for i in instances if data.draw(st.booleans())}
+    eligible = [i for i in instances if inflight[i.key] < cap and i.incarnation not in exclude]
     chosen = pick_instance(instances, inflight, cap, exclude)
     if not eligible:
         assert chosen is None

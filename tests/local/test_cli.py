@@ -32,6 +32,10 @@ from .test_serve import alive, children_of, stop
         (["--trace", "/nonexistent.csv"], "trace: expected an existing file or folder"),
         (["--day", "30"], "trace: expected some requests in"),
         (["--serve", "--port", "0"], "--port: expected 1 to 65535"),
+        (["--engine", "tpu"], "--engine: expected one of ['fake', 'torch', 'vllm']"),
+        (["--engine", "torch", "--speed", "2"], "--speed: expected no value with --engine torch"),
+        (["--vllm-python", "/usr/bin/python3"], "--vllm-python: expected only with --engine vllm"),
+        (["--engine", "vllm", "--vllm-python", "/nonexistent/python"], "--vllm-python: expected the python"),
     ],
 )
 def test_bad_options_are_one_line_naming_the_option(

@@ -222,3 +222,23 @@ async def test_serving_replica_lends_idle_kv_to_a_prewarm_and_takes_it_back(
         client, lambda s: states(s) == {"l0": ReplicaState.SERVING} and s.gpus[0].used_bytes == 80 * GIB
     )
     assert back.gpus[0].lent_bytes == 0
+
+
+async def test_a_prewarm_in_lent_kv_is_no_longer_borrowed_once_its_lender_stops_serving(
+    client: TestClient[Any, Any],
+) -> None:
+    models = {"llama": MODEL, "qwen": {**MODEL, "weights": "/cache/qwen"}}
+    lend = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve", "kv_lend_bytes": 20 * GIB}
+    borrowed = {"id": "q0", "model": "qwen", "gpus": [0], "role": "prewarm"}
+    await client.put("/desired", data=desired(1, {**lend, "kv_lend_bytes": 0}, models=models))
+    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    await client.put("/desired", data=desired(2, lend, borrowed, models=models))
+    lent = await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
+    assert next(r for r in lent.replicas if r.id == "q0").borrowed
+
+    demoted = {**lend, "role": "prewarm", "kv_lend_bytes": 0}
+    await client.put("/desired", data=desired(3, demoted, borrowed, models=models))
+    after = await wait_for(client, lambda s: states(s)["l0"] is ReplicaState.PREWARMED)
+    # No serving replica lends anything on GPU 0 now: q0 sits in plain pool memory, and says so (a
+    # replica still flagged borrowed there made every snapshot inconsistent, so the scheduler held steady).
+    assert not next(r for r in after.replicas if r.id == "q0").borrowed

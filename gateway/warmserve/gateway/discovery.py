@@ -6,7 +6,8 @@ validate is marked down: its instances leave the table at once (a request in fli
 retried elsewhere). The worker list can be replaced at run time (``set_workers``) by the local runner or
 the scheduler; removed workers leave the table at once and new ones are polled right away.
 
-Only replicas in state ``serving`` become instances. Each is reached at its reported ``endpoint``; a
+Only replicas in state ``serving`` become instances, each with the time it entered that state (a replica
+promoted again is a new instance, see :mod:`.routing`). Each is reached at its reported ``endpoint``; a
 serving replica that reports none is reached at the worker's own base URL, which serves all its replicas
 (docs/worker-api.md).
 """
@@ -39,6 +40,7 @@ def serving_instances(state: ObservedState, worker: str) -> tuple[Instance, ...]
             model=r.model,
             endpoint=(r.endpoint or worker).rstrip("/"),
             reported_inflight=r.inflight,
+            serving_since=r.since,
         )
         for r in state.replicas
         if r.state is ReplicaState.SERVING

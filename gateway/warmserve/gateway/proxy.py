@@ -3,9 +3,11 @@
 An attempt that fails before anything reached the client (the connection failed, the worker answered
 ``404``/``5xx``, or a stream ended before its first event) is retried on another instance of the model,
 at most :data:`MAX_ATTEMPTS` times in all; when no other instance is free the request waits in the
-model's queue again, until its one deadline. Once a streamed byte was sent to the client the request is
-never retried: an upstream failure then ends the stream with an error event and no ``[DONE]``, as the
-worker does (docs/worker-api.md), so nothing is ever sent twice.
+model's queue again, until its one deadline. A replica that refused it while switching (demoted, then
+promoted again) is a new instance once it serves again (:mod:`.routing`), so the request can go there.
+Once a streamed byte was sent to the client the request is never retried: an upstream failure then ends
+the stream with an error event and no ``[DONE]``, as the worker does (docs/worker-api.md), so nothing
+is ever sent twice.
 
 Client cancellation reaches the worker: when the client goes away the handler is cancelled (or its write
 fails), and the upstream response is closed, not returned to the pool, so the worker sees its
@@ -76,7 +78,7 @@ class Proxy:
             try:
                 return await self._attempt(client, call, instance)
             except _Retry:
-                exclude |= {instance.key}
+                exclude |= {instance.incarnation}
                 if attempt + 1 < MAX_ATTEMPTS:
                     self._metrics.retries.labels(model).inc()
             finally:

@@ -15,10 +15,10 @@ from types import MappingProxyType
 from warmserve.gateway.admission import WaitQueue
 from warmserve.gateway.config import DeclaredModel
 from warmserve.gateway.demand import ModelDemand
-from warmserve.gateway.routing import Instance, InstanceKey, pick_instance
+from warmserve.gateway.routing import Incarnation, Instance, InstanceKey, pick_instance
 
 InstanceTable = Mapping[str, tuple[Instance, ...]]  # model → its serving instances
-Exclude = frozenset[InstanceKey]
+Exclude = frozenset[Incarnation]  # the instances that failed one request
 
 
 class Router:

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from warmserve.worker.cli import run_parsed
 from warmserve.worker.errors import WarmServeError
 
 #: Modules that contribute subcommands, in the order `warmserve --help` lists them.
@@ -40,17 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors print ``warmserve: error: ...`` and exit 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except WarmServeError as exc:  # bad input anywhere: one line naming what is wrong, never a traceback
-        print(f"warmserve: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("warmserve: interrupted", file=sys.stderr)
-        return 130
-    return code
+    return run_parsed(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -347,8 +347,12 @@ class WorkerRuntime:
         """Map the weights' memory and start the copy; wait if memory is being freed, else refuse."""
         r = _Replica(id=want.id, spec=spec, gpus=want.gpus, state=ReplicaState.LOADING, since=time.time())
         r.kv_lend_wanted = want.kv_lend_bytes
+        # Memory beside a serving replica is its lent KV, if it lends any (an engine holding a view of its
+        # whole KV region, torch, lends nothing: then the memory is the pool's own).
         r.borrowed = any(
-            o.state in (ReplicaState.PROMOTING, ReplicaState.SERVING) and set(o.gpus) & set(want.gpus)
+            o.state in (ReplicaState.PROMOTING, ReplicaState.SERVING)
+            and o.kv_lend_bytes > 0
+            and set(o.gpus) & set(want.gpus)
             for o in self._replicas.values()
         )
         try:
@@ -507,7 +511,19 @@ class WorkerRuntime:
             gc.collect()  # the engine's KV tensors were views of the slot: let them go first
             for slot in r.slots:
                 slot.pool.unmap(slot, r.kv_offset, r.kv_bytes)
+            self._stop_lending(r)
             r.kv_bytes = r.kv_space = r.kv_lend_bytes = 0
+
+    def _stop_lending(self, lender: _Replica) -> None:
+        """``lender`` no longer serves: replicas loaded into its lent KV now sit in plain pool memory.
+
+        Still reported ``borrowed``, they would contradict the report (borrowed with no serving replica
+        on their GPUs), and the scheduler refuses such a snapshot.
+        """
+        if lender.kv_space:
+            for o in self._replicas.values():
+                if o.borrowed and set(o.gpus) & set(lender.gpus):
+                    o.borrowed = False
 
     async def _release(self, r: _Replica) -> None:
         if r.instance is not None:
@@ -529,6 +545,7 @@ class WorkerRuntime:
         """Release the replica's slots: engine objects (views of the slot) go first, or the pool refuses."""
         r.instance = None
         r.prepared = None
+        self._stop_lending(r)
         gc.collect()
         for slot in r.slots:
             try:

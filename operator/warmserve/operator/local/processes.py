@@ -141,6 +141,7 @@ def _answers_ok(url: str) -> bool:
         return False
 
 
-def python_module(module: str, *args: str) -> tuple[str, ...]:
-    """argv running ``module`` with this interpreter (so the child sees the same installation)."""
-    return (sys.executable, "-m", module, *args)
+def python_module(module: str, *args: str, python: Path | None = None) -> tuple[str, ...]:
+    """argv running ``module`` with ``python`` (default: this interpreter, so the child sees the same
+    installation)."""
+    return (str(python) if python is not None else sys.executable, "-m", module, *args)

