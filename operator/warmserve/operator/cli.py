@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from warmserve.worker.cli import run_parsed
+from warmserve.worker.command import run_parsed
 from warmserve.worker.errors import WarmServeError
 
 #: Modules that contribute subcommands, in the order `warmserve --help` lists them.

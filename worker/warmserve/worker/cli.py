@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from warmserve.worker import process
-from warmserve.worker.errors import WarmServeError
 from warmserve.worker.timing import Tier
 from warmserve.worker.tiny_model import TinyModelSize, make_tiny_model
 
@@ -25,19 +23,6 @@ def register(subparsers: Any) -> None:
     """Add the worker's subcommands to the `warmserve` parser."""
     _register_worker(subparsers)
     _register_make_tiny_model(subparsers)
-
-
-def run_parsed(args: argparse.Namespace) -> int:
-    """Run a parsed subcommand (its ``func``); user errors print ``warmserve: error: ...`` and exit 2."""
-    try:
-        code: int = args.func(args)
-    except WarmServeError as exc:  # bad input anywhere: one line naming what is wrong, never a traceback
-        print(f"warmserve: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("warmserve: interrupted", file=sys.stderr)
-        return 130
-    return code
 
 
 def _register_worker(subparsers: Any) -> None:
