@@ -152,6 +152,20 @@ class Snapshot:
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         validate(self)
 
+    def with_replicas(self, replicas: tuple[Replica, ...]) -> Snapshot:
+        """This snapshot with ``replicas`` instead of its own (what a plan changes).
+
+        Only the replicas and the GPUs they share are checked again: the workers, models, forecasts
+        and demand are this snapshot's, validated when it was built and immutable since. Raises
+        :class:`SnapshotError` as the constructor would for the same replicas.
+        """
+        other = object.__new__(Snapshot)
+        for name in ("now", "workers", "models", "forecasts", "demand"):
+            object.__setattr__(other, name, getattr(self, name))
+        object.__setattr__(other, "replicas", tuple(replicas))
+        _check_replicas(other)
+        return other
+
     def worker(self, name: str) -> Worker:
         """The worker called ``name``; raises ``KeyError`` if there is none."""
         for worker in self.workers:
@@ -247,45 +261,56 @@ def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
 
 
 def _check_replicas(snapshot: Snapshot) -> None:
-    workers = {w.name: w for w in snapshot.workers}
+    """Check every replica and every GPU they share (the part of a snapshot a plan changes)."""
+    capacities = {w.name: {g.index: g.capacity_bytes for g in w.gpus} for w in snapshot.workers}
     ids: set[str] = set()
     # (worker, gpu) -> replicas there, by position in snapshot.replicas
     on_gpu: dict[tuple[str, int], list[int]] = {}
     for i, replica in enumerate(snapshot.replicas):
-        _check_replica_fields(replica, i, snapshot, workers)
+        _check_replica_fields(replica, i, snapshot.models, capacities)
         if replica.id in ids:
             raise SnapshotError(f"replicas[{i}].id", "an id unique in the cluster", replica.id)
         ids.add(replica.id)
         for gpu in replica.gpus:
             on_gpu.setdefault((replica.worker, gpu), []).append(i)
     for (worker, gpu), indices in on_gpu.items():
-        _check_gpu(snapshot, worker, gpu, indices, workers[worker].capacity(gpu))
+        _check_gpu(snapshot, worker, gpu, indices, capacities[worker][gpu])
+
+
+#: Replica fields that are counts (integers >= 0); the hot path tests them inline, errors come from
+#: :func:`_check_int` so the message is the same as everywhere else.
+_REPLICA_COUNTS = ("inflight", "kv_total_bytes", "kv_used_bytes", "kv_lent_bytes")
 
 
 def _check_replica_fields(
-    replica: Replica, i: int, snapshot: Snapshot, workers: Mapping[str, Worker]
+    replica: Replica, i: int, models: Mapping[str, ModelConfig], capacities: Mapping[str, Mapping[int, int]]
 ) -> None:
+    """One replica's own fields against its model and worker; runs for every replica every tick, so
+    the common valid case costs a few comparisons and only a failing value builds its message."""
     where = f"replicas[{i}]"
     if not replica.id:
         raise SnapshotError(f"{where}.id", "a non-empty id", replica.id)
-    _check_known(replica.model, snapshot.models, f"{where}.model")
-    if replica.worker not in workers:
-        raise SnapshotError(f"{where}.worker", f"one of the workers {sorted(workers)}", replica.worker)
-    indices = {g.index for g in workers[replica.worker].gpus}
-    tp = snapshot.models[replica.model].spec.tensor_parallel
+    _check_known(replica.model, models, f"{where}.model")
+    if replica.worker not in capacities:
+        raise SnapshotError(f"{where}.worker", f"one of the workers {sorted(capacities)}", replica.worker)
+    on_worker = capacities[replica.worker]
+    spec = models[replica.model].spec
+    tp = spec.tensor_parallel
     if len(replica.gpus) != tp or len(set(replica.gpus)) != tp:
         raise SnapshotError(f"{where}.gpus", f"{tp} distinct GPUs (tensor_parallel)", replica.gpus)
     for j, gpu in enumerate(replica.gpus):
-        if gpu not in indices:
-            raise SnapshotError(f"{where}.gpus[{j}]", f"a GPU of {replica.worker} {sorted(indices)}", gpu)
-    _check_number(replica.since, f"{where}.since")
-    _check_number(replica.progress, f"{where}.progress")
-    if replica.progress > 1.0:
-        raise SnapshotError(f"{where}.progress", "a fraction in [0, 1]", replica.progress)
-    _check_int(replica.inflight, f"{where}.inflight")
-    _check_int(replica.kv_total_bytes, f"{where}.kv_total_bytes")
-    _check_int(replica.kv_used_bytes, f"{where}.kv_used_bytes")
-    _check_int(replica.kv_lent_bytes, f"{where}.kv_lent_bytes")
+        if gpu not in on_worker:
+            raise SnapshotError(f"{where}.gpus[{j}]", f"a GPU of {replica.worker} {sorted(on_worker)}", gpu)
+    if not _is_fraction(replica.since, math.inf):
+        _check_number(replica.since, f"{where}.since")
+    if not _is_fraction(replica.progress, 1.0):
+        _check_number(replica.progress, f"{where}.progress")
+        if replica.progress > 1.0:
+            raise SnapshotError(f"{where}.progress", "a fraction in [0, 1]", replica.progress)
+    for name in _REPLICA_COUNTS:
+        value = getattr(replica, name)
+        if type(value) is not int or value < 0:
+            _check_int(value, f"{where}.{name}")
     if replica.kv_used_bytes > replica.kv_total_bytes:
         raise SnapshotError(
             f"{where}.kv_used_bytes", f"<= kv_total_bytes ({replica.kv_total_bytes})", replica.kv_used_bytes
@@ -294,20 +319,29 @@ def _check_replica_fields(
         raise SnapshotError(
             f"{where}.kv_lent_bytes", f"<= kv_total_bytes ({replica.kv_total_bytes})", replica.kv_lent_bytes
         )
-    if replica.kv_lent_bytes and not replica.is_owner:
+    owner = replica.is_owner
+    if replica.kv_lent_bytes and not owner:
         raise SnapshotError(
             f"{where}.kv_lent_bytes", "0 for a replica that is not serving", replica.kv_lent_bytes
         )
-    if replica.borrowed and replica.is_owner:
+    if replica.borrowed and owner:
         raise SnapshotError(f"{where}.borrowed", "false for a serving replica", replica.borrowed)
-    shard = snapshot.models[replica.model].spec.shard_bytes
-    capacity = min(workers[replica.worker].capacity(g) for g in replica.gpus)
-    if replica.is_owner and shard + replica.kv_total_bytes > capacity:
+    if not owner:
+        return
+    capacity = min(on_worker[g] for g in replica.gpus)
+    shard = spec.shard_bytes
+    if shard + replica.kv_total_bytes > capacity:
         raise SnapshotError(
             f"{where}.kv_total_bytes",
             f"<= {capacity - shard} (pool capacity minus weights)",
             replica.kv_total_bytes,
         )
+
+
+def _is_fraction(value: float, top: float) -> bool:
+    """Whether ``value`` is a plain finite number in [0, top] (NaN and bools are not); the fast test
+    in front of :func:`_check_number`, which names the field when it is not."""
+    return type(value) in (int, float) and 0.0 <= value <= top and value != math.inf
 
 
 def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], capacity: int) -> None:
