@@ -273,8 +273,9 @@ def _check_replicas(snapshot: Snapshot) -> None:
         ids.add(replica.id)
         for gpu in replica.gpus:
             on_gpu.setdefault((replica.worker, gpu), []).append(i)
+    shards = {name: model.spec.shard_bytes for name, model in snapshot.models.items()}
     for (worker, gpu), indices in on_gpu.items():
-        _check_gpu(snapshot, worker, gpu, indices, capacities[worker][gpu])
+        _check_gpu(snapshot, worker, gpu, indices, capacities[worker][gpu], shards)
 
 
 #: Replica fields that are counts (integers >= 0); the hot path tests them inline, errors come from
@@ -344,9 +345,21 @@ def _is_fraction(value: float, top: float) -> bool:
     return type(value) in (int, float) and 0.0 <= value <= top and value != math.inf
 
 
-def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], capacity: int) -> None:
-    """One GPU: one replica per model, at most one owner, weights fit, borrowed weights fit the lent space."""
+def _check_gpu(
+    snapshot: Snapshot, worker: str, gpu: int, indices: list[int], capacity: int, shards: Mapping[str, int]
+) -> None:
+    """One GPU: one replica per model, at most one owner, weights fit, borrowed weights fit the lent space.
+
+    ``shards`` is the per-GPU weight size of each model. A replica alone on its GPU, not borrowing,
+    only needs its weights to fit (the common case, decided without the general checks).
+    """
     replicas = snapshot.replicas
+    if (
+        len(indices) == 1
+        and not replicas[indices[0]].borrowed
+        and shards[replicas[indices[0]].model] <= capacity
+    ):
+        return
     models: set[str] = set()
     owners = [i for i in indices if replicas[i].is_owner]
     for i in indices:
@@ -357,7 +370,7 @@ def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], ca
         raise SnapshotError(
             f"replicas[{owners[1]}].gpus", f"no GPU already served by replicas[{owners[0]}]", gpu
         )
-    total = sum(snapshot.models[replicas[i].model].spec.shard_bytes for i in indices)
+    total = sum(shards[replicas[i].model] for i in indices)
     if total > capacity:
         raise SnapshotError(
             f"replicas[{indices[-1]}].gpus", f"GPUs with room ({capacity} bytes on {worker}:{gpu})", gpu
@@ -371,7 +384,7 @@ def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], ca
                 f"replicas[{i}].borrowed", "true only inside one serving replica's GPUs", True
             )
     lent = replicas[owners[0]].kv_lent_bytes
-    if sum(snapshot.models[replicas[i].model].spec.shard_bytes for i in borrowed) > lent:
+    if sum(shards[replicas[i].model] for i in borrowed) > lent:
         raise SnapshotError(
             f"replicas[{borrowed[-1]}].borrowed", f"weights within the lent {lent} bytes", True
         )
