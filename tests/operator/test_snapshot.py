@@ -216,6 +216,19 @@ def test_a_bad_replica_is_refused_alike_when_built_and_when_swapped_in(
         assert (caught.value.field, expected in caught.value.expected) == (field, True)
 
 
+def test_replicas_carried_over_still_count_for_ids_and_shared_gpus() -> None:
+    kept = serving("r", "a", [0], 8)
+    before = snapshot([A, B], [kept])
+    for added, field, expected in (
+        (prewarmed("r", "b", [1]), "replicas[1].id", "unique"),
+        (serving("s", "b", [0], 1), "replicas[1].gpus", "no GPU already served"),
+        (prewarmed("s", "b", [0], progress=2.0), "replicas[1].progress", "[0, 1]"),
+    ):
+        with pytest.raises(SnapshotError) as caught:
+            before.with_replicas((kept, added))
+        assert (caught.value.field, expected in caught.value.expected) == (field, True)
+
+
 def test_swapping_in_valid_replicas_gives_the_snapshot_the_constructor_builds() -> None:
     replicas = [serving("r", "a", [0], 8, kv_lent_bytes=4 * GIB), prewarmed("s", "b", [0], borrowed=True)]
     built = snapshot([A, B], replicas, forecasts={"a": (1, 3)}, demand={"a": 2.0})

@@ -156,14 +156,16 @@ class Snapshot:
         """This snapshot with ``replicas`` instead of its own (what a plan changes).
 
         Only the replicas and the GPUs they share are checked again: the workers, models, forecasts
-        and demand are this snapshot's, validated when it was built and immutable since. Raises
-        :class:`SnapshotError` as the constructor would for the same replicas.
+        and demand are this snapshot's, validated when it was built and immutable since, and so are
+        the fields of a replica object carried over from it (they were checked against the same
+        workers and models). Raises :class:`SnapshotError` as the constructor would for the same
+        replicas.
         """
         other = object.__new__(Snapshot)
         for name in ("now", "workers", "models", "forecasts", "demand"):
             object.__setattr__(other, name, getattr(self, name))
         object.__setattr__(other, "replicas", tuple(replicas))
-        _check_replicas(other)
+        _check_replicas(other, checked={id(r) for r in self.replicas})
         return other
 
     def worker(self, name: str) -> Worker:
@@ -260,14 +262,19 @@ def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
         _check_int(model.max_instances, f"{where}.max_instances", minimum=model.min_instances)
 
 
-def _check_replicas(snapshot: Snapshot) -> None:
-    """Check every replica and every GPU they share (the part of a snapshot a plan changes)."""
+def _check_replicas(snapshot: Snapshot, checked: set[int] | None = None) -> None:
+    """Check every replica and every GPU they share (the part of a snapshot a plan changes).
+
+    ``checked`` holds the ``id()`` of replica objects whose own fields are known valid for these
+    workers and models (the caller keeps them alive); uniqueness and GPU sharing are checked for all.
+    """
     capacities = {w.name: {g.index: g.capacity_bytes for g in w.gpus} for w in snapshot.workers}
     ids: set[str] = set()
     # (worker, gpu) -> replicas there, by position in snapshot.replicas
     on_gpu: dict[tuple[str, int], list[int]] = {}
     for i, replica in enumerate(snapshot.replicas):
-        _check_replica_fields(replica, i, snapshot.models, capacities)
+        if checked is None or id(replica) not in checked:
+            _check_replica_fields(replica, i, snapshot.models, capacities)
         if replica.id in ids:
             raise SnapshotError(f"replicas[{i}].id", "an id unique in the cluster", replica.id)
         ids.add(replica.id)
