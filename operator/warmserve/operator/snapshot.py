@@ -281,8 +281,13 @@ def _check_replicas(snapshot: Snapshot, checked: set[int] | None = None) -> None
         for gpu in replica.gpus:
             on_gpu.setdefault((replica.worker, gpu), []).append(i)
     shards = {name: model.spec.shard_bytes for name, model in snapshot.models.items()}
+    replicas = snapshot.replicas
     for (worker, gpu), indices in on_gpu.items():
-        _check_gpu(snapshot, worker, gpu, indices, capacities[worker][gpu], shards)
+        capacity = capacities[worker][gpu]
+        lone = replicas[indices[0]] if len(indices) == 1 else None
+        if lone is not None and not lone.borrowed and shards[lone.model] <= capacity:
+            continue  # alone on its GPU, borrowing nothing, weights fit: the GPU checks cannot fail
+        _check_gpu(snapshot, worker, gpu, indices, capacity, shards)
 
 
 #: Replica fields that are counts (integers >= 0); the hot path tests them inline, errors come from
@@ -357,16 +362,9 @@ def _check_gpu(
 ) -> None:
     """One GPU: one replica per model, at most one owner, weights fit, borrowed weights fit the lent space.
 
-    ``shards`` is the per-GPU weight size of each model. A replica alone on its GPU, not borrowing,
-    only needs its weights to fit (the common case, decided without the general checks).
+    ``shards`` is the per-GPU weight size of each model.
     """
     replicas = snapshot.replicas
-    if (
-        len(indices) == 1
-        and not replicas[indices[0]].borrowed
-        and shards[replicas[indices[0]].model] <= capacity
-    ):
-        return
     models: set[str] = set()
     owners = [i for i in indices if replicas[i].is_owner]
     for i in indices:
