@@ -53,6 +53,7 @@ class Occupancy:
     def __init__(self, snapshot: Snapshot, scores: Mapping[str, float]) -> None:
         self.now = snapshot.now
         self.models: Mapping[str, ModelConfig] = snapshot.models
+        self._shards = {name: model.spec.shard_bytes for name, model in snapshot.models.items()}
         self.workers: tuple[Worker, ...] = snapshot.workers
         self.replicas: dict[str, Replica] = {}
         self.scores: dict[str, float] = dict(scores)
@@ -123,15 +124,16 @@ class Occupancy:
             del self._sites[key]
 
     def shard(self, replica: Replica) -> int:
-        return self.models[replica.model].spec.shard_bytes
+        return self._shards[replica.model]
 
     def shard_of(self, model: str) -> int:
-        return self.models[model].spec.shard_bytes
+        return self._shards[model]
 
     def add(self, replica: Replica) -> None:
         self.replicas[replica.id] = replica
         self.of_model[replica.model].add(replica.id)
-        shard = self.shard(replica)
+        shard = self._shards[replica.model]
+        owner = replica.is_owner
         self.masks[replica.worker][gpu_mask(replica.gpus)] += 1
         for gpu in replica.gpus:
             key = (replica.worker, gpu)
@@ -140,9 +142,9 @@ class Occupancy:
             self.models_on[key].add(replica.model)
             if replica.borrowed:
                 self.borrowed_used[key] += shard
-            if replica.is_owner:
+            if owner:
                 self.owner_of[key] = replica.id
-        if replica.is_owner:
+        if owner:
             self._forget_sites(replica.worker)
 
     def remove(self, replica_id: str) -> Replica:
