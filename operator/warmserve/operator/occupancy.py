@@ -43,6 +43,18 @@ class Site:
     lender: Replica | None
 
 
+def _same_owner(
+    owner_of: Mapping[GpuKey, str], worker: str, gpus: tuple[int, ...], owner: str | None
+) -> bool:
+    """Whether every GPU of ``gpus`` on ``worker`` has ``owner`` (None: none of them is owned).
+
+    A plain loop: ``all()`` over a generator costs about twice as much on this per-tick path."""
+    for gpu in gpus:  # noqa: SIM110
+        if owner_of.get((worker, gpu)) != owner:
+            return False
+    return True
+
+
 def _lends(replica: Replica) -> bool:
     return replica.state is ReplicaState.SERVING and replica.kv_lent_bytes > 0
 
@@ -109,14 +121,13 @@ class Occupancy:
         if len(worker.gpus) < size:
             return []
         found = []
+        owner_of, name = self.owner_of, worker.name
         for gpus in self.blocks(worker, size):
-            owners = {self.owner_of.get((worker.name, g)) for g in gpus}
-            if len(owners) != 1:
-                continue
-            owner = owners.pop()
-            lender = None if owner is None else self.replicas[owner]
-            if lender is None or _lends(lender):
-                found.append(Site(windex, worker.name, gpus, lender))
+            owner = owner_of.get((name, gpus[0]))
+            if _same_owner(owner_of, name, gpus, owner):  # all idle, or all one replica's
+                lender = None if owner is None else self.replicas[owner]
+                if lender is None or _lends(lender):
+                    found.append(Site(windex, name, gpus, lender))
         return found
 
     def _forget_sites(self, worker: str) -> None:

@@ -135,6 +135,10 @@ class Demand:
         return self.inflight + self.queued
 
 
+#: The demand of a model with no entry (immutable, so one instance serves every lookup).
+_NO_DEMAND = Demand(0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The cluster at time ``now`` (seconds). Models without a forecast are served reactively only;
@@ -177,7 +181,7 @@ class Snapshot:
 
     def demand_of(self, model: str) -> Demand:
         """Demand of ``model``; none recorded means none."""
-        return self.demand.get(model, Demand(0.0))
+        return self.demand.get(model, _NO_DEMAND)
 
 
 # --- validation: each check names the field it rejects -------------------------------------------
