@@ -193,26 +193,31 @@ def validate(snapshot: Snapshot) -> None:
     widest = _check_workers(snapshot.workers)
     _check_models(snapshot.models, widest)
     for name, forecast in snapshot.forecasts.items():
-        _check_known(name, snapshot.models, f"forecasts[{name!r}]")
-        _check_number(forecast.mean, f"forecasts[{name!r}].mean")
-        _check_number(forecast.peak, f"forecasts[{name!r}].peak", minimum=forecast.mean, what="mean")
+        where = f"forecasts[{name!r}]"
+        _check_known(name, snapshot.models, where)
+        _check_number(forecast.mean, where, ".mean")
+        _check_number(forecast.peak, where, ".peak", minimum=forecast.mean, what="mean")
     for name, demand in snapshot.demand.items():
-        _check_known(name, snapshot.models, f"demand[{name!r}]")
-        _check_number(demand.inflight, f"demand[{name!r}].inflight")
-        _check_int(demand.queued, f"demand[{name!r}].queued")
+        where = f"demand[{name!r}]"
+        _check_known(name, snapshot.models, where)
+        _check_number(demand.inflight, where, ".inflight")
+        _check_int(demand.queued, where, ".queued")
     _check_replicas(snapshot)
 
 
-def _check_number(value: float, name: str, *, minimum: float = 0.0, what: str = "") -> None:
+def _check_number(value: float, *path: str, minimum: float = 0.0, what: str = "") -> None:
+    """A finite number >= ``minimum``; the field's name is ``path`` joined, built only on failure
+    (these checks run for every model and replica of every snapshot)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < minimum:
         bound = f"the {what} ({minimum})" if what else f"{minimum}"
-        raise SnapshotError(name, f"a finite number >= {bound}", value)
+        raise SnapshotError("".join(path), f"a finite number >= {bound}", value)
 
 
-def _check_int(value: int, name: str, *, minimum: int = 0) -> None:
+def _check_int(value: int, *path: str, minimum: int = 0) -> None:
+    """An integer (not a bool) >= ``minimum``; the field's name is ``path`` joined, as above."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SnapshotError(name, f"an integer >= {minimum}", value)
+        raise SnapshotError("".join(path), f"an integer >= {minimum}", value)
 
 
 def _check_known(name: str, models: Mapping[str, ModelConfig], where: str) -> None:
@@ -246,9 +251,9 @@ def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
         where = f"models[{name!r}]"
         if model.spec.name != name:
             raise SnapshotError(f"{where}.spec.name", f"the key {name!r}", model.spec.name)
-        _check_int(model.spec.weight_bytes, f"{where}.spec.weight_bytes", minimum=1)
-        _check_int(model.spec.max_concurrency, f"{where}.spec.max_concurrency", minimum=1)
-        _check_int(model.spec.tensor_parallel, f"{where}.spec.tensor_parallel", minimum=1)
+        _check_int(model.spec.weight_bytes, where, ".spec.weight_bytes", minimum=1)
+        _check_int(model.spec.max_concurrency, where, ".spec.max_concurrency", minimum=1)
+        _check_int(model.spec.tensor_parallel, where, ".spec.tensor_parallel", minimum=1)
         if model.spec.tensor_parallel > widest:
             raise SnapshotError(
                 f"{where}.spec.tensor_parallel",
@@ -259,11 +264,11 @@ def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
             raise SnapshotError(
                 f"{where}.load_bandwidth_bytes_per_s", "a finite number > 0", model.load_bandwidth_bytes_per_s
             )
-        _check_number(model.init_seconds, f"{where}.init_seconds")
-        _check_number(model.priority, f"{where}.priority")
-        _check_number(model.slo_ttft_s, f"{where}.slo_ttft_s")
-        _check_int(model.min_instances, f"{where}.min_instances")
-        _check_int(model.max_instances, f"{where}.max_instances", minimum=model.min_instances)
+        _check_number(model.init_seconds, where, ".init_seconds")
+        _check_number(model.priority, where, ".priority")
+        _check_number(model.slo_ttft_s, where, ".slo_ttft_s")
+        _check_int(model.min_instances, where, ".min_instances")
+        _check_int(model.max_instances, where, ".max_instances", minimum=model.min_instances)
 
 
 def _check_replicas(snapshot: Snapshot, checked: set[int] | None = None) -> None:
