@@ -12,7 +12,16 @@ from tests.operator.planning_builders import GIB, model, prewarmed, serving, sna
 from warmserve.operator.autoscaler import AutoscalerConfig
 from warmserve.operator.kv_reservation import KvConfig
 from warmserve.operator.placement import PlacementConfig
-from warmserve.operator.snapshot import Demand, Forecast, Gpu, Snapshot, SnapshotError, Worker
+from warmserve.operator.snapshot import (
+    Demand,
+    Forecast,
+    Gpu,
+    ModelConfig,
+    Replica,
+    Snapshot,
+    SnapshotError,
+    Worker,
+)
 from warmserve.worker.errors import InvalidFieldError, WarmServeError
 
 A = model("a", 4)
@@ -23,25 +32,91 @@ def bad_spec(**fields: object) -> Snapshot:
     return snapshot([replace(A, spec=replace(A.spec, **fields))])  # type: ignore[arg-type]
 
 
-CASES: list[tuple[str, Callable[[], object], str, str]] = [
-    (
-        "gpu that does not exist",
-        lambda: snapshot([A], [prewarmed("r", "a", [7])]),
-        "replicas[0].gpus[0]",
-        "a GPU of w0",
-    ),
+#: Replica-level inconsistencies: (case, models, replicas, field, expected). Each is checked through the
+#: constructor and through :meth:`Snapshot.with_replicas` (the path a plan's after-snapshot takes).
+REPLICA_CASES: list[tuple[str, list[ModelConfig], list[Replica], str, str]] = [
+    ("gpu that does not exist", [A], [prewarmed("r", "a", [7])], "replicas[0].gpus[0]", "a GPU of w0"),
     (
         "unknown worker",
-        lambda: snapshot([A], [prewarmed("r", "a", [0], worker="nope")]),
+        [A],
+        [prewarmed("r", "a", [0], worker="nope")],
         "replicas[0].worker",
         "one of the workers",
     ),
+    ("unknown model", [A], [prewarmed("r", "zz", [0])], "replicas[0].model", "one of the declared models"),
+    ("wrong GPU count", [A], [prewarmed("r", "a", [0, 1])], "replicas[0].gpus", "1 distinct GPUs"),
     (
-        "unknown model",
-        lambda: snapshot([A], [prewarmed("r", "zz", [0])]),
-        "replicas[0].model",
-        "one of the declared models",
+        "duplicate id",
+        [A, B],
+        [prewarmed("r", "a", [0]), prewarmed("r", "b", [1])],
+        "replicas[1].id",
+        "unique",
     ),
+    (
+        "model twice on a GPU",
+        [A],
+        [prewarmed("r", "a", [0]), prewarmed("s", "a", [0])],
+        "replicas[1].gpus",
+        "no GPU already holding 'a'",
+    ),
+    (
+        "two serving on a GPU",
+        [A, B],
+        [serving("r", "a", [0], 1), serving("s", "b", [0], 1)],
+        "replicas[1].gpus",
+        "no GPU already served",
+    ),
+    (
+        "weights over capacity",
+        [model("a", 10), model("b", 10)],
+        [prewarmed("r", "a", [0]), prewarmed("s", "b", [0])],
+        "replicas[1].gpus",
+        "GPUs with room",
+    ),
+    ("KV over capacity", [A], [serving("r", "a", [0], 13)], "replicas[0].kv_total_bytes", "<= 12884901888"),
+    (
+        "KV used over total",
+        [A],
+        [serving("r", "a", [0], 4, kv_used_bytes=5 * GIB)],
+        "replicas[0].kv_used_bytes",
+        "<= kv_total",
+    ),
+    (
+        "lending while prewarmed",
+        [A],
+        [prewarmed("r", "a", [0], kv_total_bytes=GIB, kv_lent_bytes=GIB)],
+        "replicas[0].kv_lent_bytes",
+        "not serving",
+    ),
+    (
+        "borrowing with no lender",
+        [A],
+        [prewarmed("r", "a", [0], borrowed=True)],
+        "replicas[0].borrowed",
+        "inside one serving replica",
+    ),
+    (
+        "borrowing beyond the lent space",
+        [A, B],
+        [serving("r", "a", [0], 8, kv_lent_bytes=2 * GIB), prewarmed("s", "b", [0], borrowed=True)],
+        "replicas[1].borrowed",
+        "within the lent",
+    ),
+    ("progress over 1", [A], [prewarmed("r", "a", [0], progress=1.5)], "replicas[0].progress", "[0, 1]"),
+    ("NaN progress", [A], [prewarmed("r", "a", [0], progress=math.nan)], "replicas[0].progress", "finite"),
+    ("infinite since", [A], [prewarmed("r", "a", [0], since=math.inf)], "replicas[0].since", "finite"),
+    ("bool in flight", [A], [serving("r", "a", [0], 4, inflight=True)], "replicas[0].inflight", "an integer"),
+    (
+        "negative KV used",
+        [A],
+        [serving("r", "a", [0], 4, kv_used_bytes=-1)],
+        "replicas[0].kv_used_bytes",
+        ">= 0",
+    ),
+]
+
+
+CASES: list[tuple[str, Callable[[], object], str, str]] = [
     (
         "forecast of unknown model",
         lambda: snapshot([A], forecasts={"zz": (1, 2)}),
@@ -97,77 +172,6 @@ CASES: list[tuple[str, Callable[[], object], str, str]] = [
         "models['a'].load_bandwidth_bytes_per_s",
         "> 0",
     ),
-    (
-        "wrong GPU count",
-        lambda: snapshot([A], [prewarmed("r", "a", [0, 1])]),
-        "replicas[0].gpus",
-        "1 distinct GPUs",
-    ),
-    (
-        "duplicate id",
-        lambda: snapshot([A, B], [prewarmed("r", "a", [0]), prewarmed("r", "b", [1])]),
-        "replicas[1].id",
-        "unique",
-    ),
-    (
-        "model twice on a GPU",
-        lambda: snapshot([A], [prewarmed("r", "a", [0]), prewarmed("s", "a", [0])]),
-        "replicas[1].gpus",
-        "no GPU already holding 'a'",
-    ),
-    (
-        "two serving on a GPU",
-        lambda: snapshot([A, B], [serving("r", "a", [0], 1), serving("s", "b", [0], 1)]),
-        "replicas[1].gpus",
-        "no GPU already served",
-    ),
-    (
-        "weights over capacity",
-        lambda: snapshot(
-            [model("a", 10), model("b", 10)], [prewarmed("r", "a", [0]), prewarmed("s", "b", [0])]
-        ),
-        "replicas[1].gpus",
-        "GPUs with room",
-    ),
-    (
-        "KV over capacity",
-        lambda: snapshot([A], [serving("r", "a", [0], 13)]),
-        "replicas[0].kv_total_bytes",
-        "<= 12884901888",
-    ),
-    (
-        "KV used over total",
-        lambda: snapshot([A], [serving("r", "a", [0], 4, kv_used_bytes=5 * GIB)]),
-        "replicas[0].kv_used_bytes",
-        "<= kv_total",
-    ),
-    (
-        "lending while prewarmed",
-        lambda: snapshot([A], [prewarmed("r", "a", [0], kv_total_bytes=GIB, kv_lent_bytes=GIB)]),
-        "replicas[0].kv_lent_bytes",
-        "not serving",
-    ),
-    (
-        "borrowing with no lender",
-        lambda: snapshot([A], [prewarmed("r", "a", [0], borrowed=True)]),
-        "replicas[0].borrowed",
-        "inside one serving replica",
-    ),
-    (
-        "borrowing beyond the lent space",
-        lambda: snapshot(
-            [A, B],
-            [serving("r", "a", [0], 8, kv_lent_bytes=2 * GIB), prewarmed("s", "b", [0], borrowed=True)],
-        ),
-        "replicas[1].borrowed",
-        "within the lent",
-    ),
-    (
-        "progress over 1",
-        lambda: snapshot([A], [prewarmed("r", "a", [0], progress=1.5)]),
-        "replicas[0].progress",
-        "[0, 1]",
-    ),
     ("zero tick", lambda: AutoscalerConfig(tick_s=0), "autoscaler.tick_s", "> 0"),
     (
         "inverted thresholds",
@@ -195,6 +199,42 @@ def test_bad_input_names_the_field_and_what_was_expected(
     assert caught.value.field == field
     assert expected in caught.value.expected
     assert isinstance(caught.value, InvalidFieldError | WarmServeError)
+
+
+@pytest.mark.parametrize(
+    ("models", "replicas", "field", "expected"),
+    [c[1:] for c in REPLICA_CASES],
+    ids=[c[0] for c in REPLICA_CASES],
+)
+def test_a_bad_replica_is_refused_alike_when_built_and_when_swapped_in(
+    models: list[ModelConfig], replicas: list[Replica], field: str, expected: str
+) -> None:
+    empty = snapshot(models)
+    for build in (lambda: snapshot(models, replicas), lambda: empty.with_replicas(tuple(replicas))):
+        with pytest.raises(SnapshotError) as caught:
+            build()
+        assert (caught.value.field, expected in caught.value.expected) == (field, True)
+
+
+def test_replicas_carried_over_still_count_for_ids_and_shared_gpus() -> None:
+    kept = serving("r", "a", [0], 8)
+    before = snapshot([A, B], [kept])
+    for added, field, expected in (
+        (prewarmed("r", "b", [1]), "replicas[1].id", "unique"),
+        (serving("s", "b", [0], 1), "replicas[1].gpus", "no GPU already served"),
+        (prewarmed("s", "b", [0], progress=2.0), "replicas[1].progress", "[0, 1]"),
+    ):
+        with pytest.raises(SnapshotError) as caught:
+            before.with_replicas((kept, added))
+        assert (caught.value.field, expected in caught.value.expected) == (field, True)
+
+
+def test_swapping_in_valid_replicas_gives_the_snapshot_the_constructor_builds() -> None:
+    replicas = [serving("r", "a", [0], 8, kv_lent_bytes=4 * GIB), prewarmed("s", "b", [0], borrowed=True)]
+    built = snapshot([A, B], replicas, forecasts={"a": (1, 3)}, demand={"a": 2.0})
+    swapped = snapshot([A, B], forecasts={"a": (1, 3)}, demand={"a": 2.0}).with_replicas(tuple(replicas))
+    assert swapped == built
+    assert swapped.replicas == tuple(replicas)
 
 
 def test_a_consistent_snapshot_is_accepted_and_frozen() -> None:

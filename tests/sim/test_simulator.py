@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from warmserve.operator import demand
+from warmserve.operator.snapshot import Snapshot
 from warmserve.sim.cluster import ClusterSpec
 from warmserve.sim.results import KEYS, summarize
 from warmserve.sim.scenario import Scenario, check_policies, max_rate_at_slo, prepare, run_policy
@@ -53,6 +55,29 @@ def test_a_run_is_deterministic_for_a_seed(rate_trace: Path) -> None:
     assert summarize(a) == summarize(b)
     other, _ = prepare(replace(scenario, workload=replace(scenario.workload, seed=1)))
     assert not np.array_equal(other.arrival[:50], workload.arrival[:50])
+
+
+def test_the_planning_shortcuts_change_no_result(rate_trace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two per-tick shortcuts are exact: apply_plan re-checks only what a plan changed
+    (Snapshot.with_replicas), and replica demands are cached. With both replaced by the full paths
+    (the after-snapshot built and validated whole, every demand computed), a run is the same."""
+    scenario = small(rate_trace)
+    workload, models = prepare(scenario)
+    fast = run_policy(scenario, workload, models, "warmserve")
+    monkeypatch.setattr(
+        Snapshot, "with_replicas", lambda snap, replicas: replace(snap, replicas=tuple(replicas))
+    )
+    monkeypatch.setattr(demand, "_replica_demand", demand._replica_demand.__wrapped__)
+    full = run_policy(scenario, workload, models, "warmserve")
+    assert fast.ticks_run == full.ticks_run > 0
+    for field in ("first_token", "finish", "output"):
+        assert np.array_equal(getattr(fast, field), getattr(full, field), equal_nan=True), field
+    assert (fast.cold_starts, fast.prewarm_hits, fast.timeline) == (
+        full.cold_starts,
+        full.prewarm_hits,
+        full.timeline,
+    )
+    assert fast.prewarm_hits > 0  # the prewarm phase, where demands are scored, did run
 
 
 def test_forecasts_make_warmserve_prewarm_and_hit(rate_trace: Path) -> None:

@@ -12,6 +12,7 @@ replica beyond its demand scores 0: kept while memory is free, evicted first.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,10 +52,17 @@ class ReplicaDemand:
 
 def replica_demand(model: ModelConfig, mean: float, peak: float, instances: int) -> ReplicaDemand:
     """Foundation and burst replica counts, capped so instances plus replicas never exceed max_instances."""
-    b = model.spec.max_concurrency
+    return _replica_demand(model.spec.max_concurrency, model.max_instances, mean, peak, instances)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _replica_demand(b: int, max_instances: int, mean: float, peak: float, instances: int) -> ReplicaDemand:
+    """:func:`replica_demand` from the only model fields it reads. Cached: every model's demand is
+    asked for several times a tick, and forecasts and instance counts change far less often; the
+    result is immutable, so sharing it is safe."""
     foundation = max(math.ceil(mean / b) - instances, 0)
     burst = max(math.ceil(peak / b) - instances - foundation, 0)
-    room = max(model.max_instances - instances, 0)
+    room = max(max_instances - instances, 0)
     foundation = min(foundation, room)
     burst = min(burst, room - foundation)
     return ReplicaDemand(foundation, burst, mean, peak, instances)

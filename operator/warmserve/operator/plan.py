@@ -116,7 +116,7 @@ def apply_plan(snapshot: Snapshot, plan: Plan) -> Snapshot:
     replicas: dict[str, Replica] = {r.id: r for r in snapshot.replicas}
     for i, action in enumerate(plan.actions):
         _apply(snapshot, replicas, action, f"plan.actions[{i}]")
-    return replace(snapshot, replicas=tuple(replicas.values()))
+    return snapshot.with_replicas(tuple(replicas.values()))
 
 
 def _apply(snapshot: Snapshot, replicas: dict[str, Replica], action: Action, where: str) -> None:

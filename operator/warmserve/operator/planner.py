@@ -263,12 +263,10 @@ class _Step:
             target = 0
             if self.config.kv_reservation and owner.state is ReplicaState.SERVING:
                 target = lend_target(owner, b, share, self.config.kv)
-            why = (
-                f"load {max(owner.inflight, share):.2f} of B={b}, KV used {owner.kv_used_bytes / GIB:.2f} GiB"
-            )
             if target < owner.kv_lent_bytes:
-                self._reclaim(owner, target, why)
+                self._reclaim(owner, target, _lend_why(owner, b, share))
             elif target - owner.kv_lent_bytes >= max(self.config.kv.min_lend_change_bytes, 1):
+                why = _lend_why(owner, b, share)
                 self.actions.append(
                     LendKV(owner.id, owner.model, target, f"{why}: lend {target / GIB:.2f} GiB")
                 )
@@ -375,3 +373,8 @@ class _Step:
             f"{kind} replica #{rank + 1} of {model}: {figure} > {demand.instances} instances x B={b}"
             f" (score {score:.3g})"
         )
+
+
+def _lend_why(owner: Replica, b: int, share: float) -> str:
+    """Why an owner's lent KV space changes: its load and KV use (formatted only for an action taken)."""
+    return f"load {max(owner.inflight, share):.2f} of B={b}, KV used {owner.kv_used_bytes / GIB:.2f} GiB"

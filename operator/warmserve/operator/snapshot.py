@@ -135,6 +135,10 @@ class Demand:
         return self.inflight + self.queued
 
 
+#: The demand of a model with no entry (immutable, so one instance serves every lookup).
+_NO_DEMAND = Demand(0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The cluster at time ``now`` (seconds). Models without a forecast are served reactively only;
@@ -152,6 +156,22 @@ class Snapshot:
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         validate(self)
 
+    def with_replicas(self, replicas: tuple[Replica, ...]) -> Snapshot:
+        """This snapshot with ``replicas`` instead of its own (what a plan changes).
+
+        Only the replicas and the GPUs they share are checked again: the workers, models, forecasts
+        and demand are this snapshot's, validated when it was built and immutable since, and so are
+        the fields of a replica object carried over from it (they were checked against the same
+        workers and models). Raises :class:`SnapshotError` as the constructor would for the same
+        replicas.
+        """
+        other = object.__new__(Snapshot)
+        for name in ("now", "workers", "models", "forecasts", "demand"):
+            object.__setattr__(other, name, getattr(self, name))
+        object.__setattr__(other, "replicas", tuple(replicas))
+        _check_replicas(other, checked={id(r) for r in self.replicas})
+        return other
+
     def worker(self, name: str) -> Worker:
         """The worker called ``name``; raises ``KeyError`` if there is none."""
         for worker in self.workers:
@@ -161,7 +181,7 @@ class Snapshot:
 
     def demand_of(self, model: str) -> Demand:
         """Demand of ``model``; none recorded means none."""
-        return self.demand.get(model, Demand(0.0))
+        return self.demand.get(model, _NO_DEMAND)
 
 
 # --- validation: each check names the field it rejects -------------------------------------------
@@ -173,26 +193,31 @@ def validate(snapshot: Snapshot) -> None:
     widest = _check_workers(snapshot.workers)
     _check_models(snapshot.models, widest)
     for name, forecast in snapshot.forecasts.items():
-        _check_known(name, snapshot.models, f"forecasts[{name!r}]")
-        _check_number(forecast.mean, f"forecasts[{name!r}].mean")
-        _check_number(forecast.peak, f"forecasts[{name!r}].peak", minimum=forecast.mean, what="mean")
+        where = f"forecasts[{name!r}]"
+        _check_known(name, snapshot.models, where)
+        _check_number(forecast.mean, where, ".mean")
+        _check_number(forecast.peak, where, ".peak", minimum=forecast.mean, what="mean")
     for name, demand in snapshot.demand.items():
-        _check_known(name, snapshot.models, f"demand[{name!r}]")
-        _check_number(demand.inflight, f"demand[{name!r}].inflight")
-        _check_int(demand.queued, f"demand[{name!r}].queued")
+        where = f"demand[{name!r}]"
+        _check_known(name, snapshot.models, where)
+        _check_number(demand.inflight, where, ".inflight")
+        _check_int(demand.queued, where, ".queued")
     _check_replicas(snapshot)
 
 
-def _check_number(value: float, name: str, *, minimum: float = 0.0, what: str = "") -> None:
+def _check_number(value: float, *path: str, minimum: float = 0.0, what: str = "") -> None:
+    """A finite number >= ``minimum``; the field's name is ``path`` joined, built only on failure
+    (these checks run for every model and replica of every snapshot)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < minimum:
         bound = f"the {what} ({minimum})" if what else f"{minimum}"
-        raise SnapshotError(name, f"a finite number >= {bound}", value)
+        raise SnapshotError("".join(path), f"a finite number >= {bound}", value)
 
 
-def _check_int(value: int, name: str, *, minimum: int = 0) -> None:
+def _check_int(value: int, *path: str, minimum: int = 0) -> None:
+    """An integer (not a bool) >= ``minimum``; the field's name is ``path`` joined, as above."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SnapshotError(name, f"an integer >= {minimum}", value)
+        raise SnapshotError("".join(path), f"an integer >= {minimum}", value)
 
 
 def _check_known(name: str, models: Mapping[str, ModelConfig], where: str) -> None:
@@ -226,9 +251,9 @@ def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
         where = f"models[{name!r}]"
         if model.spec.name != name:
             raise SnapshotError(f"{where}.spec.name", f"the key {name!r}", model.spec.name)
-        _check_int(model.spec.weight_bytes, f"{where}.spec.weight_bytes", minimum=1)
-        _check_int(model.spec.max_concurrency, f"{where}.spec.max_concurrency", minimum=1)
-        _check_int(model.spec.tensor_parallel, f"{where}.spec.tensor_parallel", minimum=1)
+        _check_int(model.spec.weight_bytes, where, ".spec.weight_bytes", minimum=1)
+        _check_int(model.spec.max_concurrency, where, ".spec.max_concurrency", minimum=1)
+        _check_int(model.spec.tensor_parallel, where, ".spec.tensor_parallel", minimum=1)
         if model.spec.tensor_parallel > widest:
             raise SnapshotError(
                 f"{where}.spec.tensor_parallel",
@@ -239,53 +264,75 @@ def _check_models(models: Mapping[str, ModelConfig], widest: int) -> None:
             raise SnapshotError(
                 f"{where}.load_bandwidth_bytes_per_s", "a finite number > 0", model.load_bandwidth_bytes_per_s
             )
-        _check_number(model.init_seconds, f"{where}.init_seconds")
-        _check_number(model.priority, f"{where}.priority")
-        _check_number(model.slo_ttft_s, f"{where}.slo_ttft_s")
-        _check_int(model.min_instances, f"{where}.min_instances")
-        _check_int(model.max_instances, f"{where}.max_instances", minimum=model.min_instances)
+        _check_number(model.init_seconds, where, ".init_seconds")
+        _check_number(model.priority, where, ".priority")
+        _check_number(model.slo_ttft_s, where, ".slo_ttft_s")
+        _check_int(model.min_instances, where, ".min_instances")
+        _check_int(model.max_instances, where, ".max_instances", minimum=model.min_instances)
 
 
-def _check_replicas(snapshot: Snapshot) -> None:
-    workers = {w.name: w for w in snapshot.workers}
+def _check_replicas(snapshot: Snapshot, checked: set[int] | None = None) -> None:
+    """Check every replica and every GPU they share (the part of a snapshot a plan changes).
+
+    ``checked`` holds the ``id()`` of replica objects whose own fields are known valid for these
+    workers and models (the caller keeps them alive); uniqueness and GPU sharing are checked for all.
+    """
+    capacities = {w.name: {g.index: g.capacity_bytes for g in w.gpus} for w in snapshot.workers}
     ids: set[str] = set()
     # (worker, gpu) -> replicas there, by position in snapshot.replicas
     on_gpu: dict[tuple[str, int], list[int]] = {}
     for i, replica in enumerate(snapshot.replicas):
-        _check_replica_fields(replica, i, snapshot, workers)
+        if checked is None or id(replica) not in checked:
+            _check_replica_fields(replica, i, snapshot.models, capacities)
         if replica.id in ids:
             raise SnapshotError(f"replicas[{i}].id", "an id unique in the cluster", replica.id)
         ids.add(replica.id)
         for gpu in replica.gpus:
             on_gpu.setdefault((replica.worker, gpu), []).append(i)
+    shards = {name: model.spec.shard_bytes for name, model in snapshot.models.items()}
+    replicas = snapshot.replicas
     for (worker, gpu), indices in on_gpu.items():
-        _check_gpu(snapshot, worker, gpu, indices, workers[worker].capacity(gpu))
+        capacity = capacities[worker][gpu]
+        lone = replicas[indices[0]] if len(indices) == 1 else None
+        if lone is not None and not lone.borrowed and shards[lone.model] <= capacity:
+            continue  # alone on its GPU, borrowing nothing, weights fit: the GPU checks cannot fail
+        _check_gpu(snapshot, worker, gpu, indices, capacity, shards)
+
+
+#: Replica fields that are counts (integers >= 0); the hot path tests them inline, errors come from
+#: :func:`_check_int` so the message is the same as everywhere else.
+_REPLICA_COUNTS = ("inflight", "kv_total_bytes", "kv_used_bytes", "kv_lent_bytes")
 
 
 def _check_replica_fields(
-    replica: Replica, i: int, snapshot: Snapshot, workers: Mapping[str, Worker]
+    replica: Replica, i: int, models: Mapping[str, ModelConfig], capacities: Mapping[str, Mapping[int, int]]
 ) -> None:
+    """One replica's own fields against its model and worker; runs for every replica every tick, so
+    the common valid case costs a few comparisons and only a failing value builds its message."""
     where = f"replicas[{i}]"
     if not replica.id:
         raise SnapshotError(f"{where}.id", "a non-empty id", replica.id)
-    _check_known(replica.model, snapshot.models, f"{where}.model")
-    if replica.worker not in workers:
-        raise SnapshotError(f"{where}.worker", f"one of the workers {sorted(workers)}", replica.worker)
-    indices = {g.index for g in workers[replica.worker].gpus}
-    tp = snapshot.models[replica.model].spec.tensor_parallel
+    _check_known(replica.model, models, f"{where}.model")
+    if replica.worker not in capacities:
+        raise SnapshotError(f"{where}.worker", f"one of the workers {sorted(capacities)}", replica.worker)
+    on_worker = capacities[replica.worker]
+    spec = models[replica.model].spec
+    tp = spec.tensor_parallel
     if len(replica.gpus) != tp or len(set(replica.gpus)) != tp:
         raise SnapshotError(f"{where}.gpus", f"{tp} distinct GPUs (tensor_parallel)", replica.gpus)
     for j, gpu in enumerate(replica.gpus):
-        if gpu not in indices:
-            raise SnapshotError(f"{where}.gpus[{j}]", f"a GPU of {replica.worker} {sorted(indices)}", gpu)
-    _check_number(replica.since, f"{where}.since")
-    _check_number(replica.progress, f"{where}.progress")
-    if replica.progress > 1.0:
-        raise SnapshotError(f"{where}.progress", "a fraction in [0, 1]", replica.progress)
-    _check_int(replica.inflight, f"{where}.inflight")
-    _check_int(replica.kv_total_bytes, f"{where}.kv_total_bytes")
-    _check_int(replica.kv_used_bytes, f"{where}.kv_used_bytes")
-    _check_int(replica.kv_lent_bytes, f"{where}.kv_lent_bytes")
+        if gpu not in on_worker:
+            raise SnapshotError(f"{where}.gpus[{j}]", f"a GPU of {replica.worker} {sorted(on_worker)}", gpu)
+    if not _is_fraction(replica.since, math.inf):
+        _check_number(replica.since, f"{where}.since")
+    if not _is_fraction(replica.progress, 1.0):
+        _check_number(replica.progress, f"{where}.progress")
+        if replica.progress > 1.0:
+            raise SnapshotError(f"{where}.progress", "a fraction in [0, 1]", replica.progress)
+    for name in _REPLICA_COUNTS:
+        value = getattr(replica, name)
+        if type(value) is not int or value < 0:
+            _check_int(value, f"{where}.{name}")
     if replica.kv_used_bytes > replica.kv_total_bytes:
         raise SnapshotError(
             f"{where}.kv_used_bytes", f"<= kv_total_bytes ({replica.kv_total_bytes})", replica.kv_used_bytes
@@ -294,15 +341,18 @@ def _check_replica_fields(
         raise SnapshotError(
             f"{where}.kv_lent_bytes", f"<= kv_total_bytes ({replica.kv_total_bytes})", replica.kv_lent_bytes
         )
-    if replica.kv_lent_bytes and not replica.is_owner:
+    owner = replica.is_owner
+    if replica.kv_lent_bytes and not owner:
         raise SnapshotError(
             f"{where}.kv_lent_bytes", "0 for a replica that is not serving", replica.kv_lent_bytes
         )
-    if replica.borrowed and replica.is_owner:
+    if replica.borrowed and owner:
         raise SnapshotError(f"{where}.borrowed", "false for a serving replica", replica.borrowed)
-    shard = snapshot.models[replica.model].spec.shard_bytes
-    capacity = min(workers[replica.worker].capacity(g) for g in replica.gpus)
-    if replica.is_owner and shard + replica.kv_total_bytes > capacity:
+    if not owner:
+        return
+    capacity = min(on_worker[g] for g in replica.gpus)
+    shard = spec.shard_bytes
+    if shard + replica.kv_total_bytes > capacity:
         raise SnapshotError(
             f"{where}.kv_total_bytes",
             f"<= {capacity - shard} (pool capacity minus weights)",
@@ -310,8 +360,19 @@ def _check_replica_fields(
         )
 
 
-def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], capacity: int) -> None:
-    """One GPU: one replica per model, at most one owner, weights fit, borrowed weights fit the lent space."""
+def _is_fraction(value: float, top: float) -> bool:
+    """Whether ``value`` is a plain finite number in [0, top] (NaN and bools are not); the fast test
+    in front of :func:`_check_number`, which names the field when it is not."""
+    return type(value) in (int, float) and 0.0 <= value <= top and value != math.inf
+
+
+def _check_gpu(
+    snapshot: Snapshot, worker: str, gpu: int, indices: list[int], capacity: int, shards: Mapping[str, int]
+) -> None:
+    """One GPU: one replica per model, at most one owner, weights fit, borrowed weights fit the lent space.
+
+    ``shards`` is the per-GPU weight size of each model.
+    """
     replicas = snapshot.replicas
     models: set[str] = set()
     owners = [i for i in indices if replicas[i].is_owner]
@@ -323,7 +384,7 @@ def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], ca
         raise SnapshotError(
             f"replicas[{owners[1]}].gpus", f"no GPU already served by replicas[{owners[0]}]", gpu
         )
-    total = sum(snapshot.models[replicas[i].model].spec.shard_bytes for i in indices)
+    total = sum(shards[replicas[i].model] for i in indices)
     if total > capacity:
         raise SnapshotError(
             f"replicas[{indices[-1]}].gpus", f"GPUs with room ({capacity} bytes on {worker}:{gpu})", gpu
@@ -337,7 +398,7 @@ def _check_gpu(snapshot: Snapshot, worker: str, gpu: int, indices: list[int], ca
                 f"replicas[{i}].borrowed", "true only inside one serving replica's GPUs", True
             )
     lent = replicas[owners[0]].kv_lent_bytes
-    if sum(snapshot.models[replicas[i].model].spec.shard_bytes for i in borrowed) > lent:
+    if sum(shards[replicas[i].model] for i in borrowed) > lent:
         raise SnapshotError(
             f"replicas[{borrowed[-1]}].borrowed", f"weights within the lent {lent} bytes", True
         )
