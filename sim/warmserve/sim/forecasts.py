@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
 from warmserve.operator.forecast.backtest import rolling_one_step
 from warmserve.operator.forecast.concurrency import LatencyModel, LatencyModels, load_series
 from warmserve.operator.forecast.forecasters import WarmServeForecaster
+from warmserve.operator.forecast.traces import RateSeries
 from warmserve.operator.snapshot import Demand, Forecast
 from warmserve.sim.workload import FloatArray, Workload
 
@@ -43,10 +45,12 @@ class TraceForecast:
         if not workload.history:
             return
         window = max(workload.history[0].window_sec, 300.0)
-        series = load_series(workload.history, window, LatencyModels(per_model=dict(latency)))
+        series = load_series(
+            replay_time(workload), window / self.scale, LatencyModels(per_model=dict(latency))
+        )
         self.window_s = window
-        self.origin = series[0].start_sec
-        self.first = int((workload.replay_start_s - series[0].start_sec) // window)
+        self.origin = workload.history[0].start_sec
+        self.first = int((workload.replay_start_s - self.origin) // window)
         count = math.ceil(workload.duration_s * workload.time_scale / window) + 1
         for s in series:
             last = min(self.first + count, len(s.mean))
@@ -85,3 +89,19 @@ class TraceForecast:
 
     def _index(self, now: float) -> int:
         return int((self.start + now * self.scale - self.origin) // self.window_s) - self.first
+
+
+def replay_time(workload: Workload) -> tuple[RateSeries, ...]:
+    """The rate history as the replay plays it: ``time_scale`` times faster and denser, from the replay's
+    start (negative before it). Concurrency is rate x latency in *replay* seconds, and a window's peak
+    depends on how many service times fit in it, so both must be taken on this clock."""
+    scale = workload.time_scale
+    return tuple(
+        replace(
+            s,
+            start_sec=(s.start_sec - workload.replay_start_s) / scale,
+            window_sec=s.window_sec / scale,
+            rate_rps=s.rate_rps * scale,
+        )
+        for s in workload.history
+    )

@@ -7,7 +7,13 @@ the heap holds scheduler ticks, worker timers (loads, promotions) and instance s
 The gateway is modelled as the real one routes: a request goes to the least-loaded serving instance
 of its model with fewer than B in flight, else it is held in the model's FIFO queue; a request held
 longer than ``hold_timeout_s`` is dropped (the real gateway answers 503). Requests still unfinished
-``grace_s`` after the replay ends count as dropped too.
+``grace_s`` after the replay ends count as dropped too. The real gateway learns of a new serving
+replica only at its next discovery poll (every ``discovery_poll_s``, the gateway's own default): a
+replica that starts serving becomes routable at the next poll. The polls are not synchronised with the
+scheduler's ticks (both loops also spend time on their own I/O), so they are placed half an interval
+after the ticks: a promotion ordered at a tick is seen half a poll later, the mean over a random phase.
+``request_overhead_s`` is the serving path's own cost (client, gateway and worker HTTP, event loops), a
+measured constant added to every first token; 0 models the engine alone.
 
 The **real scheduler** (:class:`Scheduler`, with the policy's own function and state) runs every
 ``tick_s`` of virtual time on :class:`ObservedState` reports built from the simulated workers, and its
@@ -29,6 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from warmserve.gateway.config import GatewayConfig
 from warmserve.operator.forecast.concurrency import LatencyModel
 from warmserve.operator.policies.muxserve import muxserve_layout
 from warmserve.operator.policies.registry import ForecastNeed, Sizing, policy_by_name
@@ -40,10 +47,11 @@ from warmserve.sim.forecasts import TraceForecast
 from warmserve.sim.instance import SimInstance
 from warmserve.sim.worker import SimReplica, SimWorker
 from warmserve.sim.workload import FloatArray, Workload
+from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.protocol import ModelSpec, ReplicaState
 from warmserve.worker.timing import decode_step_seconds, prefill_seconds, shape_for_spec
 
-_TICK, _TIMER, _SEGMENT = 0, 1, 2
+_TICK, _TIMER, _SEGMENT, _DISCOVERY = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,15 @@ class SimConfig:
     horizon_s: float = 120.0
     grace_s: float = 600.0
     timeline_every_s: float = 60.0
+    discovery_poll_s: float = GatewayConfig(models=()).poll_interval_s
+    request_overhead_s: float = 0.0
+    per_replica_engines: bool | None = None  # cold starts pay an engine start; None: as the policy does
+
+    def __post_init__(self) -> None:
+        for name in ("discovery_poll_s", "request_overhead_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidFieldError(name, "a finite number of seconds >= 0", value)
 
 
 @dataclass(frozen=True)
@@ -150,7 +167,10 @@ class Simulation:
             ForecastNeed.ORACLE: oracle,
             ForecastNeed.ONLINE: TraceForecast(workload, latency, oracle=False, horizon_s=config.horizon_s),
         }[entry.forecast]
-        universal = entry.name not in ("autoscale", "dedicated", "dedicated-mean")
+        per_replica = config.per_replica_engines
+        if per_replica is None:
+            per_replica = entry.name in ("autoscale", "dedicated", "dedicated-mean")
+        universal = not per_replica
         host_cache = int(cluster.host_cache_gib * (1 << 30))
         self.workers = {
             f"node-{i}": SimWorker(
@@ -173,6 +193,7 @@ class Simulation:
         self.ticks_run = 0
         self.held_ticks = 0
         self._owner: dict[str, str] = {}  # serving replica id -> its worker
+        self._polls_due: set[float] = set()  # discovery polls scheduled, by time
         self._last_signature: object = None
         self._same = 0
         self._last_run = -math.inf
@@ -198,6 +219,13 @@ class Simulation:
     def _replica(self, worker: str, rid: str) -> SimReplica | None:
         w = self.workers.get(worker)
         return w.replicas.get(rid) if w is not None and rid in w.replicas else self.static.get((worker, rid))
+
+    def _seen_at(self, since: float) -> float:
+        """When the gateway's first discovery poll after ``since`` runs (polls at (k + 1/2)·interval)."""
+        poll = self.config.discovery_poll_s
+        if poll <= 0:
+            return since
+        return (math.ceil(since / poll - 0.5) + 0.5) * poll
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -228,6 +256,8 @@ class Simulation:
             elif kind == _TIMER:
                 self.workers[worker].fire(rid, version, now)
                 self._after_worker_change(now)
+            elif kind == _DISCOVERY:
+                self._discover(now)
             else:
                 self._segment(worker, rid, version, now)
         return self._result()
@@ -264,7 +294,7 @@ class Simulation:
         inst = replica.instance
         first, finished = inst.complete(now)
         for r in first:
-            self.first_token[r] = now
+            self.first_token[r] = now + self.config.request_overhead_s
         model = replica.spec.name
         for r in finished:
             self.finish[r] = now
@@ -279,15 +309,25 @@ class Simulation:
             self._after_worker_change(now)
 
     def _after_worker_change(self, now: float) -> None:
-        if not any(w.changed for w in self.workers.values()):
-            return
+        if any(w.changed for w in self.workers.values()):
+            self._discover(now)
+
+    def _discover(self, now: float) -> None:
+        """Rebuild the gateway's instance table: serving replicas its polls have seen by ``now``."""
         for m in self.names:
             self.ready[m] = []
         for name, w in self.workers.items():
             w.changed = False
             for replica in w.serving():
                 self._owner[replica.id] = name
+                seen = self._seen_at(replica.since)
+                if seen > now:
+                    if seen not in self._polls_due:
+                        self._polls_due.add(seen)
+                        self._push(seen, _DISCOVERY, "", "", 0)
+                    continue
                 self.ready[replica.spec.name].append(replica)
+        self._polls_due.discard(now)
         for model, queue in self.queues.items():
             while queue and self._send(model, queue[0], now):
                 queue.popleft()
