@@ -9,7 +9,7 @@ import pytest
 
 from warmserve.operator.forecast.traces import RateSeries, RequestSeries
 from warmserve.operator.local.arrivals import ReplaySlice
-from warmserve.operator.local.forecasts import TraceForecasts
+from warmserve.operator.local.forecasts import ReplayClock, TraceForecasts
 from warmserve.operator.local.traces import binned, load_rates
 from warmserve.worker.errors import InvalidFieldError
 
@@ -62,3 +62,13 @@ def test_forecasts_see_the_coming_burst_from_previous_days() -> None:
 def test_models_without_a_latency_get_no_forecast() -> None:
     replay = ReplaySlice(start_sec=86_400.0, span_sec=86_400.0, compress=3600.0, rps=5.0)
     assert TraceForecasts([daily(2, 3)], replay, {}, horizon_s=1.0).forecasts(5.0) == {}
+
+
+def test_a_replay_clock_reads_forecasts_on_the_replays_clock() -> None:
+    """The scheduler ticks SETTLE_S before the replay starts: at its time t the forecast is the replay's
+    at t - SETTLE_S, which has not yet seen the burst the unshifted source would already show."""
+    replay = ReplaySlice(start_sec=3 * 86_400.0, span_sec=86_400.0, compress=3600.0, rps=5.0)
+    source = TraceForecasts([daily(4, 12)], replay, {"m": 0.5}, horizon_s=1.0)
+    shifted = ReplayClock(source, 1.0)
+    assert shifted.forecasts(12.5) == source.forecasts(11.5)
+    assert shifted.forecasts(11.5)["m"].mean < source.forecasts(11.5)["m"].mean

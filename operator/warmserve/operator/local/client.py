@@ -53,13 +53,15 @@ async def replay(
     arrivals: Sequence[Arrival],
     config: ClientConfig = ClientConfig(),
     on_done: Callable[[Outcome], object] | None = None,
+    start: float | None = None,
 ) -> list[Outcome]:
-    """Send every arrival at its time (local seconds from now); return the outcomes in arrival order."""
+    """Send every arrival at its time (local seconds from ``start``, a ``time.monotonic()`` value;
+    default: now); return the outcomes in arrival order."""
     slots = asyncio.Semaphore(config.concurrency)
     connector = aiohttp.TCPConnector(limit=config.concurrency)
     timeout = aiohttp.ClientTimeout(total=config.timeout_s)
     url = f"{gateway.rstrip('/')}/v1/completions"
-    start = time.monotonic()
+    start = time.monotonic() if start is None else start
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(arrival: Arrival) -> Outcome:

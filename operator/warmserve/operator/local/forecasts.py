@@ -32,6 +32,7 @@ from warmserve.operator.forecast.concurrency import (
 from warmserve.operator.forecast.forecasters import LoadFit, fit_load, forecast, make_forecaster
 from warmserve.operator.forecast.traces import RateSeries
 from warmserve.operator.local.arrivals import ReplaySlice, rate_scale
+from warmserve.operator.scheduler import ForecastSource
 from warmserve.operator.snapshot import Demand, Forecast
 
 
@@ -81,6 +82,25 @@ class TraceForecasts:
                 self.cache[key] = Forecast(mean=max(f.mean), peak=max(f.peak))
             out[name] = self.cache[key]
         return out
+
+
+class ReplayClock:
+    """``source`` read on the replay's clock by a scheduler whose clock started ``offset_s`` earlier.
+
+    The local scheduler ticks before the replay starts (so the cluster settles); without the shift its
+    forecasts at the replay's second ``t`` would see the trace up to ``t + offset_s``, a glimpse of the
+    future the replay has not played.
+    """
+
+    def __init__(self, source: ForecastSource, offset_s: float) -> None:
+        self.source = source
+        self.offset_s = offset_s
+
+    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
+        self.source.observe(now - self.offset_s, demand)
+
+    def forecasts(self, now: float) -> Mapping[str, Forecast]:
+        return self.source.forecasts(now - self.offset_s)
 
 
 def _local_load(s: RateSeries, replay: ReplaySlice, scale: float, latency_s: float) -> LoadSeries:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from warmserve.operator.local.arrivals import Arrival
 from warmserve.operator.local.client import ClientConfig, Outcome, replay
 from warmserve.operator.local.cluster import LocalCluster
+from warmserve.operator.local.forecasts import ReplayClock
 from warmserve.operator.local.policies import ActionCounts, PolicyChoice, counting
 from warmserve.operator.local.processes import Children, ChildSpec, free_port, python_module
 from warmserve.operator.local.results import Summary, summarize
@@ -119,7 +120,9 @@ async def local_cluster(
         async with aiohttp.ClientSession() as session:
             cluster = LocalCluster(session, endpoints.workers, endpoints.gateway)
             step = counting(choice.step, counts)
-            scheduler = Scheduler(setup.model_configs(), step, choice.initial_state, forecasts)
+            # The replay starts SETTLE_S into the scheduler's clock: forecasts are read on the replay's.
+            source = ReplayClock(forecasts, SETTLE_S) if forecasts is not None else None
+            scheduler = Scheduler(setup.model_configs(), step, choice.initial_state, source)
             loop = asyncio.create_task(run(cluster, scheduler, setup.tick_s))
             try:
                 yield children, endpoints, cluster
@@ -144,7 +147,7 @@ async def run_policy(
         ends,
         cluster,
     ):
-        await asyncio.sleep(SETTLE_S)
+        await asyncio.sleep(max(cluster.started + SETTLE_S - time.monotonic(), 0.0))
         fault = None
         if kill_worker_at_s is not None:
             fault = asyncio.create_task(_kill_later(children, cluster, "w0", kill_worker_at_s))
@@ -155,7 +158,9 @@ async def run_policy(
             # A request may be held for the gateway's whole hold time, then still has to be answered.
             timeout = setup.hold_timeout_s(HOLD_TIMEOUT_S) + ClientConfig().timeout_s
             config = ClientConfig(max_tokens=setup.max_tokens, timeout_s=timeout)
-            outcomes = await replay(ends.gateway, arrivals, config, on_done=lambda _: bar.update())
+            outcomes = await replay(
+                ends.gateway, arrivals, config, lambda _: bar.update(), cluster.started + SETTLE_S
+            )
         finally:
             bar.close()
         noticed = await fault if fault is not None else None
