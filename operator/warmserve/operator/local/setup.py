@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmserve.operator.local.checkpoints import Checkpoint
+from warmserve.operator.local.client import PROMPT
 from warmserve.operator.snapshot import ModelConfig
 from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.protocol import ModelSpec
@@ -40,8 +41,9 @@ from warmserve.worker.timing import (
 GIB = 1 << 30
 #: Shapes given to the trace's models, in name order (see the module docstring).
 SHAPES = ("llama2-13b", "llama3-8b", "llama2-7b")
-#: Prompt tokens of a replay request (:data:`warmserve.operator.local.client.PROMPT`, about).
-PROMPT_TOKENS = 12
+#: Prompt tokens of a replay request as the fake engine counts them: one per word of the client's prompt
+#: (a real engine's tokenizer gives about as many).
+PROMPT_TOKENS = len(PROMPT.split())
 #: Worker engines ``warmserve local`` can run.
 ENGINES = ("fake", "torch", "vllm")
 #: Bytes per second the worker's store copies weights from the page cache into a host slot
