@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import Mapping
 
 from warmserve.operator.autoscaler import AutoscalerState
+from warmserve.operator.plan import Plan
 from warmserve.operator.planner import plan_step
-from warmserve.operator.scheduler import Observation, Scheduler
+from warmserve.operator.scheduler import Observation, Scheduler, run
 from warmserve.operator.snapshot import Demand, Forecast, ModelConfig
 from warmserve.worker.protocol import (
     DesiredState,
@@ -90,3 +93,32 @@ def test_a_bad_observation_holds_steady_and_says_why() -> None:
     decision = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0", (stray,))}))
     assert decision.desired == {}
     assert "gpus" in scheduler.last_error
+
+
+class SlowCluster:
+    """Observing takes ``observe_s`` (as HTTP to busy workers does); records when each tick began."""
+
+    def __init__(self, observe_s: float) -> None:
+        self.observe_s = observe_s
+        self.started: list[float] = []
+
+    async def observe(self) -> Observation:
+        loop = asyncio.get_running_loop()
+        self.started.append(loop.time())
+        await asyncio.sleep(self.observe_s)
+        return Observation(now=len(self.started), workers={})
+
+    async def apply(self, desired: Mapping[str, DesiredState]) -> set[str]:
+        return set()
+
+
+async def test_ticks_keep_their_period_however_long_observing_takes() -> None:
+    cluster = SlowCluster(observe_s=0.06)
+    scheduler = Scheduler({}, lambda snapshot, state: (Plan(), state), None)
+    loop = asyncio.create_task(run(cluster, scheduler, 0.1))
+    await asyncio.sleep(0.75)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    gaps = [b - a for a, b in itertools.pairwise(cluster.started)]
+    assert len(gaps) >= 5
+    assert 0.095 < sum(gaps) / len(gaps) < 0.13  # not 0.1 + 0.06 (the margin is for a busy machine)

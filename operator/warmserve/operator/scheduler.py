@@ -215,9 +215,15 @@ class Cluster(Protocol):
 async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
     """Runs until cancelled: one tick every ``tick_s`` seconds.
 
-    A failed observation skips the tick; a desired state that could not be written is written again at
-    the next tick (the newest one for that worker), so no order is lost to a worker that was briefly away.
+    Ticks start on a fixed grid (``tick_s`` apart), not ``tick_s`` after the previous tick's work, so
+    the observation and writes over the wire do not stretch the period (the simulator ticks on the same
+    grid); a tick that overruns its slot is followed by the next one at once, and the grid starts again
+    from there (no burst of ticks to catch up). A failed observation skips the tick; a desired state that
+    could not be written is written again at the next tick (the newest one for that worker), so no order
+    is lost to a worker that was briefly away.
     """
+    loop = asyncio.get_running_loop()
+    due = loop.time()
     unsent: set[str] = set()
     while True:
         try:
@@ -229,4 +235,5 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
                 unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
         except (OSError, TimeoutError) as exc:
             log.warning("scheduler tick skipped: %s", exc)
-        await asyncio.sleep(tick_s)
+        due = max(due + tick_s, loop.time())
+        await asyncio.sleep(due - loop.time())
