@@ -142,7 +142,7 @@ def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, see
     cluster = ClusterSpec(setup.workers, setup.gpus, setup.profile, host_cache_gib=0.0)
     config = SimConfig(
         tick_s=setup.tick_s,
-        hold_timeout_s=HOLD_TIMEOUT_S,
+        hold_timeout_s=setup.hold_timeout_s(HOLD_TIMEOUT_S),  # what the gateway is given
         horizon_s=horizon,
         request_overhead_s=overhead,
         per_replica_engines=False,
