@@ -101,6 +101,19 @@ def test_a_wide_model_waiting_takes_a_whole_block_and_protected_instances_stay()
     assert [a.gpus for a in of(plan, ColdStart)] == [(2, 3)]
 
 
+def test_taking_a_lenders_gpus_leaves_a_consistent_cluster() -> None:
+    replicas = [serving("b0", "b", [0], 8, inflight=5), serving("c1", "c", [1], 8, inflight=5)]
+    replicas += [serving("b2", "b", [2], 8, kv_lent_bytes=4 * GIB), serving("c3", "c", [3], 8)]
+    replicas.append(prewarmed("d2", "d", [2], borrowed=True))  # in b2's lent KV space
+    models = [model("w", tp=2), model("b"), model("c"), model("d")]
+    snap = snapshot(models, replicas, demand={"w": 1.0, "b": 4, "c": 4})
+    plan = step(snap)
+    assert sorted(a.replica_id for a in of(plan, Demote)) == ["b2", "c3"]
+    assert [a.gpus for a in of(plan, ColdStart)] == [(2, 3)]
+    after = apply_plan(snap, plan)  # validated: no borrower is left without its lender
+    assert "d2" not in {r.id for r in after.replicas}
+
+
 def test_no_cold_start_when_every_gpu_serves_a_models_only_instance() -> None:
     snap = snapshot(
         [model("a"), model("b"), model("c")],

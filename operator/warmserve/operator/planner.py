@@ -189,8 +189,7 @@ class _Step:
         for victim in best[1]:
             left = len(self.instances(victim.model)) - 1
             why = f"{model} has requests waiting, no instance and no GPUs: {victim.model} keeps {left}"
-            self.actions.append(Demote(victim.id, victim.model, why))
-            occ.update(as_prewarmed(victim, now))
+            self.demote(victim, why)
         return True
 
     def _spare(self, victims: list[Replica], state: AutoscalerState, now: float) -> bool:
@@ -243,12 +242,17 @@ class _Step:
             key=lambda r: (r.inflight, r.id),
         )
         for replica in candidates[:count]:
-            guests = self.occ.touching(replica.worker, replica.gpus)
-            self.actions.append(Demote(replica.id, replica.model, f"{reason}: keep its weights prewarmed"))
-            self.occ.update(as_prewarmed(replica, now))
-            for guest in guests:
-                if guest.borrowed:
-                    self.occ.change(guest.id, borrowed=False)
+            self.demote(replica, f"{reason}: keep its weights prewarmed")
+
+    def demote(self, replica: Replica, reason: str) -> None:
+        """Demote a serving instance: its weights stay prewarmed, and the replicas it lent KV space to
+        now sit in the free pool (no longer borrowed)."""
+        guests = self.occ.touching(replica.worker, replica.gpus)
+        self.actions.append(Demote(replica.id, replica.model, reason))
+        self.occ.update(as_prewarmed(replica, self.occ.now))
+        for guest in guests:
+            if guest.borrowed:
+                self.occ.change(guest.id, borrowed=False)
 
     # --- phase 3 ------------------------------------------------------------------------------
 
