@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,3 +81,32 @@ def test_a_child_never_ready_times_out_naming_its_url(tmp_path: Path) -> None:
     spec = ChildSpec("mute", (sys.executable, "-c", "import time; time.sleep(120)"), url)
     with Children(tmp_path, grace_s=0.5) as children, pytest.raises(ChildError, match="mute not ready"):
         children.start_all([spec], timeout_s=0.5)
+
+
+def test_stopping_while_start_all_waits_in_a_thread_ends_the_wait_and_starts_nothing_more(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C stops the children from the event loop while ``start_all`` waits in a worker thread."""
+    url = f"http://127.0.0.1:{free_port()}/readyz"
+    spec = ChildSpec("mute", (sys.executable, "-c", "import time; time.sleep(120)"), url)
+    children = Children(tmp_path, grace_s=0.5)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            children.start_all([spec], timeout_s=60.0)
+        except ChildError as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=start)
+    waiter.start()
+    while "mute" not in children.procs:
+        time.sleep(0.01)
+    started = time.monotonic()
+    children.stop_all()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and time.monotonic() - started < 10  # not the 60 s readiness timeout
+    assert errors and "stopping" in str(errors[0])
+    assert children.procs["mute"].poll() is not None
+    with pytest.raises(ChildError, match="late not started: the run is stopping"):
+        children.start(ChildSpec("late", (sys.executable, "-c", "pass"), url))

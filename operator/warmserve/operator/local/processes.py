@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 import urllib.error
@@ -54,6 +55,10 @@ class Children:
         self.log_dir = log_dir
         self.grace_s = grace_s
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # start_all runs in a thread (the runner awaits it); on Ctrl-C stop_all runs meanwhile in the
+        # event loop's thread: no child may start after it, and the waiting thread must give up at once.
+        self._lock = threading.Lock()
+        self._stopping = False
 
     def __enter__(self) -> Children:
         return self
@@ -64,17 +69,22 @@ class Children:
         self.stop_all()
 
     def start(self, spec: ChildSpec) -> subprocess.Popen[bytes]:
-        """Start ``spec`` in a new session (its own process group); output goes to ``<name>.log``."""
+        """Start ``spec`` in a new session (its own process group); output goes to ``<name>.log``.
+
+        Raises :class:`ChildError` once :meth:`stop_all` has begun (nothing would stop the child)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path(spec.name), "wb") as log:
-            proc = subprocess.Popen(
-                spec.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.procs[spec.name] = proc
+        with self._lock:
+            if self._stopping:
+                raise ChildError(f"{spec.name} not started: the run is stopping")
+            with open(self.log_path(spec.name), "wb") as log:
+                proc = subprocess.Popen(
+                    spec.argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            self.procs[spec.name] = proc
         return proc
 
     def start_all(self, specs: Sequence[ChildSpec], timeout_s: float = 60.0) -> None:
@@ -91,6 +101,8 @@ class Children:
     def wait_ready(self, spec: ChildSpec, deadline: float) -> None:
         proc = self.procs[spec.name]
         while time.monotonic() < deadline:
+            if self._stopping:
+                raise ChildError(f"{spec.name} not waited for: the run is stopping")
             if proc.poll() is not None:
                 raise ChildError(
                     f"{spec.name} exited with code {proc.returncode}: {self.log_tail(spec.name)}"
@@ -105,7 +117,10 @@ class Children:
         _signal_group(self.procs[name], signal.SIGKILL)
 
     def stop_all(self) -> None:
-        """SIGTERM every group, wait up to ``grace_s``, SIGKILL what is left, reap everything."""
+        """SIGTERM every group, wait up to ``grace_s``, SIGKILL what is left, reap everything; no child
+        starts after this has begun."""
+        with self._lock:
+            self._stopping = True
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
