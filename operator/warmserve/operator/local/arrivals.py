@@ -61,7 +61,8 @@ class Arrival:
 def rate_scale(series: Sequence[RateSeries], replay: ReplaySlice) -> float:
     """The factor that makes the slice's mean total rate ``replay.rps``.
 
-    Raises :class:`InvalidFieldError` (field ``trace``) when the slice holds no request at all.
+    Raises :class:`InvalidFieldError` (field ``trace``) when the slice holds no request at all, or so
+    few (rates near the smallest floats) that no finite factor scales them to ``replay.rps``.
     """
     total = 0.0
     for s in series:
@@ -69,11 +70,11 @@ def rate_scale(series: Sequence[RateSeries], replay: ReplaySlice) -> float:
             overlap = _overlap(s.start_sec + i * s.window_sec, s.window_sec, replay)
             if overlap > 0 and math.isfinite(rate):
                 total += float(rate) * overlap
-    if total <= 0:
-        raise InvalidFieldError(
-            "trace", f"some requests in [{replay.start_sec}, {replay.start_sec + replay.span_sec}) s", 0
-        )
-    return replay.rps * replay.span_sec / total
+    scale = replay.rps * replay.span_sec / total if total > 0 else math.inf
+    if not math.isfinite(scale):
+        where = f"[{replay.start_sec}, {replay.start_sec + replay.span_sec}) s"
+        raise InvalidFieldError("trace", f"some requests in {where} (a total rate that can be scaled)", total)
+    return scale
 
 
 def sample_arrivals(series: Sequence[RateSeries], replay: ReplaySlice) -> tuple[Arrival, ...]:
