@@ -14,7 +14,7 @@ import pytest
 from warmserve.operator.cli import main
 from warmserve.operator.local.policies import DEFAULT_POLICY
 
-from .test_serve import alive, children_of, stop
+from .process_checks import assert_all_gone, children_of, stop
 
 
 @pytest.mark.parametrize(
@@ -79,9 +79,6 @@ def test_ctrl_c_during_a_replay_stops_every_process(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "interrupted" in err
-        deadline = time.monotonic() + 5
-        while any(alive(c) for c in children) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(alive(c) for c in children)
+        assert_all_gone(children)
     finally:
         stop(proc, children)

@@ -30,7 +30,7 @@ from warmserve.operator.local.runner import run_policy
 from warmserve.operator.local.setup import LocalSetup
 from warmserve.worker.tiny_model import make_tiny_model
 
-from .test_serve import children_of, stop
+from .process_checks import children_of, stop
 
 MODELS = ("m-large", "m-mid", "m-small")
 

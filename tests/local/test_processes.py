@@ -12,6 +12,8 @@ import pytest
 
 from warmserve.operator.local.processes import ChildError, Children, ChildSpec, free_port
 
+from .process_checks import alive, assert_all_gone
+
 SPAWNS_GRANDCHILD = (
     "import subprocess, sys, time;"
     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']);"
@@ -21,14 +23,6 @@ IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
     "print('up', flush=True); time.sleep(120)"
 )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def wait_for_line(path: Path) -> str:
@@ -51,10 +45,7 @@ def test_leaving_the_block_stops_children_grandchildren_and_stubborn_ones(tmp_pa
         started = time.monotonic()
     assert time.monotonic() - started < 10
     assert parent.returncode is not None and stubborn.returncode is not None
-    deadline = time.monotonic() + 5
-    while alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.02)  # reaped by init once its group was killed
-    assert not alive(grandchild)
+    assert_all_gone([grandchild])  # reaped by init once its group was killed
 
 
 def test_an_error_inside_the_block_still_stops_everything(tmp_path: Path) -> None:

@@ -3,13 +3,10 @@ and SIGTERM stops the command and every process it started."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import openai
@@ -17,39 +14,7 @@ import pytest
 
 from warmserve.operator.local.processes import free_port
 
-
-def children_of(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop(proc: subprocess.Popen[str], children: list[int]) -> None:
-    """After a failure: stop the command the way a user would, then make sure nothing is left."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=30)
-    for pid in [proc.pid, *children]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait()
+from .process_checks import assert_all_gone, children_of, stop
 
 
 @pytest.mark.slow
@@ -87,9 +52,6 @@ def test_serve_answers_the_openai_client_and_curl_then_stops_cleanly(tmp_path: P
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 130
-        deadline = time.monotonic() + 5
-        while any(alive(c) for c in children) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(alive(c) for c in children)
+        assert_all_gone(children)
     finally:
         stop(proc, children)
