@@ -31,13 +31,13 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from warmserve.gateway.config import GatewayConfig
 from warmserve.operator.forecast.concurrency import LatencyModel
-from warmserve.operator.policies.muxserve import muxserve_layout
+from warmserve.operator.policies.muxserve import muxserve_layout, on_unit
 from warmserve.operator.policies.registry import ForecastNeed, Sizing, policy_by_name
 from warmserve.operator.scheduler import NoForecast, Observation, Scheduler
 from warmserve.operator.snapshot import Demand, Gpu, ModelConfig, Worker
@@ -394,7 +394,7 @@ class Simulation:
         )
         for unit in muxserve_layout(self.models, workers, self.sizing.mean):
             for model in unit.models:
-                spec = replace(self.models[model].spec, tensor_parallel=len(unit.gpus))  # the whole unit
+                spec = on_unit(self.models[model].spec, len(unit.gpus))
                 share = unit.compute_share[model]
                 inst = self._instance(spec, unit.kv_quota_bytes[model] * spec.tensor_parallel, 1.0 / share)
                 rid = f"{model}@{unit.worker}:{'-'.join(map(str, unit.gpus))}"

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from warmserve.operator.snapshot import Gpu, ModelConfig, Worker
 from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.protocol import ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def muxserve_layout(
     used = [0] * len(units)
     order = sorted(((weight[n] / replicas[n], n) for n in models for _ in range(replicas[n])), reverse=True)
     for per_replica, name in order:
-        shard = -(-models[name].spec.weight_bytes // size)  # split over the unit's GPUs
+        shard = on_unit(models[name].spec, size).shard_bytes
         fits = [
             i
             for i, (_, gpus) in enumerate(units)
@@ -76,6 +77,12 @@ def muxserve_layout(
     return tuple(
         _unit(worker, gpus, placed[i], used[i]) for i, (worker, gpus) in enumerate(units) if placed[i]
     )
+
+
+def on_unit(spec: ModelSpec, size: int) -> ModelSpec:
+    """The model as it runs on a unit of ``size`` GPUs: parallelized over all of them (weights, KV space
+    and iterations split ``size`` ways)."""
+    return replace(spec, tensor_parallel=size)
 
 
 def _unit(worker: str, gpus: tuple[Gpu, ...], loads: dict[str, float], used: int) -> MuxUnit:
