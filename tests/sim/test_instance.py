@@ -59,8 +59,10 @@ def reference(arrivals: list[float], prompts: list[int], outputs: list[int], b: 
 def simulate(arrivals: list[float], prompts: list[int], outputs: list[int], b: int, kv_bytes: int):  # type: ignore[no-untyped-def]
     inst = SimInstance(Costing(SHAPE, GPU, 1), b, kv_bytes, KV, prompts, outputs)
     first, finish = [math.nan] * len(arrivals), [math.nan] * len(arrivals)
-    nxt = 0
+    nxt = finished = 0
     while nxt < len(arrivals) or inst.seg_end < math.inf:
+        # the engines' in-flight count: every request queued and not finished, being prefilled included
+        assert inst.inflight == nxt - finished
         if nxt < len(arrivals) and arrivals[nxt] <= inst.seg_end:
             assert inst.enqueue(nxt, arrivals[nxt])
             nxt += 1
@@ -71,6 +73,7 @@ def simulate(arrivals: list[float], prompts: list[int], outputs: list[int], b: i
             first[r] = now
         for r in done:
             finish[r] = now
+        finished += len(done)
     return first, finish
 
 
@@ -99,3 +102,32 @@ def test_a_request_larger_than_the_kv_space_is_refused() -> None:
     inst = SimInstance(Costing(SHAPE, GPU, 1), 4, 100 * KV, KV, [90], [20])
     assert not inst.enqueue(0, 0.0)
     assert inst.inflight == 0 and inst.seg_end == math.inf
+
+
+def run_with_resize(resize_at: float | None) -> tuple[float, float]:
+    """Two long requests in a KV space that holds one; optionally grown to hold both at ``resize_at``.
+    Returns when request 1 emits its first token and when request 0 finishes."""
+    inst = SimInstance(Costing(SHAPE, GPU, 1), 4, 1300 * KV, KV, [1000, 1000], [200, 200])
+    assert inst.enqueue(0, 0.0) and inst.enqueue(1, 0.0)
+    first1 = finish0 = math.nan
+    while inst.seg_end < math.inf:
+        if resize_at is not None and resize_at < inst.seg_end:
+            inst.resize(2600 * KV, resize_at)
+            resize_at = None
+            continue
+        now = inst.seg_end
+        started, done = inst.complete(now)
+        first1 = now if 1 in started else first1
+        finish0 = now if 0 in done else finish0
+    return first1, finish0
+
+
+def test_growing_the_kv_space_lets_the_waiting_head_join_after_the_iteration_in_progress() -> None:
+    blocked_first, finish0 = run_with_resize(None)
+    assert blocked_first > finish0  # without room it waits for request 0 to finish
+    decode_step = Costing(SHAPE, GPU, 1).decode_run(1, 1001, 1)
+    at = 0.5
+    first, _ = run_with_resize(at)
+    # as the engine's resize_kv admits at once: the iteration in progress ends, the next one prefills it
+    assert at < first < at + 2 * decode_step + 0.2
+    assert first < finish0

@@ -28,6 +28,7 @@ def worker(timers: list[tuple[float, str, int]]) -> SimWorker:
         True,
         make_instance,
         lambda at, _w, rid, version: timers.append((at, rid, version)),
+        lambda _at, _w, _rid, _version: None,  # no requests here: segments never move
     )
 
 

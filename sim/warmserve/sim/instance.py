@@ -58,7 +58,9 @@ class SimInstance:
 
     @property
     def inflight(self) -> int:
-        return len(self.waiting) + len(self.end_clock)
+        """Requests queued here and not finished: waiting, being prefilled (joiners) or decoding, as
+        the engines count them; the gateway's cap and a drain's end both read it."""
+        return len(self.waiting) + len(self.joiners) + len(self.end_clock)
 
     @property
     def kv_used_bytes(self) -> int:
@@ -70,13 +72,25 @@ class SimInstance:
             return False
         could_join = not self.waiting and len(self.end_clock) < self.max_batch
         self.waiting.append(rid)
+        self._wake(now, could_join)
+        return True
+
+    def resize(self, capacity: int, now: float) -> None:
+        """Set the KV space to ``capacity`` bytes. The engines admit waiting requests at once when their
+        space grows (``resize_kv``), so a head that may now fit joins after the iteration in progress."""
+        grew = capacity > self.space.capacity
+        self.space.capacity = capacity
+        if grew and self.waiting:
+            self._wake(now, len(self.end_clock) < self.max_batch)
+
+    def _wake(self, now: float, could_join: bool) -> None:
+        """Start, re-plan or cut the current segment for requests that arrived or may now join."""
         if self.seg_end == math.inf:
             self._start(now)
         elif now <= self.seg_start:
             self._restart(now)
         elif could_join and not self.joiners and self.seg_k > 1:
             self._cut(now)
-        return True
 
     def _restart(self, now: float) -> None:
         """Plan the segment starting at ``now`` again: requests arriving at the same instant all join

@@ -3,10 +3,13 @@ rules (:func:`warmserve.worker.reconcile.converge`) and the timing model's load 
 
 Each call of :meth:`SimWorker.reconcile` carries out the steps ``converge`` gives, in its order; a step
 that takes time (a load, a promotion) sets a timer through ``schedule`` and the worker reconciles again
-when it fires, as the real runtime does when a replica's state changes. Weights load from the node's host
-DRAM cache when the checkpoint is there (loaded on this node recently, LRU within ``host_cache_bytes``),
-else from local disk. A serving replica loaded by a policy that starts engines per replica
-(``universal=False``: the autoscale and dedicated baselines) also pays the engine start-up.
+when it fires, as the real runtime does when a replica's state changes. A lending change resizes the
+instance's KV space; when that moves the end of the instance's current segment, ``segment`` is told.
+
+Weights load from the node's host DRAM cache when the checkpoint is there (loaded on this node recently,
+LRU within ``host_cache_bytes``), else from local disk. A serving replica loaded by a policy that starts
+engines per replica (``universal=False``: the autoscale and dedicated baselines) also pays the engine
+start-up.
 
 Not modelled: disk bandwidth shared by loads running at once on a node, and memory held by a draining
 replica the scheduler no longer lists (the scheduler plans as if it were gone, as it does on a cluster).
@@ -36,7 +39,8 @@ from warmserve.worker.timing import GpuProfile, Tier, load_seconds
 _OWNING = (ReplicaState.PROMOTING, ReplicaState.SERVING)
 #: ``(model spec, KV bytes in all) -> instance``: the simulator builds instances (it owns requests).
 InstanceFactory = Callable[[ModelSpec, int], SimInstance]
-#: ``(time, worker, replica id, version)``: ask to be called back at ``time``.
+#: ``(time, worker, replica id, version)``: ask to be called back at ``time`` (a timer), or say when
+#: an instance's segment now ends (its version).
 Schedule = Callable[[float, str, str, int], None]
 
 
@@ -70,6 +74,7 @@ class SimWorker:
         universal: bool,
         make_instance: InstanceFactory,
         schedule: Schedule,
+        segment: Schedule,
     ) -> None:
         self.name = name
         self.gpu_count = gpus
@@ -80,6 +85,7 @@ class SimWorker:
         self.universal = universal
         self.make_instance = make_instance
         self.schedule = schedule
+        self.segment = segment
         self.desired = DesiredState(name, 0, {}, ())
         self.replicas: dict[str, SimReplica] = {}
         self.changed = True  # serving set changed since the simulator last looked
@@ -105,7 +111,7 @@ class SimWorker:
             kv_per_gpu = self.capacity - replica.spec.shard_bytes
             replica.instance = self.make_instance(replica.spec, kv_per_gpu * replica.spec.tensor_parallel)
             replica.state, replica.since = ReplicaState.SERVING, now
-            self._set_lending(replica, replica.lend)
+            self._set_lending(replica, replica.lend, now)
             self.changed = True
         replica.busy_until = math.inf
         self.epoch += 1
@@ -168,7 +174,7 @@ class SimWorker:
             self.prewarm_hits += not replica.cold
             self._timer(replica, now + self.profile.promotion_s)
         elif kind is StepKind.SET_LENDING and want is not None:
-            self._set_lending(replica, want.kv_lend_bytes)
+            self._set_lending(replica, want.kv_lend_bytes, now)
 
     def _load(self, want: DesiredReplica, now: float) -> None:
         spec = self.desired.models[want.model]
@@ -198,11 +204,15 @@ class SimWorker:
         replica.busy_until = at
         self.schedule(at, self.name, replica.id, replica.version)
 
-    def _set_lending(self, replica: SimReplica, lend: int) -> None:
+    def _set_lending(self, replica: SimReplica, lend: int, now: float) -> None:
         replica.lend = lend
-        if replica.instance is not None:
+        inst = replica.instance
+        if inst is not None:
             kv_per_gpu = self.capacity - replica.spec.shard_bytes
-            replica.instance.space.capacity = max(kv_per_gpu - lend, 0) * replica.spec.tensor_parallel
+            version = inst.version
+            inst.resize(max(kv_per_gpu - lend, 0) * replica.spec.tensor_parallel, now)
+            if inst.version != version and inst.seg_end < math.inf:
+                self.segment(inst.seg_end, self.name, replica.id, inst.version)
 
     def _cache(self, spec: ModelSpec) -> None:
         self.host_cache.pop(spec.name, None)
