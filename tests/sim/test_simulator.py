@@ -140,3 +140,25 @@ def test_the_sweep_finds_a_rate_the_policy_serves_within_its_slo(rate_trace: Pat
     at = replace(scenario.workload, rate_multiplier=rate / scenario.workload.mean_rate_rps)
     workload, models = prepare(replace(scenario, workload=at))
     assert summarize(run_policy(scenario, workload, models, "muxserve"))["slo_attainment"] >= 0.9
+
+
+def test_a_warm_up_is_replayed_but_not_measured(rate_trace: Path) -> None:
+    scenario = small(rate_trace, warmup_s=1200.0)
+    workload, models = prepare(scenario)
+    assert workload.measured_from_s == 1200.0 and workload.duration_s == 1800.0
+    warm = workload.arrival < 1200.0
+    assert warm.any() and workload.arrival.max() < 1800.0
+    # rates are scaled over the measured span: its mean is the asked-for 3 requests/s
+    assert 0.8 * 3.0 * 600 < (~warm).sum() < 1.2 * 3.0 * 600
+    run = run_policy(scenario, workload, models, "warmserve")
+    assert np.isfinite(run.first_token[warm]).any()  # the warm-up's requests were served
+    figures = summarize(run)
+    assert figures["requests"] == int((~warm).sum())
+    assert figures["completed"] + figures["dropped"] == figures["requests"]
+
+
+def test_a_warm_up_before_the_trace_is_refused(rate_trace: Path) -> None:
+    with pytest.raises(InvalidFieldError, match="warmup"):
+        prepare(Scenario(WorkloadSpec(rate_trace, models=3, day=0, offset_s=0.0, warmup_s=600.0)))
+    with pytest.raises(InvalidFieldError, match="warmup"):
+        WorkloadSpec(rate_trace, warmup_s=-1.0)

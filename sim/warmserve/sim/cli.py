@@ -49,6 +49,12 @@ def register(subparsers: Any) -> None:
     add("--day", type=int, default=7, help="day of the trace to replay (0-based); earlier days are history")
     add("--offset", type=float, default=0.0, help="seconds into the day where the replay starts")
     add("--duration", type=float, default=86400.0, help="replay length in simulated seconds")
+    add(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="simulated seconds replayed before --offset and left out of the figures",
+    )
     add("--time-scale", type=float, default=1.0, help="trace seconds per simulated second")
     add("--lengths", type=Path, help="a per-request trace to sample token lengths from")
     add("--max-cv", type=float, default=4.0, help="clip on the trace's inter-arrival CV")
@@ -76,6 +82,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         day=args.day,
         offset_s=args.offset,
         duration_s=args.duration,
+        warmup_s=args.warmup,
         time_scale=args.time_scale,
         lengths=args.lengths,
         max_cv=args.max_cv,

@@ -19,7 +19,9 @@ def plot(runs: Mapping[str, RunResult], path: Path) -> None:
     """Write the figure to ``path`` (any format matplotlib knows from the suffix)."""
     fig, (cdf, timeline) = plt.subplots(2, 1, figsize=(9, 8))
     for name, run in runs.items():
-        ttft = np.sort(np.where(np.isfinite(run.first_token), run.first_token - run.arrival, np.inf))
+        keep = run.measured()
+        first = run.first_token[keep]
+        ttft = np.sort(np.where(np.isfinite(first), first - run.arrival[keep], np.inf))
         shown = ttft[np.isfinite(ttft)]
         cdf.plot(np.maximum(shown, 1e-4), np.arange(1, len(shown) + 1) / max(len(ttft), 1), label=name)
     cdf.set_xscale("log")

@@ -3,7 +3,8 @@
 Every request counts: one that never got a first token (dropped by the gateway, refused, or unfinished
 when the run ended) has an infinite TTFT, so it misses its SLO and weighs on the tail percentiles (a
 percentile that falls on such requests is reported as ``null`` in JSON, ``inf`` in tables). TPOT is over
-completed requests with more than one output token.
+completed requests with more than one output token. Requests of the warm-up (``RunResult.measured``) are
+left out of every figure but the run-wide counters (cold starts, prewarm hits, GPU time).
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ KEYS: tuple[str, ...] = (
 
 def summarize(run: RunResult) -> dict[str, float | int | None]:
     """The figures of ``run`` under :data:`KEYS`."""
-    ttft = np.where(np.isfinite(run.first_token), run.first_token - run.arrival, np.inf)
-    completed = np.isfinite(run.finish)
-    multi = completed & (run.output > 1)
-    tpot = (run.finish[multi] - run.first_token[multi]) / (run.output[multi] - 1)
+    keep = run.measured()
+    first, finish, output = run.first_token[keep], run.finish[keep], run.output[keep]
+    ttft = np.where(np.isfinite(first), first - run.arrival[keep], np.inf)
+    completed = np.isfinite(finish)
+    multi = completed & (output > 1)
+    tpot = (finish[multi] - first[multi]) / (output[multi] - 1)
     served = ttft[np.isfinite(ttft)]
     return {
         "ttft_mean_s": _finite(float(np.mean(served))) if served.size else None,
@@ -46,7 +49,7 @@ def summarize(run: RunResult) -> dict[str, float | int | None]:
         "ttft_p99_s": _pct(ttft, 99),
         "tpot_p50_s": _pct(tpot, 50),
         "tpot_p99_s": _pct(tpot, 99),
-        "slo_attainment": float(np.mean(ttft <= run.slo)) if ttft.size else 0.0,
+        "slo_attainment": float(np.mean(ttft <= run.slo[keep])) if ttft.size else 0.0,
         "requests": int(ttft.size),
         "completed": int(completed.sum()),
         "dropped": int(ttft.size - completed.sum()),

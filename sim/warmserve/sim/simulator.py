@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from warmserve.gateway.config import GatewayConfig
 from warmserve.operator.forecast.concurrency import LatencyModel
@@ -95,6 +96,11 @@ class RunResult:
     ]  # t, load, mean, peak, prewarmed, serving
     ticks_run: int = 0
     held_ticks: int = 0  # ticks at which the scheduler refused its snapshot and held steady
+    measured_from_s: float = 0.0  # requests arriving earlier are the warm-up's: served, not measured
+
+    def measured(self) -> npt.NDArray[np.bool_]:
+        """Which requests the figures count: those that arrived after the warm-up."""
+        return np.asarray(self.arrival >= self.measured_from_s)
 
 
 def latency_models(
@@ -181,6 +187,7 @@ class Simulation:
                 universal,
                 self._instance,
                 self._timer,
+                self._segment_ends,
             )
             for i in range(cluster.nodes)
         }
@@ -207,6 +214,9 @@ class Simulation:
 
     def _timer(self, at: float, worker: str, rid: str, version: int) -> None:
         self._push(at, _TIMER, worker, rid, version)
+
+    def _segment_ends(self, at: float, worker: str, rid: str, version: int) -> None:
+        self._push(at, _SEGMENT, worker, rid, version)
 
     def _instance(self, spec: ModelSpec, kv_bytes: int, slowdown: float = 1.0) -> SimInstance:
         costing = Costing(shape_for_spec(spec), self.cluster.gpu, spec.tensor_parallel, slowdown)
@@ -420,4 +430,5 @@ class Simulation:
             timeline=tuple(self.timeline),
             ticks_run=self.ticks_run,
             held_ticks=self.held_ticks,
+            measured_from_s=self.workload.measured_from_s,
         )

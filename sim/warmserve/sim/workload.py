@@ -13,8 +13,12 @@ client); at the few requests/s a model gets here, such a CV makes bursts of hund
 milliseconds that no policy could serve within a TTFT SLO. The clip applies to every policy alike.
 
 The replay covers ``duration_s`` seconds from the start of day ``day`` (0-based) plus ``offset_s``; the
-days before it are the forecast history (:mod:`.forecasts`). ``time_scale`` > 1 replays the trace faster
-(trace seconds per simulated second; rates are multiplied by it).
+days before it are the forecast history (:mod:`.forecasts`). ``warmup_s`` seconds before that are replayed
+too, so that a replay cut from the middle of a day does not start on an empty cluster, but their requests
+are not measured (``Workload.measured_from_s``); for a rate trace the warm-up is rounded up to whole
+windows of the trace, and the rates are scaled to their means over the measured span.
+``time_scale`` > 1 replays the trace faster (trace seconds per simulated second; rates are multiplied by
+it).
 
 Per-request traces (Azure, Mooncake): arrivals are the trace's own, each assigned a model by the same
 power law; their token counts are used. Token lengths for rate traces come from ``lengths``, a
@@ -66,6 +70,7 @@ class WorkloadSpec:
     max_output_tokens: int = 2048
     max_cv: float = 4.0
     seed: int = 0
+    warmup_s: float = 0.0
 
     def __post_init__(self) -> None:
         positive = ("mean_rate_rps", "rate_multiplier", "duration_s", "time_scale")
@@ -73,6 +78,8 @@ class WorkloadSpec:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InvalidFieldError(name.replace("_", "-"), "a finite number > 0", value)
+        if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
+            raise InvalidFieldError("warmup", "a finite number of seconds >= 0", self.warmup_s)
         if self.models < 1:
             raise InvalidFieldError("models", "an integer >= 1", self.models)
         if self.day < 0 or self.offset_s < 0 or not math.isfinite(self.alpha) or self.alpha < 0:
@@ -84,7 +91,8 @@ class Workload:
     """Requests sorted by arrival (simulated seconds from 0), and the scaled rate series behind them.
 
     ``history`` holds each model's scaled rate series over the whole trace (trace time; empty for a
-    per-request trace); the replay starts at trace second ``replay_start_s``.
+    per-request trace); the replay starts at trace second ``replay_start_s``. ``duration_s`` is the whole
+    replay, warm-up included; requests arriving before ``measured_from_s`` are the warm-up's.
     """
 
     models: tuple[str, ...]
@@ -97,6 +105,7 @@ class Workload:
     history: tuple[RateSeries, ...]
     replay_start_s: float
     time_scale: float
+    measured_from_s: float = 0.0
 
     @property
     def requests(self) -> int:
@@ -129,19 +138,24 @@ def popularity(models: int, alpha: float) -> FloatArray:
     return np.asarray(weights / weights.sum(), dtype=float)
 
 
-def _replay_windows(series: RateSeries, spec: WorkloadSpec) -> tuple[int, int]:
+def _replay_windows(series: RateSeries, spec: WorkloadSpec) -> tuple[int, int, int]:
+    """The replay's first window, its count of windows, and how many of them are warm-up."""
     start = spec.day * SECONDS_PER_DAY + spec.offset_s
-    first = int((start - series.start_sec) // series.window_sec)
-    count = math.ceil(spec.duration_s * spec.time_scale / series.window_sec)
+    lead = math.ceil(spec.warmup_s * spec.time_scale / series.window_sec)
+    first = int((start - series.start_sec) // series.window_sec) - lead
+    count = lead + math.ceil(spec.duration_s * spec.time_scale / series.window_sec)
     if first < 0 or first + count > len(series.rate_rps):
         span = len(series.rate_rps) * series.window_sec / SECONDS_PER_DAY
-        raise InvalidFieldError("day", f"a replay inside the trace's {span:g} days", spec.day)
-    return first, count
+        raise InvalidFieldError(
+            "day/offset/warmup", f"a replay (warm-up included) inside the trace's {span:g} days", spec.day
+        )
+    return first, count, lead
 
 
 def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
-    first, count = _replay_windows(series[0], spec)
-    volume = [float(np.nansum(s.rate_rps[first : first + count])) for s in series]
+    first, count, lead = _replay_windows(series[0], spec)
+    measured = slice(first + lead, first + count)
+    volume = [float(np.nansum(s.rate_rps[measured])) for s in series]
     ranked = [s for v, s in sorted(zip(volume, series, strict=True), key=lambda p: -p[0]) if v > 0]
     if len(ranked) < spec.models:
         raise InvalidFieldError(
@@ -152,12 +166,13 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
     names = tuple(f"model-{i:02d}" for i in range(spec.models))
     history = []
     for name, source, share in zip(names, chosen, shares, strict=True):
-        replay_mean = float(np.nanmean(source.rate_rps[first : first + count]))
+        replay_mean = float(np.nanmean(source.rate_rps[measured]))
         scale = share * spec.rate_multiplier / replay_mean
         history.append(replace(source, model=name, rate_rps=source.rate_rps * scale))
     times, models = [], []
+    warmup = lead * series[0].window_sec / spec.time_scale
     for index, s in enumerate(history):
-        t = _arrivals(s, first, count, spec, rng)
+        t = _arrivals(s, first, count, warmup + spec.duration_s, spec, rng)
         times.append(t)
         models.append(np.full(len(t), index, dtype=np.int64))
     arrival = np.concatenate(times)
@@ -173,15 +188,16 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
         np.concatenate(models)[order],
         prompt,
         output,
-        spec.duration_s,
+        warmup + spec.duration_s,
         tuple(history),
         start,
         spec.time_scale,
+        warmup,
     )
 
 
 def _arrivals(
-    series: RateSeries, first: int, count: int, spec: WorkloadSpec, rng: np.random.Generator
+    series: RateSeries, first: int, count: int, until: float, spec: WorkloadSpec, rng: np.random.Generator
 ) -> FloatArray:
     """Gamma-renewal arrivals per window, in simulated seconds from the replay start."""
     window = series.window_sec / spec.time_scale
@@ -198,7 +214,7 @@ def _arrivals(
         t = np.cumsum(gaps) + rng.uniform(0.0, 1.0 / rate)
         out.append(w * window + t[t < window])
     arrival = np.concatenate(out) if out else np.zeros(0)
-    return np.asarray(arrival[arrival < spec.duration_s], dtype=float)
+    return np.asarray(arrival[arrival < until], dtype=float)
 
 
 def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> tuple[IntArray, IntArray]:
@@ -229,8 +245,8 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
     outputs = np.concatenate([s.output_tokens for s in series])
     if arrival.size == 0:
         raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
-    arrival = (arrival - arrival[0] - spec.offset_s) / spec.time_scale
-    keep = (arrival >= 0) & (arrival < spec.duration_s)
+    arrival = (arrival - arrival[0] - spec.offset_s) / spec.time_scale + spec.warmup_s
+    keep = (arrival >= 0) & (arrival < spec.warmup_s + spec.duration_s)
     keep &= np.isfinite(inputs) & np.isfinite(outputs)
     if not keep.any():
         raise InvalidFieldError("offset/duration", "a span of the trace holding requests", spec.offset_s)
@@ -244,8 +260,9 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
         model,
         _clip(inputs[keep], spec.max_input_tokens),
         _clip(outputs[keep], spec.max_output_tokens),
-        spec.duration_s,
+        spec.warmup_s + spec.duration_s,
         (),
         0.0,
         spec.time_scale,
+        spec.warmup_s,
     )
