@@ -62,6 +62,15 @@ def test_autoscale_prefers_the_worker_whose_host_dram_holds_the_checkpoint() -> 
     assert isinstance(start, ColdStart) and start.worker == "w0" and "disk" in start.reason
 
 
+def test_autoscale_starts_a_wide_model_on_any_idle_gpus_of_a_worker() -> None:
+    # ServerlessLLM asks for N free GPUs of one server: GPUs 1 and 3 do, though no aligned pair is idle
+    small, wide = model("a"), model("b", tp=2)
+    held = [serving("a1", "a", [0], 8, inflight=1), serving("a2", "a", [2], 8, inflight=1)]
+    plan, _ = _autoscale(snapshot([small, wide], held, demand={"a": 2.0, "b": 1.0}))
+    starts = [a for a in plan if isinstance(a, ColdStart) and a.model == "b"]
+    assert [(s.worker, s.gpus) for s in starts] == [("w0", (1, 3))]
+
+
 def test_autoscale_keeps_an_idle_instance_for_its_keep_alive_then_drops_it() -> None:
     m = model("a")
     inst = serving("a1", "a", [0], 8)

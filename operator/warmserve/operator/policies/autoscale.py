@@ -7,13 +7,16 @@ What it does, each tick:
   in-flight load, a request for a model with no instance scales it out at once), so the two differ only
   in what a scale-out costs;
 - a scale-out is always a cold start (engine start + full weight load): no prewarming, no promotion;
-- startup-time-aware server choice: the worker where the checkpoint sits in the fastest tier is chosen.
-  A worker that held a replica of the model within ``host_cache_s`` keeps the checkpoint in host DRAM
+- startup-time-aware server choice: the worker where the checkpoint sits in the fastest tier is chosen,
+  and on it any idle GPUs (ServerlessLLM asks its cluster manager for N free GPUs of one server; no
+  aligned block, so kept-alive single-GPU instances fragment nothing). A worker that held a replica of the model within ``host_cache_s`` keeps the checkpoint in host DRAM
   (ServerlessLLM's multi-tier checkpoint store), so loading there is bounded by the host link, not the
-  disk; ties go to the first worker and GPU;
+  disk; ties go to the first worker, and its lowest-numbered idle GPUs are taken;
 - keep-alive: an instance leaves only after ``keep_alive_s`` with nothing in flight, and only while the
   model has more instances than the reactive rule asks for; then it is dropped whole (GPU memory freed,
-  nothing kept prewarmed), down to zero.
+  nothing kept prewarmed), down to zero. Nothing else frees GPUs: as in ServerlessLLM's scheduler, a
+  model that finds none idle waits for a keep-alive to expire (its live migration only moves instances
+  to servers with free GPUs, so it frees nothing when the cluster is full).
 
 What it does not model: ServerlessLLM's live migration of running inferences between servers, and its
 loading-time estimator's queueing of loads per disk (the simulated worker's load paths account for that).
@@ -136,18 +139,18 @@ def _cold_start(
     reason: str,
     config: AutoscaleConfig,
 ) -> ColdStart | None:
-    """A cold start on the idle GPU set with the fastest start-up: host-DRAM tier first, then in
-    worker and GPU order; ``None`` if no idle set has room for the weights."""
+    """A cold start on the worker with the fastest start-up (host-DRAM tier first, then worker order),
+    on its lowest-numbered idle GPUs with room for the weights: ServerlessLLM asks for any N free GPUs of
+    one server, not an aligned block. ``None`` if no worker has enough of them."""
     spec = occ.models[model].spec
     need = spec.shard_bytes + config.placement.min_serving_kv_bytes
-    best: tuple[tuple[bool, int, int], tuple[str, tuple[int, ...]]] | None = None
-    for site in occ.sites(spec.tensor_parallel):
-        keys = [(site.worker, g) for g in site.gpus]
-        if site.lender is not None or any(occ.on_gpu[k] or occ.capacity[k] < need for k in keys):
-            continue
-        key = ((model, site.worker) not in resident, site.windex, site.gpus[0])
-        if best is None or key < best[0]:
-            best = (key, (site.worker, site.gpus))
+    best: tuple[tuple[bool, int], tuple[str, tuple[int, ...]]] | None = None
+    for windex, worker in enumerate(occ.workers):
+        keys = [(worker.name, g.index) for g in sorted(worker.gpus, key=lambda g: g.index)]
+        idle = tuple(g for w, g in keys if not occ.on_gpu[(w, g)] and occ.capacity[(w, g)] >= need)
+        key = ((model, worker.name) not in resident, windex)
+        if len(idle) >= spec.tensor_parallel and (best is None or key < best[0]):
+            best = (key, (worker.name, idle[: spec.tensor_parallel]))
     if best is None:
         return None
     worker, gpus = best[1]
