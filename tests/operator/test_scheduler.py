@@ -9,15 +9,17 @@ from collections.abc import Mapping
 from warmserve.operator.autoscaler import AutoscalerState
 from warmserve.operator.plan import Plan
 from warmserve.operator.planner import plan_step
-from warmserve.operator.scheduler import Observation, Scheduler, run
+from warmserve.operator.scheduler import Observation, Scheduler, build_snapshot, run
 from warmserve.operator.snapshot import Demand, Forecast, ModelConfig
 from warmserve.worker.protocol import (
+    DesiredReplica,
     DesiredState,
     GpuUsage,
     ModelSpec,
     ObservedReplica,
     ObservedState,
     ReplicaState,
+    Role,
 )
 
 GIB = 2**30
@@ -85,6 +87,22 @@ def test_demand_promotes_the_prewarmed_replica_instead_of_loading_another() -> N
     )
     replicas = decision.desired["w0"].replicas
     assert [(r.id, r.role.value) for r in replicas] == [(ordered.replicas[0].id, "serve")]
+
+
+def test_an_order_in_lent_space_counts_as_borrowed_before_the_worker_reports_it() -> None:
+    # a serving "a" on GPU 0 ordered to lend 40 GiB, and a prewarm of "b" ordered beside it, not yet reported
+    serve = DesiredReplica("a-0", "a", (0,), Role.SERVE, kv_lend_bytes=40 * GIB)
+    guest = DesiredReplica("b-0", "b", (0,), Role.PREWARM)
+    apart = DesiredReplica("b-1", "b", (1,), Role.PREWARM)
+    ordered = DesiredState("w0", 1, {m: c.spec for m, c in MODELS.items()}, (serve, guest, apart))
+    report = ObservedReplica(
+        id="a-0", model="a", gpus=(0,), state=ReplicaState.SERVING, since=0.0, kv_total_bytes=64 * GIB
+    )
+    snap = build_snapshot(
+        Observation(now=1.0, workers={"w0": worker("w0", (report,))}), MODELS, {"w0": ordered}, {}
+    )
+    flags = {r.id: r.borrowed for r in snap.replicas}
+    assert flags == {"a-0": False, "b-0": True, "b-1": False}  # as the worker flags them when it loads
 
 
 def test_a_bad_observation_holds_steady_and_says_why() -> None:

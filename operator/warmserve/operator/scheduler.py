@@ -139,7 +139,9 @@ def build_snapshot(
 
     Roles come from the last desired state (a worker reports what a replica *is*; only the scheduler
     knows what it was asked to become). A replica of a model no longer declared is left out, so the
-    desired state drops it.
+    desired state drops it. A replica ordered but not yet reported is loading; it is borrowed when a
+    lending owner holds its GPUs, as the worker will flag it when it starts the load (else the planner
+    could promote it, and the worker would then report a serving replica flagged borrowed).
     """
     workers: list[Worker] = []
     replicas: list[Replica] = []
@@ -148,11 +150,14 @@ def build_snapshot(
         ordered = last_desired.get(name)
         roles = {r.id: r for r in ordered.replicas} if ordered is not None else None
         seen = set()
+        reported: list[Replica] = []
         for r in observed.replicas:
             seen.add(r.id)
             if r.model in models and (roles is None or r.id in roles):
                 want = roles.get(r.id) if roles is not None else None
-                replicas.append(_replica(name, r, want.role if want else _inferred_role(r), want))
+                reported.append(_replica(name, r, want.role if want else _inferred_role(r), want))
+        replicas.extend(reported)
+        lent = [set(r.gpus) for r in reported if r.state in _LENDING and r.kv_lent_bytes > 0]
         for want in ordered.replicas if ordered is not None else ():
             if want.id not in seen and want.model in models:
                 replicas.append(
@@ -165,6 +170,7 @@ def build_snapshot(
                         role=want.role,
                         since=observation.now,
                         progress=0.0,  # ordered, not yet reported: it has no KV space to lend yet
+                        borrowed=any(gpus & set(want.gpus) for gpus in lent),
                     )
                 )
     return Snapshot(
@@ -175,6 +181,9 @@ def build_snapshot(
         forecasts={m: f for m, f in forecasts.items() if m in models},
         demand={m: d for m, d in observation.demand.items() if m in models},
     )
+
+
+_LENDING = (ReplicaState.PROMOTING, ReplicaState.SERVING)  # the states a worker's load counts as lenders
 
 
 def _inferred_role(r: ObservedReplica) -> Role:

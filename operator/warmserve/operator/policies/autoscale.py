@@ -9,9 +9,10 @@ What it does, each tick:
 - a scale-out is always a cold start (engine start + full weight load): no prewarming, no promotion;
 - startup-time-aware server choice: the worker where the checkpoint sits in the fastest tier is chosen,
   and on it any idle GPUs (ServerlessLLM asks its cluster manager for N free GPUs of one server; no
-  aligned block, so kept-alive single-GPU instances fragment nothing). A worker that held a replica of the model within ``host_cache_s`` keeps the checkpoint in host DRAM
-  (ServerlessLLM's multi-tier checkpoint store), so loading there is bounded by the host link, not the
-  disk; ties go to the first worker, and its lowest-numbered idle GPUs are taken;
+  aligned block, so kept-alive single-GPU instances fragment nothing). A worker that held a replica of
+  the model within ``host_cache_s`` keeps the checkpoint in host DRAM (ServerlessLLM's multi-tier
+  checkpoint store), so loading there is bounded by the host link, not the disk; ties go to the first
+  worker, and its lowest-numbered idle GPUs are taken;
 - keep-alive: an instance leaves only after ``keep_alive_s`` with nothing in flight, and only while the
   model has more instances than the reactive rule asks for; then it is dropped whole (GPU memory freed,
   nothing kept prewarmed), down to zero. Nothing else frees GPUs: as in ServerlessLLM's scheduler, a
