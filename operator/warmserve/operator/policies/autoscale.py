@@ -146,12 +146,12 @@ def _cold_start(
     spec = occ.models[model].spec
     need = spec.shard_bytes + config.placement.min_serving_kv_bytes
     best: tuple[tuple[bool, int], tuple[str, tuple[int, ...]]] | None = None
-    for windex, worker in enumerate(occ.workers):
-        keys = [(worker.name, g.index) for g in sorted(worker.gpus, key=lambda g: g.index)]
+    for windex, node in enumerate(occ.workers):
+        keys = [(node.name, g.index) for g in sorted(node.gpus, key=lambda g: g.index)]
         idle = tuple(g for w, g in keys if not occ.on_gpu[(w, g)] and occ.capacity[(w, g)] >= need)
-        key = ((model, worker.name) not in resident, windex)
+        key = ((model, node.name) not in resident, windex)
         if len(idle) >= spec.tensor_parallel and (best is None or key < best[0]):
-            best = (key, (worker.name, idle[: spec.tensor_parallel]))
+            best = (key, (node.name, idle[: spec.tensor_parallel]))
     if best is None:
         return None
     worker, gpus = best[1]
