@@ -28,7 +28,17 @@ from warmserve.sim.workload import WorkloadSpec
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "servegen" / "data" / "language"
 WARMUP_S = 1800.0  # the sweep's hour starts on a cluster that served the half hour before it
-POLICIES = ("warmserve", "autoscale", "muxserve", "dedicated", "dedicated-mean", "oracle", "no-forecast")
+POLICIES = (
+    "warmserve",
+    "autoscale",
+    "autoscale-no-keep-alive",
+    "muxserve",
+    "dedicated",
+    "dedicated-mean",
+    "oracle",
+    "no-forecast",
+)
+AUTOSCALE = ("autoscale", "autoscale-no-keep-alive")  # the floor takes the baseline at its best keep-alive
 
 
 def main() -> None:
@@ -81,8 +91,11 @@ def _floors(figures: dict[str, dict[str, float | int | None]], walls: dict[str, 
         value = figures.get(name, {}).get("ttft_p99_s")
         return float("inf") if value is None else float(value)
 
-    if "warmserve" in figures and "autoscale" in figures:
-        print(f"floor p99 TTFT autoscale / warmserve >= 10: {p99('autoscale') / p99('warmserve'):.2f}")
+    ran = [name for name in AUTOSCALE if name in figures]
+    if "warmserve" in figures and ran:
+        best = min(ran, key=p99)
+        ratio = p99(best) / p99("warmserve")
+        print(f"floor p99 TTFT autoscale (best keep-alive: {best}) / warmserve >= 10: {ratio:.2f}")
     if "warmserve" in figures and "oracle" in figures:
         print(f"floor p99 TTFT warmserve / oracle <= 2: {p99('warmserve') / p99('oracle'):.2f}")
     print(f"floor one policy's {hours:g} h run <= 120 s wall: {max(walls.values()):.0f} s (slowest)")

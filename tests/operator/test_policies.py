@@ -82,6 +82,16 @@ def test_autoscale_keeps_an_idle_instance_for_its_keep_alive_then_drops_it() -> 
     assert [type(a) for a in plan] == [Evict] and plan.actions[0].replica_id == "a1"
 
 
+def test_the_no_keep_alive_variant_frees_an_idle_instance_at_once() -> None:
+    m = model("a")
+    idle = snapshot([m], [serving("a1", "a", [0], 8)], now=100.0)
+    for name, evicts in (("autoscale", False), ("autoscale-no-keep-alive", True)):
+        entry = policy_by_name(name)
+        assert entry.policy is not None and entry.engine_per_replica
+        plan, _ = entry.policy(idle, entry.initial_state)
+        assert any(isinstance(a, Evict) for a in plan) is evicts, name
+
+
 def test_autoscale_never_drops_a_busy_instance() -> None:
     m = model("a")
     inst = serving("a1", "a", [0], 8, inflight=1)

@@ -175,7 +175,7 @@ class Simulation:
         }[entry.forecast]
         per_replica = config.per_replica_engines
         if per_replica is None:
-            per_replica = entry.name in ("autoscale", "dedicated", "dedicated-mean")
+            per_replica = entry.engine_per_replica
         universal = not per_replica
         host_cache = int(cluster.host_cache_gib * (1 << 30))
         self.workers = {

@@ -41,17 +41,23 @@ class Sizing:
 
 @dataclass(frozen=True, slots=True)
 class PolicyEntry:
-    """A runnable policy: ``policy`` is ``None`` only for a static colocated layout (``muxserve``)."""
+    """A runnable policy: ``policy`` is ``None`` only for a static colocated layout (``muxserve``).
+    ``engine_per_replica``: the system it models starts an engine per serving replica (so a cold start
+    pays the engine start), where WarmServe's universal workers keep theirs up."""
 
     name: str
     policy: Policy | None
     initial_state: Any
     forecast: ForecastNeed
     colocated: bool = False
+    engine_per_replica: bool = False
 
 
 _FORECASTS = {"warmserve": ForecastNeed.ONLINE, "oracle": ForecastNeed.ORACLE}
-NAMES: tuple[str, ...] = (*CONFIGS, "autoscale", "muxserve", "dedicated", "dedicated-mean")
+#: ``autoscale`` keeps an idle instance 60 s; ``autoscale-no-keep-alive`` frees it at once (keep-alive 0 s,
+#: the default of ServerlessLLM's code): fewer GPUs held, more cold starts.
+AUTOSCALE_KEEP_ALIVE_S = {"autoscale": AutoscaleConfig().keep_alive_s, "autoscale-no-keep-alive": 0.0}
+NAMES: tuple[str, ...] = (*CONFIGS, *AUTOSCALE_KEEP_ALIVE_S, "muxserve", "dedicated", "dedicated-mean")
 SIZED = frozenset({"muxserve", "dedicated", "dedicated-mean"})
 
 
@@ -67,12 +73,13 @@ def policy_by_name(name: str, sizing: Sizing | None = None) -> PolicyEntry:
     if name in CONFIGS:
         need = _FORECASTS.get(name, ForecastNeed.ONLINE if name != "no-forecast" else ForecastNeed.NONE)
         return PolicyEntry(name, warmserve_policy(CONFIGS[name]), initial_state(), need)
-    if name == "autoscale":
-        return PolicyEntry(
-            name, partial(autoscale_step, config=AutoscaleConfig()), AutoscaleState(), ForecastNeed.NONE
-        )
+    if name in AUTOSCALE_KEEP_ALIVE_S:
+        config = AutoscaleConfig(keep_alive_s=AUTOSCALE_KEEP_ALIVE_S[name])
+        scaling = partial(autoscale_step, config=config)
+        return PolicyEntry(name, scaling, AutoscaleState(), ForecastNeed.NONE, engine_per_replica=True)
     if name == "muxserve" or sizing is None:
         return PolicyEntry(name, None, None, ForecastNeed.NONE, colocated=True)
     concurrency = sizing.peak if name == "dedicated" else sizing.mean
-    config = DedicatedConfig(concurrency)
-    return PolicyEntry(name, partial(dedicated_step, config=config), None, ForecastNeed.NONE)
+    sized = DedicatedConfig(concurrency)
+    static = partial(dedicated_step, config=sized)
+    return PolicyEntry(name, static, None, ForecastNeed.NONE, engine_per_replica=True)
