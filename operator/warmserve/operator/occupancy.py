@@ -79,6 +79,7 @@ class Occupancy:
         self.models_on: dict[GpuKey, set[str]] = {}
         self.masks: dict[str, Counter[int]] = {w.name: Counter() for w in snapshot.workers}
         self.of_model: dict[str, set[str]] = {name: set() for name in snapshot.models}
+        self.instances: dict[str, set[str]] = {name: set() for name in snapshot.models}  # is_instance ones
         self.fresh: set[str] = set()  # replicas placed during this step: never evicted in it
         self._blocks: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
         self._sites: dict[tuple[str, int], list[Site]] = {}  # by worker and set size, see sites()
@@ -160,6 +161,8 @@ class Occupancy:
     def add(self, replica: Replica) -> None:
         self.replicas[replica.id] = replica
         self.of_model[replica.model].add(replica.id)
+        if replica.is_instance:
+            self.instances[replica.model].add(replica.id)
         shard = self._shards[replica.model]
         owner = replica.is_owner
         self.masks[replica.worker][gpu_mask(replica.gpus)] += 1
@@ -178,6 +181,7 @@ class Occupancy:
     def remove(self, replica_id: str) -> Replica:
         replica = self.replicas.pop(replica_id)
         self.of_model[replica.model].discard(replica_id)
+        self.instances[replica.model].discard(replica_id)
         self.scores.pop(replica_id, None)
         shard = self.shard(replica)
         mask = gpu_mask(replica.gpus)

@@ -115,9 +115,11 @@ class _Step:
         return rid
 
     def instances(self, model: str) -> list[Replica]:
-        return [
-            self.occ.replicas[rid] for rid in self.occ.of_model[model] if self.occ.replicas[rid].is_instance
-        ]
+        return [self.occ.replicas[rid] for rid in self.occ.instances[model]]
+
+    def count(self, model: str) -> int:
+        """How many instances ``model`` has now."""
+        return len(self.occ.instances[model])
 
     # --- phase 1 ------------------------------------------------------------------------------
 
@@ -139,13 +141,13 @@ class _Step:
         """Scale each model to its target, all scale-ins first (they free GPUs), then scale-outs by
         descending model priority; return the ids of the instances started."""
         models = self.snapshot.models
-        starving = {n for n in models if not self.instances(n) and self.snapshot.demand_of(n).total > 0}
+        starving = {n for n in models if not self.count(n) and self.snapshot.demand_of(n).total > 0}
         targets = {
             name: target_instances(
                 models[name],
                 loads[name],
                 self.snapshot.demand_of(name),
-                len(self.instances(name)),
+                self.count(name),
                 self.config.autoscaler,
             )
             for name in sorted(models, key=lambda n: (n not in starving, -models[n].priority, n))
@@ -156,7 +158,7 @@ class _Step:
                 self.scale_in(current, len(current) - target.instances, target.reason, state)
         started: list[str] = []
         for name, target in targets.items():
-            for _ in range(target.instances - len(self.instances(name))):
+            for _ in range(target.instances - self.count(name)):
                 rid = self.scale_out(name, target.reason)
                 if rid is None and name in starving and self.preempt(name, state):
                     rid = self.scale_out(name, target.reason)
@@ -187,7 +189,7 @@ class _Step:
         if best is None:
             return False
         for victim in best[1]:
-            left = len(self.instances(victim.model)) - 1
+            left = self.count(victim.model) - 1
             why = f"{model} has requests waiting, no instance and no GPUs: {victim.model} keeps {left}"
             self.demote(victim, why)
         return True
@@ -200,7 +202,7 @@ class _Step:
             if victim.state is not ReplicaState.SERVING or state.is_protected(victim.id, now):
                 return False
             per_model[victim.model] = per_model.get(victim.model, 0) + 1
-        return all(len(self.instances(m)) > n for m, n in per_model.items())
+        return all(self.count(m) > n for m, n in per_model.items())
 
     def scale_out(self, model: str, reason: str) -> str | None:
         """Promote the best prewarmed replica of ``model``, else cold-start one; ``None`` if neither fits."""
@@ -294,7 +296,7 @@ class _Step:
         """Place the prewarmed replicas the forecasts ask for, greedily in descending score."""
         occ, snapshot = self.occ, self.snapshot
         demands = {
-            name: replica_demand(snapshot.models[name], f.mean, f.peak, len(self.instances(name)))
+            name: replica_demand(snapshot.models[name], f.mean, f.peak, self.count(name))
             for name, f in snapshot.forecasts.items()
         }
         ranks = {name: self._ranked(name) for name in snapshot.models}
