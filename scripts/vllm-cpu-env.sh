@@ -9,8 +9,8 @@
 #
 # Usage: scripts/vllm-cpu-env.sh [VENV_DIR]   (default: .venv-vllm at the repo root, git-ignored)
 # Idempotent: a venv marked complete by this version of the script is left as it is (one built by an older
-# version, which may lack a dependency added since, is built again). On failure the half-built venv is removed so the next
-# run starts clean, and the script exits non-zero with pip's error on stderr.
+# version, which may lack a dependency added since, is built again). On failure the half-built venv is
+# removed so the next run starts clean, and the script exits non-zero with pip's error on stderr.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

