@@ -14,6 +14,7 @@ lint:
 
 typecheck:
 	$(PY) -m mypy -p warmserve.operator -p warmserve.worker -p warmserve.gateway -p warmserve.sim
+	$(PY) -m mypy hatch_build.py
 	lint-imports
 
 test: install lint typecheck

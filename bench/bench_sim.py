@@ -23,7 +23,7 @@ from pathlib import Path
 
 from warmserve.sim.cluster import ClusterSpec
 from warmserve.sim.results import summarize, table
-from warmserve.sim.scenario import Scenario, max_rate_at_slo, prepare, run_policy
+from warmserve.sim.scenario import Scenario, compiled_modules, max_rate_at_slo, prepare, run_policy
 from warmserve.sim.workload import WorkloadSpec
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "servegen" / "data" / "language"
@@ -54,6 +54,9 @@ def main() -> None:
     scenario = Scenario(WorkloadSpec(args.trace, duration_s=args.hours * 3600))
     workload, models = prepare(scenario)
     print(f"workload: {workload.requests} requests over {args.hours:g} h, models {len(models)}", flush=True)
+    compiled = compiled_modules()
+    build = f"{len(compiled)} modules compiled with mypyc" if compiled else "pure Python (editable install)"
+    print(f"core: {build}", flush=True)
     figures, walls = {}, {}
     for name in args.policies.split(","):
         started = time.perf_counter()
@@ -61,7 +64,7 @@ def main() -> None:
         walls[name] = time.perf_counter() - started
         print(f"{name}: {walls[name]:.0f} s wall", flush=True)
     print(table(figures))
-    report: dict[str, object] = {"policies": figures, "wall_s": walls}
+    report: dict[str, object] = {"policies": figures, "wall_s": walls, "compiled_modules": compiled}
     _floors(figures, walls, args.hours)
     if not args.skip_sweep:
         span = replace(scenario.workload, duration_s=3600.0, offset_s=36000.0, warmup_s=WARMUP_S)

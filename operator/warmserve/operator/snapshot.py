@@ -165,7 +165,7 @@ class Snapshot:
         workers and models). Raises :class:`SnapshotError` as the constructor would for the same
         replicas.
         """
-        other = object.__new__(Snapshot)
+        other = Snapshot.__new__(Snapshot)  # not object.__new__: the mypyc-compiled class refuses that
         for name in ("now", "workers", "models", "forecasts", "demand"):
             object.__setattr__(other, name, getattr(self, name))
         object.__setattr__(other, "replicas", tuple(replicas))

@@ -7,6 +7,8 @@ fails, then bisects ``steps`` times; every run uses the same seed, so only the r
 
 from __future__ import annotations
 
+import importlib.machinery
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -65,6 +67,20 @@ def run_policy(
 ) -> RunResult:
     """One policy's run on the prepared scenario."""
     return Simulation(workload, scenario.cluster, models, name, scenario.sim, progress).run()
+
+
+def compiled_modules() -> tuple[str, ...]:
+    """The loaded ``warmserve`` modules that run as mypyc-compiled extensions: the scheduler core and the
+    event loop in a regular install, none in an editable one (``hatch_build.py``). Benchmarks print it
+    beside their wall times."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return tuple(
+        sorted(
+            name
+            for name, module in list(sys.modules.items())
+            if name.startswith("warmserve.") and str(getattr(module, "__file__", "")).endswith(suffixes)
+        )
+    )
 
 
 def max_rate_at_slo(scenario: Scenario, name: str, target: float = 0.99, steps: int = 4) -> float:
