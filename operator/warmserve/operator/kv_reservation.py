@@ -6,6 +6,12 @@ and never less than ``min_reserve_fraction`` of the total) and lends the rest of
 pool, where other models can be prewarmed. Unlike the paper's prototype we give it back: when its free
 KV falls under that reserve the lent amount shrinks, and the borrowed replicas that no longer fit
 are evicted, lowest score first. Nothing a serving request uses is ever lent.
+
+The lent amount does not follow that target tick by tick: it is set ``slack`` below it (``slack`` is
+``lend_slack_requests`` requests' share of the KV space, kv_total/B each) and moves again only when the
+target falls under it (a reclaim) or rises more than two slacks above it (:func:`lend_change`).
+Otherwise every request arriving or finishing, and every decode step, would move it: each move is a
+desired-state write and a KV resize on the worker.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ class KvConfig:
     ``chunk_bytes``: the pool's chunk size; lent space is a whole number of chunks.
     ``min_reserve_fraction``: the part of its KV a serving replica keeps free however idle it is
     (our addition: headroom for the first requests of a burst while a reclaim is under way).
-    ``min_lend_change_bytes``: lending grows only by at least this much, so that small swings of
-    load do not rewrite the desired state every tick (shrinking is never delayed).
+    ``min_lend_change_bytes``: lending grows only by at least this much (shrinking is never delayed).
+    ``lend_slack_requests``: the width of the band the lent amount may drift in unchanged, in requests'
+    shares of the KV space (0: it follows the target exactly).
     """
 
     chunk_bytes: int = 2 * MIB
     min_reserve_fraction: float = 0.1
     min_lend_change_bytes: int = 64 * MIB
+    lend_slack_requests: float = 1.0
 
     def __post_init__(self) -> None:
         if self.chunk_bytes < 1:
@@ -41,6 +49,8 @@ class KvConfig:
             raise SnapshotError("kv.min_reserve_fraction", "a fraction in [0, 1]", self.min_reserve_fraction)
         if self.min_lend_change_bytes < 0:
             raise SnapshotError("kv.min_lend_change_bytes", "an integer >= 0", self.min_lend_change_bytes)
+        if not (math.isfinite(self.lend_slack_requests) and self.lend_slack_requests >= 0):
+            raise SnapshotError("kv.lend_slack_requests", "a finite number >= 0", self.lend_slack_requests)
 
 
 def reserve_bytes(replica: Replica, max_concurrency: int, load_share: float, config: KvConfig) -> int:
@@ -55,6 +65,29 @@ def lend_target(replica: Replica, max_concurrency: int, load_share: float, confi
     free = replica.kv_total_bytes - replica.kv_used_bytes
     spare = max(free - reserve_bytes(replica, max_concurrency, load_share, config), 0)
     return spare // config.chunk_bytes * config.chunk_bytes
+
+
+def lend_change(replica: Replica, max_concurrency: int, load_share: float, config: KvConfig) -> int | None:
+    """The new per-GPU lent amount of the serving ``replica``, or ``None`` to keep what it lends.
+
+    A reclaim when the target (:func:`lend_target`) fell under the lent amount; more lending when the
+    target rose more than two slacks (and ``min_lend_change_bytes``) above it; either way to one slack
+    below the target, so that the next swing of one request either way changes nothing.
+    """
+    target = lend_target(replica, max_concurrency, load_share, config)
+    slack = _chunks(replica.kv_total_bytes * config.lend_slack_requests / max_concurrency, config)
+    lent = replica.kv_lent_bytes
+    wanted = max(target - slack, 0)
+    if target < lent:
+        return wanted
+    if target - lent > 2 * slack and wanted - lent >= max(config.min_lend_change_bytes, 1):
+        return wanted
+    return None
+
+
+def _chunks(size: float, config: KvConfig) -> int:
+    """``size`` bytes rounded down to whole chunks."""
+    return int(size) // config.chunk_bytes * config.chunk_bytes
 
 
 @dataclass(frozen=True, slots=True)

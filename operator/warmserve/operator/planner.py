@@ -37,7 +37,7 @@ from warmserve.operator.demand import (
     rank_score,
     replica_demand,
 )
-from warmserve.operator.kv_reservation import Borrower, KvConfig, lend_target, reclaim_victims
+from warmserve.operator.kv_reservation import Borrower, KvConfig, lend_change, reclaim_victims
 from warmserve.operator.occupancy import Occupancy
 from warmserve.operator.placement import PlacementConfig, choose_cold, choose_prewarm, choose_promotion
 from warmserve.operator.plan import (
@@ -266,12 +266,13 @@ class _Step:
         for owner in owners:
             b = self.snapshot.models[owner.model].spec.max_concurrency
             share = loads.get(owner.model, 0.0) / counts[owner.model]
-            target = 0
-            if self.config.kv_reservation and owner.state is ReplicaState.SERVING:
-                target = lend_target(owner, b, share, self.config.kv)
+            lending = self.config.kv_reservation and owner.state is ReplicaState.SERVING
+            target = lend_change(owner, b, share, self.config.kv) if lending else 0
+            if target is None or target == owner.kv_lent_bytes:
+                continue
             if target < owner.kv_lent_bytes:
                 self._reclaim(owner, target, _lend_why(owner, b, share))
-            elif target - owner.kv_lent_bytes >= max(self.config.kv.min_lend_change_bytes, 1):
+            else:
                 why = _lend_why(owner, b, share)
                 self.actions.append(
                     LendKV(owner.id, owner.model, target, f"{why}: lend {target / GIB:.2f} GiB")
