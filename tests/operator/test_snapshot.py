@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
 from warmserve.operator.autoscaler import AutoscalerConfig
@@ -23,6 +26,7 @@ from warmserve.operator.snapshot import (
     Worker,
 )
 from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.worker.protocol import ReplicaState, Role
 
 A = model("a", 4)
 B = model("b", 4)
@@ -251,3 +255,24 @@ def test_a_consistent_snapshot_is_accepted_and_frozen() -> None:
     assert snap.worker("w0").capacity(3) == 16 * GIB
     with pytest.raises(KeyError):
         snap.worker("w9")
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "state": st.sampled_from(ReplicaState),
+            "role": st.sampled_from(Role),
+            "since": st.floats(0, 1e6),
+            "progress": st.floats(0, 1),
+            "inflight": st.integers(0, 64),
+            "kv_total_bytes": st.integers(0, 1 << 40),
+            "kv_used_bytes": st.integers(0, 1 << 40),
+            "kv_lent_bytes": st.integers(0, 1 << 40),
+            "borrowed": st.booleans(),
+        },
+    )
+)
+def test_evolve_is_dataclasses_replace(changes: dict[str, Any]) -> None:
+    base = serving("s", "a", [0, 1], 8, inflight=3, kv_used_bytes=GIB, kv_lent_bytes=2 * GIB)
+    assert base.evolve(**changes) == replace(base, **changes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from warmserve.operator.snapshot import ModelConfig, Replica, Snapshot, Worker
 from warmserve.worker.protocol import ReplicaState
@@ -206,10 +206,13 @@ class Occupancy:
         self.remove(replica.id)
         self.add(replica)
 
-    def change(self, replica_id: str, **fields: object) -> Replica:
-        """Update some fields of a replica; return the new version."""
+    def change(
+        self, replica_id: str, *, kv_lent_bytes: int | None = None, borrowed: bool | None = None
+    ) -> Replica:
+        """Update what a plan changes of a replica in place (its lent space, its borrowed flag); return
+        the new version."""
         score = self.scores.get(replica_id)
-        new = replace(self.replicas[replica_id], **fields)  # type: ignore[arg-type]
+        new = self.replicas[replica_id].evolve(kv_lent_bytes=kv_lent_bytes, borrowed=borrowed)
         self.update(new)
         if score is not None and new.is_prewarm:
             self.scores[replica_id] = score

@@ -10,7 +10,7 @@ the placement that needs it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from warmserve.operator.snapshot import Replica, Snapshot, SnapshotError
 from warmserve.worker.protocol import ReplicaState, Role
@@ -135,7 +135,7 @@ def _apply(snapshot: Snapshot, replicas: dict[str, Replica], action: Action, whe
     elif isinstance(action, Demote):
         _demote(snapshot, replicas, replica)
     else:
-        replicas[replica.id] = replace(replica, kv_lent_bytes=action.lent_bytes)
+        replicas[replica.id] = replica.evolve(kv_lent_bytes=action.lent_bytes)
 
 
 def _new_replica(snapshot: Snapshot, action: Prewarm | ColdStart) -> Replica:
@@ -161,8 +161,7 @@ def _serving(snapshot: Snapshot, replica: Replica) -> Replica:
 def as_serving(replica: Replica, kv_total_bytes: int, now: float) -> Replica:
     """The replica once serving: it owns ``kv_total_bytes`` per GPU as KV cache (all its weights leave
     free), nothing used or lent yet."""
-    return replace(
-        replica,
+    return replica.evolve(
         state=ReplicaState.SERVING,
         role=Role.SERVE,
         since=now,
@@ -177,8 +176,7 @@ def as_serving(replica: Replica, kv_total_bytes: int, now: float) -> Replica:
 
 def as_prewarmed(replica: Replica, now: float) -> Replica:
     """The replica once demoted: weights kept in place, KV cache given back."""
-    return replace(
-        replica,
+    return replica.evolve(
         state=ReplicaState.PREWARMED,
         role=Role.PREWARM,
         since=now,
@@ -195,4 +193,4 @@ def _demote(snapshot: Snapshot, replicas: dict[str, Replica], replica: Replica) 
     mine = set(replica.gpus)
     for other in list(replicas.values()):
         if other.borrowed and other.worker == replica.worker and mine.intersection(other.gpus):
-            replicas[other.id] = replace(other, borrowed=False)
+            replicas[other.id] = other.evolve(borrowed=False)

@@ -77,6 +77,38 @@ class Replica:
     kv_lent_bytes: int = 0
     borrowed: bool = False
 
+    def evolve(
+        self,
+        *,
+        state: ReplicaState | None = None,
+        role: Role | None = None,
+        since: float | None = None,
+        progress: float | None = None,
+        inflight: int | None = None,
+        kv_total_bytes: int | None = None,
+        kv_used_bytes: int | None = None,
+        kv_lent_bytes: int | None = None,
+        borrowed: bool | None = None,
+    ) -> Replica:
+        """A copy with the given fields changed (``None``: kept); its id, model, worker and GPUs never
+        change. :func:`dataclasses.replace` for this class, typed so that mypyc compiles it: ``replace``
+        itself stays interpreted, and planning calls it several times a tick."""
+        return Replica(
+            self.id,
+            self.model,
+            self.worker,
+            self.gpus,
+            self.state if state is None else state,
+            self.role if role is None else role,
+            self.since if since is None else since,
+            self.progress if progress is None else progress,
+            self.inflight if inflight is None else inflight,
+            self.kv_total_bytes if kv_total_bytes is None else kv_total_bytes,
+            self.kv_used_bytes if kv_used_bytes is None else kv_used_bytes,
+            self.kv_lent_bytes if kv_lent_bytes is None else kv_lent_bytes,
+            self.borrowed if borrowed is None else borrowed,
+        )
+
     @property
     def is_owner(self) -> bool:
         """Whether it holds its GPUs as the serving replica (so nothing else may be promoted there)."""
