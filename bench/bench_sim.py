@@ -10,6 +10,10 @@ cluster that a day-long run would not have. Finally the
 large scenario (16 nodes x 8 GPUs, 64 models) is timed over 1 h and its 24 h time extrapolated.
 
 Usage: python bench/bench_sim.py [--trace DIR] [--hours 24] [--skip-sweep] [--skip-large] [--json OUT]
+
+Wall times are for the installed build: run it in an environment with a regular install (``pip install
+.``, the scheduler core and the event loop compiled with mypyc) for the floors; an editable install runs
+pure Python, about half as fast. The first lines say which it is.
 """
 
 from __future__ import annotations
