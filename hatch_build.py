@@ -8,8 +8,9 @@ turns the same strictly typed modules into C extensions about twice as fast, wit
 Which modules: the ``compile`` list of this hook's table in ``pyproject.toml``. A regular wheel
 (``pip install .``) holds each compiled module next to its source; Python imports the extension first.
 Editable installs (``pip install -e .``) stay pure Python, because a compiled module left beside a source
-being edited would shadow the edits; so does a build with ``WARMSERVE_PURE_PYTHON=1``. A module mypyc
-cannot compile fails the build with mypyc's message: there is no silent fallback to pure Python.
+being edited would shadow the edits; so does a build with ``WARMSERVE_PURE_PYTHON=1``. A machine without
+a C compiler or Python's headers, or a module mypyc cannot compile, fails the build with an error saying
+so: there is no silent fallback to pure Python.
 """
 
 from __future__ import annotations
@@ -17,11 +18,26 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import shutil
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+
+def check_toolchain() -> None:
+    """Raise, naming what is missing and the way out, unless a C compiler and Python's headers are here
+    (setuptools' own error would be a compiler command line failing deep in the build log)."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    missing = [f"a C compiler ({compiler!r} not on PATH)"] if shutil.which(compiler) is None else []
+    missing += [f"Python's C headers ({headers} not found)"] if not headers.is_file() else []
+    if missing:
+        raise RuntimeError(
+            f"compiling warmserve's scheduler core with mypyc needs {' and '.join(missing)}; install them,"
+            " or set WARMSERVE_PURE_PYTHON=1 to build a pure-Python wheel (the simulator runs half as fast)"
+        )
 
 
 def compile_modules(root: Path, sources: list[str], out: Path) -> dict[str, str]:
@@ -60,6 +76,7 @@ class MypycBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         sources = self.config.get("compile")
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise ValueError("tool.hatch.build.targets.wheel.hooks.custom.compile: expected a list of paths")
+        check_toolchain()
         self._scratch = Path(tempfile.mkdtemp(prefix="warmserve-mypyc-"))
         build_data["force_include"].update(compile_modules(Path(self.root), sources, self._scratch))
         build_data["pure_python"] = False  # a platform wheel: the extensions are for this interpreter

@@ -8,6 +8,7 @@ token and finish time must be the same to the bit, and every listed module must 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -59,34 +60,27 @@ def _replay(path_first: Path | None) -> dict[str, object]:
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
+def _wheel(out: Path, pure: bool) -> Path:
+    """Build the project's wheel into ``out`` as pip does (without build isolation: the test environment
+    has the hook's tools), compiled unless ``pure``; return its path."""
+    env = {k: v for k, v in os.environ.items() if k != "WARMSERVE_PURE_PYTHON"}
+    if pure:
+        env["WARMSERVE_PURE_PYTHON"] = "1"
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    built = subprocess.run(
+        [*pip, "-w", str(out), str(ROOT)], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = out.glob("warmserve-*.whl")
+    return wheel
+
+
 @pytest.fixture(scope="module")
 def compiled_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The regular wheel, built and unpacked (the extensions sit beside their sources, as installed)."""
     out = tmp_path_factory.mktemp("wheel")
-    env = {k: v for k, v in os.environ.items() if k != "WARMSERVE_PURE_PYTHON"}
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    (wheel,) = out.glob("warmserve-*.whl")
     site = out / "site"
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(_wheel(out, pure=False)) as archive:
         archive.extractall(site)
     return site
 
@@ -109,27 +103,20 @@ def test_the_compiled_core_replays_a_busy_trace_exactly_as_the_sources_do(compil
 @pytest.mark.slow
 def test_warmserve_pure_python_builds_a_pure_wheel(tmp_path: Path) -> None:
     """The switch for a machine without a C compiler: a universal wheel with no extension in it."""
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        env={**os.environ, "WARMSERVE_PURE_PYTHON": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    (wheel,) = tmp_path.glob("warmserve-*.whl")
+    wheel = _wheel(tmp_path, pure=True)
     with zipfile.ZipFile(wheel) as archive:
         assert not [n for n in archive.namelist() if n.endswith(".so")]
     assert wheel.name.endswith("-py3-none-any.whl")
+
+
+def test_a_missing_c_compiler_is_named_with_the_way_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    hook.check_toolchain()  # this machine has gcc and the headers
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no compiler to be found
+    with pytest.raises(RuntimeError, match=r"needs a C compiler .* WARMSERVE_PURE_PYTHON=1"):
+        hook.check_toolchain()
