@@ -37,7 +37,8 @@ def bad_spec(**fields: object) -> Snapshot:
 
 
 #: Replica-level inconsistencies: (case, models, replicas, field, expected). Each is checked through the
-#: constructor and through :meth:`Snapshot.with_replicas` (the path a plan's after-snapshot takes).
+#: constructor, :meth:`Snapshot.with_replicas` (the path a plan's after-snapshot takes) and
+#: :meth:`Snapshot.revise` (the scheduler's next tick).
 REPLICA_CASES: list[tuple[str, list[ModelConfig], list[Replica], str, str]] = [
     ("gpu that does not exist", [A], [prewarmed("r", "a", [7])], "replicas[0].gpus[0]", "a GPU of w0"),
     (
@@ -214,7 +215,11 @@ def test_a_bad_replica_is_refused_alike_when_built_and_when_swapped_in(
     models: list[ModelConfig], replicas: list[Replica], field: str, expected: str
 ) -> None:
     empty = snapshot(models)
-    for build in (lambda: snapshot(models, replicas), lambda: empty.with_replicas(tuple(replicas))):
+    for build in (
+        lambda: snapshot(models, replicas),
+        lambda: empty.with_replicas(tuple(replicas)),
+        lambda: empty.revise(empty.now + 1, empty.workers, tuple(replicas), {}, {}),
+    ):
         with pytest.raises(SnapshotError) as caught:
             build()
         assert (caught.value.field, expected in caught.value.expected) == (field, True)
@@ -231,6 +236,25 @@ def test_replicas_carried_over_still_count_for_ids_and_shared_gpus() -> None:
         with pytest.raises(SnapshotError) as caught:
             before.with_replicas((kept, added))
         assert (caught.value.field, expected in caught.value.expected) == (field, True)
+
+
+def test_a_revised_snapshot_checks_its_new_inputs_and_carried_replicas_against_changed_workers() -> None:
+    kept = serving("r", "a", [1], 8)
+    before = snapshot([A, B], [kept], cluster=workers(1, 2))
+    same = before.revise(5.0, before.workers, (kept,), {"a": Forecast(1, 2)}, {"a": Demand(1.0)})
+    built = snapshot([A, B], [kept], cluster=workers(1, 2), forecasts={"a": (1, 2)}, demand={"a": 1.0})
+    assert same == replace(built, now=5.0)
+    for forecasts, demand, field in (
+        ({"a": Forecast(3, 2)}, {}, "forecasts['a'].peak"),
+        ({"zz": Forecast(1, 1)}, {}, "forecasts['zz']"),
+        ({}, {"a": Demand(-1.0)}, "demand['a'].inflight"),
+    ):
+        with pytest.raises(SnapshotError) as caught:
+            before.revise(5.0, before.workers, (kept,), forecasts, demand)
+        assert caught.value.field == field
+    with pytest.raises(SnapshotError) as caught:  # the worker lost GPU 1: the kept replica is checked again
+        before.revise(5.0, workers(1, 1), (kept,), {}, {})
+    assert caught.value.field == "replicas[0].gpus[0]"
 
 
 def test_swapping_in_valid_replicas_gives_the_snapshot_the_constructor_builds() -> None:

@@ -58,14 +58,22 @@ def test_a_run_is_deterministic_for_a_seed(rate_trace: Path) -> None:
 
 
 def test_the_planning_shortcuts_change_no_result(rate_trace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two per-tick shortcuts are exact: apply_plan re-checks only what a plan changed
-    (Snapshot.with_replicas), and replica demands are cached. With both replaced by the full paths
-    (the after-snapshot built and validated whole, every demand computed), a run is the same."""
+    """Three per-tick shortcuts are exact: apply_plan re-checks only what a plan changed
+    (Snapshot.with_replicas), the scheduler's next snapshot only what changed since the last one
+    (Snapshot.revise), and replica demands are cached. With all replaced by the full paths (every
+    snapshot built and validated whole, every demand computed), a run is the same."""
     scenario = small(rate_trace)
     workload, models = prepare(scenario)
     fast = run_policy(scenario, workload, models, "warmserve")
     monkeypatch.setattr(
         Snapshot, "with_replicas", lambda snap, replicas: replace(snap, replicas=tuple(replicas))
+    )
+    monkeypatch.setattr(
+        Snapshot,
+        "revise",
+        lambda snap, now, workers, replicas, forecasts, demand: Snapshot(
+            now, workers, snap.models, replicas, forecasts, demand
+        ),
     )
     monkeypatch.setattr(demand, "_replica_demand", demand._replica_demand.__wrapped__)
     full = run_policy(scenario, workload, models, "warmserve")

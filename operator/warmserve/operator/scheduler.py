@@ -24,7 +24,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
 
 from warmserve.operator.desired import desired_states
 from warmserve.operator.plan import Plan, apply_plan
@@ -93,7 +94,8 @@ class Scheduler:
         policy_state: Any,
         forecasts: ForecastSource | None = None,
     ) -> None:
-        self.models = dict(models)
+        self.models: Mapping[str, ModelConfig] = MappingProxyType(dict(models))
+        self._prior: tuple[Mapping[str, ModelConfig], Snapshot] | None = None  # see build_snapshot
         self.policy = policy
         self.policy_state = policy_state
         self.forecast_source: ForecastSource = forecasts or NoForecast()
@@ -105,9 +107,10 @@ class Scheduler:
         """Plan one step and return the desired states that differ from the last ones written."""
         self.forecast_source.observe(observation.now, observation.demand)
         try:
-            snapshot = build_snapshot(
-                observation, self.models, self.last_desired, self.forecast_source.forecasts(observation.now)
-            )
+            forecasts = self.forecast_source.forecasts(observation.now)
+            prior = self._prior[1] if self._prior is not None and self._prior[0] is self.models else None
+            snapshot = build_snapshot(observation, self.models, self.last_desired, forecasts, prior)
+            self._prior = (self.models, snapshot)
             plan, next_state = self.policy(snapshot, self.policy_state)
             after = apply_plan(snapshot, plan)
         except SnapshotError as exc:
@@ -134,8 +137,13 @@ def build_snapshot(
     models: Mapping[str, ModelConfig],
     last_desired: Mapping[str, DesiredState],
     forecasts: Mapping[str, Forecast],
+    prior: Snapshot | None = None,
 ) -> Snapshot:
     """The planner's snapshot from the workers' reports and the scheduler's own last orders.
+
+    ``prior``: the snapshot built at the previous tick from the same ``models``. Workers and replicas
+    equal to its own are taken from it, so that :meth:`Snapshot.revise` checks only what changed (most
+    replicas are reported unchanged from one tick to the next).
 
     Roles come from the last desired state (a worker reports what a replica *is*; only the scheduler
     knows what it was asked to become). A replica of a model no longer declared is left out, so the
@@ -173,14 +181,27 @@ def build_snapshot(
                         borrowed=any(gpus & set(want.gpus) for gpus in lent),
                     )
                 )
-    return Snapshot(
-        now=observation.now,
-        workers=tuple(workers),
-        models=models,
-        replicas=tuple(replicas),
-        forecasts={m: f for m, f in forecasts.items() if m in models},
-        demand={m: d for m, d in observation.demand.items() if m in models},
+    known_forecasts = {m: f for m, f in forecasts.items() if m in models}
+    demand = {m: d for m, d in observation.demand.items() if m in models}
+    if prior is None:
+        return Snapshot(observation.now, tuple(workers), models, tuple(replicas), known_forecasts, demand)
+    by_name = {w.name: w for w in prior.workers}
+    by_id = {r.id: r for r in prior.replicas}
+    return prior.revise(
+        observation.now,
+        tuple(_reused(w, by_name.get(w.name)) for w in workers),
+        tuple(_reused(r, by_id.get(r.id)) for r in replicas),
+        known_forecasts,
+        demand,
     )
+
+
+_T = TypeVar("_T")
+
+
+def _reused(new: _T, old: _T | None) -> _T:
+    """``old`` if it equals ``new``: the object already validated, which :meth:`Snapshot.revise` skips."""
+    return old if old is not None and old == new else new
 
 
 #: Serving or about to: what a restarted scheduler keeps serving, and what a worker's load counts as a lender.

@@ -197,11 +197,35 @@ class Snapshot:
         workers and models). Raises :class:`SnapshotError` as the constructor would for the same
         replicas.
         """
-        other = Snapshot.__new__(Snapshot)  # not object.__new__: the mypyc-compiled class refuses that
-        for name in ("now", "workers", "models", "forecasts", "demand"):
-            object.__setattr__(other, name, getattr(self, name))
-        object.__setattr__(other, "replicas", tuple(replicas))
+        other = _unchecked(self.now, self.workers, self.models, replicas, self.forecasts, self.demand)
         _check_replicas(other, checked={id(r) for r in self.replicas})
+        return other
+
+    def revise(
+        self,
+        now: float,
+        workers: tuple[Worker, ...],
+        replicas: tuple[Replica, ...],
+        forecasts: Mapping[str, Forecast],
+        demand: Mapping[str, Demand],
+    ) -> Snapshot:
+        """The snapshot of this one's models at a later time (what a scheduler builds every tick).
+
+        Checked for what can differ from this snapshot: ``now``, the forecasts and the demand always; the
+        workers, and the models against them, unless the workers equal this snapshot's; a replica's own
+        fields unless it is one of this snapshot's objects and the workers are equal (then it was checked
+        against the same workers and models); ids and GPU sharing always. Raises :class:`SnapshotError`
+        as the constructor would for the same fields.
+        """
+        other = _unchecked(
+            now,
+            workers,
+            self.models,
+            replicas,
+            MappingProxyType(dict(forecasts)),
+            MappingProxyType(dict(demand)),
+        )
+        validate(other, known=self if workers == self.workers else None)
         return other
 
     def worker(self, name: str) -> Worker:
@@ -219,11 +243,39 @@ class Snapshot:
 # --- validation: each check names the field it rejects -------------------------------------------
 
 
-def validate(snapshot: Snapshot) -> None:
-    """Raise :class:`SnapshotError` for the first inconsistency found; return quietly otherwise."""
+def _unchecked(
+    now: float,
+    workers: tuple[Worker, ...],
+    models: Mapping[str, ModelConfig],
+    replicas: tuple[Replica, ...],
+    forecasts: Mapping[str, Forecast],
+    demand: Mapping[str, Demand],
+) -> Snapshot:
+    """A snapshot of these fields, not validated: the caller checks what is new (its mappings must be
+    read-only already)."""
+    snapshot = Snapshot.__new__(Snapshot)  # not object.__new__: the mypyc-compiled class refuses that
+    for name, value in (
+        ("now", now),
+        ("workers", workers),
+        ("models", models),
+        ("replicas", tuple(replicas)),
+        ("forecasts", forecasts),
+        ("demand", demand),
+    ):
+        object.__setattr__(snapshot, name, value)
+    return snapshot
+
+
+def validate(snapshot: Snapshot, known: Snapshot | None = None) -> None:
+    """Raise :class:`SnapshotError` for the first inconsistency found; return quietly otherwise.
+
+    ``known``: a validated snapshot with the same models and workers; its workers and models are not
+    checked again, nor the own fields of its replica objects (the caller keeps it alive).
+    """
     _check_number(snapshot.now, "now")
-    widest = _check_workers(snapshot.workers)
-    _check_models(snapshot.models, widest)
+    if known is None:
+        widest = _check_workers(snapshot.workers)
+        _check_models(snapshot.models, widest)
     for name, forecast in snapshot.forecasts.items():
         where = f"forecasts[{name!r}]"
         _check_known(name, snapshot.models, where)
@@ -234,7 +286,7 @@ def validate(snapshot: Snapshot) -> None:
         _check_known(name, snapshot.models, where)
         _check_number(demand.inflight, where, ".inflight")
         _check_int(demand.queued, where, ".queued")
-    _check_replicas(snapshot)
+    _check_replicas(snapshot, checked=None if known is None else {id(r) for r in known.replicas})
 
 
 def _check_number(value: float, *path: str, minimum: float = 0.0, what: str = "") -> None:
