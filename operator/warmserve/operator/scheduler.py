@@ -10,6 +10,7 @@ What it remembers between ticks, and why:
 - the desired states it last wrote, so that a replica it ordered but no worker reports yet counts as
   loading (the planner would otherwise place it again every tick), and one it dropped but a worker
   still reports (being released) no longer counts;
+- the snapshot of the last tick, so that the next one checks only what changed (:meth:`Snapshot.revise`);
 - the policy's own state (the autoscaler's smoothing and protection timestamps);
 - the forecast source's load history.
 
