@@ -59,7 +59,7 @@ def main() -> None:
     workload, models = prepare(scenario)
     print(f"workload: {workload.requests} requests over {args.hours:g} h, models {len(models)}", flush=True)
     compiled = compiled_modules()
-    build = f"{len(compiled)} modules compiled with mypyc" if compiled else "pure Python (editable install)"
+    build = f"{len(compiled)} modules compiled with mypyc" if compiled else "pure Python (not compiled)"
     print(f"core: {build}", flush=True)
     figures, walls = {}, {}
     for name in args.policies.split(","):
