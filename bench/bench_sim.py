@@ -7,9 +7,11 @@ language clients split into 8 models (power law alpha=1, 4 requests/s mean in al
 (the 10:00-11:00 hour, busy on this trace) to keep the benchmark's run time bounded; the half hour
 before it is replayed first and not measured, so that no policy is judged on cold starts into an empty
 cluster that a day-long run would not have. Finally the
-large scenario (16 nodes x 8 GPUs, 64 models) is timed over 1 h and its 24 h time extrapolated.
+large scenario (16 nodes x 8 GPUs, 64 models) is timed over its first hour and its 24 h time
+extrapolated (``--large-hours 24`` measures the whole day, about 14 minutes more).
 
-Usage: python bench/bench_sim.py [--trace DIR] [--hours 24] [--skip-sweep] [--skip-large] [--json OUT]
+Usage: python bench/bench_sim.py [--trace DIR] [--hours 24] [--skip-sweep] [--skip-large]
+       [--large-hours 1] [--json OUT]
 
 Wall times are for the installed build: run it in an environment with a regular install (``pip install
 .``, the scheduler core and the event loop compiled with mypyc) for the floors; an editable install runs
@@ -52,6 +54,8 @@ def main() -> None:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-large", action="store_true")
+    # the first hour under-reads the day (12.7 min extrapolated, 14.4 min measured whole on 2026-11-24)
+    parser.add_argument("--large-hours", type=float, default=1.0, help="span of the large scenario's run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -79,16 +83,19 @@ def main() -> None:
         if rates["muxserve"] > 0:
             print(f"floor warmserve >= 2x muxserve rate: {rates['warmserve'] / rates['muxserve']:.2f}x")
     if not args.skip_large:
+        hours = args.large_hours
         large = Scenario(
-            WorkloadSpec(args.trace, models=64, mean_rate_rps=32.0, duration_s=3600.0),
+            WorkloadSpec(args.trace, models=64, mean_rate_rps=32.0, duration_s=hours * 3600.0),
             cluster=ClusterSpec(nodes=16),
         )
         w, m = prepare(large)
         started = time.perf_counter()
         run_policy(large, w, m, "warmserve")
         wall = time.perf_counter() - started
-        report["large_1h_wall_s"] = wall
-        print(f"16 x 8 GPUs, 64 models, 1 h: {wall:.0f} s wall, 24 h extrapolated {wall * 24 / 60:.1f} min")
+        report["large_wall_s"] = {"hours": hours, "wall_s": wall}
+        day = wall * 24 / hours / 60
+        how = "measured" if hours >= 24 else "extrapolated"
+        print(f"16 x 8 GPUs, 64 models, {hours:g} h: {wall:.0f} s wall, 24 h {how} {day:.1f} min (floor 10)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True))
 
