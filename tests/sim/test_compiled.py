@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.compile_list import compiled_module_names
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE = ROOT.parent / "shared" / "traces" / "servegen" / "data" / "language"
@@ -87,10 +88,7 @@ def compiled_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_the_compiled_core_replays_a_busy_trace_exactly_as_the_sources_do(compiled_site: Path) -> None:
-    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"][
-        "wheel"
-    ]["hooks"]["custom"]["compile"]
-    expected = sorted(".".join(Path(p).relative_to(Path(p).parts[0]).with_suffix("").parts) for p in listed)
+    expected = compiled_module_names()
     compiled = _replay(compiled_site)
     pure = _replay(None)
     assert compiled["compiled"] == expected

@@ -109,6 +109,10 @@ class Target:
     instances: int
     reason: str
 
+    def __init__(self, instances: int, reason: str) -> None:  # written out: see snapshot.Replica.__init__
+        object.__setattr__(self, "instances", instances)
+        object.__setattr__(self, "reason", reason)
+
 
 def target_instances(
     model: ModelConfig, load: float, demand: Demand, current: int, config: AutoscalerConfig

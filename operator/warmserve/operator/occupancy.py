@@ -42,6 +42,13 @@ class Site:
     gpus: tuple[int, ...]
     lender: Replica | None
 
+    def __init__(self, windex: int, worker: str, gpus: tuple[int, ...], lender: Replica | None) -> None:
+        # written out: see snapshot.Replica.__init__
+        object.__setattr__(self, "windex", windex)
+        object.__setattr__(self, "worker", worker)
+        object.__setattr__(self, "gpus", gpus)
+        object.__setattr__(self, "lender", lender)
+
 
 def _same_owner(
     owner_of: Mapping[GpuKey, str], worker: str, gpus: tuple[int, ...], owner: str | None

@@ -39,6 +39,10 @@ class Gpu:
     index: int
     capacity_bytes: int
 
+    def __init__(self, index: int, capacity_bytes: int) -> None:  # written out: see Replica.__init__
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "capacity_bytes", capacity_bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class Worker:
@@ -46,6 +50,10 @@ class Worker:
 
     name: str
     gpus: tuple[Gpu, ...]
+
+    def __init__(self, name: str, gpus: tuple[Gpu, ...]) -> None:  # written out: see Replica.__init__
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "gpus", gpus)
 
     def capacity(self, index: int) -> int:
         """Pool capacity of GPU ``index``; raises ``KeyError`` if the worker has no such GPU."""
@@ -76,6 +84,41 @@ class Replica:
     kv_used_bytes: int = 0
     kv_lent_bytes: int = 0
     borrowed: bool = False
+
+    def __init__(
+        self,
+        id: str,
+        model: str,
+        worker: str,
+        gpus: tuple[int, ...],
+        state: ReplicaState,
+        role: Role,
+        since: float = 0.0,
+        progress: float = 1.0,
+        inflight: int = 0,
+        kv_total_bytes: int = 0,
+        kv_used_bytes: int = 0,
+        kv_lent_bytes: int = 0,
+        borrowed: bool = False,
+    ) -> None:
+        """The fields in order, as the generated ``__init__`` would take them. Written out because
+        mypyc compiles this one to plain field stores, while the one :mod:`dataclasses` generates
+        stays interpreted (mypyc/mypyc#817) and cost a quarter of a compiled simulation's time in the
+        classes built every tick. ``tests/test_dataclass_inits.py`` holds every written-out
+        ``__init__`` to its class's fields."""
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "worker", worker)
+        object.__setattr__(self, "gpus", gpus)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "role", role)
+        object.__setattr__(self, "since", since)
+        object.__setattr__(self, "progress", progress)
+        object.__setattr__(self, "inflight", inflight)
+        object.__setattr__(self, "kv_total_bytes", kv_total_bytes)
+        object.__setattr__(self, "kv_used_bytes", kv_used_bytes)
+        object.__setattr__(self, "kv_lent_bytes", kv_lent_bytes)
+        object.__setattr__(self, "borrowed", borrowed)
 
     def evolve(
         self,
@@ -161,6 +204,10 @@ class Demand:
 
     inflight: float
     queued: int = 0
+
+    def __init__(self, inflight: float, queued: int = 0) -> None:  # written out: see Replica.__init__
+        object.__setattr__(self, "inflight", inflight)
+        object.__setattr__(self, "queued", queued)
 
     @property
     def total(self) -> float:

@@ -72,6 +72,22 @@ class DesiredReplica:
     priority: float = 0.0  # higher is kept longer when memory must be given back
     kv_lend_bytes: int = 0  # per GPU: free KV space a serving replica lends to the pool
 
+    def __init__(  # written out: see ObservedReplica.__init__
+        self,
+        id: str,
+        model: str,
+        gpus: tuple[int, ...],
+        role: Role,
+        priority: float = 0.0,
+        kv_lend_bytes: int = 0,
+    ) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "gpus", gpus)
+        object.__setattr__(self, "role", role)
+        object.__setattr__(self, "priority", priority)
+        object.__setattr__(self, "kv_lend_bytes", kv_lend_bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:
@@ -132,6 +148,14 @@ class GpuUsage:
     used_bytes: int
     lent_bytes: int = 0  # free KV space of serving replicas lent out for prewarming
 
+    def __init__(  # written out: see ObservedReplica.__init__
+        self, index: int, capacity_bytes: int, used_bytes: int, lent_bytes: int = 0
+    ) -> None:
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "capacity_bytes", capacity_bytes)
+        object.__setattr__(self, "used_bytes", used_bytes)
+        object.__setattr__(self, "lent_bytes", lent_bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class ObservedReplica:
@@ -149,6 +173,39 @@ class ObservedReplica:
     borrowed: bool = False  # sits in KV space lent by a serving replica
     endpoint: str = ""  # where to send requests while SERVING
     reason: str = ""  # why it FAILED or was refused
+
+    def __init__(
+        self,
+        id: str,
+        model: str,
+        gpus: tuple[int, ...],
+        state: ReplicaState,
+        since: float,
+        progress: float = 1.0,
+        inflight: int = 0,
+        kv_total_bytes: int = 0,
+        kv_used_bytes: int = 0,
+        borrowed: bool = False,
+        endpoint: str = "",
+        reason: str = "",
+    ) -> None:
+        """The fields in order, as the generated ``__init__`` would take them. Written out because
+        mypyc compiles this one to plain field stores, while the one :mod:`dataclasses` generates
+        stays interpreted (mypyc/mypyc#817): with the other classes built every tick, a quarter of a
+        compiled simulation's time. ``tests/test_dataclass_inits.py`` holds every written-out
+        ``__init__`` to its class's fields."""
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "gpus", gpus)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "since", since)
+        object.__setattr__(self, "progress", progress)
+        object.__setattr__(self, "inflight", inflight)
+        object.__setattr__(self, "kv_total_bytes", kv_total_bytes)
+        object.__setattr__(self, "kv_used_bytes", kv_used_bytes)
+        object.__setattr__(self, "borrowed", borrowed)
+        object.__setattr__(self, "endpoint", endpoint)
+        object.__setattr__(self, "reason", reason)
 
 
 @dataclass(frozen=True, slots=True)

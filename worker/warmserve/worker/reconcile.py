@@ -42,6 +42,22 @@ class Current:
     inflight: int = 0
     kv_lend_bytes: int = 0
 
+    def __init__(  # written out: see protocol.ObservedReplica.__init__
+        self,
+        id: str,
+        model: str,
+        gpus: tuple[int, ...],
+        state: ReplicaState,
+        inflight: int = 0,
+        kv_lend_bytes: int = 0,
+    ) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "gpus", gpus)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "inflight", inflight)
+        object.__setattr__(self, "kv_lend_bytes", kv_lend_bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
