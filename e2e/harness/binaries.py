@@ -34,7 +34,9 @@ def cluster_binaries() -> Binaries:
     the build fails.
     """
     if shutil.which("go") is None:
-        raise MissingToolError("Go is not installed (needed to build kube-apiserver, etcd and helm from source)")
+        raise MissingToolError(
+            "Go is not installed (needed to build kube-apiserver, etcd and helm from source)"
+        )
     done = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{BUILD_SCRIPT} failed ({done.returncode}):\n{done.stderr[-4000:]}")

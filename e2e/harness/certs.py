@@ -135,7 +135,9 @@ def generate_pki(directory: Path) -> Pki:
     sa_key, sa_pub = directory / "sa.key", directory / "sa.pub"
     sa_key.write_bytes(_key_pem(sa))
     sa_pub.write_bytes(
-        sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return Pki(
         ca=ca,

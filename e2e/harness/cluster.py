@@ -20,8 +20,9 @@ import kubernetes
 
 from e2e.harness.binaries import Binaries, cluster_binaries
 from e2e.harness.certs import CertPair, Pki, generate_pki
+from e2e.harness.kubeconfig import write_kubeconfig
 from e2e.harness.node_agent import NodeAgent
-from e2e.harness.processes import spawn, stop
+from e2e.harness.processes import spawn, stop_all
 
 SERVICE_CIDR = "10.0.0.0/24"
 READY_TIMEOUT_S = 60.0
@@ -33,23 +34,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) -> Path:
-    """Writes a one-context kubeconfig (``user``: client-certificate/client-key or token entries)."""
-    import yaml
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "warmserve-test", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": "user", "user": user}],
-        "contexts": [{"name": "warmserve-test", "context": {"cluster": "warmserve-test", "user": "user"}}],
-        "current-context": "warmserve-test",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 def _cert_user(pair: CertPair) -> dict[str, str]:
@@ -97,9 +81,7 @@ class Cluster:
         """Stops the node agent (its Pod processes first), then the control plane; removes the work dir."""
         if self.agent is not None:
             self.agent.stop()
-        for name in ("kube-controller-manager", "kube-scheduler", "kube-apiserver", "etcd"):
-            if name in self.processes:
-                stop(self.processes[name])
+        stop_all(list(self.processes.values()), grace=3.0)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -142,7 +124,9 @@ def start_cluster(nodes: int = 2, gpus_per_node: int = 4, workdir: Path | None =
     )
     try:
         _start_components(cluster, api_port)
-        cluster.agent = NodeAgent(cluster.api_client, server, pki.ca.cert, work / "pods", nodes, gpus_per_node)
+        cluster.agent = NodeAgent(
+            cluster.api_client, server, pki.ca.cert, work / "pods", nodes, gpus_per_node
+        )
         cluster.agent.start()
     except BaseException:
         cluster.stop()
@@ -203,7 +187,9 @@ def _start_components(cluster: Cluster, api_port: int) -> None:
             ],
         ),
     ):
-        kubeconfig = write_kubeconfig(work / f"{name}.kubeconfig", cluster.server, pki.ca.cert, _cert_user(pair))
+        kubeconfig = write_kubeconfig(
+            work / f"{name}.kubeconfig", cluster.server, pki.ca.cert, _cert_user(pair)
+        )
         procs[name] = spawn(
             [
                 str(bins.k8s / name),

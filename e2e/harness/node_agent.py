@@ -30,7 +30,8 @@ import kubernetes
 from kubernetes.client import V1Pod
 
 from e2e.harness.images import UnknownImageError, local_argv
-from e2e.harness.processes import signal_group, spawn, stop
+from e2e.harness.kubeconfig import write_kubeconfig
+from e2e.harness.processes import signal_group, spawn, stop, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +152,12 @@ class NodeAgent:
         """Stops the threads and kills every Pod process (the Pod objects are left as they are)."""
         self.stopping.set()
         self.wake.set()
-        for thread in self.threads:
+        # The watch thread may sit in a long poll: it ends when the API server stops (a daemon thread).
+        for thread in self.threads[1:]:
             thread.join(timeout=10)
         with self.lock:
             runs = list(self.runs.values())
-        for run in runs:
-            for c in run.containers:
-                if c.proc is not None:
-                    stop(c.proc, grace=2.0)
+        stop_all([c.proc for run in runs for c in run.containers if c.proc is not None], grace=2.0)
         self.client.close()
 
     def pids(self) -> list[int]:
@@ -169,7 +168,9 @@ class NodeAgent:
     def pod_ip(self, namespace: str, name: str) -> str | None:
         """The Pod IP the agent gave that Pod, if it runs it."""
         with self.lock:
-            return next((r.ip for r in self.runs.values() if (r.namespace, r.name) == (namespace, name)), None)
+            return next(
+                (r.ip for r in self.runs.values() if (r.namespace, r.name) == (namespace, name)), None
+            )
 
     # -- Nodes and Leases --------------------------------------------------------------------------------
     def _register(self, node: str) -> None:
@@ -179,7 +180,11 @@ class NodeAgent:
             "kind": "Node",
             "metadata": {
                 "name": node,
-                "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux", "warmserve.io/fake-gpu": "true"},
+                "labels": {
+                    "kubernetes.io/hostname": node,
+                    "kubernetes.io/os": "linux",
+                    "warmserve.io/fake-gpu": "true",
+                },
             },
             "status": {"capacity": capacity, "allocatable": capacity},
         }
@@ -208,7 +213,10 @@ class NodeAgent:
                                 "lastTransitionTime": now,
                             }
                         ],
-                        "addresses": [{"type": "InternalIP", "address": HOST_IP}, {"type": "Hostname", "address": node}],
+                        "addresses": [
+                            {"type": "InternalIP", "address": HOST_IP},
+                            {"type": "Hostname", "address": node},
+                        ],
                         "nodeInfo": {
                             "kubeletVersion": "warmserve-node-agent",
                             "operatingSystem": "linux",
@@ -240,8 +248,8 @@ class NodeAgent:
 
     # -- watch -------------------------------------------------------------------------------------------
     def _watch_loop(self) -> None:
-        """Keeps ``self.pods`` equal to the Pods bound to our Nodes: list, then watch from its resourceVersion;
-        relists on any error (410 Gone included)."""
+        """Keeps ``self.pods`` equal to the Pods bound to our Nodes: list, then watch from its
+        resourceVersion; relists on any error (410 Gone included)."""
         selector = "spec.nodeName!="
         while not self.stopping.is_set():
             try:
@@ -282,7 +290,7 @@ class NodeAgent:
                     self._heartbeat()
                 with self.lock:
                     pods = dict(self.pods)
-                for uid, pod in pods.items():
+                for pod in pods.values():
                     self._sync_pod(pod)
                 for uid in set(self.runs) - set(pods):  # deleted without us (grace 0 or force)
                     self._release(self.runs[uid])
@@ -346,9 +354,7 @@ class NodeAgent:
         return run
 
     def _pod_kubeconfig(self, pod: V1Pod, run: PodRun) -> Path:
-        """A kubeconfig with a token of the Pod's ServiceAccount, bound to the Pod (invalid once it is gone)."""
-        from e2e.harness.cluster import write_kubeconfig
-
+        """A kubeconfig with a token of the Pod's ServiceAccount, bound to the Pod (void once it is gone)."""
         request = kubernetes.client.AuthenticationV1TokenRequest(
             spec=kubernetes.client.V1TokenRequestSpec(
                 audiences=[],
@@ -361,7 +367,9 @@ class NodeAgent:
         answer = self.core.create_namespaced_service_account_token(
             pod.spec.service_account_name or "default", pod.metadata.namespace, request
         )
-        return write_kubeconfig(run.directory / "kubeconfig", self.server, self.ca, {"token": answer.status.token})
+        return write_kubeconfig(
+            run.directory / "kubeconfig", self.server, self.ca, {"token": answer.status.token}
+        )
 
     def _env(self, pod: V1Pod, run: PodRun, spec: Any, kubeconfig: Path) -> dict[str, str]:
         port = self.server.rsplit(":", 1)[1]
@@ -385,7 +393,9 @@ class NodeAgent:
                 cm = self.core.read_namespaced_config_map(ref.name, pod.metadata.namespace)
                 env[var.name] = (cm.data or {})[ref.key]
             else:
-                raise PodConfigError(f"env {var.name}: only value, fieldRef and configMapKeyRef are supported")
+                raise PodConfigError(
+                    f"env {var.name}: only value, fieldRef and configMapKeyRef are supported"
+                )
         return env
 
     def _tend(self, run: PodRun, c: Container) -> None:
@@ -420,11 +430,15 @@ class NodeAgent:
             c.ready = True
         elif now >= c.readiness.next_at:
             c.ready = _run_probe(c.readiness, run.ip, ready=c.ready)
-        if c.liveness is not None and now >= c.liveness.next_at and not _run_probe(c.liveness, run.ip, ready=True):
+        if (
+            c.liveness is not None
+            and now >= c.liveness.next_at
+            and not _run_probe(c.liveness, run.ip, ready=True)
+        ):
             signal_group(c.proc, signal.SIGKILL)
 
     def _terminate(self, pod: V1Pod, run: PodRun | None) -> None:
-        """Graceful deletion: SIGTERM, SIGKILL after the grace period, then the Pod is deleted with grace 0."""
+        """Graceful deletion: SIGTERM, SIGKILL after the grace period, then the Pod deleted with grace 0."""
         if run is not None and run.alive():
             if run.term_deadline is None:
                 grace = pod.metadata.deletion_grace_period_seconds
@@ -442,7 +456,8 @@ class NodeAgent:
                 pod.metadata.namespace,
                 grace_period_seconds=0,
                 body=kubernetes.client.V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=kubernetes.client.V1Preconditions(uid=pod.metadata.uid)
+                    grace_period_seconds=0,
+                    preconditions=kubernetes.client.V1Preconditions(uid=pod.metadata.uid),
                 ),
             )
         except kubernetes.client.ApiException as exc:
@@ -467,7 +482,9 @@ class NodeAgent:
         old = {c.type: c for c in pod.status.conditions or []}
         for cond in status["conditions"]:
             prev = old.get(cond["type"])
-            same = prev is not None and prev.status == cond["status"] and prev.last_transition_time is not None
+            same = (
+                prev is not None and prev.status == cond["status"] and prev.last_transition_time is not None
+            )
             cond["lastTransitionTime"] = (
                 prev.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ") if same and prev else now
             )
@@ -477,7 +494,9 @@ class NodeAgent:
             if exc.status != 404:
                 raise
             return
-        status["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+        status["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+        ]
         run.last_status = _status(run)
 
 
@@ -487,7 +506,11 @@ def _status(run: PodRun) -> dict[str, Any]:
     if run.waiting is not None:
         phase = "Pending"
     elif run.containers and all(c.terminated is not None for c in run.containers):
-        phase = "Succeeded" if all(c.terminated and c.terminated["exitCode"] == 0 for c in run.containers) else "Failed"
+        phase = (
+            "Succeeded"
+            if all(c.terminated and c.terminated["exitCode"] == 0 for c in run.containers)
+            else "Failed"
+        )
     else:
         phase = "Running" if any(c.proc is not None or c.restarts for c in run.containers) else "Pending"
     all_ready = phase == "Running" and all(c.ready for c in run.containers)
@@ -503,7 +526,11 @@ def _status(run: PodRun) -> dict[str, Any]:
         "podIP": run.ip,
         "podIPs": [{"ip": run.ip}],
         "startTime": run.start_time,
-        "conditions": [cond("Initialized", True), cond("ContainersReady", all_ready), cond("Ready", all_ready)],
+        "conditions": [
+            cond("Initialized", True),
+            cond("ContainersReady", all_ready),
+            cond("Ready", all_ready),
+        ],
         "containerStatuses": statuses
         or [
             {
@@ -560,7 +587,9 @@ def _field(pod: V1Pod, run: PodRun, path: str, var: str) -> str:
 
 def _expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' ``$(VAR)`` expansion in env values, command and args (``$$`` escapes)."""
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text)
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text
+    )
 
 
 def _probe(spec: Any, container: Any, what: str) -> Probe | None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 (only prctl)
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     with _lock:
         _live.add(proc)
@@ -57,23 +58,30 @@ def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """SIGTERM to the group, SIGKILL after ``grace`` seconds, then reaps it; also kills what it left."""
-    if proc.poll() is None:
-        signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            signal_group(proc, signal.SIGKILL)
-            proc.wait()
-    signal_group(proc, signal.SIGKILL)  # a grandchild left in the group
-    with _lock:
-        _live.discard(proc)
+    stop_all([proc], grace)
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    """Stops ``procs`` together: SIGTERM to every group, SIGKILL to what still runs after ``grace`` seconds,
+    then every group is killed (a grandchild left behind) and every process reaped."""
+    for proc in procs:
+        if proc.poll() is None:
+            signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        with _lock:
+            _live.discard(proc)
 
 
 def _stop_all() -> None:
     with _lock:
         procs = list(_live)
-    for proc in procs:
-        stop(proc, grace=2.0)
+    stop_all(procs, grace=2.0)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -40,7 +40,12 @@ def pod(name: str, command: list[str], *, gpus: int = 0, sa: str = "default", **
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     return {
         "metadata": {"name": name},
-        "spec": {"containers": [container], "serviceAccountName": sa, "terminationGracePeriodSeconds": 5, **spec},
+        "spec": {
+            "containers": [container],
+            "serviceAccountName": sa,
+            "terminationGracePeriodSeconds": 5,
+            **spec,
+        },
     }
 
 
@@ -108,7 +113,9 @@ def test_a_deployment_becomes_a_process_and_a_deleted_pod_is_replaced(
                             "name": "web",
                             "image": "warmserve/gateway:latest",
                             "command": server,
-                            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                            "env": [
+                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                            ],
                             "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
                         }
                     ],
@@ -169,7 +176,10 @@ def test_a_pod_whose_service_account_may_not_list_pods_gets_403(
         rbac = kubernetes.client.RbacAuthorizationV1Api(client)
         rbac.create_namespaced_role(
             kube_namespace,
-            {"metadata": {"name": "list-pods"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
+            {
+                "metadata": {"name": "list-pods"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+            },
         )
         rbac.create_namespaced_role_binding(
             kube_namespace,
@@ -196,7 +206,9 @@ def finished_exit(status: Any) -> int:
     return code
 
 
-def test_a_custom_resource_breaking_a_cel_rule_is_refused_with_the_servers_message(kube_cluster: Cluster) -> None:
+def test_a_custom_resource_breaking_a_cel_rule_is_refused_with_the_servers_message(
+    kube_cluster: Cluster,
+) -> None:
     group = f"t{uuid.uuid4().hex[:8]}.warmserve.io"
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -240,7 +252,12 @@ def test_a_custom_resource_breaking_a_cel_rule_is_refused_with_the_servers_messa
                 return any(c.type == "Established" and c.status == "True" for c in status.conditions or [])
 
             wait_for("the CRD to be established", established)
-            body = {"apiVersion": f"{group}/v1", "kind": "Range", "metadata": {"name": "bad"}, "spec": {"min": 3, "max": 1}}
+            body = {
+                "apiVersion": f"{group}/v1",
+                "kind": "Range",
+                "metadata": {"name": "bad"},
+                "spec": {"min": 3, "max": 1},
+            }
             with pytest.raises(kubernetes.client.ApiException) as refused:
                 custom.create_namespaced_custom_object(group, "v1", "default", "ranges", body)
             assert refused.value.status == 422
@@ -270,10 +287,15 @@ def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return address.ipv4_mapped or address
 
 
-def test_no_process_of_the_cluster_has_a_connection_outside_loopback(kube_cluster: Cluster, kube_namespace: str) -> None:
+def test_no_process_of_the_cluster_has_a_connection_outside_loopback(
+    kube_cluster: Cluster, kube_namespace: str
+) -> None:
     with kube_cluster.api_client() as client:
         kubernetes.client.CoreV1Api(client).create_namespaced_pod(kube_namespace, pod("sleeper", SLEEPER))
-    wait_for("the Pod's process", lambda: kube_cluster.agent and kube_cluster.agent.pod_ip(kube_namespace, "sleeper"))
+    wait_for(
+        "the Pod's process",
+        lambda: kube_cluster.agent and kube_cluster.agent.pod_ip(kube_namespace, "sleeper"),
+    )
     inodes = {inode for pid in kube_cluster.pids() for inode in _socket_inodes(pid)}
     assert inodes, "the cluster's processes hold no sockets: the check would prove nothing"
     outside = []
@@ -295,9 +317,14 @@ def test_the_whole_cluster_stops_with_no_process_left() -> None:
     try:
         with cluster.api_client() as client:
             core = kubernetes.client.CoreV1Api(client)
-            wait_for("the default ServiceAccount", lambda: core.list_namespaced_service_account("default").items)
+            wait_for(
+                "the default ServiceAccount", lambda: core.list_namespaced_service_account("default").items
+            )
             core.create_namespaced_pod("default", pod("sleeper", SLEEPER))
-        wait_for("the Pod's process", lambda: cluster.agent and cluster.agent.pod_ip("default", "sleeper") and len(cluster.pids()) == 5)
+        wait_for(
+            "the Pod's process",
+            lambda: cluster.agent and cluster.agent.pod_ip("default", "sleeper") and len(cluster.pids()) == 5,
+        )
         pids = cluster.pids()
     finally:
         cluster.stop()
