@@ -234,15 +234,28 @@ def test_explicit_host_configures_a_working_client(kube_emulator: KubeEmulator) 
 def test_missing_cluster_configuration_is_one_clear_error(
     in_cluster: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     monkeypatch.setenv("HOME", str(tmp_path))
     if in_cluster:  # in a pod by the env, but no service account token mounted here
+        monkeypatch.delenv("KUBECONFIG", raising=False)
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     else:
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(WarmServeError, match="no Kubernetes API configuration"):
         kube_api_client()
+
+
+@pytest.mark.kube
+def test_kubeconfig_named_by_the_env_wins_over_in_cluster_config(
+    kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the test cluster's node agent gives every Pod process (no token at the in-cluster path).
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", kube_cluster.server.rsplit(":", 1)[1])
+    with kube_api_client() as client:
+        assert kubernetes.client.CoreV1Api(client).read_namespace("default").metadata.name == "default"
 
 
 def test_pod_ref_from_the_downward_api_env() -> None:
