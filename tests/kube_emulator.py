@@ -5,10 +5,11 @@ Tests run against the real kube-apiserver of the test control plane (``kube_clus
 docs/test-cluster.md). Keep this emulator only for a fault that server cannot be made to show: a watch
 closed from the server side (:meth:`KubeEmulator.close_watches`), a 410 Gone on a chosen watch
 (:meth:`KubeEmulator.compact`, kmock's DSL) and counting open watches or requests
-(``tests/worker/test_desired_source_kube.py``), and the still-unmigrated
-``tests/worker/test_worker_process_kube.py``. kmock's ``KubernetesEmulator`` is a stateful in-memory API
-served over real HTTP with watch streams, so the real ``kubernetes`` client can talk to it. kmock 0.8 leaves
-out what clients rely on for optimistic concurrency and resumable watches; :class:`StampingEmulator` adds it:
+(``tests/worker/test_desired_source_kube.py``); ``tests/worker/test_desired_source_kube_api.py`` checks
+the emulator's own behaviour against what those tests rely on. kmock's ``KubernetesEmulator`` is a
+stateful in-memory API served over real HTTP with watch streams, so the real ``kubernetes`` client can talk
+to it. kmock 0.8 leaves out what clients rely on for optimistic concurrency and resumable watches;
+:class:`StampingEmulator` adds it:
 
 - every create stamps ``uid``, ``creationTimestamp``, ``generation`` 1 and a ``resourceVersion``
   (one cluster-wide counter, as etcd's revision) and answers ``201``;
