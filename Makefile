@@ -1,7 +1,7 @@
 # `make test` is the one test command (README, .ci/run): install, lint, type-check, architecture contracts, tests.
 PY ?= python3
 
-.PHONY: install test lint typecheck
+.PHONY: install test lint typecheck cluster
 install:
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@# promtool lints every component's /metrics in the tests (Debian package prometheus); without it they skip.
@@ -17,5 +17,10 @@ typecheck:
 	$(PY) -m mypy hatch_build.py
 	lint-imports
 
-test: install lint typecheck
+# The test control plane (kube-apiserver, etcd, scheduler, controller-manager, kubectl, helm), built from source
+# into a cache outside the repo; a no-op once built (docs/test-cluster.md).
+cluster:
+	e2e/cluster/build.sh
+
+test: install lint typecheck cluster
 	$(PY) -m pytest

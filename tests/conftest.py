@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from e2e.harness.fixtures import kube_cluster, kube_namespace
 from tests.kube_emulator import kube_emulator
 from warmserve.operator.local.cli import VLLM_VENV
 
-__all__ = ["kube_emulator", "vllm_python"]
+__all__ = ["kube_cluster", "kube_emulator", "kube_namespace", "vllm_python"]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,9 +1,15 @@
-"""A real Kubernetes API for tests: kmock's emulator on a loopback port, with the gaps of kmock 0.8 filled.
+"""An emulated Kubernetes API for the faults the real one cannot show on demand: kmock's emulator on a
+loopback port, with the gaps of kmock 0.8 filled.
 
-No kube-apiserver can run on our machines (see /work/shared/environment.md); kmock's
-``KubernetesEmulator`` is a stateful in-memory API served over real HTTP with watch streams, so the
-real ``kubernetes`` client (and later a real ``kopf run``) can talk to it. kmock 0.8 leaves out what
-clients rely on for optimistic concurrency and resumable watches; :class:`StampingEmulator` adds it:
+Tests run against the real kube-apiserver of the test control plane (``kube_cluster``,
+docs/test-cluster.md). Keep this emulator only for a fault that server cannot be made to show: a watch
+closed from the server side (:meth:`KubeEmulator.close_watches`), a 410 Gone on a chosen watch
+(:meth:`KubeEmulator.compact`, kmock's DSL) and counting open watches or requests
+(``tests/worker/test_desired_source_kube.py``); ``tests/worker/test_desired_source_kube_api.py`` checks
+the emulator's own behaviour against what those tests rely on. kmock's ``KubernetesEmulator`` is a
+stateful in-memory API served over real HTTP with watch streams, so the real ``kubernetes`` client can talk
+to it. kmock 0.8 leaves out what clients rely on for optimistic concurrency and resumable watches;
+:class:`StampingEmulator` adds it:
 
 - every create stamps ``uid``, ``creationTimestamp``, ``generation`` 1 and a ``resourceVersion``
   (one cluster-wide counter, as etcd's revision) and answers ``201``;

@@ -1,17 +1,21 @@
-"""The Pod annotation source, with the real kubernetes client against the kmock API emulator."""
+"""The Pod annotation source, with the real kubernetes client against the test control plane's real API
+server (``kube_cluster``, a namespace per test), and against the kmock emulator for the faults the real
+server cannot be made to show on demand: a watch closed by the server, a 410 on the first watch, counting
+open watches (see tests/kube_emulator.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import kmock
 import kubernetes.client
 import pytest
 
+from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
 from warmserve.worker.desired_source import (
     Backoff,
@@ -25,7 +29,7 @@ from warmserve.worker.desired_source import (
 from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.protocol import DESIRED_ANNOTATION, DesiredState
 
-POD = PodRef(namespace="warmserve", name="worker-a")
+POD = PodRef(namespace="warmserve", name="worker-a")  # the emulator's; on the real server: `pod` below
 FAST = Backoff(initial=0.02, maximum=0.2)
 
 
@@ -41,11 +45,29 @@ def desired(generation: int, *, gpus: list[int] | None = None) -> str:
 
 
 @pytest.fixture
-def core(kube_emulator: KubeEmulator) -> kubernetes.client.CoreV1Api:
+def emulator_core(kube_emulator: KubeEmulator) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(kube_emulator.api_client())
 
 
-async def create_pod(core: kubernetes.client.CoreV1Api, annotations: dict[str, str]) -> None:
+@pytest.fixture
+def api(kube_cluster: Cluster) -> Iterator[kubernetes.client.ApiClient]:
+    with kube_cluster.api_client() as client:
+        yield client
+
+
+@pytest.fixture
+def core(api: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api)
+
+
+@pytest.fixture
+def pod(kube_namespace: str) -> PodRef:
+    return PodRef(namespace=kube_namespace, name=POD.name)
+
+
+async def create_pod(
+    core: kubernetes.client.CoreV1Api, annotations: dict[str, str], pod: PodRef = POD
+) -> None:
     body = kubernetes.client.V1Pod(
         api_version="v1",
         kind="Pod",
@@ -54,13 +76,13 @@ async def create_pod(core: kubernetes.client.CoreV1Api, annotations: dict[str, s
             containers=[kubernetes.client.V1Container(name="worker", image="w")]
         ),
     )
-    await asyncio.to_thread(core.create_namespaced_pod, POD.namespace, body)
+    await asyncio.to_thread(core.create_namespaced_pod, pod.namespace, body)
 
 
-async def annotate(core: kubernetes.client.CoreV1Api, text: str) -> None:
+async def annotate(core: kubernetes.client.CoreV1Api, text: str, pod: PodRef = POD) -> None:
     body = {"metadata": {"annotations": {DESIRED_ANNOTATION: text}}}
     await asyncio.to_thread(
-        core.patch_namespaced_pod, POD.name, POD.namespace, body, _content_type="application/merge-patch+json"
+        core.patch_namespaced_pod, pod.name, pod.namespace, body, _content_type="application/merge-patch+json"
     )
 
 
@@ -76,42 +98,50 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 @pytest.fixture
-async def source(kube_emulator: KubeEmulator) -> AsyncIterator[PodAnnotationSource]:
+async def source(api: kubernetes.client.ApiClient, pod: PodRef) -> AsyncIterator[PodAnnotationSource]:
+    async with PodAnnotationSource(api, pod, backoff=FAST) as source:
+        yield source
+
+
+@pytest.fixture
+async def emulator_source(kube_emulator: KubeEmulator) -> AsyncIterator[PodAnnotationSource]:
     async with PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST) as source:
         yield source
 
 
+@pytest.mark.kube
 async def test_listed_annotation_is_yielded_then_each_higher_generation(
-    core: kubernetes.client.CoreV1Api, kube_emulator: KubeEmulator
+    core: kubernetes.client.CoreV1Api, api: kubernetes.client.ApiClient, pod: PodRef
 ) -> None:
-    await create_pod(core, {DESIRED_ANNOTATION: desired(1)})
-    async with PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST) as source:
+    await create_pod(core, {DESIRED_ANNOTATION: desired(1)}, pod)
+    async with PodAnnotationSource(api, pod, backoff=FAST) as source:
         first = await next_state(source)
         assert (first.worker, first.generation) == (POD.name, 1)
         assert first.replicas[0].gpus == (0,)
-        await annotate(core, desired(2, gpus=[1]))
+        await annotate(core, desired(2, gpus=[1]), pod)
         second = await next_state(source)
         assert second.generation == 2
         assert second.replicas[0].gpus == (1,)
         assert source.rejection is None
 
 
+@pytest.mark.kube
 async def test_pod_created_after_the_source_started_is_picked_up(
-    source: PodAnnotationSource, core: kubernetes.client.CoreV1Api
+    source: PodAnnotationSource, core: kubernetes.client.CoreV1Api, pod: PodRef
 ) -> None:
-    await create_pod(core, {DESIRED_ANNOTATION: desired(5)})
+    await create_pod(core, {DESIRED_ANNOTATION: desired(5)}, pod)
     assert (await next_state(source)).generation == 5
 
 
+@pytest.mark.kube
 async def test_malformed_document_is_rejected_naming_the_field_and_previous_state_kept(
-    core: kubernetes.client.CoreV1Api, kube_emulator: KubeEmulator
+    core: kubernetes.client.CoreV1Api, api: kubernetes.client.ApiClient, pod: PodRef
 ) -> None:
     rejections: list[Rejection] = []
-    await create_pod(core, {DESIRED_ANNOTATION: desired(1)})
-    api = kube_emulator.api_client()
-    async with PodAnnotationSource(api, POD, backoff=FAST, on_reject=rejections.append) as source:
+    await create_pod(core, {DESIRED_ANNOTATION: desired(1)}, pod)
+    async with PodAnnotationSource(api, pod, backoff=FAST, on_reject=rejections.append) as source:
         assert (await next_state(source)).generation == 1
-        await annotate(core, desired(2, gpus=[0, 0]))
+        await annotate(core, desired(2, gpus=[0, 0]), pod)
         await until(lambda: source.rejection is not None)
         assert source.rejection is not None
         assert source.rejection.field == "replicas[0].gpus"
@@ -119,60 +149,67 @@ async def test_malformed_document_is_rejected_naming_the_field_and_previous_stat
         assert POD.name in source.rejection.origin
         assert rejections == [source.rejection]
         assert source.feed.generation == 1  # still in force
-        await annotate(core, "{not json")
+        await annotate(core, "{not json", pod)
         await until(lambda: source.rejection is not None and source.rejection.field == "desired")
-        await annotate(core, desired(3))
+        await annotate(core, desired(3), pod)
         assert (await next_state(source)).generation == 3  # neither bad document was yielded
         assert source.rejection is None
 
 
+@pytest.mark.kube
 async def test_document_for_another_worker_is_rejected(
-    source: PodAnnotationSource, core: kubernetes.client.CoreV1Api
+    source: PodAnnotationSource, core: kubernetes.client.CoreV1Api, pod: PodRef
 ) -> None:
-    await create_pod(core, {DESIRED_ANNOTATION: desired(1).replace(POD.name, "worker-b")})
+    await create_pod(core, {DESIRED_ANNOTATION: desired(1).replace(POD.name, "worker-b")}, pod)
     await until(lambda: source.rejection is not None)
     assert source.rejection is not None
     assert source.rejection.field == "worker"
 
 
+@pytest.mark.kube
 async def test_lower_generation_is_ignored_with_a_log_line(
-    source: PodAnnotationSource, core: kubernetes.client.CoreV1Api, caplog: pytest.LogCaptureFixture
+    source: PodAnnotationSource,
+    core: kubernetes.client.CoreV1Api,
+    pod: PodRef,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await create_pod(core, {DESIRED_ANNOTATION: desired(3)})
+    await create_pod(core, {DESIRED_ANNOTATION: desired(3)}, pod)
     assert (await next_state(source)).generation == 3
     with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
-        await annotate(core, desired(2))
+        await annotate(core, desired(2), pod)
         await until(lambda: source.feed.last_verdict == Ignore(generation=2, accepted=3))
     assert source.feed.generation == 3
     assert any("stale desired generation 2" in r.getMessage() for r in caplog.records)
-    await annotate(core, desired(4))
+    await annotate(core, desired(4), pod)
     assert (await next_state(source)).generation == 4
 
 
 async def test_watch_closed_by_the_server_is_followed_by_a_fresh_list(
-    source: PodAnnotationSource, core: kubernetes.client.CoreV1Api, kube_emulator: KubeEmulator
+    emulator_source: PodAnnotationSource,
+    emulator_core: kubernetes.client.CoreV1Api,
+    kube_emulator: KubeEmulator,
 ) -> None:
-    await create_pod(core, {DESIRED_ANNOTATION: desired(1)})
-    assert (await next_state(source)).generation == 1
+    await create_pod(emulator_core, {DESIRED_ANNOTATION: desired(1)})
+    assert (await next_state(emulator_source)).generation == 1
     await until(lambda: kube_emulator.open_watches() == 1)
     lists = kube_emulator.count(kmock.action.LIST)
     kube_emulator.close_watches()
     await until(lambda: kube_emulator.count(kmock.action.LIST) > lists)
-    await annotate(core, desired(2))
-    assert (await next_state(source)).generation == 2
+    await annotate(emulator_core, desired(2))
+    assert (await next_state(emulator_source)).generation == 2
 
 
 async def test_gone_is_retried_with_a_fresh_list(
-    core: kubernetes.client.CoreV1Api, kube_emulator: KubeEmulator, caplog: pytest.LogCaptureFixture
+    emulator_core: kubernetes.client.CoreV1Api, kube_emulator: KubeEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def fail_first_watch() -> None:
         kube_emulator.emulator[kmock.action.WATCH][:1] << 410  # kmock: the first watch answers 410
 
     kube_emulator.run(fail_first_watch())
-    await create_pod(core, {DESIRED_ANNOTATION: desired(1)})
+    await create_pod(emulator_core, {DESIRED_ANNOTATION: desired(1)})
     async with PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST) as source:
         assert (await next_state(source)).generation == 1
-        await annotate(core, desired(2))
+        await annotate(emulator_core, desired(2))
         assert (await next_state(source)).generation == 2
     assert kube_emulator.count(kmock.action.WATCH) >= 2
     assert kube_emulator.count(kmock.action.LIST) >= 2
@@ -197,15 +234,28 @@ def test_explicit_host_configures_a_working_client(kube_emulator: KubeEmulator) 
 def test_missing_cluster_configuration_is_one_clear_error(
     in_cluster: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     monkeypatch.setenv("HOME", str(tmp_path))
     if in_cluster:  # in a pod by the env, but no service account token mounted here
+        monkeypatch.delenv("KUBECONFIG", raising=False)
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     else:
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(WarmServeError, match="no Kubernetes API configuration"):
         kube_api_client()
+
+
+@pytest.mark.kube
+def test_kubeconfig_named_by_the_env_wins_over_in_cluster_config(
+    kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the test cluster's node agent gives every Pod process (no token at the in-cluster path).
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", kube_cluster.server.rsplit(":", 1)[1])
+    with kube_api_client() as client:
+        assert kubernetes.client.CoreV1Api(client).read_namespace("default").metadata.name == "default"
 
 
 def test_pod_ref_from_the_downward_api_env() -> None:

@@ -1,4 +1,4 @@
-"""`warmserve worker --kube`: a real worker process following its own Pod in the kmock Kubernetes API.
+"""`warmserve worker --kube`: a real worker process following its own Pod on the test cluster's API server.
 
 The desired state comes from the Pod's ``warmserve.io/desired`` annotation (watched), the observed
 state goes back to its ``warmserve.io/observed`` annotation; the HTTP ``PUT`` feeds the same feed.
@@ -13,27 +13,30 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from tests.kube_emulator import KubeEmulator
+from e2e.harness.cluster import Cluster
 from tests.worker.test_worker_process import WorkerProcess, desired, states, workers  # noqa: F401  (fixture)
 from warmserve.operator.cli import main
 from warmserve.worker.protocol import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, ObservedState, ReplicaState
 
-NAMESPACE, POD = "warmserve", "worker-k"
+POD = "worker-k"
 
 
-def annotate(core: kubernetes.client.CoreV1Api, text: str) -> None:
+def annotate(core: kubernetes.client.CoreV1Api, namespace: str, text: str) -> None:
     body = {"metadata": {"annotations": {DESIRED_ANNOTATION: text}}}
-    core.patch_namespaced_pod(POD, NAMESPACE, body, _content_type="application/merge-patch+json")
+    core.patch_namespaced_pod(POD, namespace, body, _content_type="application/merge-patch+json")
 
 
 def observed_on_pod(
-    emulator: KubeEmulator, predicate: Callable[[ObservedState], bool], timeout: float = 30
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    predicate: Callable[[ObservedState], bool],
+    timeout: float = 30,
 ) -> ObservedState:
     deadline = time.monotonic() + timeout
     last: ObservedState | None = None
     while time.monotonic() < deadline:
-        pod: dict[str, Any] = emulator.object("v1/pods", NAMESPACE, POD) or {}
-        text = pod.get("metadata", {}).get("annotations", {}).get(OBSERVED_ANNOTATION)
+        annotations: dict[str, Any] = core.read_namespaced_pod(POD, namespace).metadata.annotations or {}
+        text = annotations.get(OBSERVED_ANNOTATION)
         if text is not None:
             last = ObservedState.from_json(text)
             if predicate(last):
@@ -43,12 +46,15 @@ def observed_on_pod(
 
 
 @pytest.mark.slow
+@pytest.mark.kube
 def test_worker_follows_its_pod_and_reports_on_it(
-    kube_emulator: KubeEmulator,
+    kube_cluster: Cluster,
+    kube_namespace: str,
     workers: Callable[..., WorkerProcess],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    core = kubernetes.client.CoreV1Api(kube_emulator.api_client())
+    api = kube_cluster.api_client()
+    core = kubernetes.client.CoreV1Api(api)
     first = desired(POD, 1, {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"})
     pod = kubernetes.client.V1Pod(
         api_version="v1",
@@ -56,27 +62,34 @@ def test_worker_follows_its_pod_and_reports_on_it(
         metadata=kubernetes.client.V1ObjectMeta(name=POD, annotations={DESIRED_ANNOTATION: first}),
         spec=kubernetes.client.V1PodSpec(containers=[kubernetes.client.V1Container(name="w", image="w")]),
     )
-    core.create_namespaced_pod(NAMESPACE, pod)
-    monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
+    core.create_namespaced_pod(kube_namespace, pod)
+    monkeypatch.setenv("POD_NAMESPACE", kube_namespace)
     monkeypatch.setenv("POD_NAME", POD)
-    worker = workers(POD, "--kube", "--kube-api", kube_emulator.url, "--gpus", "2", "--speed", "0")
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    worker = workers(POD, "--kube", "--gpus", "2", "--speed", "0")
 
-    serving = observed_on_pod(kube_emulator, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    serving = observed_on_pod(core, kube_namespace, lambda s: states(s) == {"l0": ReplicaState.SERVING})
     assert serving.worker == POD and serving.observed_generation == 1
     assert worker.complete("llama", "hi", 2).status_code == 200
 
-    annotate(core, desired(POD, 2, {"id": "l0", "model": "llama", "gpus": [5], "role": "serve"}))
-    refused = observed_on_pod(kube_emulator, lambda s: s.error != "")
+    annotate(
+        core, kube_namespace, desired(POD, 2, {"id": "l0", "model": "llama", "gpus": [5], "role": "serve"})
+    )
+    refused = observed_on_pod(core, kube_namespace, lambda s: s.error != "")
     assert "replicas[0].gpus" in refused.error
     assert refused.observed_generation == 1 and states(refused) == {"l0": ReplicaState.SERVING}
 
     # The HTTP PUT feeds the same feed: generation 0 is older than what the Pod gave, 3 moves on.
     assert worker.put(desired(POD, 0)).status_code == 409
-    annotate(core, desired(POD, 3, {"id": "l0", "model": "llama", "gpus": [1], "role": "prewarm"}))
-    moved = observed_on_pod(kube_emulator, lambda s: s.observed_generation == 3)
+    annotate(
+        core, kube_namespace, desired(POD, 3, {"id": "l0", "model": "llama", "gpus": [1], "role": "prewarm"})
+    )
+    moved = observed_on_pod(core, kube_namespace, lambda s: s.observed_generation == 3)
     assert states(moved) == {"l0": ReplicaState.PREWARMED} and moved.replicas[0].gpus == (1,)
     assert moved.error == ""
     assert worker.stop() == 0, worker.log.read_text()[-3000:]
+    api.close()
 
 
 def test_kube_without_the_downward_api_names_the_variable(

@@ -206,19 +206,23 @@ class PodRef:
 
 
 def kube_api_client(host: str | None = None) -> kubernetes.client.ApiClient:
-    """A client for the API server: ``host`` if given (tests, a proxy), else in-cluster, else kubeconfig.
+    """A client for the API server: ``host`` if given (tests, a proxy), else the kubeconfig ``KUBECONFIG``
+    names, else in-cluster, else the default kubeconfig.
 
-    An explicit host wins so that a developer's kubeconfig never redirects a test. Raises
-    :class:`WarmServeError` when no configuration is found.
+    An explicit host wins so that a developer's kubeconfig never redirects a test. ``KUBECONFIG`` wins over
+    in-cluster config because the test cluster's node agent gives each Pod process its ServiceAccount token
+    that way (processes sharing one filesystem cannot each have the in-cluster token path;
+    docs/test-cluster.md). Raises :class:`WarmServeError` when no configuration is found.
     """
     if host:
         return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=host))
     config = kubernetes.client.Configuration()
+    named = os.environ.get("KUBECONFIG")  # read now: the client reads it once, at its import
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not named:
             kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
         else:
-            kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+            kubernetes.config.load_kube_config(config_file=named, client_configuration=config)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException as exc:
         raise WarmServeError(f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}") from None
     return kubernetes.client.ApiClient(config)
