@@ -240,9 +240,13 @@ def _clip(values: FloatArray, most: int) -> IntArray:
 
 
 def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
-    arrival = np.sort(np.concatenate([s.arrival_sec for s in series]))
-    inputs = np.concatenate([s.input_tokens for s in series])
-    outputs = np.concatenate([s.output_tokens for s in series])
+    # One order for all three columns: sorting the arrivals alone would hand one request's token counts to
+    # another whenever the trace's models are read one after the other.
+    arrival = np.concatenate([s.arrival_sec for s in series])
+    order = np.argsort(arrival, kind="stable")
+    arrival = arrival[order]
+    inputs = np.concatenate([s.input_tokens for s in series])[order]
+    outputs = np.concatenate([s.output_tokens for s in series])[order]
     if arrival.size == 0:
         raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
     arrival = (arrival - arrival[0] - spec.offset_s) / spec.time_scale + spec.warmup_s
