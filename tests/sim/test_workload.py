@@ -10,8 +10,7 @@ from warmserve.sim.workload import WorkloadSpec, build_workload
 
 
 def _write(path: Path, rows: list[tuple[float, str, int, int]], with_model: bool) -> Path:
-    header = "timestamp,model,input_tokens,output_tokens" if with_model else "timestamp,input_tokens,output_tokens"
-    lines = [header]
+    lines = ["timestamp," + ("model," if with_model else "") + "input_tokens,output_tokens"]
     for t, model, prompt, output in rows:
         lines.append(f"{t},{model},{prompt},{output}" if with_model else f"{t},{prompt},{output}")
     path.write_text("\n".join(lines) + "\n")
