@@ -113,6 +113,24 @@ def test_a_bad_observation_holds_steady_and_says_why() -> None:
     assert "gpus" in scheduler.last_error
 
 
+def test_a_worker_whose_report_is_refused_is_left_out_and_the_rest_is_planned() -> None:
+    """A refused report must not freeze the cluster: the tick plans the other workers and names the one
+    it left out (a serving replica flagged borrowed is what froze every tick before)."""
+    scheduler = Scheduler(MODELS, plan_step, AutoscalerState())
+    odd = ObservedReplica(
+        id="a-0", model="a", gpus=(0,), state=ReplicaState.SERVING, since=0.0, borrowed=True
+    )
+    demand = {"b": Demand(inflight=4.0, queued=4)}
+    observation = Observation(
+        now=0.0, workers={"w0": worker("w0", (odd,)), "w1": worker("w1")}, demand=demand
+    )
+    decision = scheduler.tick(observation)
+    assert set(scheduler.excluded) == {"w0"} and "borrowed" in scheduler.excluded["w0"]
+    assert scheduler.last_error == ""
+    assert set(decision.desired) == {"w1"}
+    assert any(r.model == "b" for r in decision.desired["w1"].replicas)
+
+
 class SlowCluster:
     """Observing takes ``observe_s`` (as HTTP to busy workers does); records when each tick began."""
 

@@ -27,7 +27,7 @@ def test_simulate_writes_the_table_json_and_plot(
     document = json.loads(out.read_text())
     assert set(document["policies"]) == {"warmserve", "muxserve"}
     for figures in document["policies"].values():
-        assert set(figures) == {*KEYS, "scheduler_held_ticks"}
+        assert set(figures) == {*KEYS, "scheduler_held_ticks", "scheduler_excluded_ticks"}
         assert figures["requests"] == document["requests"] > 0
     assert png.stat().st_size > 10_000
     table = capsys.readouterr().out

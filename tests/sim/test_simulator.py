@@ -35,7 +35,7 @@ def test_every_policy_serves_the_workload(rate_trace: Path, policy: str) -> None
     scenario = small(rate_trace)
     workload, models = prepare(scenario)
     figures = summarize(run_policy(scenario, workload, models, policy))
-    assert set(figures) == {*KEYS, "scheduler_held_ticks"}
+    assert set(figures) == {*KEYS, "scheduler_held_ticks", "scheduler_excluded_ticks"}
     assert figures["requests"] == workload.requests > 500
     assert figures["completed"] + figures["dropped"] == figures["requests"]
     assert figures["completed"] > 0.9 * figures["requests"]

@@ -242,3 +242,23 @@ async def test_a_prewarm_in_lent_kv_is_no_longer_borrowed_once_its_lender_stops_
     # No serving replica lends anything on GPU 0 now: q0 sits in plain pool memory, and says so (a
     # replica still flagged borrowed there made every snapshot inconsistent, so the scheduler held steady).
     assert not next(r for r in after.replicas if r.id == "q0").borrowed
+
+
+async def test_a_borrowed_prewarm_promoted_in_its_lenders_place_serves_unborrowed(
+    client: TestClient[Any, Any],
+) -> None:
+    """The switch the scheduler orders in one write: the lender demoted, its guest promoted. The guest
+    owns its memory from then on; a serving replica still flagged borrowed is a report the scheduler
+    refuses (protocol.loads_borrowed)."""
+    models = {"llama": MODEL, "qwen": {**MODEL, "weights": "/cache/qwen"}}
+    lend = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve", "kv_lend_bytes": 20 * GIB}
+    guest = {"id": "q0", "model": "qwen", "gpus": [0], "role": "prewarm"}
+    await client.put("/desired", data=desired(1, {**lend, "kv_lend_bytes": 0}, models=models))
+    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    await client.put("/desired", data=desired(2, lend, guest, models=models))
+    await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
+
+    switched = ({**lend, "role": "prewarm", "kv_lend_bytes": 0}, {**guest, "role": "serve"})
+    await client.put("/desired", data=desired(3, *switched, models=models))
+    after = await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.SERVING)
+    assert not next(r for r in after.replicas if r.id == "q0").borrowed

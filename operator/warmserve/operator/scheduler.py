@@ -15,8 +15,11 @@ What it remembers between ticks, and why:
 - the forecast source's load history.
 
 On an inconsistent observation (a worker reporting memory over its capacity, say) the snapshot is
-refused with a :class:`SnapshotError`; the tick then holds steady — no new desired state — and the error
-is kept in :attr:`Scheduler.last_error` for logs and status.
+refused with a :class:`SnapshotError`. The tick then finds the workers whose reports are refused on their
+own, leaves them out (they keep their last desired state, and :attr:`Scheduler.excluded` says which and
+why, for logs, metrics and status) and plans the rest, so one worker in a state the snapshot refuses never
+stops planning for the others. Only when no worker can be blamed (or every one is) does the tick hold
+steady — no new desired state; the error is kept in :attr:`Scheduler.last_error`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from warmserve.operator.snapshot import (
     SnapshotError,
     Worker,
 )
-from warmserve.worker.protocol import DesiredState, ObservedReplica, ObservedState, ReplicaState, Role
+from warmserve.worker.protocol import (
+    DesiredState,
+    ObservedReplica,
+    ObservedState,
+    ReplicaState,
+    Role,
+    loads_borrowed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +113,57 @@ class Scheduler:
         self.generation = 0
         self.last_desired: dict[str, DesiredState] = {}
         self.last_error = ""
+        self.excluded: Mapping[str, str] = {}  # worker -> why its report was left out of the last tick
 
     def tick(self, observation: Observation) -> Decision:
         """Plan one step and return the desired states that differ from the last ones written."""
         self.forecast_source.observe(observation.now, observation.demand)
+        self.excluded = {}
+        forecasts = self.forecast_source.forecasts(observation.now)
         try:
-            forecasts = self.forecast_source.forecasts(observation.now)
-            prior = self._prior[1] if self._prior is not None and self._prior[0] is self.models else None
-            snapshot = build_snapshot(observation, self.models, self.last_desired, forecasts, prior)
-            self._prior = (self.models, snapshot)
-            plan, next_state = self.policy(snapshot, self.policy_state)
-            after = apply_plan(snapshot, plan)
+            return self._decide(observation, forecasts)
         except SnapshotError as exc:
-            self.last_error = str(exc)
-            log.warning("scheduler holds steady: %s", exc)
-            return Decision(Plan(), {})
+            refused = self._refused_workers(observation, forecasts)
+            if refused and len(refused) < len(observation.workers):
+                return self._decide_without(observation, forecasts, refused)
+            return self._hold(exc)
+
+    def _decide_without(
+        self, observation: Observation, forecasts: Mapping[str, Forecast], refused: Mapping[str, str]
+    ) -> Decision:
+        """Plan with the refused workers' reports left out (they keep their last desired state)."""
+        self.excluded = refused
+        for name, why in sorted(refused.items()):
+            log.warning("scheduler plans without worker %s: %s", name, why)
+        kept = {n: w for n, w in observation.workers.items() if n not in refused}
+        try:
+            return self._decide(Observation(observation.now, kept, observation.demand), forecasts)
+        except SnapshotError as exc:
+            return self._hold(exc)
+
+    def _hold(self, exc: SnapshotError) -> Decision:
+        self.last_error = str(exc)
+        log.warning("scheduler holds steady: %s", exc)
+        return Decision(Plan(), {})
+
+    def _refused_workers(self, observation: Observation, forecasts: Mapping[str, Forecast]) -> dict[str, str]:
+        """The workers whose report the snapshot refuses on its own, with the reason (the slow path, taken
+        only after a refused snapshot)."""
+        refused = {}
+        for name, state in observation.workers.items():
+            alone = Observation(observation.now, {name: state}, observation.demand)
+            try:
+                build_snapshot(alone, self.models, self.last_desired, forecasts)
+            except SnapshotError as exc:
+                refused[name] = str(exc)
+        return refused
+
+    def _decide(self, observation: Observation, forecasts: Mapping[str, Forecast]) -> Decision:
+        prior = self._prior[1] if self._prior is not None and self._prior[0] is self.models else None
+        snapshot = build_snapshot(observation, self.models, self.last_desired, forecasts, prior)
+        self._prior = (self.models, snapshot)
+        plan, next_state = self.policy(snapshot, self.policy_state)
+        after = apply_plan(snapshot, plan)
         self.policy_state = next_state
         self.last_error = ""
         wanted = desired_states(after, self.generation + 1)
@@ -166,7 +212,7 @@ def build_snapshot(
                 want = roles.get(r.id) if roles is not None else None
                 reported.append(_replica(name, r, want.role if want else _inferred_role(r), want))
         replicas.extend(reported)
-        lent = [set(r.gpus) for r in reported if r.state in _SERVING and r.kv_lent_bytes > 0]
+        lent = [r.gpus for r in reported if r.state in _SERVING and r.kv_lent_bytes > 0]
         for want in ordered.replicas if ordered is not None else ():
             if want.id not in seen and want.model in models:
                 replicas.append(
@@ -179,7 +225,7 @@ def build_snapshot(
                         role=want.role,
                         since=observation.now,
                         progress=0.0,  # ordered, not yet reported: it has no KV space to lend yet
-                        borrowed=any(gpus & set(want.gpus) for gpus in lent),
+                        borrowed=loads_borrowed(want.role, want.gpus, lent),
                     )
                 )
     known_forecasts = {m: f for m, f in forecasts.items() if m in models}

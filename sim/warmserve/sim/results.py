@@ -57,6 +57,7 @@ def summarize(run: RunResult) -> dict[str, float | int | None]:
         "prewarm_hits": run.prewarm_hits,
         "gpu_busy_s": round(run.gpu_busy_s, 3),
         "scheduler_held_ticks": run.held_ticks,
+        "scheduler_excluded_ticks": run.excluded_ticks,
     }
 
 

@@ -96,6 +96,7 @@ class RunResult:
     ]  # t, load, mean, peak, prewarmed, serving
     ticks_run: int = 0
     held_ticks: int = 0  # ticks at which the scheduler refused its snapshot and held steady
+    excluded_ticks: int = 0  # ticks at which it planned without a worker whose report it refused
     measured_from_s: float = 0.0  # requests arriving earlier are the warm-up's: served, not measured
 
     def measured(self) -> npt.NDArray[np.bool_]:
@@ -199,6 +200,7 @@ class Simulation:
         self.timeline: list[tuple[float, float, float, float, int, int]] = []
         self.ticks_run = 0
         self.held_ticks = 0
+        self.excluded_ticks = 0
         self._owner: dict[str, str] = {}  # serving replica id -> its worker
         self._polls_due: set[float] = set()  # discovery polls scheduled, by time
         self._last_signature: object = None
@@ -371,6 +373,7 @@ class Simulation:
         observation = Observation(now, {n: w.observed(now) for n, w in self.workers.items()}, demand)
         decision = self.scheduler.tick(observation)
         self.held_ticks += bool(self.scheduler.last_error)
+        self.excluded_ticks += bool(self.scheduler.excluded)
         for name, desired in decision.desired.items():
             self.workers[name].apply(desired, now)
         self._after_worker_change(now)
@@ -430,5 +433,6 @@ class Simulation:
             timeline=tuple(self.timeline),
             ticks_run=self.ticks_run,
             held_ticks=self.held_ticks,
+            excluded_ticks=self.excluded_ticks,
             measured_from_s=self.workload.measured_from_s,
         )

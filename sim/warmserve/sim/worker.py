@@ -32,6 +32,7 @@ from warmserve.worker.protocol import (
     ObservedState,
     ReplicaState,
     Role,
+    loads_borrowed,
 )
 from warmserve.worker.reconcile import Current, StepKind, converge
 from warmserve.worker.timing import GpuProfile, Tier, load_seconds
@@ -171,6 +172,7 @@ class SimWorker:
             self._return_lent(replica)
         elif kind is StepKind.PROMOTE and want is not None:
             replica.state, replica.since, replica.lend = ReplicaState.PROMOTING, now, want.kv_lend_bytes
+            replica.borrowed = False  # a promoted replica owns its memory (protocol.loads_borrowed)
             self.prewarm_hits += not replica.cold
             self._timer(replica, now + self.profile.promotion_s)
         elif kind is StepKind.SET_LENDING and want is not None:
@@ -184,9 +186,8 @@ class SimWorker:
         self.cold_starts += cold
         if cold and not self.universal:
             seconds += self.profile.engine_start_s
-        borrowed = not cold and any(
-            o.state in _OWNING and set(want.gpus) <= set(o.gpus) for o in self.replicas.values()
-        )
+        lenders = [o.gpus for o in self.replicas.values() if o.state in _OWNING and o.lend > 0]
+        borrowed = loads_borrowed(want.role, want.gpus, lenders)
         replica = SimReplica(
             want.id, spec, want.gpus, ReplicaState.LOADING, now, started=now, cold=cold, borrowed=borrowed
         )

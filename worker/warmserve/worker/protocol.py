@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +41,19 @@ class Role(enum.StrEnum):
 
     PREWARM = "prewarm"
     SERVE = "serve"
+
+
+def loads_borrowed(role: Role, gpus: Collection[int], lenders: Iterable[Collection[int]]) -> bool:
+    """Whether a replica whose load starts now sits in KV space that a serving replica lends.
+
+    The one rule for ``borrowed``, used by the worker runtime, the simulated worker and the scheduler's view
+    of replicas it ordered: a replica loaded to be prewarmed whose GPUs lie within those of a serving (or
+    promoting) replica lending KV space (``lenders``: their GPU sets). Such a replica is evicted first when
+    the lender takes its space back. A replica loaded to serve is never borrowed: it will own its memory, and
+    a serving replica flagged borrowed is a contradiction the scheduler refuses. A borrowed replica that is
+    promoted stops being borrowed for the same reason.
+    """
+    return role is Role.PREWARM and any(set(gpus) <= set(lender) for lender in lenders)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from warmserve.worker.protocol import (
     ObservedReplica,
     ObservedState,
     ReplicaState,
+    loads_borrowed,
 )
 from warmserve.worker.reconcile import Current, Step, StepKind, converge
 from warmserve.worker.store import Checkpoint, CorruptModelError, LoadState, ModelStore
@@ -349,12 +350,12 @@ class WorkerRuntime:
         r.kv_lend_wanted = want.kv_lend_bytes
         # Memory beside a serving replica is its lent KV, if it lends any (an engine holding a view of its
         # whole KV region, torch, lends nothing: then the memory is the pool's own).
-        r.borrowed = any(
-            o.state in (ReplicaState.PROMOTING, ReplicaState.SERVING)
-            and o.kv_lend_bytes > 0
-            and set(o.gpus) & set(want.gpus)
+        lenders = [
+            o.gpus
             for o in self._replicas.values()
-        )
+            if o.state in (ReplicaState.PROMOTING, ReplicaState.SERVING) and o.kv_lend_bytes > 0
+        ]
+        r.borrowed = loads_borrowed(want.role, want.gpus, lenders)
         try:
             checkpoint = self._checkpoint(spec)
         except WarmServeError as exc:  # corrupt or missing checkpoint, or shards we cannot cut
@@ -431,6 +432,7 @@ class WorkerRuntime:
     async def _promote(self, r: _Replica) -> None:
         assert r.prepared is not None
         started = time.monotonic()
+        r.borrowed = False  # a promoted replica owns its memory (protocol.loads_borrowed)
         self._transition(r, ReplicaState.PROMOTING)
         chunk = r.slots[0].pool.chunk_bytes
         r.kv_space = min(self._kv_room(r, slot) for slot in r.slots)
