@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from warmserve.operator.cli import main
+from warmserve.operator.local.cli import _replay_slice
 from warmserve.operator.local.policies import DEFAULT_POLICY
+from warmserve.operator.local.traces import load_rates
 
 from .process_checks import assert_all_gone, children_of, stop
 
@@ -20,7 +23,7 @@ from .process_checks import assert_all_gone, children_of, stop
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--day", "0"], "--day: expected an integer >= 1"),
+        (["--day", "-1"], "--day: expected an integer >= 0"),
         (["--duration", "0"], "--duration: expected a finite number > 0"),
         (["--rps", "-3"], "--rps: expected a finite number > 0"),
         (["--baseline", "nope"], "--baseline: expected one of ["),
@@ -82,3 +85,14 @@ def test_ctrl_c_during_a_replay_stops_every_process(tmp_path: Path) -> None:
         assert_all_gone(children)
     finally:
         stop(proc, children)
+
+
+def test_days_count_from_the_first_day_of_a_trace_with_date_timestamps(tmp_path: Path) -> None:
+    """A per-request trace with date timestamps starts on its own first day, not in 1970."""
+    trace = tmp_path / "dated.csv"
+    rows = [f"2023-11-16 18:{m:02d}:00,100,10" for m in range(30)]
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    args = argparse.Namespace(day=0, hours=24.0, duration=60.0, rps=5.0, seed=0)
+    replay = _replay_slice(args, load_rates(trace))
+    midnight = 1_700_092_800.0  # 2023-11-16 00:00 UTC
+    assert replay.start_sec == midnight

@@ -145,7 +145,7 @@ def test_the_sweep_finds_a_rate_the_policy_serves_within_its_slo(rate_trace: Pat
     scenario = replace(scenario, workload=replace(scenario.workload, duration_s=300.0))
     rate = max_rate_at_slo(scenario, "muxserve", target=0.9, steps=2)
     assert rate > 0
-    at = replace(scenario.workload, rate_multiplier=rate / scenario.workload.mean_rate_rps)
+    at = replace(scenario.workload, rate_multiplier=rate / scenario.workload.rate_rps)
     workload, models = prepare(replace(scenario, workload=at))
     assert summarize(run_policy(scenario, workload, models, "muxserve"))["slo_attainment"] >= 0.9
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from warmserve.sim.workload import WorkloadSpec, build_workload
+from warmserve.worker.errors import InvalidFieldError
 
 
 def _write(path: Path, rows: list[tuple[float, str, int, int]], with_model: bool) -> Path:
@@ -30,3 +32,26 @@ def test_token_lengths_stay_with_their_requests_when_models_interleave(tmp_path:
     np.testing.assert_array_equal(plain.output, named.output)
     # each request keeps its own pair: output = 2 * (prompt - 10) + 1
     np.testing.assert_array_equal(named.output, 2 * (named.prompt - 10) + 1)
+
+
+def _azure_like(path: Path, seconds: int, per_second: int) -> Path:
+    rows = [
+        (1_700_000_000.0 + t + i / per_second, "m", 100, 10)
+        for t in range(seconds)
+        for i in range(per_second)
+    ]
+    return _write(path, rows, with_model=False)
+
+
+def test_a_request_trace_honours_day_and_the_rate_multiplier_and_refuses_rate(tmp_path: Path) -> None:
+    """Every option acts on every trace kind or is refused: a sweep over a per-request trace used to report
+    64 x the default rate because --rate, --rate-multiplier and --day were ignored there."""
+    trace = _azure_like(tmp_path / "t.csv", seconds=120, per_second=2)
+    base = build_workload(WorkloadSpec(trace, models=1, duration_s=60.0))
+    assert base.requests == 120 and base.mean_rate_rps == pytest.approx(2.0)
+    faster = build_workload(WorkloadSpec(trace, models=1, duration_s=60.0, rate_multiplier=2.0))
+    assert faster.requests == 240 and faster.mean_rate_rps == pytest.approx(4.0)
+    with pytest.raises(InvalidFieldError, match="rate"):
+        build_workload(WorkloadSpec(trace, models=1, mean_rate_rps=8.0))
+    with pytest.raises(InvalidFieldError, match="offset"):
+        build_workload(WorkloadSpec(trace, models=1, day=1))  # days count from the first request

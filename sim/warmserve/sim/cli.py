@@ -44,9 +44,24 @@ def register(subparsers: Any) -> None:
     add("--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated policy names")
     add("--models", type=int, default=8, help="number of models the trace is split into")
     add("--alpha", type=float, default=1.0, help="power-law popularity exponent")
-    add("--rate", type=float, default=4.0, help="total mean request rate (requests/s) over the replay")
-    add("--rate-multiplier", type=float, default=1.0, help="multiply every rate (load sweeps)")
-    add("--day", type=int, default=7, help="day of the trace to replay (0-based); earlier days are history")
+    add(
+        "--rate",
+        type=float,
+        help="total mean request rate (requests/s) over the replay of a rate trace (default 4; a per-request "
+        "trace keeps its own rate)",
+    )
+    add(
+        "--rate-multiplier",
+        type=float,
+        default=1.0,
+        help="multiply every rate (load sweeps); a per-request trace is replayed that much faster",
+    )
+    add(
+        "--day",
+        type=int,
+        help="day of the trace to replay, 0-based from its first day (a rate trace: default 7, earlier days "
+        "are history) or its first request (a per-request trace: default 0)",
+    )
     add("--offset", type=float, default=0.0, help="seconds into the day where the replay starts")
     add("--duration", type=float, default=86400.0, help="replay length in simulated seconds")
     add(

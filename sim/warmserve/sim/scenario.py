@@ -84,13 +84,17 @@ def compiled_modules() -> tuple[str, ...]:
 
 
 def max_rate_at_slo(scenario: Scenario, name: str, target: float = 0.99, steps: int = 4) -> float:
-    """The highest total mean rate (requests/s) at which ``name`` attains ``target``: the multiplier of
-    ``scenario``'s rate doubles from 1 (up to 64) while it does, else halves the range below 1, then the
-    last interval is bisected ``steps`` times; 0 if even the lowest rate tried misses the target."""
+    """The highest total mean rate (requests/s, the workload's own: a per-request trace's rate times the
+    multiplier) at which ``name`` attains ``target``: the multiplier of ``scenario``'s rate doubles from 1 (up
+    to 64) while it does, else halves the range below 1, then the last interval is bisected ``steps`` times; 0
+    if even the lowest rate tried misses the target."""
+
+    rates = {0.0: 0.0}  # multiplier -> the total mean rate of the workload it gives
 
     def ok(multiplier: float) -> bool:
         spec = replace(scenario.workload, rate_multiplier=multiplier)
         workload, models = prepare(replace(scenario, workload=spec))
+        rates[multiplier] = workload.mean_rate_rps
         figures = summarize(run_policy(scenario, workload, models, name))
         return float(figures["slo_attainment"] or 0.0) >= target
 
@@ -98,11 +102,11 @@ def max_rate_at_slo(scenario: Scenario, name: str, target: float = 0.99, steps: 
         low, high = 1.0, 2.0
         while ok(high):
             if high >= 64.0:
-                return high * scenario.workload.mean_rate_rps
+                return rates[high]
             low, high = high, high * 2
     else:
         low, high = 0.0, 1.0
     for _ in range(steps):
         mid = (low + high) / 2
         low, high = (mid, high) if ok(mid) else (low, mid)
-    return low * scenario.workload.mean_rate_rps
+    return rates[low]

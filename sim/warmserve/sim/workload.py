@@ -12,17 +12,18 @@ were measured at each client's real rate (up to hundreds of requests/s, CV up to
 client); at the few requests/s a model gets here, such a CV makes bursts of hundreds of requests within
 milliseconds that no policy could serve within a TTFT SLO. The clip applies to every policy alike.
 
-The replay covers ``duration_s`` seconds from the start of day ``day`` (0-based) plus ``offset_s``; the
-days before it are the forecast history (:mod:`.forecasts`). ``warmup_s`` seconds before that are replayed
-too, so that a replay cut from the middle of a day does not start on an empty cluster, but their requests
-are not measured (``Workload.measured_from_s``); for a rate trace the warm-up is rounded up to whole
-windows of the trace, and the rates are scaled to their means over the measured span.
-``time_scale`` > 1 replays the trace faster (trace seconds per simulated second; rates are multiplied by
-it).
+The replay covers ``duration_s`` seconds from the start of day ``day`` (0-based; 7 by default) plus
+``offset_s``; the days before it are the forecast history (:mod:`.forecasts`). ``warmup_s`` seconds before
+that are replayed too, so that a replay cut from the middle of a day does not start on an empty cluster, but
+their requests are not measured (``Workload.measured_from_s``); for a rate trace the warm-up is rounded up to
+whole windows of the trace, and the rates are scaled to their means over the measured span. ``time_scale`` > 1
+replays the trace faster (trace seconds per simulated second; rates are multiplied by it).
 
-Per-request traces (Azure, Mooncake): arrivals are the trace's own, each assigned a model by the same
-power law; their token counts are used. Token lengths for rate traces come from ``lengths``, a
-per-request trace sampled with the seed (input and output paired), or else 1024 in / 256 out.
+Per-request traces (Azure, Mooncake): arrivals are the trace's own, each assigned a model by the same power
+law; their token counts are used. ``day`` and ``offset_s`` count from the trace's first request (day 0 by
+default: such traces rarely span days), ``rate_multiplier`` replays the arrivals that much faster (a sweep's
+load), and ``mean_rate_rps`` is refused: the trace's own rate is kept. Token lengths for rate traces come from
+``lengths``, a per-request trace sampled with the seed (input and output paired), or else 1024 in / 256 out.
 
 Bad input (an empty trace, a replay past the trace's end, a non-positive rate) raises
 :class:`InvalidFieldError` naming the option and what is accepted.
@@ -50,6 +51,8 @@ from warmserve.worker.errors import InvalidFieldError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 DEFAULT_LENGTHS = (1024, 256)
+DEFAULT_RATE_RPS = 4.0
+DEFAULT_RATE_DAY = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +62,9 @@ class WorkloadSpec:
     trace: Path
     models: int = 8
     alpha: float = 1.0
-    mean_rate_rps: float = 4.0
+    mean_rate_rps: float | None = None  # a rate trace's total mean rate (None: 4 requests/s)
     rate_multiplier: float = 1.0
-    day: int = 7
+    day: int | None = None  # None: day 7 of a rate trace (history before it), day 0 of a request trace
     offset_s: float = 0.0
     duration_s: float = SECONDS_PER_DAY
     time_scale: float = 1.0
@@ -73,17 +76,22 @@ class WorkloadSpec:
     warmup_s: float = 0.0
 
     def __post_init__(self) -> None:
-        positive = ("mean_rate_rps", "rate_multiplier", "duration_s", "time_scale")
-        for name in positive:
-            value = getattr(self, name)
+        positive = {"rate": self.rate_rps, "rate-multiplier": self.rate_multiplier}
+        positive |= {"duration": self.duration_s, "time-scale": self.time_scale}
+        for option, value in positive.items():
             if not (math.isfinite(value) and value > 0):
-                raise InvalidFieldError(name.replace("_", "-"), "a finite number > 0", value)
+                raise InvalidFieldError(option, "a finite number > 0", value)
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             raise InvalidFieldError("warmup", "a finite number of seconds >= 0", self.warmup_s)
         if self.models < 1:
             raise InvalidFieldError("models", "an integer >= 1", self.models)
-        if self.day < 0 or self.offset_s < 0 or not math.isfinite(self.alpha) or self.alpha < 0:
+        if (self.day or 0) < 0 or self.offset_s < 0 or not math.isfinite(self.alpha) or self.alpha < 0:
             raise InvalidFieldError("day/offset/alpha", "day >= 0, offset >= 0, alpha >= 0", self.day)
+
+    @property
+    def rate_rps(self) -> float:
+        """The total mean rate a rate trace is scaled to."""
+        return DEFAULT_RATE_RPS if self.mean_rate_rps is None else self.mean_rate_rps
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class Workload:
     replay_start_s: float
     time_scale: float
     measured_from_s: float = 0.0
+    mean_rate_rps: float = 0.0  # the total mean rate of the measured requests (requests per simulated second)
 
     @property
     def requests(self) -> int:
@@ -140,7 +149,7 @@ def popularity(models: int, alpha: float) -> FloatArray:
 
 def _replay_windows(series: RateSeries, spec: WorkloadSpec) -> tuple[int, int, int]:
     """The replay's first window, its count of windows, and how many of them are warm-up."""
-    start = spec.day * SECONDS_PER_DAY + spec.offset_s
+    start = (DEFAULT_RATE_DAY if spec.day is None else spec.day) * SECONDS_PER_DAY + spec.offset_s
     lead = math.ceil(spec.warmup_s * spec.time_scale / series.window_sec)
     first = int((start - series.start_sec) // series.window_sec) - lead
     count = lead + math.ceil(spec.duration_s * spec.time_scale / series.window_sec)
@@ -162,7 +171,7 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
             "models", f"at most {len(ranked)} (sources with load in the replay)", spec.models
         )
     chosen = ranked[: spec.models]
-    shares = popularity(spec.models, spec.alpha) * spec.mean_rate_rps
+    shares = popularity(spec.models, spec.alpha) * spec.rate_rps
     names = tuple(f"model-{i:02d}" for i in range(spec.models))
     history = []
     for name, source, share in zip(names, chosen, shares, strict=True):
@@ -193,6 +202,7 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
         start,
         spec.time_scale,
         warmup,
+        spec.rate_rps * spec.rate_multiplier,
     )
 
 
@@ -240,6 +250,13 @@ def _clip(values: FloatArray, most: int) -> IntArray:
 
 
 def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
+    if spec.mean_rate_rps is not None:
+        raise InvalidFieldError(
+            "rate",
+            "no --rate with a per-request trace: it keeps its own arrivals "
+            "(--rate-multiplier replays them faster)",
+            spec.mean_rate_rps,
+        )
     # One order for all three columns: sorting the arrivals alone would hand one request's token counts to
     # another whenever the trace's models are read one after the other.
     arrival = np.concatenate([s.arrival_sec for s in series])
@@ -249,7 +266,8 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
     outputs = np.concatenate([s.output_tokens for s in series])[order]
     if arrival.size == 0:
         raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
-    arrival = (arrival - arrival[0] - spec.offset_s) / spec.time_scale + spec.warmup_s
+    start = arrival[0] + (spec.day or 0) * SECONDS_PER_DAY + spec.offset_s  # days from the first request
+    arrival = (arrival - start) / (spec.time_scale * spec.rate_multiplier) + spec.warmup_s
     keep = (arrival >= 0) & (arrival < spec.warmup_s + spec.duration_s)
     keep &= np.isfinite(inputs) & np.isfinite(outputs)
     if not keep.any():
@@ -267,6 +285,7 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
         spec.warmup_s + spec.duration_s,
         (),
         0.0,
-        spec.time_scale,
+        spec.time_scale * spec.rate_multiplier,
         spec.warmup_s,
+        float(np.count_nonzero(arrival[keep] >= spec.warmup_s)) / spec.duration_s,
     )

