@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Sequence
 
 from warmserve.worker.command import run_parsed
@@ -33,10 +34,18 @@ class CliError(WarmServeError):
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser from every subcommand module."""
     parser = argparse.ArgumentParser(prog="warmserve", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("warmserve")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

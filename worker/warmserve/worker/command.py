@@ -7,6 +7,7 @@ error types, so the forecasting CLI (which reuses the top-level parser) does not
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from warmserve.worker.errors import WarmServeError
@@ -14,7 +15,7 @@ from warmserve.worker.errors import WarmServeError
 
 def run_parsed(args: argparse.Namespace) -> int:
     """Run a parsed subcommand (its ``func``); user errors print ``warmserve: error: ...`` and exit 2,
-    Ctrl-C prints one line and exits 130."""
+    Ctrl-C prints one line and exits 130, a closed output pipe ends quietly with 141 (128 + SIGPIPE)."""
     try:
         code: int = args.func(args)
     except WarmServeError as exc:  # bad input anywhere: one line naming what is wrong, never a traceback
@@ -23,4 +24,8 @@ def run_parsed(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("warmserve: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as the shell's tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush cannot fail again
+        return 141
     return code
