@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 
 from warmserve.operator.autoscaler import AutoscalerState
 from warmserve.operator.plan import Plan
@@ -129,6 +130,19 @@ def test_a_worker_whose_report_is_refused_is_left_out_and_the_rest_is_planned() 
     assert scheduler.last_error == ""
     assert set(decision.desired) == {"w1"}
     assert any(r.model == "b" for r in decision.desired["w1"].replicas)
+
+
+def test_a_worker_at_a_higher_generation_gets_the_next_write_above_it() -> None:
+    """One PUT with a huge generation (or a restarted scheduler counting from 0) must not lock the
+    scheduler out: workers refuse every generation under the one they applied."""
+    scheduler = Scheduler(MODELS, plan_step, AutoscalerState(), Fixed({"a": Forecast(mean=4.0, peak=8.0)}))
+    first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")}))
+    ours = first.desired["w0"]
+    report = as_observed(ours, ReplicaState.PREWARMED)
+    ahead = replace(worker("w0", report), observed_generation=1_000_000_000)
+    again = scheduler.tick(Observation(now=1.0, workers={"w0": ahead}))
+    assert again.desired["w0"].generation > 1_000_000_000
+    assert {r.id for r in again.desired["w0"].replicas} == {r.id for r in ours.replicas}
 
 
 class SlowCluster:

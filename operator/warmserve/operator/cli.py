@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from warmserve.worker.command import run_parsed
 from warmserve.worker.errors import WarmServeError

@@ -119,6 +119,7 @@ class Scheduler:
         """Plan one step and return the desired states that differ from the last ones written."""
         self.forecast_source.observe(observation.now, observation.demand)
         self.excluded = {}
+        self._follow_generations(observation)
         forecasts = self.forecast_source.forecasts(observation.now)
         try:
             return self._decide(observation, forecasts)
@@ -140,6 +141,21 @@ class Scheduler:
             return self._decide(Observation(observation.now, kept, observation.demand), forecasts)
         except SnapshotError as exc:
             return self._hold(exc)
+
+    def _follow_generations(self, observation: Observation) -> None:
+        """Continue above any generation a worker already applied, and write again to a worker that
+        follows a generation this scheduler did not write.
+
+        A restarted scheduler counts from 0 and another writer may have put a higher one; the workers
+        refuse every generation under the one they accepted (409), so without this the scheduler would
+        be locked out of them for good.
+        """
+        applied = [w.observed_generation for w in observation.workers.values()]
+        self.generation = max([self.generation, *applied])
+        for name, report in observation.workers.items():
+            ours = self.last_desired.get(name)
+            if ours is not None and report.observed_generation > ours.generation:
+                del self.last_desired[name]  # rewritten this tick, above the worker's generation
 
     def _hold(self, exc: SnapshotError) -> Decision:
         self.last_error = str(exc)
@@ -307,7 +323,7 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
             decision = scheduler.tick(await cluster.observe())
             if decision.desired:
                 log.info("plan:\n%s", decision.plan.describe())
-            names = unsent | set(decision.desired)
+            names = (unsent | set(decision.desired)) & set(scheduler.last_desired)
             if names:
                 unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
         except (OSError, TimeoutError) as exc:
