@@ -224,20 +224,27 @@ async def test_serving_replica_lends_idle_kv_to_a_prewarm_and_takes_it_back(
     assert back.gpus[0].lent_bytes == 0
 
 
+TWO_MODELS = {"llama": MODEL, "qwen": {**MODEL, "weights": "/cache/qwen"}}
+LENDER = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve", "kv_lend_bytes": 20 * GIB}
+GUEST = {"id": "q0", "model": "qwen", "gpus": [0], "role": "prewarm"}
+
+
+async def guest_in_lent_kv(client: TestClient[Any, Any]) -> ObservedState:
+    """l0 serves and lends 20 GiB of its KV space on GPU 0; q0 is prewarmed there (generation 2)."""
+    await client.put("/desired", data=desired(1, {**LENDER, "kv_lend_bytes": 0}, models=TWO_MODELS))
+    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+    await client.put("/desired", data=desired(2, LENDER, GUEST, models=TWO_MODELS))
+    return await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
+
+
 async def test_a_prewarm_in_lent_kv_is_no_longer_borrowed_once_its_lender_stops_serving(
     client: TestClient[Any, Any],
 ) -> None:
-    models = {"llama": MODEL, "qwen": {**MODEL, "weights": "/cache/qwen"}}
-    lend = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve", "kv_lend_bytes": 20 * GIB}
-    borrowed = {"id": "q0", "model": "qwen", "gpus": [0], "role": "prewarm"}
-    await client.put("/desired", data=desired(1, {**lend, "kv_lend_bytes": 0}, models=models))
-    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
-    await client.put("/desired", data=desired(2, lend, borrowed, models=models))
-    lent = await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
+    lent = await guest_in_lent_kv(client)
     assert next(r for r in lent.replicas if r.id == "q0").borrowed
 
-    demoted = {**lend, "role": "prewarm", "kv_lend_bytes": 0}
-    await client.put("/desired", data=desired(3, demoted, borrowed, models=models))
+    demoted = {**LENDER, "role": "prewarm", "kv_lend_bytes": 0}
+    await client.put("/desired", data=desired(3, demoted, GUEST, models=TWO_MODELS))
     after = await wait_for(client, lambda s: states(s)["l0"] is ReplicaState.PREWARMED)
     # No serving replica lends anything on GPU 0 now: q0 sits in plain pool memory, and says so (a
     # replica still flagged borrowed there made every snapshot inconsistent, so the scheduler held steady).
@@ -250,15 +257,8 @@ async def test_a_borrowed_prewarm_promoted_in_its_lenders_place_serves_unborrowe
     """The switch the scheduler orders in one write: the lender demoted, its guest promoted. The guest
     owns its memory from then on; a serving replica still flagged borrowed is a report the scheduler
     refuses (protocol.loads_borrowed)."""
-    models = {"llama": MODEL, "qwen": {**MODEL, "weights": "/cache/qwen"}}
-    lend = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve", "kv_lend_bytes": 20 * GIB}
-    guest = {"id": "q0", "model": "qwen", "gpus": [0], "role": "prewarm"}
-    await client.put("/desired", data=desired(1, {**lend, "kv_lend_bytes": 0}, models=models))
-    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
-    await client.put("/desired", data=desired(2, lend, guest, models=models))
-    await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
-
-    switched = ({**lend, "role": "prewarm", "kv_lend_bytes": 0}, {**guest, "role": "serve"})
-    await client.put("/desired", data=desired(3, *switched, models=models))
+    await guest_in_lent_kv(client)
+    switched = ({**LENDER, "role": "prewarm", "kv_lend_bytes": 0}, {**GUEST, "role": "serve"})
+    await client.put("/desired", data=desired(3, *switched, models=TWO_MODELS))
     after = await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.SERVING)
     assert not next(r for r in after.replicas if r.id == "q0").borrowed
