@@ -104,6 +104,9 @@ async def test_a_streamed_completion_is_passed_through_event_by_event(cleanup: l
     ("body", "path", "param"),
     [
         (b"{not json", "/v1/completions", "body"),
+        (b'{"model": "m", "prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}", "/v1/completions", "body"),
+        (b"[" * 100_000 + b"]" * 100_000, "/v1/completions", "body"),
+        (b'{"model": "m", "prompt": "' + bytes([0xFF, 0xFE]) + b'"}', "/v1/completions", "body"),
         ({"prompt": "x"}, "/v1/completions", "model"),
         ({"model": "m"}, "/v1/completions", "prompt"),
         ({"model": "m", "messages": []}, "/v1/chat/completions", "messages"),

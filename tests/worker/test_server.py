@@ -262,3 +262,25 @@ async def test_a_borrowed_prewarm_promoted_in_its_lenders_place_serves_unborrowe
     await client.put("/desired", data=desired(3, *switched, models=TWO_MODELS))
     after = await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.SERVING)
     assert not next(r for r in after.replicas if r.id == "q0").borrowed
+
+
+HOSTILE_BODIES = {
+    "an integer over the digit limit": b'{"model": "llama", "prompt": "x", "max_tokens": '
+    + b"9" * 5000
+    + b"}",
+    "nesting 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "bytes that are not UTF-8": b'{"model": "llama", "prompt": "' + bytes([0xFF, 0xFE]) + b'"}',
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+@pytest.mark.parametrize(
+    ("method", "path", "param"), [("PUT", "/desired", "desired"), ("POST", "/v1/completions", "body")]
+)
+async def test_a_hostile_body_is_a_400_naming_it_never_a_500(
+    client: TestClient[Any, Any], body: bytes, method: str, path: str, param: str
+) -> None:
+    resp = await client.request(method, path, data=body)
+    answer = await resp.json()
+    assert resp.status == 400, answer
+    assert answer["error"]["param"] == param

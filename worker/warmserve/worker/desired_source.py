@@ -76,7 +76,9 @@ Verdict = Accept | Ignore | Reject
 Check = Callable[[DesiredState], None]
 
 
-def judge(text: str, *, worker: str, accepted: int, origin: str, check: Check | None = None) -> Verdict:
+def judge(
+    text: str | bytes, *, worker: str, accepted: int, origin: str, check: Check | None = None
+) -> Verdict:
     """Decide what a raw document means to ``worker``, given the generation accepted so far (-1: none).
 
     ``check`` adds the worker's own rules; a document it refuses is rejected like a malformed one.
@@ -133,7 +135,7 @@ class DesiredFeed:
         """The generation last accepted (-1: none yet)."""
         return self._accepted
 
-    def offer(self, text: str, origin: str) -> Verdict:
+    def offer(self, text: str | bytes, origin: str) -> Verdict:
         """Judge one raw document; queue it if accepted, record (and report) it if rejected."""
         verdict = judge(text, worker=self.worker, accepted=self._accepted, origin=origin, check=self.check)
         self.last_verdict = verdict

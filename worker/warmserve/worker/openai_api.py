@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from warmserve.worker.errors import InvalidFieldError
+from warmserve.worker.protocol import load_json
 
 #: The header that names the exact replica a request is for (the gateway balances across replicas itself).
 REPLICA_HEADER = "X-WarmServe-Replica"
@@ -158,10 +159,7 @@ def models_body(names: Sequence[str], owner: str = "warmserve") -> dict[str, Any
 def _decode(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(body, Mapping):
         return body
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidFieldError("body", "a JSON object", f"malformed JSON ({exc})") from None
+    doc = load_json(body, "body")
     if not isinstance(doc, dict):
         raise InvalidFieldError("body", "a JSON object", type(doc).__name__)
     return doc

@@ -43,6 +43,26 @@ class Role(enum.StrEnum):
     SERVE = "serve"
 
 
+def load_json(text: str | bytes, field: str) -> Any:
+    """A JSON document from an untrusted peer, or :class:`InvalidFieldError` naming ``field``.
+
+    The one rule for every body and annotation we read: besides malformed JSON, the standard parser raises
+    other errors on hostile input (bytes that are not UTF-8, an integer over Python's digit limit, nesting
+    deeper than its recursion limit), and each must be a bad-input error (a 400), never a crash (a 500).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        got = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except UnicodeDecodeError:
+        got = "bytes that are not UTF-8"
+    except ValueError as exc:  # an integer longer than sys.get_int_max_str_digits()
+        got = str(exc)
+    except RecursionError:
+        got = "nesting deeper than the parser allows"
+    raise InvalidFieldError(field, "a JSON document", got)
+
+
 def loads_borrowed(role: Role, gpus: Collection[int], lenders: Iterable[Collection[int]]) -> bool:
     """Whether a replica whose load starts now sits in KV space that a serving replica lends.
 
@@ -144,12 +164,8 @@ class DesiredState:
         return cls(worker=worker, generation=generation, models=models, replicas=replicas)
 
     @classmethod
-    def from_json(cls, text: str) -> DesiredState:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidFieldError("desired", "a JSON document", f"{exc.msg} at line {exc.lineno}") from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> DesiredState:
+        return cls.from_dict(load_json(text, "desired"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,14 +280,8 @@ class ObservedState:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> ObservedState:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidFieldError(
-                "observed", "a JSON document", f"{exc.msg} at line {exc.lineno}"
-            ) from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> ObservedState:
+        return cls.from_dict(load_json(text, "observed"))
 
 
 # --- validation helpers: each names the field it checks ------------------------------------------

@@ -271,7 +271,7 @@ async def _put_desired(request: web.Request) -> web.Response:
     """Accept a desired state (202; a repeat of the accepted generation too), or say which field is
     wrong (400) or that it is older than the accepted one (409); the feed decides, the runtime follows."""
     feed = request.app[FEED_KEY]
-    match feed.offer(await request.text(), f"HTTP PUT /desired from {request.remote}"):
+    match feed.offer(await request.read(), f"HTTP PUT /desired from {request.remote}"):
         case Reject(rejection):
             return _error(400, rejection.message, param=rejection.field)
         case Ignore(generation, accepted) if generation < accepted:
