@@ -109,6 +109,8 @@ async def test_a_streamed_completion_is_passed_through_event_by_event(cleanup: l
         (b'{"model": "m", "prompt": "' + bytes([0xFF, 0xFE]) + b'"}', "/v1/completions", "body"),
         ({"prompt": "x"}, "/v1/completions", "model"),
         ({"model": "m"}, "/v1/completions", "prompt"),
+        ({"model": "m", "prompt": ""}, "/v1/completions", "prompt"),
+        ({"model": "m", "prompt": [""]}, "/v1/completions", "prompt"),
         ({"model": "m", "messages": []}, "/v1/chat/completions", "messages"),
         ({"model": "m", "prompt": "x", "max_tokens": MAX_TOKENS_LIMIT + 1}, "/v1/completions", "max_tokens"),
         ({"model": "m", "prompt": "x", "max_tokens": -5}, "/v1/completions", "max_tokens"),

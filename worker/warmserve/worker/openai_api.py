@@ -166,10 +166,12 @@ def _decode(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _prompt(value: object) -> str | tuple[int, ...]:
-    if isinstance(value, str):
-        return value
+    """A completion's prompt; empty text is refused here, where the gateway checks a request too, so that
+    the gateway does not forward (and count as an arrival) what every worker refuses."""
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-        return value[0]
+        value = value[0]
+    if isinstance(value, str) and value:
+        return value
     if (
         isinstance(value, list)
         and value
@@ -177,7 +179,7 @@ def _prompt(value: object) -> str | tuple[int, ...]:
     ):
         return tuple(value)
     raise InvalidFieldError(
-        "prompt", "a string, a list of one string, or a non-empty list of token ids", value
+        "prompt", "a non-empty string, a list of one, or a non-empty list of token ids", value
     )
 
 
