@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from warmserve.worker.engines.base import GenerateRequest, Prepared, TokenEvent
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
 from warmserve.worker.engines.kv_space import KvRange, KvSpace
+from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.protocol import ModelSpec
 
 
@@ -87,3 +88,23 @@ async def test_a_failing_iteration_fails_its_requests_and_frees_their_kv() -> No
     assert (instance.inflight, instance.kv_used_bytes) == (0, 0)
     events = [e async for e in instance.generate(GenerateRequest((1,), max_tokens=2))]
     assert [e.index for e in events] == [0, 1]  # the instance keeps serving
+
+
+class Counting(Exploding):
+    """Counts one token per prompt id, so a test chooses the prompt's length."""
+
+    def _open(self, request: GenerateRequest) -> Sequence:
+        return Sequence(request, prompt_tokens=len(request.prompt))
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "max_tokens", "field"), [(100, 1, "prompt"), (60, 50, "max_tokens")]
+)
+async def test_a_request_over_the_kv_space_names_what_is_too_long(
+    prompt_tokens: int, max_tokens: int, field: str
+) -> None:
+    """The KV space holds 100 tokens: a prompt that alone fills it is the prompt's fault, not max_tokens'."""
+    stream = Counting().generate(GenerateRequest(tuple(range(prompt_tokens)), max_tokens=max_tokens))
+    with pytest.raises(InvalidFieldError) as refused:
+        await anext(stream)
+    assert refused.value.field == field

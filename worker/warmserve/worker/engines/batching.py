@@ -100,6 +100,12 @@ class BatchingInstance(Instance, Generic[S]):
             raise WarmServeError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")
         seq = self._open(request)
         capacity = self._space.capacity // max(self.prepared.kv_bytes_per_token, 1)
+        if seq.prompt_tokens >= capacity:  # no max_tokens could fit: the prompt is what is too long
+            raise InvalidFieldError(
+                "prompt",
+                f"a prompt shorter than the KV space ({capacity} tokens)",
+                f"{seq.prompt_tokens} tokens",
+            )
         if seq.reserved_tokens > capacity:
             raise InvalidFieldError(
                 "max_tokens",
