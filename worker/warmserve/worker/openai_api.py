@@ -49,9 +49,31 @@ class GenerationRequest:
     stream: bool
 
 
+#: OpenAI fields this server does not implement, with the values that ask for nothing (absent and null
+#: too). Any other value is refused naming the field: silently answering one choice to ``n: 3``, or no
+#: log-probabilities to ``logprobs: true``, would be a wrong answer, not a partial one.
+NOT_SUPPORTED: Mapping[str, tuple[object, ...]] = {
+    "n": (1,),
+    "best_of": (1,),
+    "echo": (False,),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "suffix": ("",),
+    "logit_bias": ({},),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "functions": ([],),
+    "function_call": ("none",),
+    "response_format": ({"type": "text"},),
+}
+
+
 def parse_request(body: bytes | str | Mapping[str, Any], kind: Kind) -> GenerationRequest:
     """Validate a request body; raise :class:`InvalidFieldError` naming the first bad field."""
     doc = _decode(body)
+    _refuse_unsupported(doc)
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidFieldError("model", "a non-empty string naming a served model", model)
@@ -163,6 +185,16 @@ def _decode(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidFieldError("body", "a JSON object", type(doc).__name__)
     return doc
+
+
+def _refuse_unsupported(doc: Mapping[str, Any]) -> None:
+    for field, inert in NOT_SUPPORTED.items():
+        value = doc.get(field)
+        if value is not None and not any(type(value) is type(v) and value == v for v in inert):
+            accepted = " or ".join(json.dumps(v) for v in inert)
+            raise InvalidFieldError(
+                field, f"absent, null or {accepted} (not supported by this server)", value
+            )
 
 
 def _prompt(value: object) -> str | tuple[int, ...]:
