@@ -31,3 +31,11 @@ def test_version_is_printed() -> None:
     argv = [sys.executable, "-m", "warmserve.operator.cli", "--version"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("warmserve ")
+
+
+def test_a_malformed_option_value_is_one_line() -> None:
+    argv = [sys.executable, "-m", "warmserve.operator.cli", "forecast", "--window", "abc"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    message = "argument --window: invalid float value: 'abc' (see warmserve forecast --help)"
+    assert done.stderr.splitlines() == [f"warmserve forecast: error: {message}"]

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from warmserve.worker.command import run_parsed
 from warmserve.worker.errors import WarmServeError
@@ -31,9 +32,16 @@ class CliError(WarmServeError):
     """A user error found by a subcommand itself (a bad option value, an unwritable output)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other user error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser from every subcommand module."""
-    parser = argparse.ArgumentParser(prog="warmserve", description=__doc__.splitlines()[0])
+    """Build the parser from every subcommand module (their parsers are of the same class)."""
+    parser = _Parser(prog="warmserve", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
