@@ -17,11 +17,11 @@ import statistics
 import time
 from dataclasses import replace
 
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.plan import apply_plan
-from warmserve.operator.planner import PlannerConfig, plan_step
-from warmserve.operator.snapshot import Demand, Forecast, Gpu, ModelConfig, Snapshot, Worker
-from warmserve.worker.protocol import ModelSpec, ReplicaState
+from warmserve.operator.planning.plan import apply_plan
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.reactive import AutoscalerState
+from warmserve.operator.planning.snapshot import Demand, Forecast, Gpu, ModelConfig, Snapshot, Worker
+from warmserve.protocol.state import ModelSpec, ReplicaState
 
 GIB = 1 << 30
 GPUS_PER_NODE = 8

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.kube_emulator import kube_emulator
-from warmserve.operator.local.cli import VLLM_VENV
+from warmserve.local.cli import VLLM_VENV
 
 __all__ = ["kube_emulator", "vllm_python"]
 REPO = Path(__file__).resolve().parents[1]

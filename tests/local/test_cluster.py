@@ -9,12 +9,12 @@ import asyncio
 import aiohttp
 import pytest
 
-from warmserve.operator.local.cluster import LocalCluster
-from warmserve.operator.local.policies import policy
-from warmserve.operator.local.processes import Children, free_port
-from warmserve.operator.local.runner import Endpoints
+from warmserve.local.cluster import LocalCluster
+from warmserve.local.policies import policy
+from warmserve.local.processes import Children, free_port
+from warmserve.local.runner import Endpoints
 from warmserve.operator.scheduler import Scheduler, run
-from warmserve.worker.protocol import DesiredState, ReplicaState
+from warmserve.protocol.state import DesiredState, ReplicaState
 
 from .conftest import FAST
 

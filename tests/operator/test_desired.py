@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.desired import desired_states
-from warmserve.operator.plan import apply_plan
-from warmserve.operator.planner import plan_step
-from warmserve.worker.protocol import DesiredState, ReplicaState, Role
+from warmserve.operator.planning.desired import desired_states
+from warmserve.operator.planning.plan import apply_plan
+from warmserve.operator.planning.planner import plan_step
+from warmserve.operator.planning.reactive import AutoscalerState
+from warmserve.protocol.state import DesiredState, ReplicaState, Role
 
 
 def test_each_worker_gets_its_replicas_with_roles_priorities_and_lent_space() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.plan import (
+from warmserve.operator.planning.plan import (
     Action,
     ColdStart,
     Demote,
@@ -18,9 +17,10 @@ from warmserve.operator.plan import (
     ReclaimKV,
     apply_plan,
 )
-from warmserve.operator.planner import PlannerConfig, plan_step
-from warmserve.operator.snapshot import Demand, Snapshot
-from warmserve.worker.protocol import ReplicaState
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.reactive import AutoscalerState
+from warmserve.operator.planning.snapshot import Demand, Snapshot
+from warmserve.protocol.state import ReplicaState
 
 
 def step(snap: Snapshot, state: AutoscalerState | None = None, config: PlannerConfig | None = None) -> Plan:

@@ -6,12 +6,12 @@ import asyncio
 import itertools
 from collections.abc import Mapping
 
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.plan import Plan
-from warmserve.operator.planner import plan_step
+from warmserve.operator.planning.plan import Plan
+from warmserve.operator.planning.planner import plan_step
+from warmserve.operator.planning.reactive import AutoscalerState
+from warmserve.operator.planning.snapshot import Demand, Forecast, ModelConfig
 from warmserve.operator.scheduler import Observation, Scheduler, build_snapshot, run
-from warmserve.operator.snapshot import Demand, Forecast, ModelConfig
-from warmserve.worker.protocol import (
+from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
     GpuUsage,

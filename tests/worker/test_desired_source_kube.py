@@ -13,6 +13,8 @@ import kubernetes.client
 import pytest
 
 from tests.kube_emulator import KubeEmulator
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 from warmserve.worker.desired_source import (
     Backoff,
     DesiredSource,
@@ -22,8 +24,6 @@ from warmserve.worker.desired_source import (
     Rejection,
     kube_api_client,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import DESIRED_ANNOTATION, DesiredState
 
 POD = PodRef(namespace="warmserve", name="worker-a")
 FAST = Backoff(initial=0.02, maximum=0.2)

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.engines.fake import FakeEngine
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.timing import Iteration, Tier, gpu_profile, iteration_seconds, model_shape
 
 # An A100 whose iterations cost a visible 20 ms more, so wall-clock checks are robust on a busy machine.

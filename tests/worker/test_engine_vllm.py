@@ -10,6 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest
 from warmserve.worker.engines.fake import FakeEngine
 from warmserve.worker.engines.vllm_engine import (
@@ -20,8 +22,6 @@ from warmserve.worker.engines.vllm_engine import (
     _events,
     sleep_mode_available,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.timing import gpu_profile
 from warmserve.worker.tiny_model import make_tiny_model
 

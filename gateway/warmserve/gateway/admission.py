@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from warmserve.worker.errors import WarmServeError
+from warmserve.protocol.errors import WarmServeError
 
 T = TypeVar("T")  # what is handed out (an instance)
 W = TypeVar("W")  # what a waiter wants (the instances it must not be given)

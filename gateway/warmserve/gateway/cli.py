@@ -11,10 +11,10 @@ import argparse
 import logging
 from typing import Any
 
+from warmserve.cli import CliError
 from warmserve.gateway.app import Gateway, run
 from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, GatewayConfig, parse_model_arg
-from warmserve.operator.cli import CliError
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 def register(subparsers: Any) -> None:

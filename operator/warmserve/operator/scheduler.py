@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from warmserve.operator.desired import desired_states
-from warmserve.operator.plan import Plan, apply_plan
-from warmserve.operator.snapshot import (
+from warmserve.operator.planning.desired import desired_states
+from warmserve.operator.planning.plan import Plan, apply_plan
+from warmserve.operator.planning.snapshot import (
     Demand,
     Forecast,
     Gpu,
@@ -40,7 +40,7 @@ from warmserve.operator.snapshot import (
     SnapshotError,
     Worker,
 )
-from warmserve.worker.protocol import DesiredState, ObservedReplica, ObservedState, ReplicaState, Role
+from warmserve.protocol.state import DesiredState, ObservedReplica, ObservedState, ReplicaState, Role
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ import kubernetes.config
 import kubernetes.watch
 import urllib3.exceptions
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import DESIRED_ANNOTATION, DesiredState
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,8 @@ from typing import Any
 
 import torch
 
-from warmserve.worker.engines.base import Engine, Instance, Prepared
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.layout import align_up
-from warmserve.worker.metrics import WorkerMetrics
-from warmserve.worker.pool import MemoryPool, PoolError, PoolExhaustedError, Slot, create_pool
-from warmserve.worker.protocol import (
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
     GpuUsage,
@@ -45,6 +41,10 @@ from warmserve.worker.protocol import (
     ObservedState,
     ReplicaState,
 )
+from warmserve.worker.engines.base import Engine, Instance, Prepared
+from warmserve.worker.layout import align_up
+from warmserve.worker.metrics import WorkerMetrics
+from warmserve.worker.pool import MemoryPool, PoolError, PoolExhaustedError, Slot, create_pool
 from warmserve.worker.reconcile import Current, Step, StepKind, converge
 from warmserve.worker.store import Checkpoint, CorruptModelError, LoadState, ModelStore
 

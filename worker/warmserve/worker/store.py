@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.layout import DEFAULT_ALIGNMENT, TensorEntry, WeightLayout, align_up
 from warmserve.worker.pool.base import Slot
 

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
 
-from warmserve.operator.cli import CliError
+from warmserve.cli import CliError
 from warmserve.operator.forecast.backtest import BacktestResult, Scores, backtest
 from warmserve.operator.forecast.concurrency import (
     LatencyModel,

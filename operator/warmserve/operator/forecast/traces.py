@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 
 FloatArray = npt.NDArray[np.float64]
 TraceFormat = Literal["auto", "servegen", "rates", "csv", "jsonl"]

@@ -32,14 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from warmserve.operator.autoscaler import AutoscalerConfig, AutoscalerState, observe, target_instances
-from warmserve.operator.occupancy import Occupancy
-from warmserve.operator.placement import PlacementConfig
-from warmserve.operator.plan import Action, ColdStart, Evict, Plan
+from warmserve.operator.planning.occupancy import Occupancy
+from warmserve.operator.planning.placement import PlacementConfig
+from warmserve.operator.planning.plan import Action, ColdStart, Evict, Plan
+from warmserve.operator.planning.reactive import AutoscalerConfig, AutoscalerState, observe, target_instances
+from warmserve.operator.planning.snapshot import Replica, Snapshot, SnapshotError
 from warmserve.operator.policies.cleanup import evict_non_instances
 from warmserve.operator.policies.naming import replica_id
-from warmserve.operator.snapshot import Replica, Snapshot, SnapshotError
-from warmserve.worker.protocol import ReplicaState, Role
+from warmserve.protocol.state import ReplicaState, Role
 
 
 @dataclass(frozen=True, slots=True)

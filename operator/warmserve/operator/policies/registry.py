@@ -20,7 +20,7 @@ from warmserve.operator.policies.autoscale import AutoscaleConfig, AutoscaleStat
 from warmserve.operator.policies.dedicated import DedicatedConfig, dedicated_step
 from warmserve.operator.policies.warmserve import CONFIGS, initial_state, warmserve_policy
 from warmserve.operator.scheduler import Policy
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 class ForecastNeed(enum.StrEnum):

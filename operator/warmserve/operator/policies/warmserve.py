@@ -1,4 +1,4 @@
-"""The ``warmserve`` policy and its ablations: :func:`warmserve.operator.planner.plan_step` under a
+"""The ``warmserve`` policy and its ablations: :func:`warmserve.operator.planning.planner.plan_step` under a
 :class:`PlannerConfig` per variant (arXiv 2512.09472, design §2).
 
 - ``warmserve``: forecast-driven prewarming, KV reservation, evict-aware placement.
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
 
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.placement import PlacementConfig
-from warmserve.operator.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.placement import PlacementConfig
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.reactive import AutoscalerState
 from warmserve.operator.scheduler import Policy
 
 #: The planner configuration of each WarmServe variant, by policy name.

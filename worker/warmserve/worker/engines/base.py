@@ -23,9 +23,9 @@ from typing import Literal
 
 import torch
 
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.layout import WeightLayout
-from warmserve.worker.protocol import ModelSpec
 
 FinishReason = Literal["stop", "length"]
 

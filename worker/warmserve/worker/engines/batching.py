@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.engines.base import GenerateRequest, Instance, Prepared, TokenEvent
 from warmserve.worker.engines.kv_space import KvRange, KvSpace
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 
 
 @dataclass(eq=False)

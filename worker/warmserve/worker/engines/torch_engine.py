@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import (
     Engine,
     GenerateRequest,
@@ -35,9 +37,7 @@ from warmserve.worker.engines.base import (
     next_piece,
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.layout import TensorEntry, WeightLayout
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.store import TORCH_DTYPES, ModelStore
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import (
     Engine,
     FinishReason,
@@ -36,9 +38,7 @@ from warmserve.worker.engines.base import (
     TokenEvent,
     check_kv_region,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.layout import WeightLayout
-from warmserve.worker.protocol import ModelSpec
 
 INSTALL_HINT = (
     "the vllm engine needs vLLM: install the vllm extra (pip install 'warmserve[vllm]'; "

@@ -32,7 +32,7 @@ from typing import Self
 
 import torch
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
 
