@@ -10,7 +10,8 @@ from warmserve.operator.planning.plan import Plan
 from warmserve.operator.planning.planner import plan_step
 from warmserve.operator.planning.reactive import AutoscalerState
 from warmserve.operator.planning.snapshot import Demand, Forecast, ModelConfig
-from warmserve.operator.scheduler import Observation, Scheduler, build_snapshot, run
+from warmserve.operator.ports import Observation
+from warmserve.operator.scheduler import Scheduler, build_snapshot, run
 from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
@@ -103,6 +104,26 @@ def test_an_order_in_lent_space_counts_as_borrowed_before_the_worker_reports_it(
     )
     flags = {r.id: r.borrowed for r in snap.replicas}
     assert flags == {"a-0": False, "b-0": True, "b-1": False}  # as the worker flags them when it loads
+
+
+def test_models_declared_at_run_time_are_planned_and_removed_ones_released() -> None:
+    only_a = {"a": MODELS["a"]}
+    forecasts = Fixed({"a": Forecast(mean=6.0, peak=6.0), "b": Forecast(mean=6.0, peak=6.0)})
+    scheduler = Scheduler(only_a, plan_step, AutoscalerState(), forecasts)
+    first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
+    assert [r.model for r in first.replicas] == ["a"]  # "b" is forecast but not declared
+
+    scheduler.set_models(MODELS)  # a ModelDeployment for "b" appears
+    observed = {"w0": worker("w0", as_observed(first, ReplicaState.PREWARMED))}
+    added = scheduler.tick(Observation(now=1.0, workers=observed)).desired["w0"]
+    assert sorted(r.model for r in added.replicas) == ["a", "b"]
+    assert set(added.models) == {"a", "b"}
+
+    scheduler.set_models({"b": MODELS["b"]})  # the one for "a" is deleted
+    observed = {"w0": worker("w0", as_observed(added, ReplicaState.PREWARMED))}
+    removed = scheduler.tick(Observation(now=2.0, workers=observed)).desired["w0"]
+    assert [r.model for r in removed.replicas] == ["b"]
+    assert set(removed.models) == {"b"}
 
 
 def test_a_bad_observation_holds_steady_and_says_why() -> None:

@@ -1,4 +1,4 @@
-"""``LocalCluster``: the scheduler's :class:`~warmserve.operator.scheduler.Cluster` port over HTTP.
+"""``LocalCluster``: the scheduler's :class:`~warmserve.operator.ports.Cluster` port over HTTP.
 
 Workers are local processes (or any reachable worker servers); the gateway reports demand. ``observe``
 reads every worker's ``GET /state`` and the gateway's ``GET /demand`` in parallel; ``apply`` writes
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from warmserve.operator.planning.snapshot import Demand
-from warmserve.operator.scheduler import Observation
+from warmserve.operator.ports import Observation
 from warmserve.protocol.demand_report import parse_demand
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import DesiredState, ObservedState

@@ -33,7 +33,7 @@ from warmserve.operator.forecast.concurrency import (
 from warmserve.operator.forecast.forecasters import LoadFit, fit_load, forecast, make_forecaster
 from warmserve.operator.forecast.traces import RateSeries
 from warmserve.operator.planning.snapshot import Demand, Forecast
-from warmserve.operator.scheduler import ForecastSource
+from warmserve.operator.ports import ForecastSource
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class _Model:
 
 
 class TraceForecasts:
-    """A :class:`~warmserve.operator.scheduler.ForecastSource` over a compressed, rescaled rate trace."""
+    """A :class:`~warmserve.operator.ports.ForecastSource` over a compressed, rescaled rate trace."""
 
     def __init__(
         self,

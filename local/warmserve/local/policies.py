@@ -14,7 +14,7 @@ from typing import Any
 from warmserve.operator.planning.plan import ColdStart, Plan, Promote
 from warmserve.operator.planning.snapshot import Snapshot
 from warmserve.operator.policies.registry import NAMES, ForecastNeed, policy_by_name
-from warmserve.operator.scheduler import Policy
+from warmserve.operator.ports import Policy
 from warmserve.protocol.errors import InvalidFieldError
 
 #: Policies runnable here, in registry order.

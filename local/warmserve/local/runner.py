@@ -32,7 +32,8 @@ from warmserve.local.policies import ActionCounts, PolicyChoice, counting
 from warmserve.local.processes import Children, ChildSpec, free_port, python_module
 from warmserve.local.results import Summary, summarize
 from warmserve.local.setup import LocalSetup
-from warmserve.operator.scheduler import ForecastSource, Scheduler, run
+from warmserve.operator.ports import ForecastSource
+from warmserve.operator.scheduler import Scheduler, run
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
 SETTLE_S = 1.0

@@ -1,9 +1,11 @@
 """The scheduler: observe → decide → act; one object under the operator, the local runner and the simulator.
 
-A :class:`Scheduler` turns one :class:`Observation` (every worker's observed state and the gateway's
-demand at time ``now``) into the desired state of every worker. It is synchronous and does no I/O:
-adapters own the clock and the wire. :func:`run` is the asynchronous loop for real clusters over a
-:class:`Cluster` port; the simulator calls :meth:`Scheduler.tick` at virtual times.
+A :class:`Scheduler` turns one :class:`~warmserve.operator.ports.Observation` (every worker's observed
+state and the gateway's demand at time ``now``) into the desired state of every worker. It is synchronous
+and does no I/O: adapters own the clock and the wire (its ports are in :mod:`warmserve.operator.ports`).
+:func:`run` is the asynchronous loop for real clusters over a :class:`~warmserve.operator.ports.Cluster`;
+the simulator calls :meth:`Scheduler.tick` at virtual times. The set of models may change between ticks
+(:meth:`Scheduler.set_models`): on a cluster they come and go with their ``ModelDeployment`` resources.
 
 What it remembers between ticks, and why:
 
@@ -23,15 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from warmserve.operator.planning.desired import desired_states
 from warmserve.operator.planning.plan import Plan, apply_plan
 from warmserve.operator.planning.snapshot import (
-    Demand,
     Forecast,
     Gpu,
     ModelConfig,
@@ -40,41 +41,10 @@ from warmserve.operator.planning.snapshot import (
     SnapshotError,
     Worker,
 )
-from warmserve.protocol.state import DesiredState, ObservedReplica, ObservedState, ReplicaState, Role
+from warmserve.operator.ports import Cluster, ForecastSource, NoForecast, Observation, Policy
+from warmserve.protocol.state import DesiredState, ObservedReplica, ReplicaState, Role
 
 log = logging.getLogger(__name__)
-
-#: A policy decides one step: ``(snapshot, its state) -> (plan, its next state)``.
-Policy = Callable[[Snapshot, Any], tuple[Plan, Any]]
-
-
-class ForecastSource(Protocol):
-    """Where per-model forecasts come from: learned online, known in advance (oracle), or none."""
-
-    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
-        """Record the demand seen at ``now`` (called every tick before :meth:`forecasts`)."""
-
-    def forecasts(self, now: float) -> Mapping[str, Forecast]:
-        """Mean and peak concurrency per model over the coming horizon; absent = no forecast."""
-
-
-class NoForecast:
-    """The reactive-only source (the ``no-forecast`` ablation): never forecasts anything."""
-
-    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
-        return None
-
-    def forecasts(self, now: float) -> Mapping[str, Forecast]:
-        return {}
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What the scheduler sees at ``now``: each worker's report and the gateway's demand per model."""
-
-    now: float
-    workers: Mapping[str, ObservedState]
-    demand: Mapping[str, Demand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +73,12 @@ class Scheduler:
         self.generation = 0
         self.last_desired: dict[str, DesiredState] = {}
         self.last_error = ""
+
+    def set_models(self, models: Mapping[str, ModelConfig]) -> None:
+        """Serve ``models`` from the next tick on. A model no longer declared has its replicas left out of
+        the next desired states (the workers release them); a new one is planned like any other. The next
+        tick builds its snapshot afresh (the previous one was checked against the old models)."""
+        self.models = MappingProxyType(dict(models))
 
     def tick(self, observation: Observation) -> Decision:
         """Plan one step and return the desired states that differ from the last ones written."""
@@ -231,16 +207,6 @@ def _replica(worker: str, r: ObservedReplica, role: Role, want: Any) -> Replica:
         kv_lent_bytes=min(want.kv_lend_bytes, r.kv_total_bytes) if want is not None else 0,
         borrowed=r.borrowed,
     )
-
-
-class Cluster(Protocol):
-    """The port a real cluster offers the scheduler loop (local processes, Kubernetes)."""
-
-    async def observe(self) -> Observation:
-        """Every worker's observed state and the gateway's demand, now."""
-
-    async def apply(self, desired: Mapping[str, DesiredState]) -> set[str]:
-        """Write each worker's desired state; return the names of the workers it could not reach."""
 
 
 async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:

@@ -41,7 +41,8 @@ from warmserve.operator.forecast.concurrency import LatencyModel
 from warmserve.operator.planning.snapshot import Demand, Gpu, ModelConfig, Worker
 from warmserve.operator.policies.muxserve import muxserve_layout, on_unit
 from warmserve.operator.policies.registry import ForecastNeed, Sizing, policy_by_name
-from warmserve.operator.scheduler import NoForecast, Observation, Scheduler
+from warmserve.operator.ports import NoForecast, Observation
+from warmserve.operator.scheduler import Scheduler
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import ModelSpec, ReplicaState
 from warmserve.sim.batch_cost import Costing

@@ -19,7 +19,7 @@ from typing import Any
 from warmserve.operator.policies.autoscale import AutoscaleConfig, AutoscaleState, autoscale_step
 from warmserve.operator.policies.dedicated import DedicatedConfig, dedicated_step
 from warmserve.operator.policies.warmserve import CONFIGS, initial_state, warmserve_policy
-from warmserve.operator.scheduler import Policy
+from warmserve.operator.ports import Policy
 from warmserve.protocol.errors import InvalidFieldError
 
 

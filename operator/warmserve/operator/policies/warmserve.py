@@ -20,7 +20,7 @@ from types import MappingProxyType
 from warmserve.operator.planning.placement import PlacementConfig
 from warmserve.operator.planning.planner import PlannerConfig, plan_step
 from warmserve.operator.planning.reactive import AutoscalerState
-from warmserve.operator.scheduler import Policy
+from warmserve.operator.ports import Policy
 
 #: The planner configuration of each WarmServe variant, by policy name.
 CONFIGS: Mapping[str, PlannerConfig] = MappingProxyType(
