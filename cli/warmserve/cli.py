@@ -1,46 +1,41 @@
 """The `warmserve` command: one entry point, one subcommand per job.
 
 Each subcommand lives beside the code it drives, in a module that exposes
-``register(subparsers) -> None``; registering sets ``func`` (``args -> exit code``) on its parser.
-Optional dependencies (vLLM) are imported only when their subcommand runs, so a missing one fails with
-its own clear message there, not at start-up.
+``register(subparsers) -> None``; registering sets ``func`` (``args -> exit code``) on its parser. This
+module is the only one that knows them all: it sits above every component (docs/architecture.md), so no
+component depends on another to be on the command line. Optional dependencies (vLLM, torch) are
+imported only when their subcommand runs, so a missing one fails with its own clear message there, not at
+start-up. Errors become one line and an exit code in :func:`~warmserve.protocol.command.run_parsed`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from warmserve.gateway import cli as gateway_cli
+from warmserve.local import cli as local_cli
+from warmserve.operator.forecast import cli as forecast_cli
 from warmserve.protocol.command import run_parsed
-from warmserve.protocol.errors import WarmServeError
+from warmserve.sim import cli as sim_cli
+from warmserve.worker import cli as worker_cli
 
-#: Modules that contribute subcommands, in the order `warmserve --help` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "warmserve.operator.forecast.cli",
-    "warmserve.sim.cli",
-    "warmserve.worker.cli",
-    "warmserve.gateway.cli",
-    "warmserve.local.cli",
-)
-
-
-class CliError(WarmServeError):
-    """A user error found by a subcommand itself (a bad option value, an unwritable output)."""
+#: The modules that contribute subcommands, in the order `warmserve --help` lists them.
+SUBCOMMANDS = (forecast_cli, sim_cli, worker_cli, gateway_cli, local_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser from every subcommand module."""
     parser = argparse.ArgumentParser(prog="warmserve", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in SUBCOMMANDS:
+        module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; user errors print ``warmserve: error: ...`` and exit 2."""
+    """Run one subcommand; bad input exits 2, a temporary failure 75 (see run_parsed)."""
     return run_parsed(build_parser().parse_args(argv))
 
 

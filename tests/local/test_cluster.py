@@ -14,6 +14,7 @@ from warmserve.local.policies import policy
 from warmserve.local.processes import Children, free_port
 from warmserve.local.runner import Endpoints
 from warmserve.operator.scheduler import Scheduler, run
+from warmserve.protocol.errors import UnavailableError
 from warmserve.protocol.state import DesiredState, ReplicaState
 
 from .conftest import FAST
@@ -46,13 +47,13 @@ async def test_observe_apply_and_a_held_request_served_after_scale_out(
         assert after.demand["m-a"].inflight == 0
 
 
-async def test_an_unreadable_gateway_skips_the_tick_with_an_os_error(
+async def test_an_unreadable_gateway_is_unavailable_so_the_tick_is_skipped(
     processes: tuple[Children, Endpoints],
 ) -> None:
     _, ends = processes
     async with aiohttp.ClientSession() as session:
         cluster = LocalCluster(session, ends.workers, f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
-        with pytest.raises(OSError, match="gateway demand unreadable"):
+        with pytest.raises(UnavailableError, match="gateway demand unreadable"):
             await cluster.observe()
 
 

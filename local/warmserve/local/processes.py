@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmserve.protocol.errors import WarmServeError
+from warmserve.protocol.errors import UnavailableError
 
 
-class ChildError(WarmServeError):
-    """A child process exited or never became ready; the message says which and quotes its log."""
+class ChildError(UnavailableError):
+    """A child process exited or never became ready; the message says which and quotes its log. Temporary:
+    the same run may succeed again (a port taken, a machine short of memory)."""
 
 
 def free_port() -> int:

@@ -59,7 +59,10 @@ class Cluster(Protocol):
     """The port a real cluster offers the scheduler loop (local processes, Kubernetes)."""
 
     async def observe(self) -> Observation:
-        """Every worker's observed state and the gateway's demand, now."""
+        """Every worker's observed state and the gateway's demand, now. Raises
+        :class:`~warmserve.protocol.errors.UnavailableError` when it cannot observe now (the loop skips
+        the tick rather than plan from a partial view)."""
 
     async def apply(self, desired: Mapping[str, DesiredState]) -> set[str]:
-        """Write each worker's desired state; return the names of the workers it could not reach."""
+        """Write each worker's desired state; return the names of the workers it could not reach (the
+        loop writes to them again at the next tick)."""

@@ -42,6 +42,7 @@ from warmserve.operator.planning.snapshot import (
     Worker,
 )
 from warmserve.operator.ports import Cluster, ForecastSource, NoForecast, Observation, Policy
+from warmserve.protocol.errors import UnavailableError
 from warmserve.protocol.state import DesiredState, ObservedReplica, ReplicaState, Role
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,10 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
     Ticks start on a fixed grid (``tick_s`` apart), not ``tick_s`` after the previous tick's work, so
     the observation and writes over the wire do not stretch the period (the simulator ticks on the same
     grid); a tick that overruns its slot is followed by the next one at once, and the grid starts again
-    from there (no burst of ticks to catch up). A failed observation skips the tick; a desired state that
-    could not be written is written again at the next tick (the newest one for that worker), so no order
-    is lost to a worker that was briefly away.
+    from there (no burst of ticks to catch up). An observation the cluster cannot make now
+    (:class:`UnavailableError`) skips the tick; a desired state that could not be written is written
+    again at the next tick (the newest one for that worker), so no order is lost to a worker that was
+    briefly away.
     """
     loop = asyncio.get_running_loop()
     due = loop.time()
@@ -230,7 +232,7 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
             names = unsent | set(decision.desired)
             if names:
                 unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
-        except (OSError, TimeoutError) as exc:
+        except UnavailableError as exc:
             log.warning("scheduler tick skipped: %s", exc)
         due = max(due + tick_s, loop.time())
         await asyncio.sleep(due - loop.time())

@@ -1,7 +1,9 @@
-"""Running a parsed subcommand: the one place where bad input becomes one line and exit code 2.
+"""Running a parsed subcommand: the one place where an error becomes one line and an exit code.
 
-Shared by the full ``warmserve`` command and ``python -m warmserve.worker``; it imports nothing but the
-error types, so the forecasting CLI (which reuses the top-level parser) does not pull in the worker.
+Bad input exits :data:`~warmserve.protocol.errors.EXIT_INVALID` (2), a temporary failure (a child process
+that crashed, a peer out of reach) :data:`~warmserve.protocol.errors.EXIT_UNAVAILABLE` (75), so a script
+can tell a typo from a run worth repeating. Shared by the full ``warmserve`` command and
+``python -m warmserve.worker``; it imports nothing but the error types.
 """
 
 from __future__ import annotations
@@ -9,17 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from warmserve.protocol.errors import WarmServeError
+from warmserve.protocol.errors import EXIT_INVALID, EXIT_UNAVAILABLE, UnavailableError, WarmServeError
 
 
 def run_parsed(args: argparse.Namespace) -> int:
-    """Run a parsed subcommand (its ``func``); user errors print ``warmserve: error: ...`` and exit 2,
-    Ctrl-C prints one line and exits 130."""
+    """Run a parsed subcommand (its ``func``). Errors print ``warmserve: error: ...`` (bad input, exit 2)
+    or ``warmserve: unavailable: ...`` (temporary, exit 75); Ctrl-C prints one line and exits 130."""
     try:
         code: int = args.func(args)
+    except UnavailableError as exc:
+        print(f"warmserve: unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except WarmServeError as exc:  # bad input anywhere: one line naming what is wrong, never a traceback
         print(f"warmserve: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except KeyboardInterrupt:
         print("warmserve: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from warmserve.protocol.errors import WarmServeError
+from warmserve.protocol.errors import InvalidInputError
 from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
 from warmserve.sim.results import summarize, table
 from warmserve.sim.scenario import (
@@ -128,5 +128,5 @@ def run(args: argparse.Namespace) -> int:
 
             plot(runs, args.plot)
     except OSError as exc:
-        raise WarmServeError(f"cannot write {exc.filename}: {exc.strerror}") from None
+        raise InvalidInputError(f"cannot write {exc.filename}: {exc.strerror}") from None
     return 0

@@ -35,7 +35,7 @@ import kubernetes.config
 import kubernetes.watch
 import urllib3.exceptions
 
-from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def kube_api_client(host: str | None = None) -> kubernetes.client.ApiClient:
     """A client for the API server: ``host`` if given (tests, a proxy), else in-cluster, else kubeconfig.
 
     An explicit host wins so that a developer's kubeconfig never redirects a test. Raises
-    :class:`WarmServeError` when no configuration is found.
+    :class:`InvalidInputError` when no configuration is found.
     """
     if host:
         return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=host))
@@ -220,7 +220,9 @@ def kube_api_client(host: str | None = None) -> kubernetes.client.ApiClient:
         else:
             kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException as exc:
-        raise WarmServeError(f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}") from None
+        raise InvalidInputError(
+            f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}"
+        ) from None
     return kubernetes.client.ApiClient(config)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError, WarmServeError
 from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
@@ -54,11 +54,11 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.02
 
 
-class ModelNotServedError(WarmServeError):
+class ModelNotServedError(InvalidInputError):
     """No replica of the model (or no replica with that id) on this worker: answered with 404."""
 
 
-class ReplicaUnavailableError(WarmServeError):
+class ReplicaUnavailableError(UnavailableError):
     """The replica exists but cannot take a request now (not serving, or at its cap B): 503."""
 
 

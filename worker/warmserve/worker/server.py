@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError, UnavailableError
 from warmserve.protocol.openai_api import (
     REPLICA_HEADER,
     GenerationRequest,
@@ -32,7 +32,7 @@ from warmserve.protocol.openai_api import (
 )
 from warmserve.worker.desired_source import Accept, DesiredFeed, Ignore, Reject, Rejection
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
-from warmserve.worker.runtime import ModelNotServedError, ReplicaUnavailableError, WorkerRuntime
+from warmserve.worker.runtime import ModelNotServedError, WorkerRuntime
 
 RUNTIME_KEY = web.AppKey("runtime", WorkerRuntime)
 FEED_KEY = web.AppKey("feed", DesiredFeed)
@@ -130,7 +130,7 @@ async def _generate(request: web.Request, kind: Kind) -> web.StreamResponse:
         return _error(400, str(exc), param=exc.field)
     except ModelNotServedError as exc:
         return _error(404, str(exc), param="model", code="model_not_found")
-    except ReplicaUnavailableError as exc:
+    except UnavailableError as exc:  # not now (not serving, at its cap B): the client retries
         return _error(503, str(exc), code="replica_unavailable")
     metrics = runtime.metrics
     metrics.inflight.labels(req.model).inc()
