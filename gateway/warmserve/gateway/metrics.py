@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from warmserve.protocol.demand_report import ModelDemand
-from warmserve.worker.metrics import LATENCY_BUCKETS, TOKEN_BUCKETS
+from warmserve.protocol.metric_buckets import LATENCY_BUCKETS, TOKEN_BUCKETS
 
 PREFIX = "warmserve_gateway"
 
