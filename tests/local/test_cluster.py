@@ -45,6 +45,8 @@ async def test_observe_apply_and_a_held_request_served_after_scale_out(
         serving = [r for w in after.workers.values() for r in w.replicas if r.state is ReplicaState.SERVING]
         assert [r.model for r in serving] == ["m-a"]
         assert after.demand["m-a"].inflight == 0
+        # one clock: the observation's now and the workers' since are both epoch seconds
+        assert 0 <= after.now - serving[0].since < 60
 
 
 async def test_an_unreadable_gateway_is_unavailable_so_the_tick_is_skipped(

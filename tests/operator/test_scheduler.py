@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping
+from functools import partial
+
+import pytest
 
 from warmserve.operator.planning.plan import Plan
-from warmserve.operator.planning.planner import plan_step
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.prewarm_scores import ScoreConfig, rank_score, replica_demand
 from warmserve.operator.planning.reactive import AutoscalerState
 from warmserve.operator.planning.snapshot import Demand, Forecast, ModelConfig
+from warmserve.operator.policies.registry import policy_by_name
+from warmserve.operator.policies.warmserve import CONFIGS
 from warmserve.operator.ports import Observation
 from warmserve.operator.scheduler import Scheduler, build_snapshot, run
 from warmserve.protocol.state import (
@@ -124,6 +130,24 @@ def test_models_declared_at_run_time_are_planned_and_removed_ones_released() -> 
     removed = scheduler.tick(Observation(now=2.0, workers=observed)).desired["w0"]
     assert [r.model for r in removed.replicas] == ["b"]
     assert set(removed.models) == {"b"}
+
+
+def test_priorities_are_written_with_the_scoring_rule_the_policy_plans_with() -> None:
+    # no mean load but a peak of two instances: two burst replicas, scored peak / max(mean, floor)
+    forecasts = Fixed({"a": Forecast(mean=0.0, peak=16.0)})
+    scores = ScoreConfig(burst_mean_floor=4.0)
+    step = partial(plan_step, config=PlannerConfig(scores=scores))
+    scheduler = Scheduler({"a": MODELS["a"]}, step, AutoscalerState(), forecasts, scores)
+    written = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
+    demand = replica_demand(MODELS["a"], 0.0, 16.0, 0)
+    expected = [rank_score(MODELS["a"], demand, rank, scores) for rank in range(2)]
+    assert [r.priority for r in written.replicas] == pytest.approx(expected)
+    assert expected[0] != rank_score(MODELS["a"], demand, 0, ScoreConfig())  # the default would differ
+
+
+def test_the_registry_gives_each_policy_the_scoring_rule_it_plans_with() -> None:
+    for name, config in CONFIGS.items():
+        assert policy_by_name(name).scores is config.scores
 
 
 def test_a_bad_observation_holds_steady_and_says_why() -> None:

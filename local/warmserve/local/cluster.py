@@ -34,7 +34,8 @@ REQUEST_TIMEOUT_S = 2.0
 
 
 class LocalCluster:
-    """Workers by name → base URL, and the gateway's base URL; ``now`` counts from construction."""
+    """Workers by name → base URL, and the gateway's base URL. ``started`` (monotonic, for pacing the
+    replay) and ``started_at`` (epoch seconds, the scheduler's clock) mark the same instant."""
 
     def __init__(
         self,
@@ -48,10 +49,12 @@ class LocalCluster:
         self.gateway = gateway.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.started = time.monotonic()
+        self.started_at = time.time()
         self.lost_at: dict[str, float] = {}  # worker → observation time it was first missing
 
     def now(self) -> float:
-        return time.monotonic() - self.started
+        """Epoch seconds, the clock of the ``since`` every worker reports (the :class:`Cluster` port's)."""
+        return time.time()
 
     async def observe(self) -> Observation:
         """Every reachable worker's report and the gateway's demand (see the module docstring)."""

@@ -85,11 +85,12 @@ class TraceForecasts:
 
 
 class ReplayClock:
-    """``source`` read on the replay's clock by a scheduler whose clock started ``offset_s`` earlier.
+    """``source`` read on the replay's clock (seconds since the replay began) by a scheduler whose clock
+    reads ``offset_s`` at that instant (epoch seconds on a cluster).
 
-    The local scheduler ticks before the replay starts (so the cluster settles); without the shift its
-    forecasts at the replay's second ``t`` would see the trace up to ``t + offset_s``, a glimpse of the
-    future the replay has not played.
+    The local scheduler ticks before the replay starts (so the cluster settles); its forecasts at the
+    replay's second ``t`` must see the trace up to ``t`` only, never a glimpse of the future the replay
+    has not played.
     """
 
     def __init__(self, source: ForecastSource, offset_s: float) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warmserve.operator.planning.plan import ColdStart, Plan, Promote
+from warmserve.operator.planning.prewarm_scores import ScoreConfig
 from warmserve.operator.planning.snapshot import Snapshot
 from warmserve.operator.policies.registry import NAMES, ForecastNeed, policy_by_name
 from warmserve.operator.ports import Policy
@@ -25,12 +26,14 @@ LOCAL_POLICIES: tuple[str, ...] = tuple(
 
 @dataclass(frozen=True, slots=True)
 class PolicyChoice:
-    """A policy to run here: its step, its initial state, and whether it is given forecasts."""
+    """A policy to run here: its step, its initial state, whether it is given forecasts, and the
+    scoring rule it ranks prewarmed replicas by."""
 
     name: str
     step: Policy
     initial_state: Any
     uses_forecasts: bool
+    scores: ScoreConfig
 
 
 #: What ``warmserve local`` measures by default.
@@ -42,7 +45,8 @@ def policy(name: str) -> PolicyChoice:
     entry = policy_by_name(name) if name in LOCAL_POLICIES else None
     if entry is None or entry.policy is None:
         raise InvalidFieldError("policy", f"one of {list(LOCAL_POLICIES)}", name)
-    return PolicyChoice(name, entry.policy, entry.initial_state, entry.forecast is ForecastNeed.ONLINE)
+    online = entry.forecast is ForecastNeed.ONLINE
+    return PolicyChoice(name, entry.policy, entry.initial_state, online, entry.scores)
 
 
 @dataclass

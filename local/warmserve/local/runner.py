@@ -121,9 +121,10 @@ async def local_cluster(
         async with aiohttp.ClientSession() as session:
             cluster = LocalCluster(session, endpoints.workers, endpoints.gateway)
             step = counting(choice.step, counts)
-            # The replay starts SETTLE_S into the scheduler's clock: forecasts are read on the replay's.
-            source = ReplayClock(forecasts, SETTLE_S) if forecasts is not None else None
-            scheduler = Scheduler(setup.model_configs(), step, choice.initial_state, source)
+            # The replay starts SETTLE_S after the cluster: forecasts are read on the replay's clock.
+            replay_start = cluster.started_at + SETTLE_S
+            source = ReplayClock(forecasts, replay_start) if forecasts is not None else None
+            scheduler = Scheduler(setup.model_configs(), step, choice.initial_state, source, choice.scores)
             loop = asyncio.create_task(run(cluster, scheduler, setup.tick_s))
             try:
                 yield children, endpoints, cluster

@@ -48,7 +48,10 @@ class NoForecast:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What the scheduler sees at ``now``: each worker's report and the gateway's demand per model."""
+    """What the scheduler sees at ``now``: each worker's report and the gateway's demand per model.
+
+    ``now`` is on the clock of the workers' ``since`` (a replica's age is ``now - since``): epoch seconds
+    on a cluster, virtual seconds in the simulator."""
 
     now: float
     workers: Mapping[str, ObservedState]
@@ -56,7 +59,8 @@ class Observation:
 
 
 class Cluster(Protocol):
-    """The port a real cluster offers the scheduler loop (local processes, Kubernetes)."""
+    """The port a real cluster offers the scheduler loop (local processes, Kubernetes). Its clock is epoch
+    seconds (``time.time()``), the clock workers stamp ``since`` with: an observation's ``now`` is too."""
 
     async def observe(self) -> Observation:
         """Every worker's observed state and the gateway's demand, now. Raises

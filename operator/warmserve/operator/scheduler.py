@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from warmserve.operator.planning.desired import desired_states
 from warmserve.operator.planning.plan import Plan, apply_plan
+from warmserve.operator.planning.prewarm_scores import ScoreConfig
 from warmserve.operator.planning.snapshot import (
     Forecast,
     Gpu,
@@ -65,12 +66,16 @@ class Scheduler:
         policy: Policy,
         policy_state: Any,
         forecasts: ForecastSource | None = None,
+        scores: ScoreConfig | None = None,
     ) -> None:
+        """``scores``: the scoring rule the policy plans with, so that the priorities written to the
+        workers are the scores the policy ranked replicas by (the registry's ``PolicyEntry.scores``)."""
         self.models: Mapping[str, ModelConfig] = MappingProxyType(dict(models))
         self._prior: tuple[Mapping[str, ModelConfig], Snapshot] | None = None  # see build_snapshot
         self.policy = policy
         self.policy_state = policy_state
         self.forecast_source: ForecastSource = forecasts or NoForecast()
+        self.scores = scores or ScoreConfig()
         self.generation = 0
         self.last_desired: dict[str, DesiredState] = {}
         self.last_error = ""
@@ -97,7 +102,7 @@ class Scheduler:
             return Decision(Plan(), {})
         self.policy_state = next_state
         self.last_error = ""
-        wanted = desired_states(after, self.generation + 1)
+        wanted = desired_states(after, self.generation + 1, self.scores)
         changed = {name: d for name, d in wanted.items() if not _same(d, self.last_desired.get(name))}
         if changed:
             self.generation += 1

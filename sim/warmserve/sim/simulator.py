@@ -195,7 +195,7 @@ class Simulation:
         self.scheduler = None
         if entry.policy is not None:
             self.scheduler = Scheduler(
-                models, entry.policy, entry.initial_state, self.forecast or NoForecast()
+                models, entry.policy, entry.initial_state, self.forecast or NoForecast(), entry.scores
             )
         self.timeline: list[tuple[float, float, float, float, int, int]] = []
         self.ticks_run = 0

@@ -107,6 +107,18 @@ class Plan:
         return "\n".join(f"{type(a).__name__} {a.replica_id}: {a.reason}" for a in self.actions)
 
 
+def replica_id(model: str, worker: str, gpus: tuple[int, ...], taken: set[str]) -> str:
+    """The id of a new replica: readable (``model@worker:g0-g1``), with ``#n`` appended if taken, so it is
+    unique among the ids already taken; the id is added to ``taken``. Every policy names replicas so."""
+    base = f"{model}@{worker}:{'-'.join(map(str, gpus))}"
+    rid, n = base, 1
+    while rid in taken:
+        n += 1
+        rid = f"{base}#{n}"
+    taken.add(rid)
+    return rid
+
+
 def apply_plan(snapshot: Snapshot, plan: Plan) -> Snapshot:
     """The snapshot once ``plan`` is carried out, loading and promotion completing instantly.
 

@@ -42,6 +42,7 @@ from warmserve.operator.planning.plan import (
     ReclaimKV,
     as_prewarmed,
     as_serving,
+    replica_id,
 )
 from warmserve.operator.planning.prewarm_scores import (
     ReplicaDemand,
@@ -111,13 +112,7 @@ class _Step:
 
     def new_id(self, model: str, worker: str, gpus: tuple[int, ...]) -> str:
         """A readable id, unique among all replicas the snapshot and this step have named."""
-        base = f"{model}@{worker}:{'-'.join(map(str, gpus))}"
-        rid, n = base, 1
-        while rid in self.taken_ids:
-            n += 1
-            rid = f"{base}#{n}"
-        self.taken_ids.add(rid)
-        return rid
+        return replica_id(model, worker, gpus, self.taken_ids)
 
     def instances(self, model: str) -> list[Replica]:
         return [self.occ.replicas[rid] for rid in self.occ.instances[model]]

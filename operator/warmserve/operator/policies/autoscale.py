@@ -34,11 +34,10 @@ from types import MappingProxyType
 
 from warmserve.operator.planning.occupancy import Occupancy
 from warmserve.operator.planning.placement import PlacementConfig
-from warmserve.operator.planning.plan import Action, ColdStart, Evict, Plan
+from warmserve.operator.planning.plan import Action, ColdStart, Evict, Plan, replica_id
 from warmserve.operator.planning.reactive import AutoscalerConfig, AutoscalerState, observe, target_instances
 from warmserve.operator.planning.snapshot import Replica, Snapshot, SnapshotError
 from warmserve.operator.policies.cleanup import evict_non_instances
-from warmserve.operator.policies.naming import replica_id
 from warmserve.protocol.state import ReplicaState, Role
 
 

@@ -20,10 +20,9 @@ from types import MappingProxyType
 
 from warmserve.operator.planning.occupancy import Occupancy
 from warmserve.operator.planning.placement import PlacementConfig, choose_cold
-from warmserve.operator.planning.plan import ColdStart, Plan
+from warmserve.operator.planning.plan import ColdStart, Plan, replica_id
 from warmserve.operator.planning.snapshot import ModelConfig, Replica, Snapshot, SnapshotError
 from warmserve.operator.policies.cleanup import evict_non_instances
-from warmserve.operator.policies.naming import replica_id
 from warmserve.protocol.state import ReplicaState, Role
 
 
