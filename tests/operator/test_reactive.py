@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from tests.operator.planning_builders import model, snapshot
 from warmserve.operator.planning.reactive import (
-    AutoscalerConfig,
-    AutoscalerState,
+    ReactiveConfig,
+    ReactiveState,
     observe,
     protect,
     target_instances,
@@ -18,7 +18,7 @@ from warmserve.operator.planning.reactive import (
 from warmserve.operator.planning.snapshot import Demand
 
 A = model("a", b=4)
-CONFIG = AutoscalerConfig()
+CONFIG = ReactiveConfig()
 
 
 def test_scale_out_above_the_threshold_to_the_fewest_instances_that_suffice() -> None:
@@ -59,8 +59,8 @@ def test_a_target_is_a_fixed_point(load: float, current: int) -> None:
 
 
 def test_the_window_averages_the_last_samples_only() -> None:
-    config = AutoscalerConfig(tick_s=0.5, smoothing_window_s=1.5)  # 3 samples
-    state = AutoscalerState()
+    config = ReactiveConfig(tick_s=0.5, smoothing_window_s=1.5)  # 3 samples
+    state = ReactiveState()
     smoothed = {}
     for load in (9.0, 0.0, 0.0):
         smoothed, state = observe(state, snapshot([A], demand={"a": load}), config)
@@ -71,7 +71,7 @@ def test_the_window_averages_the_last_samples_only() -> None:
 
 
 def test_protection_expires_and_is_forgotten_for_gone_replicas() -> None:
-    state = protect(AutoscalerState(), ["x", "y"], now=100.0, config=CONFIG)
+    state = protect(ReactiveState(), ["x", "y"], now=100.0, config=CONFIG)
     assert state.is_protected("x", 104.9) and not state.is_protected("x", 105.0)
     _, later = observe(state, snapshot([A], now=103.0), CONFIG)  # neither replica exists
     assert dict(later.protected_until) == {}

@@ -12,7 +12,7 @@ import pytest
 from warmserve.operator.planning.plan import Plan
 from warmserve.operator.planning.planner import PlannerConfig, plan_step
 from warmserve.operator.planning.prewarm_scores import ScoreConfig, rank_score, replica_demand
-from warmserve.operator.planning.reactive import AutoscalerState
+from warmserve.operator.planning.reactive import ReactiveState
 from warmserve.operator.planning.snapshot import Demand, Forecast, ModelConfig
 from warmserve.operator.policies.registry import policy_by_name
 from warmserve.operator.policies.warmserve import CONFIGS
@@ -67,7 +67,7 @@ def as_observed(desired: DesiredState, state: ReplicaState) -> tuple[ObservedRep
 
 
 def test_forecast_prewarms_once_and_a_pending_order_is_not_placed_again() -> None:
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
     first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")}))
     assert set(first.desired) == {"w0"}
     ordered = first.desired["w0"]
@@ -86,7 +86,7 @@ def test_forecast_prewarms_once_and_a_pending_order_is_not_placed_again() -> Non
 
 
 def test_demand_promotes_the_prewarmed_replica_instead_of_loading_another() -> None:
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
     ordered = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
     observed = {"w0": worker("w0", as_observed(ordered, ReplicaState.PREWARMED))}
     decision = scheduler.tick(
@@ -115,7 +115,7 @@ def test_an_order_in_lent_space_counts_as_borrowed_before_the_worker_reports_it(
 def test_models_declared_at_run_time_are_planned_and_removed_ones_released() -> None:
     only_a = {"a": MODELS["a"]}
     forecasts = Fixed({"a": Forecast(mean=6.0, peak=6.0), "b": Forecast(mean=6.0, peak=6.0)})
-    scheduler = Scheduler(only_a, plan_step, AutoscalerState(), forecasts)
+    scheduler = Scheduler(only_a, plan_step, ReactiveState(), forecasts)
     first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
     assert [r.model for r in first.replicas] == ["a"]  # "b" is forecast but not declared
 
@@ -137,7 +137,7 @@ def test_priorities_are_written_with_the_scoring_rule_the_policy_plans_with() ->
     forecasts = Fixed({"a": Forecast(mean=0.0, peak=16.0)})
     scores = ScoreConfig(burst_mean_floor=4.0)
     step = partial(plan_step, config=PlannerConfig(scores=scores))
-    scheduler = Scheduler({"a": MODELS["a"]}, step, AutoscalerState(), forecasts, scores)
+    scheduler = Scheduler({"a": MODELS["a"]}, step, ReactiveState(), forecasts, scores)
     written = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
     demand = replica_demand(MODELS["a"], 0.0, 16.0, 0)
     expected = [rank_score(MODELS["a"], demand, rank, scores) for rank in range(2)]
@@ -151,7 +151,7 @@ def test_the_registry_gives_each_policy_the_scoring_rule_it_plans_with() -> None
 
 
 def test_a_bad_observation_holds_steady_and_says_why() -> None:
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState())
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState())
     stray = ObservedReplica(id="x", model="a", gpus=(5,), state=ReplicaState.PREWARMED, since=0.0)
     decision = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0", (stray,))}))
     assert decision.desired == {}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
 from warmserve.operator.planning.kv_reservation import KvConfig
 from warmserve.operator.planning.placement import PlacementConfig
-from warmserve.operator.planning.reactive import AutoscalerConfig
+from warmserve.operator.planning.reactive import ReactiveConfig
 from warmserve.operator.planning.snapshot import (
     Demand,
     Forecast,
@@ -177,11 +177,11 @@ CASES: list[tuple[str, Callable[[], object], str, str]] = [
         "models['a'].load_bandwidth_bytes_per_s",
         "> 0",
     ),
-    ("zero tick", lambda: AutoscalerConfig(tick_s=0), "autoscaler.tick_s", "> 0"),
+    ("zero tick", lambda: ReactiveConfig(tick_s=0), "reactive.tick_s", "> 0"),
     (
         "inverted thresholds",
-        lambda: AutoscalerConfig(scale_in_threshold=0.9),
-        "autoscaler.scale_in_threshold",
+        lambda: ReactiveConfig(scale_in_threshold=0.9),
+        "reactive.scale_in_threshold",
         "[0, scale_out",
     ),
     ("zero chunk", lambda: KvConfig(chunk_bytes=0), "kv.chunk_bytes", ">= 1"),

@@ -13,7 +13,7 @@ What it remembers between ticks, and why:
   loading (the planner would otherwise place it again every tick), and one it dropped but a worker
   still reports (being released) no longer counts;
 - the snapshot of the last tick, so that the next one checks only what changed (:meth:`Snapshot.revise`);
-- the policy's own state (the autoscaler's smoothing and protection timestamps);
+- the policy's own state (the reactive layer's smoothing and protection timestamps);
 - the forecast source's load history.
 
 On an inconsistent observation (a worker reporting memory over its capacity, say) the snapshot is

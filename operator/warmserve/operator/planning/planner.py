@@ -4,7 +4,7 @@ The step runs four phases over a working copy of the cluster (:class:`Occupancy`
 decisions of the ones before:
 
 1. *Clean up*: evict failed replicas, and prewarmed replicas left on GPUs a serving replica now owns.
-2. *Autoscale* (the reactive layer, :mod:`autoscaler`): per model, by descending priority, promote a
+2. *Autoscale* (the reactive layer, :mod:`reactive`): per model, by descending priority, promote a
    prewarmed replica (no weight copy), else cold-start one; demote an idle unprotected instance.
 3. *KV reservation* (:mod:`kv_reservation`): each serving replica lends its spare KV space, or takes
    it back, evicting the lowest-score borrowed replicas that no longer fit.
@@ -53,8 +53,8 @@ from warmserve.operator.planning.prewarm_scores import (
     replica_demand,
 )
 from warmserve.operator.planning.reactive import (
-    AutoscalerConfig,
-    AutoscalerState,
+    ReactiveConfig,
+    ReactiveState,
     observe,
     protect,
     target_instances,
@@ -72,7 +72,7 @@ class PlannerConfig:
     ``kv_reservation``: whether serving replicas lend spare KV space (off only for the ablation).
     """
 
-    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    reactive: ReactiveConfig = field(default_factory=ReactiveConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     kv: KvConfig = field(default_factory=KvConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
@@ -80,15 +80,15 @@ class PlannerConfig:
 
 
 def plan_step(
-    snapshot: Snapshot, state: AutoscalerState, config: PlannerConfig | None = None
-) -> tuple[Plan, AutoscalerState]:
-    """Decide the actions for ``snapshot``; return them with the autoscaler state for the next tick."""
+    snapshot: Snapshot, state: ReactiveState, config: PlannerConfig | None = None
+) -> tuple[Plan, ReactiveState]:
+    """Decide the actions for ``snapshot``; return them with the reactive layer's state for the next tick."""
     config = config or PlannerConfig()
-    loads, state = observe(state, snapshot, config.autoscaler)
+    loads, state = observe(state, snapshot, config.reactive)
     step = _Step(snapshot, Occupancy(snapshot, prewarm_scores(snapshot, config.scores)), config)
     step.clean_up()
     started = step.autoscale(loads, state)
-    state = protect(state, started, snapshot.now, config.autoscaler)
+    state = protect(state, started, snapshot.now, config.reactive)
     step.reserve_kv(loads)
     step.prewarm()
     return Plan(tuple(step.actions)), state
@@ -137,7 +137,7 @@ class _Step:
 
     # --- phase 2 ------------------------------------------------------------------------------
 
-    def autoscale(self, loads: dict[str, float], state: AutoscalerState) -> list[str]:
+    def autoscale(self, loads: dict[str, float], state: ReactiveState) -> list[str]:
         """Scale each model to its target, all scale-ins first (they free GPUs), then scale-outs by
         descending model priority; return the ids of the instances started."""
         models = self.snapshot.models
@@ -148,7 +148,7 @@ class _Step:
                 loads[name],
                 self.snapshot.demand_of(name),
                 self.count(name),
-                self.config.autoscaler,
+                self.config.reactive,
             )
             for name in sorted(models, key=lambda n: (n not in starving, -models[n].priority, n))
         }
@@ -167,7 +167,7 @@ class _Step:
                 started.append(rid)
         return started
 
-    def preempt(self, model: str, state: AutoscalerState) -> bool:
+    def preempt(self, model: str, state: ReactiveState) -> bool:
         """Make room for ``model``, whose requests wait with no instance and no GPU set to start one:
         demote every serving instance on the aligned set of its size where each of them is the spare
         instance of a model that keeps another one (unprotected; fewest requests in flight first).
@@ -194,7 +194,7 @@ class _Step:
             self.demote(victim, why)
         return True
 
-    def _spare(self, victims: list[Replica], state: AutoscalerState, now: float) -> bool:
+    def _spare(self, victims: list[Replica], state: ReactiveState, now: float) -> bool:
         """Whether all of ``victims`` may be demoted at once: serving, unprotected, and each model
         left with at least one instance."""
         per_model: dict[str, int] = {}
@@ -236,7 +236,7 @@ class _Step:
     def _kv_total(self, replica: Replica) -> int:
         return min(self.occ.capacity[(replica.worker, g)] for g in replica.gpus) - self.occ.shard(replica)
 
-    def scale_in(self, current: list[Replica], count: int, reason: str, state: AutoscalerState) -> None:
+    def scale_in(self, current: list[Replica], count: int, reason: str, state: ReactiveState) -> None:
         """Demote up to ``count`` serving, unprotected instances, least loaded first; borrowers stay."""
         now = self.occ.now
         candidates = sorted(

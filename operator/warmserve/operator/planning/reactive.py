@@ -10,7 +10,7 @@ model with none scales it out at once, without waiting for the window. ``min_ins
 ``max_instances`` bound every target.
 
 The little state kept between ticks (the window, protection deadlines) is an explicit immutable
-:class:`AutoscalerState` passed in and returned: nothing hidden, so a step can be replayed.
+:class:`ReactiveState` passed in and returned: nothing hidden, so a step can be replayed.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from warmserve.operator.planning.snapshot import Demand, ModelConfig, Snapshot, 
 
 
 @dataclass(frozen=True, slots=True)
-class AutoscalerConfig:
-    """Constants of the reactive autoscaler (defaults: design §2).
+class ReactiveConfig:
+    """Constants of the reactive layer (defaults: docs/planning.md).
 
     ``tick_s``: seconds between planning steps. ``smoothing_window_s``: the span of demand samples
     averaged into the smoothed load. ``scale_out_threshold`` / ``scale_in_threshold``: fractions of
@@ -43,15 +43,15 @@ class AutoscalerConfig:
         for name in ("tick_s", "smoothing_window_s", "scale_out_threshold"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise SnapshotError(f"autoscaler.{name}", "a finite number > 0", value)
+                raise SnapshotError(f"reactive.{name}", "a finite number > 0", value)
         if not 0 <= self.scale_in_threshold < self.scale_out_threshold:
             raise SnapshotError(
-                "autoscaler.scale_in_threshold",
+                "reactive.scale_in_threshold",
                 f"a number in [0, scale_out_threshold={self.scale_out_threshold})",
                 self.scale_in_threshold,
             )
         if not (math.isfinite(self.protect_s) and self.protect_s >= 0):
-            raise SnapshotError("autoscaler.protect_s", "a finite number >= 0", self.protect_s)
+            raise SnapshotError("reactive.protect_s", "a finite number >= 0", self.protect_s)
 
     @property
     def window(self) -> int:
@@ -60,8 +60,8 @@ class AutoscalerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class AutoscalerState:
-    """What the autoscaler remembers between ticks: recent demand per model, and until when each
+class ReactiveState:
+    """What the reactive layer remembers between ticks: recent demand per model, and until when each
     recently started instance (by replica id) is protected from scale-in."""
 
     samples: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
@@ -76,8 +76,8 @@ class AutoscalerState:
 
 
 def observe(
-    state: AutoscalerState, snapshot: Snapshot, config: AutoscalerConfig
-) -> tuple[dict[str, float], AutoscalerState]:
+    state: ReactiveState, snapshot: Snapshot, config: ReactiveConfig
+) -> tuple[dict[str, float], ReactiveState]:
     """Add this tick's demand to the window; return the smoothed load per model and the new state.
 
     A model with no demand entry contributes a 0 sample; protection of replicas that no longer exist
@@ -90,16 +90,16 @@ def observe(
     live = {r.id for r in snapshot.replicas}
     protected = {rid: t for rid, t in state.protected_until.items() if rid in live and t > snapshot.now}
     smoothed = {name: sum(window) / len(window) for name, window in samples.items()}
-    return smoothed, AutoscalerState(samples, protected)
+    return smoothed, ReactiveState(samples, protected)
 
 
 def protect(
-    state: AutoscalerState, replica_ids: Iterable[str], now: float, config: AutoscalerConfig
-) -> AutoscalerState:
+    state: ReactiveState, replica_ids: Iterable[str], now: float, config: ReactiveConfig
+) -> ReactiveState:
     """The state with ``replica_ids`` (instances just started) protected for ``protect_s``."""
     until = dict(state.protected_until)
     until.update((rid, now + config.protect_s) for rid in replica_ids)
-    return AutoscalerState(state.samples, until)
+    return ReactiveState(state.samples, until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class Target:
 
 
 def target_instances(
-    model: ModelConfig, load: float, demand: Demand, current: int, config: AutoscalerConfig
+    model: ModelConfig, load: float, demand: Demand, current: int, config: ReactiveConfig
 ) -> Target:
     """Instances the model needs now, from its smoothed ``load``, raw ``demand`` and ``current`` count."""
     b = model.spec.max_concurrency

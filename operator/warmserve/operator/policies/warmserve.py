@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from warmserve.operator.planning.placement import PlacementConfig
 from warmserve.operator.planning.planner import PlannerConfig, plan_step
-from warmserve.operator.planning.reactive import AutoscalerState
+from warmserve.operator.planning.reactive import ReactiveState
 from warmserve.operator.ports import Policy
 
 #: The planner configuration of each WarmServe variant, by policy name.
@@ -39,6 +39,6 @@ def warmserve_policy(config: PlannerConfig) -> Policy:
     return partial(plan_step, config=config)
 
 
-def initial_state() -> AutoscalerState:
+def initial_state() -> ReactiveState:
     """The planner's state before the first tick: no demand seen, nothing protected."""
-    return AutoscalerState()
+    return ReactiveState()
