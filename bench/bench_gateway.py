@@ -104,7 +104,7 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
 
 async def make_serving(session: aiohttp.ClientSession, worker: str, gateway: str) -> None:
     """Two serving replicas of MODEL, and the gateway seeing both."""
-    from warmserve.worker.protocol import DesiredReplica, DesiredState, ModelSpec, Role
+    from warmserve.protocol.state import DesiredReplica, DesiredState, ModelSpec, Role
 
     spec = ModelSpec(MODEL, "/nonexistent", 64 << 20, kv_bytes_per_token=1024, max_concurrency=B)
     replicas = tuple(DesiredReplica(f"r{i}", MODEL, (i,), Role.SERVE) for i in range(2))

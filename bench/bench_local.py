@@ -1,6 +1,6 @@
 """The default ``warmserve local`` run, timed, and its floors (issue 5).
 
-Runs the command exactly as a user would after install (``python -m warmserve.operator.cli local``, all
+Runs the command exactly as a user would after install (``python -m warmserve.cli local``, all
 defaults: 2 fake-GPU workers × 2 GPUs, the gateway, the scheduler; day 8 of the shipped ServeGen-derived
 sample compressed into 60 s per policy; WarmServe then the ``autoscale`` baseline on the same arrivals)
 and prints:
@@ -42,14 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from warmserve.operator.local.arrivals import ReplaySlice, rate_scale, sample_arrivals
-from warmserve.operator.local.forecasts import TraceForecasts
-from warmserve.operator.local.policies import policy
-from warmserve.operator.local.results import Summary
-from warmserve.operator.local.runner import HOLD_TIMEOUT_S, SETTLE_S, run_policy
-from warmserve.operator.local.setup import PROMPT_TOKENS, LocalSetup
-from warmserve.operator.local.traces import load_rates
-from warmserve.sim.cluster import ClusterSpec
+from warmserve.local.arrivals import ReplaySlice, rate_scale, sample_arrivals
+from warmserve.local.forecasts import TraceForecasts
+from warmserve.local.policies import policy
+from warmserve.local.results import Summary
+from warmserve.local.runner import HOLD_TIMEOUT_S, SETTLE_S, run_policy
+from warmserve.local.setup import PROMPT_TOKENS, LocalSetup
+from warmserve.local.traces import load_rates
+from warmserve.sim.catalog import ClusterSpec
 from warmserve.sim.simulator import SimConfig, Simulation
 from warmserve.sim.workload import Workload
 from warmserve.worker.timing import gpu_profile
@@ -61,7 +61,7 @@ def one_run(seed: int, extra: list[str]) -> tuple[float, list[dict[str, Any]]]:
     """Run the command once; its wall-clock seconds and its summaries."""
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         out = Path(tmp) / "summary.json"
-        argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--no-progress", "--seed", str(seed)]
+        argv = [sys.executable, "-m", "warmserve.cli", "local", "--no-progress", "--seed", str(seed)]
         argv += ["--json", str(out), *extra]
         start = time.monotonic()
         done = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -17,11 +17,11 @@ import statistics
 import time
 from dataclasses import replace
 
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.plan import apply_plan
-from warmserve.operator.planner import PlannerConfig, plan_step
-from warmserve.operator.snapshot import Demand, Forecast, Gpu, ModelConfig, Snapshot, Worker
-from warmserve.worker.protocol import ModelSpec, ReplicaState
+from warmserve.operator.planning.plan import apply_plan
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.reactive import ReactiveState
+from warmserve.operator.planning.snapshot import Demand, Forecast, Gpu, ModelConfig, Snapshot, Worker
+from warmserve.protocol.state import ModelSpec, ReplicaState
 
 GIB = 1 << 30
 GPUS_PER_NODE = 8
@@ -84,7 +84,7 @@ def tick(snapshot: Snapshot, loads: dict[str, float], rng: random.Random, now: f
     return replace(snapshot, now=now, replicas=tuple(replicas), demand=demand, forecasts=forecasts)
 
 
-def mixed_state(nodes: int, seed: int) -> tuple[Snapshot, AutoscalerState, dict[str, float], random.Random]:
+def mixed_state(nodes: int, seed: int) -> tuple[Snapshot, ReactiveState, dict[str, float], random.Random]:
     rng = random.Random(seed)
     models = build_models(rng)
     workers = tuple(
@@ -93,7 +93,7 @@ def mixed_state(nodes: int, seed: int) -> tuple[Snapshot, AutoscalerState, dict[
     )
     loads = base_loads(models, nodes, rng)
     snapshot = Snapshot(now=0.0, workers=workers, models=models, replicas=())
-    state = AutoscalerState()
+    state = ReactiveState()
     config = PlannerConfig()
     for t in range(WARMUP_TICKS):
         snapshot = tick(snapshot, loads, rng, now=0.5 * t)

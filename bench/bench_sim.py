@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from warmserve.sim.cluster import ClusterSpec
+from warmserve.sim.catalog import ClusterSpec
 from warmserve.sim.results import summarize, table
 from warmserve.sim.scenario import Scenario, compiled_modules, max_rate_at_slo, prepare, run_policy
 from warmserve.sim.workload import WorkloadSpec

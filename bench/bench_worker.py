@@ -34,9 +34,9 @@ from typing import Any
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from warmserve.protocol.state import ObservedState, ReplicaState
 from warmserve.worker.engines.torch_engine import TorchEngine
 from warmserve.worker.layout import align_up
-from warmserve.worker.protocol import ObservedState, ReplicaState
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
 from warmserve.worker.server import create_app
 from warmserve.worker.tiny_model import TinyModelSize, make_tiny_model

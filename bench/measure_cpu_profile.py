@@ -71,9 +71,9 @@ def disk_bandwidth() -> float:
 
 def engine_figures(model_dir: Path) -> tuple[float, float]:
     """(decode step seconds, promotion seconds) of the tiny model on the torch engine."""
+    from warmserve.protocol.state import ModelSpec
     from warmserve.worker.engines.base import GenerateRequest
     from warmserve.worker.engines.torch_engine import TorchEngine, slot_from_checkpoint
-    from warmserve.worker.protocol import ModelSpec
 
     async def run() -> tuple[float, float]:
         engine = TorchEngine(threads=THREADS)

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest
 from warmserve.worker.engines.torch_engine import TorchEngine, slot_from_checkpoint
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.tiny_model import TinyModelSize, make_tiny_model
 
 SIZES = (TinyModelSize(64, 2, 2, 128), TinyModelSize(256, 4, 8, 512), TinyModelSize(1024, 8, 32, 2048))

@@ -7,7 +7,7 @@ import pytest
 
 from e2e.harness.fixtures import kube_cluster, kube_namespace
 from tests.kube_emulator import kube_emulator
-from warmserve.operator.local.cli import VLLM_VENV
+from warmserve.local.cli import VLLM_VENV
 
 __all__ = ["kube_cluster", "kube_emulator", "kube_namespace", "vllm_python"]
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,7 @@ from aiohttp import web
 
 from warmserve.gateway.app import Gateway
 from warmserve.gateway.config import GatewayConfig
-from warmserve.worker.engines.fake import FakeEngine
-from warmserve.worker.protocol import (
+from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
     ModelSpec,
@@ -27,6 +26,7 @@ from warmserve.worker.protocol import (
     ReplicaState,
     Role,
 )
+from warmserve.worker.engines.fake import FakeEngine
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
 from warmserve.worker.server import create_app
 from warmserve.worker.timing import gpu_profile

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from tests.gateway.conftest import RunningGateway, RunningWorker, start_gateway, start_worker, wait_for
 from warmserve.gateway.config import DeclaredModel, GatewayConfig
-from warmserve.gateway.demand import parse_demand
-from warmserve.worker.openai_api import MAX_TOKENS_LIMIT
+from warmserve.protocol.demand_report import parse_demand
+from warmserve.protocol.openai_api import MAX_TOKENS_LIMIT
 
 FAST_POLL = 0.05
 

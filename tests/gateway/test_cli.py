@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from warmserve.operator.cli import main
+from warmserve.cli import main
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_the_command_serves_declared_models_until_terminated() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "warmserve.operator.cli", "gateway", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "warmserve.cli", "gateway", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--model", "a:4", "--model", "b"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

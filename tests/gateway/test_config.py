@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, DeclaredModel, GatewayConfig, parse_model_arg
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 @pytest.mark.parametrize(

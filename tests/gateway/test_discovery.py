@@ -6,8 +6,8 @@ import aiohttp
 
 from tests.gateway.conftest import start_worker
 from warmserve.gateway.discovery import Discovery, InstanceTable, instance_table, serving_instances
-from warmserve.gateway.routing import Instance
-from warmserve.worker.protocol import GpuUsage, ObservedReplica, ObservedState, ReplicaState
+from warmserve.gateway.instances import Instance
+from warmserve.protocol.state import GpuUsage, ObservedReplica, ObservedState, ReplicaState
 
 
 def _replica(

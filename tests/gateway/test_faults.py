@@ -13,7 +13,7 @@ from aiohttp import web
 
 from tests.gateway.conftest import RunningGateway, RunningWorker, start_gateway, start_worker, wait_for
 from warmserve.gateway.config import DeclaredModel, GatewayConfig
-from warmserve.worker.protocol import Role
+from warmserve.protocol.state import Role
 
 #: Long enough that discovery never refreshes during a test that needs a stale table.
 SLOW_POLL = 60.0

@@ -8,9 +8,9 @@ import pytest
 
 from warmserve.gateway.admission import HoldExpired, QueueFull
 from warmserve.gateway.config import DeclaredModel
-from warmserve.gateway.demand import ModelDemand
+from warmserve.gateway.instances import Instance
 from warmserve.gateway.router import Router
-from warmserve.gateway.routing import Instance
+from warmserve.protocol.demand_report import ModelDemand
 
 
 def _instance(replica: str, model: str = "m") -> Instance:

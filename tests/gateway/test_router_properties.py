@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from warmserve.gateway.config import DeclaredModel
+from warmserve.gateway.instances import Instance
 from warmserve.gateway.router import Router
-from warmserve.gateway.routing import Instance
 
 _INSTANCES = [Instance("http://w", f"r{i}", "m", "http://w") for i in range(3)]
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from warmserve.operator.local.processes import Children
-from warmserve.operator.local.runner import Endpoints, child_specs
-from warmserve.operator.local.setup import LocalSetup
+from warmserve.local.processes import Children
+from warmserve.local.runner import Endpoints, child_specs
+from warmserve.local.setup import LocalSetup
 
 FAST = LocalSetup(
     models=("m-a", "m-b"), workers=2, gpus=2, gpu_memory_gib=40, speed=0.0, max_tokens=4, tick_s=0.2

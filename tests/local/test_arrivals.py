@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from warmserve.local.arrivals import ReplaySlice, rate_scale, sample_arrivals
 from warmserve.operator.forecast.traces import RateSeries
-from warmserve.operator.local.arrivals import ReplaySlice, rate_scale, sample_arrivals
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 def series(model: str, rates: list[float], window: float = 600.0, start: float = 0.0) -> RateSeries:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from warmserve.operator.cli import main
-from warmserve.operator.local.cli import _replay_slice
-from warmserve.operator.local.policies import DEFAULT_POLICY
-from warmserve.operator.local.traces import load_rates
+from warmserve.cli import main
+from warmserve.local.cli import _replay_slice
+from warmserve.local.policies import DEFAULT_POLICY
+from warmserve.local.traces import load_rates
 
 from .process_checks import assert_all_gone, children_of, stop
 
@@ -52,7 +52,7 @@ def test_bad_options_are_one_line_naming_the_option(
 @pytest.mark.slow
 def test_a_short_replay_prints_both_policies_and_the_counts_add_up(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--hours", "2", "--duration", "4"]
+    argv = [sys.executable, "-m", "warmserve.cli", "local", "--hours", "2", "--duration", "4"]
     argv += ["--rps", "10", "--speed", "0", "--max-tokens", "4", "--no-progress", "--json", str(out)]
     argv += ["--log-dir", str(tmp_path / "logs")]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
@@ -68,7 +68,7 @@ def test_a_short_replay_prints_both_policies_and_the_counts_add_up(tmp_path: Pat
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_replay_stops_every_process(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--duration", "60", "--speed", "0"]
+    argv = [sys.executable, "-m", "warmserve.cli", "local", "--duration", "60", "--speed", "0"]
     argv += ["--no-progress", "--log-dir", str(tmp_path)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: list[int] = []

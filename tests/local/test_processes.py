@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from warmserve.operator.local.processes import ChildError, Children, ChildSpec, free_port
+from warmserve.local.processes import ChildError, Children, ChildSpec, free_port
 
 from .process_checks import alive, assert_all_gone
 

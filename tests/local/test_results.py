@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from warmserve.operator.local.client import Outcome
-from warmserve.operator.local.results import format_table, summarize
+from warmserve.local.client import Outcome
+from warmserve.local.results import format_table, summarize
 
 
 def ok(ttft: float) -> Outcome:

@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from warmserve.operator.local.processes import free_port
+from warmserve.local.processes import free_port
 
 from .process_checks import assert_all_gone, children_of, stop
 
@@ -20,7 +20,7 @@ from .process_checks import assert_all_gone, children_of, stop
 @pytest.mark.slow
 def test_serve_answers_the_openai_client_and_curl_then_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "local", "--serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "warmserve.cli", "local", "--serve", "--port", str(port)]
     argv += ["--speed", "0", "--log-dir", str(tmp_path)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: list[int] = []

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from warmserve.operator.local.client import PROMPT
-from warmserve.operator.local.setup import PROMPT_TOKENS, LocalSetup
+from warmserve.local.client import PROMPT
+from warmserve.local.setup import PROMPT_TOKENS, LocalSetup
 from warmserve.worker.engines.base import GenerateRequest
 from warmserve.worker.engines.fake import FakeEngine
 

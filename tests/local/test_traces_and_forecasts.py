@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from warmserve.local.arrivals import ReplaySlice
+from warmserve.local.forecasts import ReplayClock, TraceForecasts
+from warmserve.local.traces import binned, load_rates
 from warmserve.operator.forecast.traces import RateSeries, RequestSeries
-from warmserve.operator.local.arrivals import ReplaySlice
-from warmserve.operator.local.forecasts import ReplayClock, TraceForecasts
-from warmserve.operator.local.traces import binned, load_rates
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 TRACES = Path("/work/shared/traces")
 

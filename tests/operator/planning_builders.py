@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 
 from hypothesis import strategies as st
 
-from warmserve.operator.snapshot import Demand, Forecast, Gpu, ModelConfig, Replica, Snapshot, Worker
-from warmserve.worker.protocol import ModelSpec, ReplicaState, Role
+from warmserve.operator.planning.snapshot import Demand, Forecast, Gpu, ModelConfig, Replica, Snapshot, Worker
+from warmserve.protocol.state import ModelSpec, ReplicaState, Role
 
 GIB = 1 << 30
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.desired import desired_states
-from warmserve.operator.plan import apply_plan
-from warmserve.operator.planner import plan_step
-from warmserve.worker.protocol import DesiredState, ReplicaState, Role
+from warmserve.operator.planning.desired import desired_states
+from warmserve.operator.planning.plan import apply_plan
+from warmserve.operator.planning.planner import plan_step
+from warmserve.operator.planning.reactive import ReactiveState
+from warmserve.protocol.state import DesiredState, ReplicaState, Role
 
 
 def test_each_worker_gets_its_replicas_with_roles_priorities_and_lent_space() -> None:
@@ -40,7 +40,7 @@ def test_each_worker_gets_its_replicas_with_roles_priorities_and_lent_space() ->
 
 def test_a_planned_cluster_yields_documents_the_worker_accepts() -> None:
     snap = snapshot([model("a", 4), model("t", 8, tp=2)], demand={"a": 12.0}, forecasts={"t": (10, 30)})
-    plan, _ = plan_step(snap, AutoscalerState())
+    plan, _ = plan_step(snap, ReactiveState())
     states = desired_states(apply_plan(snap, plan), generation=1)
     roles = sorted((r.model, r.role.value) for r in states["w0"].replicas)
     assert roles == [("a", "serve"), ("a", "serve"), ("t", "prewarm")]

@@ -10,7 +10,7 @@ import pytest
 from warmserve.operator.forecast.backtest import backtest, mape, mase, rolling_one_step
 from warmserve.operator.forecast.concurrency import LoadSeries
 from warmserve.operator.forecast.forecasters import make_forecaster
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 def test_mape_skips_windows_without_load() -> None:

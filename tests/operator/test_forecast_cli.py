@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from warmserve.operator.cli import main
+from warmserve.cli import main
 
 METRICS = {"mean_mape", "peak_mape", "mean_mase", "peak_mase"}
 

@@ -14,7 +14,7 @@ from warmserve.operator.forecast.concurrency import (
     load_series,
 )
 from warmserve.operator.forecast.traces import RateSeries, RequestSeries
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 def requests(arrivals: list[float], durations: list[float], model: str = "m") -> RequestSeries:

@@ -19,7 +19,7 @@ from warmserve.operator.forecast.forecasters import (
     last_value,
     make_forecaster,
 )
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 PERIOD = 24
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.operator.planning_builders import GIB, serving
-from warmserve.operator.kv_reservation import (
+from warmserve.operator.planning.kv_reservation import (
     Borrower,
     KvConfig,
     lend_change,
@@ -17,7 +17,7 @@ from warmserve.operator.kv_reservation import (
     reclaim_victims,
     reserve_bytes,
 )
-from warmserve.operator.snapshot import SnapshotError
+from warmserve.operator.planning.snapshot import SnapshotError
 
 CONFIG = KvConfig()
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
-from warmserve.operator.occupancy import Occupancy, is_laminar_with
-from warmserve.operator.placement import PlacementConfig, choose_cold, choose_prewarm, choose_promotion
-from warmserve.operator.snapshot import Gpu, Replica, Worker
-from warmserve.worker.protocol import ReplicaState
+from warmserve.operator.planning.occupancy import Occupancy, is_laminar_with
+from warmserve.operator.planning.placement import (
+    PlacementConfig,
+    choose_cold,
+    choose_prewarm,
+    choose_promotion,
+)
+from warmserve.operator.planning.snapshot import Gpu, Replica, Worker
+from warmserve.protocol.state import ReplicaState
 
 CONFIG = PlacementConfig()
 SINGLE = [model("new", 4), model("p", 4), model("q", 4), model("big", 12)]

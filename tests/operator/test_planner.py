@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.plan import (
+from warmserve.operator.planning.plan import (
     Action,
     ColdStart,
     Demote,
@@ -18,13 +17,14 @@ from warmserve.operator.plan import (
     ReclaimKV,
     apply_plan,
 )
-from warmserve.operator.planner import PlannerConfig, plan_step
-from warmserve.operator.snapshot import Demand, Snapshot
-from warmserve.worker.protocol import ReplicaState
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.reactive import ReactiveState
+from warmserve.operator.planning.snapshot import Demand, Snapshot
+from warmserve.protocol.state import ReplicaState
 
 
-def step(snap: Snapshot, state: AutoscalerState | None = None, config: PlannerConfig | None = None) -> Plan:
-    return plan_step(snap, state or AutoscalerState(), config)[0]
+def step(snap: Snapshot, state: ReactiveState | None = None, config: PlannerConfig | None = None) -> Plan:
+    return plan_step(snap, state or ReactiveState(), config)[0]
 
 
 def of(plan: Plan, kind: type[Action]) -> list[Action]:
@@ -96,7 +96,7 @@ def test_a_wide_model_waiting_takes_a_whole_block_and_protected_instances_stay()
     plan = step(snap)  # the least busy block, each model keeping an instance
     assert sorted(a.replica_id for a in of(plan, Demote)) == ["b0", "c1"]
     assert [a.gpus for a in of(plan, ColdStart)] == [(0, 1)]
-    plan = step(snap, AutoscalerState(protected_until={"b0": 200.0}))
+    plan = step(snap, ReactiveState(protected_until={"b0": 200.0}))
     assert sorted(a.replica_id for a in of(plan, Demote)) == ["b2", "c3"]
     assert [a.gpus for a in of(plan, ColdStart)] == [(2, 3)]
 
@@ -135,7 +135,7 @@ def test_scale_out_follows_the_smoothed_load() -> None:
 
 def test_one_tick_spike_is_smoothed_over_the_window() -> None:
     quiet = snapshot([model("a")], [serving("s", "a", [0], 8)], demand={"a": 2.0})
-    _, state = plan_step(quiet, AutoscalerState())
+    _, state = plan_step(quiet, ReactiveState())
     _, state = plan_step(quiet, state)
     _, state = plan_step(quiet, state)
     spike = replace(quiet, demand={"a": Demand(26.0)})  # window of 4: mean (2 + 2 + 2 + 26) / 4 = 8
@@ -158,7 +158,7 @@ def test_scale_in_demotes_the_least_loaded_unprotected_instance_and_keeps_weight
     assert "keep its weights prewarmed" in of(plan, Demote)[0].reason
     after = apply_plan(snap, plan)
     assert {r.id: r.state for r in after.replicas}["s1"] is ReplicaState.PREWARMED
-    protected = AutoscalerState(protected_until={"s1": 103.0})
+    protected = ReactiveState(protected_until={"s1": 103.0})
     assert [a.replica_id for a in of(step(snap, protected), Demote)] == ["s2", "s0"]
 
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 
 from tests.operator.planning_builders import random_snapshots
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.desired import desired_states
-from warmserve.operator.occupancy import gpu_mask
-from warmserve.operator.plan import ColdStart, Demote, Evict, Plan, Promote, apply_plan
-from warmserve.operator.planner import plan_step
-from warmserve.operator.snapshot import Snapshot
-from warmserve.worker.protocol import DesiredState, ReplicaState
+from warmserve.operator.planning.desired import desired_states
+from warmserve.operator.planning.occupancy import gpu_mask
+from warmserve.operator.planning.plan import ColdStart, Demote, Evict, Plan, Promote, apply_plan
+from warmserve.operator.planning.planner import plan_step
+from warmserve.operator.planning.reactive import ReactiveState
+from warmserve.operator.planning.snapshot import Snapshot
+from warmserve.protocol.state import DesiredState, ReplicaState
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def planned(snapshot: Snapshot) -> tuple[Plan, Snapshot, AutoscalerState]:
-    plan, state = plan_step(snapshot, AutoscalerState())
+def planned(snapshot: Snapshot) -> tuple[Plan, Snapshot, ReactiveState]:
+    plan, state = plan_step(snapshot, ReactiveState())
     return plan, apply_plan(snapshot, plan), state
 
 

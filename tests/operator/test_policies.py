@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.operator.planning_builders import GIB, model, serving, snapshot, workers
-from warmserve.operator.plan import ColdStart, Evict, Prewarm, Promote
+from warmserve.operator.planning.plan import ColdStart, Evict, Prewarm, Promote
 from warmserve.operator.policies.autoscale import AutoscaleConfig, AutoscaleState, autoscale_step
 from warmserve.operator.policies.dedicated import DedicatedConfig, dedicated_step, instance_counts
 from warmserve.operator.policies.muxserve import muxserve_layout
 from warmserve.operator.policies.registry import NAMES, ForecastNeed, Sizing, policy_by_name
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 def test_registry_rejects_unknown_names_listing_the_accepted_ones() -> None:

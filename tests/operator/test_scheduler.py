@@ -6,13 +6,20 @@ import asyncio
 import itertools
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.plan import Plan
-from warmserve.operator.planner import plan_step
-from warmserve.operator.scheduler import Observation, Scheduler, build_snapshot, run
-from warmserve.operator.snapshot import Demand, Forecast, ModelConfig
-from warmserve.worker.protocol import (
+import pytest
+
+from warmserve.operator.planning.plan import Plan
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.prewarm_scores import ScoreConfig, rank_score, replica_demand
+from warmserve.operator.planning.reactive import ReactiveState
+from warmserve.operator.planning.snapshot import Demand, Forecast, ModelConfig
+from warmserve.operator.policies.registry import policy_by_name
+from warmserve.operator.policies.warmserve import CONFIGS
+from warmserve.operator.ports import Observation
+from warmserve.operator.scheduler import Scheduler, build_snapshot, run
+from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
     GpuUsage,
@@ -61,7 +68,7 @@ def as_observed(desired: DesiredState, state: ReplicaState) -> tuple[ObservedRep
 
 
 def test_forecast_prewarms_once_and_a_pending_order_is_not_placed_again() -> None:
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
     first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")}))
     assert set(first.desired) == {"w0"}
     ordered = first.desired["w0"]
@@ -80,7 +87,7 @@ def test_forecast_prewarms_once_and_a_pending_order_is_not_placed_again() -> Non
 
 
 def test_demand_promotes_the_prewarmed_replica_instead_of_loading_another() -> None:
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
     ordered = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
     observed = {"w0": worker("w0", as_observed(ordered, ReplicaState.PREWARMED))}
     decision = scheduler.tick(
@@ -106,8 +113,46 @@ def test_an_order_in_lent_space_counts_as_borrowed_before_the_worker_reports_it(
     assert flags == {"a-0": False, "b-0": True, "b-1": False}  # as the worker flags them when it loads
 
 
+def test_models_declared_at_run_time_are_planned_and_removed_ones_released() -> None:
+    only_a = {"a": MODELS["a"]}
+    forecasts = Fixed({"a": Forecast(mean=6.0, peak=6.0), "b": Forecast(mean=6.0, peak=6.0)})
+    scheduler = Scheduler(only_a, plan_step, ReactiveState(), forecasts)
+    first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
+    assert [r.model for r in first.replicas] == ["a"]  # "b" is forecast but not declared
+
+    scheduler.set_models(MODELS)  # a ModelDeployment for "b" appears
+    observed = {"w0": worker("w0", as_observed(first, ReplicaState.PREWARMED))}
+    added = scheduler.tick(Observation(now=1.0, workers=observed)).desired["w0"]
+    assert sorted(r.model for r in added.replicas) == ["a", "b"]
+    assert set(added.models) == {"a", "b"}
+
+    scheduler.set_models({"b": MODELS["b"]})  # the one for "a" is deleted
+    observed = {"w0": worker("w0", as_observed(added, ReplicaState.PREWARMED))}
+    removed = scheduler.tick(Observation(now=2.0, workers=observed)).desired["w0"]
+    assert [r.model for r in removed.replicas] == ["b"]
+    assert set(removed.models) == {"b"}
+
+
+def test_priorities_are_written_with_the_scoring_rule_the_policy_plans_with() -> None:
+    # no mean load but a peak of two instances: two burst replicas, scored peak / max(mean, floor)
+    forecasts = Fixed({"a": Forecast(mean=0.0, peak=16.0)})
+    scores = ScoreConfig(burst_mean_floor=4.0)
+    step = partial(plan_step, config=PlannerConfig(scores=scores))
+    scheduler = Scheduler({"a": MODELS["a"]}, step, ReactiveState(), forecasts, scores)
+    written = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
+    demand = replica_demand(MODELS["a"], 0.0, 16.0, 0)
+    expected = [rank_score(MODELS["a"], demand, rank, scores) for rank in range(2)]
+    assert [r.priority for r in written.replicas] == pytest.approx(expected)
+    assert expected[0] != rank_score(MODELS["a"], demand, 0, ScoreConfig())  # the default would differ
+
+
+def test_the_registry_gives_each_policy_the_scoring_rule_it_plans_with() -> None:
+    for name, config in CONFIGS.items():
+        assert policy_by_name(name).scores is config.scores
+
+
 def test_a_bad_observation_holds_steady_and_says_why() -> None:
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState())
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState())
     stray = ObservedReplica(id="x", model="a", gpus=(5,), state=ReplicaState.PREWARMED, since=0.0)
     decision = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0", (stray,))}))
     assert decision.desired == {}
@@ -117,7 +162,7 @@ def test_a_bad_observation_holds_steady_and_says_why() -> None:
 def test_a_worker_whose_report_is_refused_is_left_out_and_the_rest_is_planned() -> None:
     """A refused report must not freeze the cluster: the tick plans the other workers and names the one
     it left out (a serving replica flagged borrowed is what froze every tick before)."""
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState())
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState())
     odd = ObservedReplica(
         id="a-0", model="a", gpus=(0,), state=ReplicaState.SERVING, since=0.0, borrowed=True
     )
@@ -135,7 +180,7 @@ def test_a_worker_whose_report_is_refused_is_left_out_and_the_rest_is_planned() 
 def test_a_worker_at_a_higher_generation_gets_the_next_write_above_it() -> None:
     """One PUT with a huge generation (or a restarted scheduler counting from 0) must not lock the
     scheduler out: workers refuse every generation under the one they applied."""
-    scheduler = Scheduler(MODELS, plan_step, AutoscalerState(), Fixed({"a": Forecast(mean=4.0, peak=8.0)}))
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState(), Fixed({"a": Forecast(mean=4.0, peak=8.0)}))
     first = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")}))
     ours = first.desired["w0"]
     report = as_observed(ours, ReplicaState.PREWARMED)

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.operator.planning_builders import GIB, model, prewarmed, serving, snapshot, workers
-from warmserve.operator.autoscaler import AutoscalerConfig
-from warmserve.operator.kv_reservation import KvConfig
-from warmserve.operator.placement import PlacementConfig
-from warmserve.operator.snapshot import (
+from warmserve.operator.planning.kv_reservation import KvConfig
+from warmserve.operator.planning.placement import PlacementConfig
+from warmserve.operator.planning.reactive import ReactiveConfig
+from warmserve.operator.planning.snapshot import (
     Demand,
     Forecast,
     Gpu,
@@ -25,8 +25,8 @@ from warmserve.operator.snapshot import (
     SnapshotError,
     Worker,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import ReplicaState, Role
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import ReplicaState, Role
 
 A = model("a", 4)
 B = model("b", 4)
@@ -177,11 +177,11 @@ CASES: list[tuple[str, Callable[[], object], str, str]] = [
         "models['a'].load_bandwidth_bytes_per_s",
         "> 0",
     ),
-    ("zero tick", lambda: AutoscalerConfig(tick_s=0), "autoscaler.tick_s", "> 0"),
+    ("zero tick", lambda: ReactiveConfig(tick_s=0), "reactive.tick_s", "> 0"),
     (
         "inverted thresholds",
-        lambda: AutoscalerConfig(scale_in_threshold=0.9),
-        "autoscaler.scale_in_threshold",
+        lambda: ReactiveConfig(scale_in_threshold=0.9),
+        "reactive.scale_in_threshold",
         "[0, scale_out",
     ),
     ("zero chunk", lambda: KvConfig(chunk_bytes=0), "kv.chunk_bytes", ">= 1"),

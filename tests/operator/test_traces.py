@@ -20,7 +20,7 @@ from warmserve.operator.forecast.traces import (
     read_trace,
     write_rate_csv,
 )
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 SHARED_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from warmserve.operator.cli import main
+from warmserve.cli import main
 from warmserve.sim.results import KEYS
 
 

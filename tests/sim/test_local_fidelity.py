@@ -11,11 +11,11 @@ import pytest
 
 from warmserve.operator.forecast.concurrency import LatencyModel
 from warmserve.operator.forecast.traces import RateSeries
-from warmserve.sim.cluster import ClusterSpec, catalog
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.sim.catalog import ClusterSpec, catalog
 from warmserve.sim.forecasts import TraceForecast
 from warmserve.sim.simulator import SimConfig, Simulation
 from warmserve.sim.workload import Workload
-from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.timing import Tier, gpu_profile, load_seconds, model_shape, prefill_seconds
 
 CLUSTER = ClusterSpec(nodes=1, gpus_per_node=1, host_cache_gib=0.0)

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from warmserve.operator import demand
-from warmserve.operator.snapshot import Snapshot
-from warmserve.sim.cluster import ClusterSpec
+from warmserve.operator.planning import prewarm_scores as demand
+from warmserve.operator.planning.snapshot import Snapshot
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.sim.catalog import ClusterSpec
 from warmserve.sim.results import KEYS, summarize
 from warmserve.sim.scenario import Scenario, check_policies, max_rate_at_slo, prepare, run_policy
 from warmserve.sim.simulator import Simulation
 from warmserve.sim.workload import WorkloadSpec
-from warmserve.worker.errors import InvalidFieldError
 
 
 def small(trace: Path, **workload: object) -> Scenario:

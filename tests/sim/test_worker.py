@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from warmserve.protocol.state import DesiredReplica, DesiredState, ModelSpec, ReplicaState, Role
 from warmserve.sim.batch_cost import Costing
 from warmserve.sim.instance import SimInstance
 from warmserve.sim.worker import SimWorker
-from warmserve.worker.protocol import DesiredReplica, DesiredState, ModelSpec, ReplicaState, Role
 from warmserve.worker.timing import GPU_PROFILES, shape_for_spec
 
 SPEC = ModelSpec(

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from warmserve.protocol.errors import InvalidFieldError
 from warmserve.sim.workload import WorkloadSpec, build_workload
-from warmserve.worker.errors import InvalidFieldError
 
 
 def _write(path: Path, rows: list[tuple[float, str, int, int]], with_model: bool) -> Path:

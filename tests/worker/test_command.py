@@ -7,7 +7,7 @@ import sys
 
 PRINTS_A_LOT = """
 import argparse, sys
-from warmserve.worker.command import run_parsed
+from warmserve.protocol.command import run_parsed
 
 def func(args):
     for i in range(200_000):
@@ -28,13 +28,13 @@ def test_a_closed_output_pipe_ends_quietly() -> None:
 
 
 def test_version_is_printed() -> None:
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "--version"]
+    argv = [sys.executable, "-m", "warmserve.cli", "--version"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("warmserve ")
 
 
 def test_a_malformed_option_value_is_one_line() -> None:
-    argv = [sys.executable, "-m", "warmserve.operator.cli", "forecast", "--window", "abc"]
+    argv = [sys.executable, "-m", "warmserve.cli", "forecast", "--window", "abc"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     message = "argument --window: invalid float value: 'abc' (see warmserve forecast --help)"

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from warmserve.protocol.state import DesiredState
 from warmserve.worker.desired_source import (
     Accept,
     Backoff,
@@ -24,7 +25,6 @@ from warmserve.worker.desired_source import (
     judge,
 )
 from warmserve.worker.observed_sink import write_atomically
-from warmserve.worker.protocol import DesiredState
 
 WORKER = "worker-a"
 

@@ -17,6 +17,8 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 from warmserve.worker.desired_source import (
     Backoff,
     DesiredSource,
@@ -26,8 +28,6 @@ from warmserve.worker.desired_source import (
     Rejection,
     kube_api_client,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import DESIRED_ANNOTATION, DesiredState
 
 POD = PodRef(namespace="warmserve", name="worker-a")  # the emulator's; on the real server: `pod` below
 FAST = Backoff(initial=0.02, maximum=0.2)

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from warmserve.protocol.errors import InvalidFieldError, UnavailableError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.engines.fake import FakeEngine
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.timing import Iteration, Tier, gpu_profile, iteration_seconds, model_shape
 
 # An A100 whose iterations cost a visible 20 ms more, so wall-clock checks are robust on a busy machine.
@@ -136,11 +136,11 @@ async def test_demote_needs_a_drained_instance_and_promote_again_serves() -> Non
     engine, instance = await serve()
     stream = instance.generate(GenerateRequest((1,), max_tokens=10))
     await anext(stream)
-    with pytest.raises(WarmServeError, match="in flight"):
+    with pytest.raises(UnavailableError, match="in flight"):
         await engine.demote(instance)
     await stream.aclose()
     prepared = await engine.demote(instance)
-    with pytest.raises(WarmServeError, match="demoted"):
+    with pytest.raises(UnavailableError, match="demoted"):
         await collect(instance, GenerateRequest((1,)))
     again = await engine.promote(prepared, None, 100 * KV_PER_TOKEN)
     assert len(await collect(again, GenerateRequest((1,), max_tokens=2))) == 2

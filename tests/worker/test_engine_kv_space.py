@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest, Prepared, TokenEvent
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
 from warmserve.worker.engines.kv_space import KvRange, KvSpace
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.protocol import ModelSpec
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 5000)), max_size=60))

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.engines.torch_engine import TorchEngine, TorchPrepared, slot_from_checkpoint
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.layout import WeightLayout
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.tiny_model import make_tiny_model
 
 PROMPT = "Hello world, how are you?"

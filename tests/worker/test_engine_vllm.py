@@ -10,6 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest
 from warmserve.worker.engines.fake import FakeEngine
 from warmserve.worker.engines.vllm_engine import (
@@ -20,8 +22,6 @@ from warmserve.worker.engines.vllm_engine import (
     _events,
     sleep_mode_available,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.timing import gpu_profile
 from warmserve.worker.tiny_model import make_tiny_model
 
@@ -37,7 +37,7 @@ SPEC = ModelSpec("tiny", "/nowhere", 1000, kv_bytes_per_token=512)
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed: the missing-vLLM message cannot show")
 async def test_without_vllm_every_use_says_to_install_the_extra() -> None:
-    with pytest.raises(WarmServeError, match="install the vllm extra") as err:
+    with pytest.raises(InvalidInputError, match="install the vllm extra") as err:
         await VllmEngine().prepare(SPEC, None, None)
     assert str(err.value) == INSTALL_HINT
 
@@ -61,7 +61,7 @@ async def test_promote_and_demote_refuse_what_is_not_theirs() -> None:
 @pytest.mark.skipif(sleep_mode_available(), reason="a GPU is present: demote works there")
 async def test_demote_on_a_cpu_says_sleep_mode_needs_a_gpu() -> None:
     instance = VllmInstance(VllmPrepared(SPEC, 1000, 512, engine=None), 1024)
-    with pytest.raises(WarmServeError, match="GPU"):
+    with pytest.raises(InvalidInputError, match="GPU"):
         await VllmEngine().demote(instance)
 
 

@@ -13,10 +13,8 @@ import kubernetes.client
 import pytest
 
 from tests.kube_emulator import KubeEmulator
-from warmserve.worker.desired_source import Backoff, PodRef
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.observed_sink import FileSink, PodAnnotationSink, write_atomically
-from warmserve.worker.protocol import (
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import (
     DESIRED_ANNOTATION,
     OBSERVED_ANNOTATION,
     GpuUsage,
@@ -24,6 +22,8 @@ from warmserve.worker.protocol import (
     ObservedState,
     ReplicaState,
 )
+from warmserve.worker.desired_source import Backoff, PodRef
+from warmserve.worker.observed_sink import FileSink, PodAnnotationSink, write_atomically
 
 POD = PodRef(namespace="warmserve", name="worker-a")
 FAST = Backoff(initial=0.02, maximum=0.1)

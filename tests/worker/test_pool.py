@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.pool import (
     MemoryPool,
     NoBytesError,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from warmserve.worker.protocol import DesiredReplica, DesiredState, ModelSpec, ReplicaState, Role
+from warmserve.protocol.state import DesiredReplica, DesiredState, ModelSpec, ReplicaState, Role
 from warmserve.worker.reconcile import Current, StepKind, converge
 
 MODELS = {m: ModelSpec(name=m, weights=f"/cache/{m}", weight_bytes=100) for m in ("a", "b", "c")}

@@ -24,9 +24,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.worker.test_worker_process import WorkerProcess, states, workers  # noqa: F401  (a fixture)
-from warmserve.operator.cli import main
+from warmserve.cli import main
+from warmserve.protocol.state import ObservedState, ReplicaState
 from warmserve.worker.engines.torch_engine import TorchEngine, TorchInstance
-from warmserve.worker.protocol import ObservedState, ReplicaState
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
 from warmserve.worker.server import create_app
 

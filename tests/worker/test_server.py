@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from warmserve.protocol.state import ObservedState, ReplicaState
 from warmserve.worker.engines.fake import FakeEngine
-from warmserve.worker.protocol import ObservedState, ReplicaState
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
 from warmserve.worker.server import REPLICA_HEADER, create_app
 from warmserve.worker.timing import gpu_profile

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 from warmserve.worker.pool import MemoryPool, Slot
 from warmserve.worker.pool.fake import FakePool
 from warmserve.worker.pool.host import HostPool

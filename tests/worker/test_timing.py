@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.protocol import ModelSpec
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.timing import (
     GPU_PROFILES,
     MODEL_SHAPES,

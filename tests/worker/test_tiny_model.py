@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from warmserve.operator.cli import build_parser
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.cli import build_parser
+from warmserve.protocol.errors import InvalidFieldError
 from warmserve.worker.tiny_model import TinyModelSize, make_tiny_model
 
 

@@ -30,8 +30,8 @@ import asyncio, json, sys
 
 from warmserve.worker.engines.base import GenerateRequest
 from warmserve.worker.engines.vllm_engine import VllmEngine
-from warmserve.worker.errors import WarmServeError
-from warmserve.worker.protocol import ModelSpec
+from warmserve.protocol.errors import WarmServeError
+from warmserve.protocol.state import ModelSpec
 
 
 async def main(directory: str) -> None:

@@ -23,11 +23,11 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warmserve.operator.cli import main
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.cli import main
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ObservedState, ReplicaState
 from warmserve.worker.observed_sink import write_atomically
 from warmserve.worker.process import default_name, parse_size
-from warmserve.worker.protocol import ObservedState, ReplicaState
 
 GIB = 2**30
 MODEL = {
@@ -61,7 +61,7 @@ class WorkerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        command = [sys.executable, "-m", "warmserve.operator.cli", "worker", "--name", name]
+        command = [sys.executable, "-m", "warmserve.cli", "worker", "--name", name]
         command += ["--port", str(self.port), *args]
         env = os.environ | {"PYTHONUNBUFFERED": "1"}
         with log.open("a") as out:

@@ -15,8 +15,8 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from tests.worker.test_worker_process import WorkerProcess, desired, states, workers  # noqa: F401  (fixture)
-from warmserve.operator.cli import main
-from warmserve.worker.protocol import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, ObservedState, ReplicaState
+from warmserve.cli import main
+from warmserve.protocol.state import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, ObservedState, ReplicaState
 
 POD = "worker-k"
 

@@ -18,17 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from warmserve.worker.errors import WarmServeError
+from warmserve.protocol.errors import UnavailableError
 
 T = TypeVar("T")  # what is handed out (an instance)
 W = TypeVar("W")  # what a waiter wants (the instances it must not be given)
 
 
-class QueueFull(WarmServeError):
+class QueueFull(UnavailableError):
     """The model's wait queue is at its limit: the request is refused at once."""
 
 
-class HoldExpired(WarmServeError):
+class HoldExpired(UnavailableError):
     """The request's deadline passed before capacity appeared."""
 
 

@@ -1,7 +1,7 @@
 """The gateway's HTTP server: the OpenAI-compatible front door, ``/demand`` and ``/metrics``.
 
 A thin adapter around the router (which instance, or wait) and the proxy (forward, retry, stream).
-Requests are validated once by :func:`warmserve.worker.openai_api.parse_request`: a malformed one is
+Requests are validated once by :func:`warmserve.protocol.openai_api.parse_request`: a malformed one is
 answered ``400`` naming the field, a model that is not declared ``404`` (``model_not_found``), both in
 OpenAI's error format, before any instance is involved. Client disconnects cancel the handler
 (``handler_cancellation``), which closes the upstream connection so the worker cancels too.
@@ -23,13 +23,13 @@ import aiohttp
 from aiohttp import web
 
 from warmserve.gateway.config import GatewayConfig, check_worker_urls
-from warmserve.gateway.demand import demand_body
 from warmserve.gateway.discovery import Discovery
 from warmserve.gateway.metrics import GatewayMetrics
 from warmserve.gateway.proxy import Call, Proxy
 from warmserve.gateway.router import Router
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.openai_api import Kind, error_body, models_body, parse_request
+from warmserve.protocol.demand_report import demand_body
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.openai_api import Kind, error_body, models_body, parse_request
 
 log = logging.getLogger(__name__)
 

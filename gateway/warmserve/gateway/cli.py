@@ -13,8 +13,7 @@ from typing import Any
 
 from warmserve.gateway.app import Gateway, run
 from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, GatewayConfig, parse_model_arg
-from warmserve.operator.cli import CliError
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 
 
 def register(subparsers: Any) -> None:
@@ -78,20 +77,20 @@ def _run(args: argparse.Namespace) -> int:
         config = _config(args)
     except InvalidFieldError as exc:
         option = _OPTIONS.get(exc.field.split("[")[0], exc.field)
-        raise CliError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
+        raise InvalidInputError(f"{option}: expected {exc.expected}, got {exc.got!r}") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         run(Gateway(config), args.host, args.port)
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+        raise InvalidInputError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
     return 0
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
     if not args.model:
-        raise CliError("--model: expected at least one NAME[:B], got none")
+        raise InvalidInputError("--model: expected at least one NAME[:B], got none")
     if not 0 < args.port < 65536:
-        raise CliError(f"--port: expected 1 to 65535, got {args.port}")
+        raise InvalidInputError(f"--port: expected 1 to 65535, got {args.port}")
     return GatewayConfig(
         models=tuple(parse_model_arg(m) for m in args.model),
         workers=tuple(args.worker),

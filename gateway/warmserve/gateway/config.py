@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 #: B when a model is declared without one; the same default as a ModelSpec's ``max_concurrency``.
 DEFAULT_MAX_CONCURRENCY = 8

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 
 from warmserve.gateway.config import check_worker_urls
-from warmserve.gateway.routing import Instance
-from warmserve.worker.errors import WarmServeError
-from warmserve.worker.protocol import ObservedState, ReplicaState
+from warmserve.gateway.instances import Instance
+from warmserve.protocol.errors import WarmServeError
+from warmserve.protocol.state import ObservedState, ReplicaState
 
 log = logging.getLogger(__name__)
 

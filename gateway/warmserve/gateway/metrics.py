@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from warmserve.gateway.demand import ModelDemand
-from warmserve.worker.metrics import LATENCY_BUCKETS, TOKEN_BUCKETS
+from warmserve.protocol.demand_report import ModelDemand
+from warmserve.protocol.metric_buckets import LATENCY_BUCKETS, TOKEN_BUCKETS
 
 PREFIX = "warmserve_gateway"
 

@@ -23,10 +23,10 @@ import aiohttp
 from aiohttp import web
 
 from warmserve.gateway.admission import HoldExpired, QueueFull
+from warmserve.gateway.instances import Instance
 from warmserve.gateway.metrics import GatewayMetrics
 from warmserve.gateway.router import Exclude, Router
-from warmserve.gateway.routing import Instance
-from warmserve.worker.openai_api import REPLICA_HEADER, GenerationRequest, error_body, sse
+from warmserve.protocol.openai_api import REPLICA_HEADER, GenerationRequest, error_body, sse
 
 #: Instances one request is tried on before it is answered 503 (the first try included).
 MAX_ATTEMPTS = 3

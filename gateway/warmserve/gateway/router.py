@@ -14,8 +14,8 @@ from types import MappingProxyType
 
 from warmserve.gateway.admission import WaitQueue
 from warmserve.gateway.config import DeclaredModel
-from warmserve.gateway.demand import ModelDemand
-from warmserve.gateway.routing import Incarnation, Instance, InstanceKey, pick_instance
+from warmserve.gateway.instances import Incarnation, Instance, InstanceKey, pick_instance
+from warmserve.protocol.demand_report import ModelDemand
 
 InstanceTable = Mapping[str, tuple[Instance, ...]]  # model → its serving instances
 Exclude = frozenset[Incarnation]  # the instances that failed one request

@@ -1,9 +1,11 @@
 """The scheduler: observe → decide → act; one object under the operator, the local runner and the simulator.
 
-A :class:`Scheduler` turns one :class:`Observation` (every worker's observed state and the gateway's
-demand at time ``now``) into the desired state of every worker. It is synchronous and does no I/O:
-adapters own the clock and the wire. :func:`run` is the asynchronous loop for real clusters over a
-:class:`Cluster` port; the simulator calls :meth:`Scheduler.tick` at virtual times.
+A :class:`Scheduler` turns one :class:`~warmserve.operator.ports.Observation` (every worker's observed
+state and the gateway's demand at time ``now``) into the desired state of every worker. It is synchronous
+and does no I/O: adapters own the clock and the wire (its ports are in :mod:`warmserve.operator.ports`).
+:func:`run` is the asynchronous loop for real clusters over a :class:`~warmserve.operator.ports.Cluster`;
+the simulator calls :meth:`Scheduler.tick` at virtual times. The set of models may change between ticks
+(:meth:`Scheduler.set_models`): on a cluster they come and go with their ``ModelDeployment`` resources.
 
 What it remembers between ticks, and why:
 
@@ -11,7 +13,7 @@ What it remembers between ticks, and why:
   loading (the planner would otherwise place it again every tick), and one it dropped but a worker
   still reports (being released) no longer counts;
 - the snapshot of the last tick, so that the next one checks only what changed (:meth:`Snapshot.revise`);
-- the policy's own state (the autoscaler's smoothing and protection timestamps);
+- the policy's own state (the reactive layer's smoothing and protection timestamps);
 - the forecast source's load history.
 
 On an inconsistent observation (a worker reporting memory over its capacity, say) the snapshot is
@@ -26,15 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from warmserve.operator.desired import desired_states
-from warmserve.operator.plan import Plan, apply_plan
-from warmserve.operator.snapshot import (
-    Demand,
+from warmserve.operator.planning.desired import desired_states
+from warmserve.operator.planning.plan import Plan, apply_plan
+from warmserve.operator.planning.prewarm_scores import ScoreConfig
+from warmserve.operator.planning.snapshot import (
     Forecast,
     Gpu,
     ModelConfig,
@@ -43,48 +45,17 @@ from warmserve.operator.snapshot import (
     SnapshotError,
     Worker,
 )
-from warmserve.worker.protocol import (
+from warmserve.operator.ports import Cluster, ForecastSource, NoForecast, Observation, Policy
+from warmserve.protocol.errors import UnavailableError
+from warmserve.protocol.state import (
     DesiredState,
     ObservedReplica,
-    ObservedState,
     ReplicaState,
     Role,
     loads_borrowed,
 )
 
 log = logging.getLogger(__name__)
-
-#: A policy decides one step: ``(snapshot, its state) -> (plan, its next state)``.
-Policy = Callable[[Snapshot, Any], tuple[Plan, Any]]
-
-
-class ForecastSource(Protocol):
-    """Where per-model forecasts come from: learned online, known in advance (oracle), or none."""
-
-    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
-        """Record the demand seen at ``now`` (called every tick before :meth:`forecasts`)."""
-
-    def forecasts(self, now: float) -> Mapping[str, Forecast]:
-        """Mean and peak concurrency per model over the coming horizon; absent = no forecast."""
-
-
-class NoForecast:
-    """The reactive-only source (the ``no-forecast`` ablation): never forecasts anything."""
-
-    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
-        return None
-
-    def forecasts(self, now: float) -> Mapping[str, Forecast]:
-        return {}
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What the scheduler sees at ``now``: each worker's report and the gateway's demand per model."""
-
-    now: float
-    workers: Mapping[str, ObservedState]
-    demand: Mapping[str, Demand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +75,26 @@ class Scheduler:
         policy: Policy,
         policy_state: Any,
         forecasts: ForecastSource | None = None,
+        scores: ScoreConfig | None = None,
     ) -> None:
+        """``scores``: the scoring rule the policy plans with, so that the priorities written to the
+        workers are the scores the policy ranked replicas by (the registry's ``PolicyEntry.scores``)."""
         self.models: Mapping[str, ModelConfig] = MappingProxyType(dict(models))
         self._prior: tuple[Mapping[str, ModelConfig], Snapshot] | None = None  # see build_snapshot
         self.policy = policy
         self.policy_state = policy_state
         self.forecast_source: ForecastSource = forecasts or NoForecast()
+        self.scores = scores or ScoreConfig()
         self.generation = 0
         self.last_desired: dict[str, DesiredState] = {}
         self.last_error = ""
         self.excluded: Mapping[str, str] = {}  # worker -> why its report was left out of the last tick
+
+    def set_models(self, models: Mapping[str, ModelConfig]) -> None:
+        """Serve ``models`` from the next tick on. A model no longer declared has its replicas left out of
+        the next desired states (the workers release them); a new one is planned like any other. The next
+        tick builds its snapshot afresh (the previous one was checked against the old models)."""
+        self.models = MappingProxyType(dict(models))
 
     def tick(self, observation: Observation) -> Decision:
         """Plan one step and return the desired states that differ from the last ones written."""
@@ -182,7 +163,7 @@ class Scheduler:
         after = apply_plan(snapshot, plan)
         self.policy_state = next_state
         self.last_error = ""
-        wanted = desired_states(after, self.generation + 1)
+        wanted = desired_states(after, self.generation + 1, self.scores)
         changed = {name: d for name, d in wanted.items() if not _same(d, self.last_desired.get(name))}
         if changed:
             self.generation += 1
@@ -295,25 +276,16 @@ def _replica(worker: str, r: ObservedReplica, role: Role, want: Any) -> Replica:
     )
 
 
-class Cluster(Protocol):
-    """The port a real cluster offers the scheduler loop (local processes, Kubernetes)."""
-
-    async def observe(self) -> Observation:
-        """Every worker's observed state and the gateway's demand, now."""
-
-    async def apply(self, desired: Mapping[str, DesiredState]) -> set[str]:
-        """Write each worker's desired state; return the names of the workers it could not reach."""
-
-
 async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
     """Runs until cancelled: one tick every ``tick_s`` seconds.
 
     Ticks start on a fixed grid (``tick_s`` apart), not ``tick_s`` after the previous tick's work, so
     the observation and writes over the wire do not stretch the period (the simulator ticks on the same
     grid); a tick that overruns its slot is followed by the next one at once, and the grid starts again
-    from there (no burst of ticks to catch up). A failed observation skips the tick; a desired state that
-    could not be written is written again at the next tick (the newest one for that worker), so no order
-    is lost to a worker that was briefly away.
+    from there (no burst of ticks to catch up). An observation the cluster cannot make now
+    (:class:`UnavailableError`) skips the tick; a desired state that could not be written is written
+    again at the next tick (the newest one for that worker), so no order is lost to a worker that was
+    briefly away.
     """
     loop = asyncio.get_running_loop()
     due = loop.time()
@@ -326,7 +298,7 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
             names = (unsent | set(decision.desired)) & set(scheduler.last_desired)
             if names:
                 unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
-        except (OSError, TimeoutError) as exc:
+        except UnavailableError as exc:
             log.warning("scheduler tick skipped: %s", exc)
         due = max(due + tick_s, loop.time())
         await asyncio.sleep(due - loop.time())

@@ -17,7 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from warmserve.sim.cluster import DEFAULT_SHAPES, ClusterSpec
+from warmserve.protocol.errors import InvalidInputError
+from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
 from warmserve.sim.results import summarize, table
 from warmserve.sim.scenario import (
     DEFAULT_POLICIES,
@@ -29,7 +30,6 @@ from warmserve.sim.scenario import (
 )
 from warmserve.sim.simulator import RunResult
 from warmserve.sim.workload import WorkloadSpec
-from warmserve.worker.errors import WarmServeError
 
 
 def register(subparsers: Any) -> None:
@@ -143,5 +143,5 @@ def run(args: argparse.Namespace) -> int:
 
             plot(runs, args.plot)
     except OSError as exc:
-        raise WarmServeError(f"cannot write {exc.filename}: {exc.strerror}") from None
+        raise InvalidInputError(f"cannot write {exc.filename}: {exc.strerror}") from None
     return 0

@@ -24,7 +24,7 @@ from warmserve.operator.forecast.backtest import rolling_one_step
 from warmserve.operator.forecast.concurrency import LatencyModel, LatencyModels, load_series
 from warmserve.operator.forecast.forecasters import WarmServeForecaster
 from warmserve.operator.forecast.traces import RateSeries
-from warmserve.operator.snapshot import Demand, Forecast
+from warmserve.operator.planning.snapshot import Demand, Forecast
 from warmserve.sim.workload import FloatArray, Workload
 
 

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from warmserve.operator.planning.snapshot import ModelConfig
 from warmserve.operator.policies.registry import NAMES
-from warmserve.operator.snapshot import ModelConfig
-from warmserve.sim.cluster import DEFAULT_SHAPES, ClusterSpec, catalog, parse_shape
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec, catalog, parse_shape
 from warmserve.sim.results import summarize
 from warmserve.sim.simulator import RunResult, SimConfig, Simulation
 from warmserve.sim.workload import Workload, WorkloadSpec, build_workload
-from warmserve.worker.errors import InvalidFieldError
 
 #: The policies a default run compares.
 DEFAULT_POLICIES: tuple[str, ...] = ("warmserve", "autoscale", "muxserve", "dedicated", "oracle")

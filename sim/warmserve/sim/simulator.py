@@ -38,18 +38,19 @@ import numpy.typing as npt
 
 from warmserve.gateway.config import GatewayConfig
 from warmserve.operator.forecast.concurrency import LatencyModel
+from warmserve.operator.planning.snapshot import Demand, Gpu, ModelConfig, Worker
 from warmserve.operator.policies.muxserve import muxserve_layout, on_unit
 from warmserve.operator.policies.registry import ForecastNeed, Sizing, policy_by_name
-from warmserve.operator.scheduler import NoForecast, Observation, Scheduler
-from warmserve.operator.snapshot import Demand, Gpu, ModelConfig, Worker
+from warmserve.operator.ports import NoForecast, Observation
+from warmserve.operator.scheduler import Scheduler
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec, ReplicaState
 from warmserve.sim.batch_cost import Costing
-from warmserve.sim.cluster import ClusterSpec
+from warmserve.sim.catalog import ClusterSpec
 from warmserve.sim.forecasts import TraceForecast
 from warmserve.sim.instance import SimInstance
 from warmserve.sim.worker import SimReplica, SimWorker
 from warmserve.sim.workload import FloatArray, Workload
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.protocol import ModelSpec, ReplicaState
 from warmserve.worker.timing import decode_step_seconds, prefill_seconds, shape_for_spec
 
 _TICK, _TIMER, _SEGMENT, _DISCOVERY = 0, 1, 2, 3
@@ -195,7 +196,7 @@ class Simulation:
         self.scheduler = None
         if entry.policy is not None:
             self.scheduler = Scheduler(
-                models, entry.policy, entry.initial_state, self.forecast or NoForecast()
+                models, entry.policy, entry.initial_state, self.forecast or NoForecast(), entry.scores
             )
         self.timeline: list[tuple[float, float, float, float, int, int]] = []
         self.ticks_run = 0

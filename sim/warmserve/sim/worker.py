@@ -22,8 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warmserve.sim.instance import SimInstance
-from warmserve.worker.protocol import (
+from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
     GpuUsage,
@@ -34,6 +33,7 @@ from warmserve.worker.protocol import (
     Role,
     loads_borrowed,
 )
+from warmserve.sim.instance import SimInstance
 from warmserve.worker.reconcile import Current, StepKind, converge
 from warmserve.worker.timing import GpuProfile, Tier, load_seconds
 

@@ -46,7 +46,7 @@ from warmserve.operator.forecast.traces import (
     detect_format,
     read_trace,
 )
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

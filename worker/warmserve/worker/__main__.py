@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from warmserve.protocol.command import run_parsed
 from warmserve.worker.cli import register
-from warmserve.worker.command import run_parsed
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m warmserve.worker", description=__doc__.splitlines()[0])

@@ -35,8 +35,8 @@ import kubernetes.config
 import kubernetes.watch
 import urllib3.exceptions
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.protocol import DESIRED_ANNOTATION, DesiredState
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
+from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def kube_api_client(host: str | None = None) -> kubernetes.client.ApiClient:
     An explicit host wins so that a developer's kubeconfig never redirects a test. ``KUBECONFIG`` wins over
     in-cluster config because the test cluster's node agent gives each Pod process its ServiceAccount token
     that way (processes sharing one filesystem cannot each have the in-cluster token path;
-    docs/test-cluster.md). Raises :class:`WarmServeError` when no configuration is found.
+    docs/test-cluster.md). Raises :class:`InvalidInputError` when no configuration is found.
     """
     if host:
         return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=host))
@@ -226,7 +226,9 @@ def kube_api_client(host: str | None = None) -> kubernetes.client.ApiClient:
         else:
             kubernetes.config.load_kube_config(config_file=named, client_configuration=config)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException as exc:
-        raise WarmServeError(f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}") from None
+        raise InvalidInputError(
+            f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}"
+        ) from None
     return kubernetes.client.ApiClient(config)
 
 

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-PREFIX = "warmserve_worker"
+from warmserve.protocol.metric_buckets import LATENCY_BUCKETS, TOKEN_BUCKETS
 
-# Latency buckets from 1 ms to ~2 min: TTFT spans a warm hit (ms) to a cold start (minutes).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-TOKEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+PREFIX = "warmserve_worker"
 
 
 @dataclass

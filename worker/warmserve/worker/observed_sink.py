@@ -20,9 +20,9 @@ from typing import Protocol, Self
 
 import kubernetes.client
 
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
 from warmserve.worker.desired_source import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, PodRef
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.protocol import OBSERVED_ANNOTATION, ObservedState
 
 log = logging.getLogger(__name__)
 

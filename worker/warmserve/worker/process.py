@@ -31,6 +31,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ObservedState
 from warmserve.worker.desired_source import (
     DesiredFeed,
     FileSource,
@@ -39,9 +41,7 @@ from warmserve.worker.desired_source import (
     kube_api_client,
 )
 from warmserve.worker.engines.base import Engine
-from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.observed_sink import FileSink, ObservedSink, PodAnnotationSink
-from warmserve.worker.protocol import ObservedState
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
 from warmserve.worker.server import create_app, desired_feed, report_rejection
 from warmserve.worker.timing import Tier, gpu_profile

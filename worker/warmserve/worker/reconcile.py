@@ -17,7 +17,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from warmserve.worker.protocol import DesiredReplica, DesiredState, ReplicaState, Role
+from warmserve.protocol.state import DesiredReplica, DesiredState, ReplicaState, Role
 
 
 class StepKind(enum.StrEnum):

@@ -31,12 +31,8 @@ from typing import Any
 
 import torch
 
-from warmserve.worker.engines.base import Engine, Instance, Prepared
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
-from warmserve.worker.layout import align_up
-from warmserve.worker.metrics import WorkerMetrics
-from warmserve.worker.pool import MemoryPool, PoolError, PoolExhaustedError, Slot, create_pool
-from warmserve.worker.protocol import (
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError, WarmServeError
+from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
     GpuUsage,
@@ -46,6 +42,10 @@ from warmserve.worker.protocol import (
     ReplicaState,
     loads_borrowed,
 )
+from warmserve.worker.engines.base import Engine, Instance, Prepared
+from warmserve.worker.layout import align_up
+from warmserve.worker.metrics import WorkerMetrics
+from warmserve.worker.pool import MemoryPool, PoolError, PoolExhaustedError, Slot, create_pool
 from warmserve.worker.reconcile import Current, Step, StepKind, converge
 from warmserve.worker.store import Checkpoint, CorruptModelError, LoadState, ModelStore
 
@@ -55,11 +55,11 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.02
 
 
-class ModelNotServedError(WarmServeError):
+class ModelNotServedError(InvalidInputError):
     """No replica of the model (or no replica with that id) on this worker: answered with 404."""
 
 
-class ReplicaUnavailableError(WarmServeError):
+class ReplicaUnavailableError(UnavailableError):
     """The replica exists but cannot take a request now (not serving, or at its cap B): 503."""
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 from warmserve.worker.layout import DEFAULT_ALIGNMENT, TensorEntry, WeightLayout, align_up
 from warmserve.worker.pool.base import Slot
 
@@ -68,7 +68,7 @@ TORCH_DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
 )
 
 
-class CorruptModelError(WarmServeError):
+class CorruptModelError(InvalidInputError):
     """A checkpoint is missing, unreadable or inconsistent; ``reason`` says which file and what is wrong."""
 
     def __init__(self, model: str, reason: str) -> None:
@@ -278,7 +278,7 @@ class LoadTask:
         """Fill the slot; the view (which keeps the range busy) dies with this frame, when the load ends."""
         target = self._slot.view(self._offset, self.checkpoint.total_bytes)
         if target.device.type != "cpu":
-            raise WarmServeError(f"the store loads into host memory only, not {target.device.type}")
+            raise InvalidInputError(f"the store loads into host memory only, not {target.device.type}")
         with ExitStack() as stack:
             buffer = stack.enter_context(target.numpy().data)
             fds = _open_all(stack, {p[0] for p in self._pieces})
@@ -475,5 +475,5 @@ def _copy_piece(piece: _Piece, buffer: memoryview, fds: Mapping[Path, int]) -> N
     while done < nbytes:
         count = os.preadv(fds[file], [buffer[slot_offset + done : slot_offset + nbytes]], file_offset + done)
         if count == 0:
-            raise WarmServeError(f"{file.name} is truncated: it ends before byte {file_offset + nbytes}")
+            raise InvalidInputError(f"{file.name} is truncated: it ends before byte {file_offset + nbytes}")
         done += count

@@ -18,8 +18,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.protocol import ModelSpec
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 
 GB = 1e9
 TFLOPS = 1e12

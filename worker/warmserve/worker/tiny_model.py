@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 #: Enough varied English to learn a 1000-token byte-level vocabulary; the model's outputs are random anyway.
 CORPUS = (

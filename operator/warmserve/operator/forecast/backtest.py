@@ -27,7 +27,7 @@ import numpy as np
 from warmserve.operator.forecast.concurrency import LoadSeries
 from warmserve.operator.forecast.forecasters import Forecaster, make_forecaster
 from warmserve.operator.forecast.traces import FloatArray
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
 
-from warmserve.operator.cli import CliError
 from warmserve.operator.forecast.backtest import BacktestResult, Scores, backtest
 from warmserve.operator.forecast.concurrency import (
     LatencyModel,
@@ -26,6 +25,7 @@ from warmserve.operator.forecast.concurrency import (
 )
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.forecast.traces import ReaderOptions, TimestampUnit, TraceFormat, read_trace
+from warmserve.protocol.errors import InvalidInputError
 
 SAMPLE = "servegen_language_600s.csv"
 _DEFAULT_LATENCY = LatencyModel()
@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the backtest. Bad input raises a ``WarmServeError``, which the ``warmserve`` entry point prints
+    """Run the backtest. Bad input raises an ``InvalidInputError``, which the ``warmserve`` entry point prints
     in one line."""
     options = ReaderOptions(
         format=args.format,
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             args.json.write_text(json.dumps(to_json(result, window), indent=2) + "\n")
         except OSError as exc:
-            raise CliError(f"cannot write {args.json}: {exc.strerror}") from exc
+            raise InvalidInputError(f"cannot write {args.json}: {exc.strerror}") from exc
     return 0
 
 

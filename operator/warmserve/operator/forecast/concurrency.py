@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from warmserve.operator.forecast.traces import FloatArray, RateSeries, RequestSeries, Trace
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 SECONDS_PER_DAY = 86_400.0
 #: The paper's forecast window.

@@ -36,7 +36,7 @@ from statsmodels.tsa.holtwinters import ExponentialSmoothing
 from statsmodels.tsa.seasonal import STL
 
 from warmserve.operator.forecast.traces import FloatArray
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 
 #: The paper's correction uses the last ≤ 10 residuals with weights 2^-d (d = 1 for the latest).
 RESIDUALS = 10

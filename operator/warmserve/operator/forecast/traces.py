@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 
 FloatArray = npt.NDArray[np.float64]
 TraceFormat = Literal["auto", "servegen", "rates", "csv", "jsonl"]
@@ -51,7 +51,7 @@ _SERVEGEN_FILE = re.compile(r"chunk-(\d+)-trace\.csv$")
 _SERVEGEN_COLUMNS = ("t_sec", "rate", "cv")
 
 
-class TraceFormatError(WarmServeError):
+class TraceFormatError(InvalidInputError):
     """A trace file holds a value its format does not allow; names the file, line (1-based) and column."""
 
     def __init__(self, path: Path, line: int, column: str, problem: str) -> None:

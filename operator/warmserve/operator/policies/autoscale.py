@@ -32,14 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from warmserve.operator.autoscaler import AutoscalerConfig, AutoscalerState, observe, target_instances
-from warmserve.operator.occupancy import Occupancy
-from warmserve.operator.placement import PlacementConfig
-from warmserve.operator.plan import Action, ColdStart, Evict, Plan
+from warmserve.operator.planning.occupancy import Occupancy
+from warmserve.operator.planning.placement import PlacementConfig
+from warmserve.operator.planning.plan import Action, ColdStart, Evict, Plan, replica_id
+from warmserve.operator.planning.reactive import ReactiveConfig, ReactiveState, observe, target_instances
+from warmserve.operator.planning.snapshot import Replica, Snapshot, SnapshotError
 from warmserve.operator.policies.cleanup import evict_non_instances
-from warmserve.operator.policies.naming import replica_id
-from warmserve.operator.snapshot import Replica, Snapshot, SnapshotError
-from warmserve.worker.protocol import ReplicaState, Role
+from warmserve.protocol.state import ReplicaState, Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,7 @@ class AutoscaleConfig:
 
     keep_alive_s: float = 60.0
     host_cache_s: float = 600.0
-    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    reactive: ReactiveConfig = field(default_factory=ReactiveConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def __post_init__(self) -> None:
@@ -64,7 +63,7 @@ class AutoscaleState:
     """The reactive window; since when each instance has been idle; where each model was last resident
     (``(model, worker)`` -> time), which says whose host DRAM still holds its checkpoint."""
 
-    scaler: AutoscalerState = field(default_factory=AutoscalerState)
+    scaler: ReactiveState = field(default_factory=ReactiveState)
     idle_since: Mapping[str, float] = field(default_factory=dict)
     resident: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
@@ -78,7 +77,7 @@ def autoscale_step(
 ) -> tuple[Plan, AutoscaleState]:
     """One tick of the baseline: evict failures, drop instances idle past keep-alive, cold-start the rest."""
     now = snapshot.now
-    loads, scaler = observe(state.scaler, snapshot, config.autoscaler)
+    loads, scaler = observe(state.scaler, snapshot, config.reactive)
     resident = {k: t for k, t in state.resident.items() if now - t <= config.host_cache_s}
     resident.update({(r.model, r.worker): now for r in snapshot.replicas})
     idle = _idle_since(snapshot, state.idle_since)
@@ -88,9 +87,7 @@ def autoscale_step(
     for name in sorted(snapshot.models, key=lambda m: (-snapshot.models[m].priority, m)):
         model = snapshot.models[name]
         current = [occ.replicas[rid] for rid in sorted(occ.of_model[name])]
-        target = target_instances(
-            model, loads[name], snapshot.demand_of(name), len(current), config.autoscaler
-        )
+        target = target_instances(model, loads[name], snapshot.demand_of(name), len(current), config.reactive)
         if target.instances < len(current):
             actions.extend(_expire(occ, current, len(current) - target.instances, idle, now, config))
         for _ in range(target.instances - len(current)):

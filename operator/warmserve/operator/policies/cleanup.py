@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from warmserve.operator.occupancy import Occupancy
-from warmserve.operator.plan import Action, Evict
-from warmserve.operator.snapshot import Snapshot
-from warmserve.worker.protocol import ReplicaState
+from warmserve.operator.planning.occupancy import Occupancy
+from warmserve.operator.planning.plan import Action, Evict
+from warmserve.operator.planning.snapshot import Snapshot
+from warmserve.protocol.state import ReplicaState
 
 
 def evict_non_instances(snapshot: Snapshot, occ: Occupancy) -> list[Action]:

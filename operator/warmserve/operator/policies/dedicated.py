@@ -18,13 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from warmserve.operator.occupancy import Occupancy
-from warmserve.operator.placement import PlacementConfig, choose_cold
-from warmserve.operator.plan import ColdStart, Plan
+from warmserve.operator.planning.occupancy import Occupancy
+from warmserve.operator.planning.placement import PlacementConfig, choose_cold
+from warmserve.operator.planning.plan import ColdStart, Plan, replica_id
+from warmserve.operator.planning.snapshot import ModelConfig, Replica, Snapshot, SnapshotError
 from warmserve.operator.policies.cleanup import evict_non_instances
-from warmserve.operator.policies.naming import replica_id
-from warmserve.operator.snapshot import ModelConfig, Replica, Snapshot, SnapshotError
-from warmserve.worker.protocol import ReplicaState, Role
+from warmserve.protocol.state import ReplicaState, Role
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from warmserve.operator.snapshot import Gpu, ModelConfig, Worker
-from warmserve.worker.errors import InvalidFieldError
-from warmserve.worker.protocol import ModelSpec
+from warmserve.operator.planning.snapshot import Gpu, ModelConfig, Worker
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 
 
 @dataclass(frozen=True, slots=True)

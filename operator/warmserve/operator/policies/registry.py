@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from warmserve.operator.planning.prewarm_scores import ScoreConfig
 from warmserve.operator.policies.autoscale import AutoscaleConfig, AutoscaleState, autoscale_step
 from warmserve.operator.policies.dedicated import DedicatedConfig, dedicated_step
 from warmserve.operator.policies.warmserve import CONFIGS, initial_state, warmserve_policy
-from warmserve.operator.scheduler import Policy
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.operator.ports import Policy
+from warmserve.protocol.errors import InvalidFieldError
 
 
 class ForecastNeed(enum.StrEnum):
@@ -43,7 +44,8 @@ class Sizing:
 class PolicyEntry:
     """A runnable policy: ``policy`` is ``None`` only for a static colocated layout (``muxserve``).
     ``engine_per_replica``: the system it models starts an engine per serving replica (so a cold start
-    pays the engine start), where WarmServe's universal workers keep theirs up."""
+    pays the engine start), where WarmServe's universal workers keep theirs up. ``scores``: the scoring
+    rule it ranks prewarmed replicas by, for the priorities the scheduler writes."""
 
     name: str
     policy: Policy | None
@@ -51,6 +53,7 @@ class PolicyEntry:
     forecast: ForecastNeed
     colocated: bool = False
     engine_per_replica: bool = False
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
 
 
 _FORECASTS = {"warmserve": ForecastNeed.ONLINE, "oracle": ForecastNeed.ORACLE}
@@ -72,7 +75,8 @@ def policy_by_name(name: str, sizing: Sizing | None = None) -> PolicyEntry:
         )
     if name in CONFIGS:
         need = _FORECASTS.get(name, ForecastNeed.ONLINE if name != "no-forecast" else ForecastNeed.NONE)
-        return PolicyEntry(name, warmserve_policy(CONFIGS[name]), initial_state(), need)
+        planner = CONFIGS[name]
+        return PolicyEntry(name, warmserve_policy(planner), initial_state(), need, scores=planner.scores)
     if name in AUTOSCALE_KEEP_ALIVE_S:
         config = AutoscaleConfig(keep_alive_s=AUTOSCALE_KEEP_ALIVE_S[name])
         scaling = partial(autoscale_step, config=config)

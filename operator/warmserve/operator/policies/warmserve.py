@@ -1,4 +1,4 @@
-"""The ``warmserve`` policy and its ablations: :func:`warmserve.operator.planner.plan_step` under a
+"""The ``warmserve`` policy and its ablations: :func:`warmserve.operator.planning.planner.plan_step` under a
 :class:`PlannerConfig` per variant (arXiv 2512.09472, design §2).
 
 - ``warmserve``: forecast-driven prewarming, KV reservation, evict-aware placement.
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
 
-from warmserve.operator.autoscaler import AutoscalerState
-from warmserve.operator.placement import PlacementConfig
-from warmserve.operator.planner import PlannerConfig, plan_step
-from warmserve.operator.scheduler import Policy
+from warmserve.operator.planning.placement import PlacementConfig
+from warmserve.operator.planning.planner import PlannerConfig, plan_step
+from warmserve.operator.planning.reactive import ReactiveState
+from warmserve.operator.ports import Policy
 
 #: The planner configuration of each WarmServe variant, by policy name.
 CONFIGS: Mapping[str, PlannerConfig] = MappingProxyType(
@@ -39,6 +39,6 @@ def warmserve_policy(config: PlannerConfig) -> Policy:
     return partial(plan_step, config=config)
 
 
-def initial_state() -> AutoscalerState:
+def initial_state() -> ReactiveState:
     """The planner's state before the first tick: no demand seen, nothing protected."""
-    return AutoscalerState()
+    return ReactiveState()

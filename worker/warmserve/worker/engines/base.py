@@ -11,7 +11,7 @@ Life of a replica on an engine::
 sits in it; an engine that builds a real model uses views of those bytes (zero copy), so promotion costs
 no weight copy. ``kv`` is the KV region (``uint8``, ``kv_bytes`` long) or ``None`` when the engine should
 allocate it itself (CPU) or only account for it (fake). Bad input raises :class:`InvalidFieldError`
-naming the field; using a demoted instance or demoting a busy one raises :class:`WarmServeError`.
+naming the field; using a demoted instance or demoting a busy one raises :class:`UnavailableError`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Literal
 
 import torch
 
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.layout import WeightLayout
-from warmserve.worker.protocol import ModelSpec
 
 FinishReason = Literal["stop", "length"]
 

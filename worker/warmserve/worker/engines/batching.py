@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from warmserve.protocol.errors import InvalidFieldError, UnavailableError
 from warmserve.worker.engines.base import GenerateRequest, Instance, Prepared, TokenEvent
 from warmserve.worker.engines.kv_space import KvRange, KvSpace
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 
 
 @dataclass(eq=False)
@@ -97,7 +97,7 @@ class BatchingInstance(Instance, Generic[S]):
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenEvent]:
         if self._closed:
-            raise WarmServeError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")
+            raise UnavailableError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")
         seq = self._open(request)
         capacity = self._space.capacity // max(self.prepared.kv_bytes_per_token, 1)
         if seq.prompt_tokens >= capacity:  # no max_tokens could fit: the prompt is what is too long
@@ -127,9 +127,9 @@ class BatchingInstance(Instance, Generic[S]):
             await self._cancel(seq)
 
     def close(self) -> None:
-        """Refuse further requests; raise :class:`WarmServeError` if any is still in flight."""
+        """Refuse further requests; raise :class:`UnavailableError` if any is still in flight."""
         if self.inflight:
-            raise WarmServeError(
+            raise UnavailableError(
                 f"{self.prepared.spec.name}: {self.inflight} requests in flight; drain first"
             )
         self._closed = True

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import (
     Engine,
     GenerateRequest,
@@ -25,9 +27,7 @@ from warmserve.worker.engines.base import (
     next_piece,
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
-from warmserve.worker.errors import InvalidFieldError
 from warmserve.worker.layout import WeightLayout
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.timing import (
     GpuProfile,
     Iteration,

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import (
     Engine,
     GenerateRequest,
@@ -35,9 +37,7 @@ from warmserve.worker.engines.base import (
     next_piece,
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.layout import TensorEntry, WeightLayout
-from warmserve.worker.protocol import ModelSpec
 from warmserve.worker.store import TORCH_DTYPES, ModelStore
 
 
@@ -64,7 +64,9 @@ class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]  # transforme
         keys, values = self._store
         end = self.length + key_states.shape[-2]
         if end > keys.shape[-2]:
-            raise WarmServeError(f"KV range overflow: {end} tokens in a range reserved for {keys.shape[-2]}")
+            raise InvalidInputError(
+                f"KV range overflow: {end} tokens in a range reserved for {keys.shape[-2]}"
+            )
         keys[:, :, self.length : end].copy_(key_states)
         values[:, :, self.length : end].copy_(value_states)
         self.length = end

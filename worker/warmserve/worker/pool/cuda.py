@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from warmserve.worker.pool.base import DEFAULT_CHUNK_BYTES, MemoryPool, PoolError
+from warmserve.worker.pool.base import DEFAULT_CHUNK_BYTES, MemoryPool, PoolRequestError, PoolUnavailableError
 
 
 def _load_driver() -> Any:
     try:
         return importlib.import_module("cuda.bindings.driver")
     except ImportError as exc:
-        raise PoolError(
+        raise PoolRequestError(
             "the cuda pool backend needs cuda-python (pip install 'warmserve[gpu]') and a CUDA GPU"
         ) from exc
 
@@ -61,7 +61,7 @@ class CudaPool(MemoryPool):
         try:
             self._setup_device()
         except _CudaError as exc:
-            raise PoolError(f"cuda pool: {exc}") from exc
+            raise PoolUnavailableError(f"cuda pool: {exc}") from exc
         super().__init__(capacity_bytes, chunk_bytes)
         self._handles: list[Any] = []
         try:
@@ -69,7 +69,7 @@ class CudaPool(MemoryPool):
                 self._handles.append(self._call("cuMemCreate", chunk_bytes, self._prop, 0))
         except _CudaError as exc:
             self._close()
-            raise PoolError(
+            raise PoolUnavailableError(
                 f"cuda pool: cannot create {self.num_chunks} chunks on GPU {device}: {exc}"
             ) from exc
 
@@ -106,13 +106,13 @@ class CudaPool(MemoryPool):
         try:
             return int(self._call("cuMemAddressReserve", size, self.chunk_bytes, 0, 0))
         except _CudaError as exc:
-            raise PoolError(f"cuda pool: {exc}") from exc
+            raise PoolUnavailableError(f"cuda pool: {exc}") from exc
 
     def _release(self, address: int, size: int) -> None:
         try:
             self._call("cuMemAddressFree", address, size)
         except _CudaError as exc:
-            raise PoolError(f"cuda pool: {exc}") from exc
+            raise PoolUnavailableError(f"cuda pool: {exc}") from exc
 
     def _map_chunk(self, address: int, chunk: int) -> None:
         self._call("cuMemMap", address, self.chunk_bytes, 0, self._handles[chunk], 0)
@@ -126,7 +126,7 @@ class CudaPool(MemoryPool):
         try:
             self._call("cuMemUnmap", address, self.chunk_bytes)
         except _CudaError as exc:
-            raise PoolError(f"cuda pool: {exc}") from exc
+            raise PoolUnavailableError(f"cuda pool: {exc}") from exc
 
     def _tensor(self, address: int, nbytes: int) -> tuple[torch.Tensor, object]:
         owner = _DeviceBytes(address, nbytes)

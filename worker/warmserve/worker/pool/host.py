@@ -29,7 +29,7 @@ import weakref
 
 import torch
 
-from warmserve.worker.pool.base import DEFAULT_CHUNK_BYTES, MemoryPool, PoolError
+from warmserve.worker.pool.base import DEFAULT_CHUNK_BYTES, MemoryPool, PoolUnavailableError
 
 # Linux values, the same on x86-64 and arm64; the mmap module does not export them.
 PROT_NONE = 0
@@ -76,7 +76,9 @@ class HostPool(MemoryPool):
             os.posix_fallocate(self.fd, 0, capacity_bytes)
         except OSError as exc:
             self._close_fd()
-            raise PoolError(f"host pool: cannot commit {capacity_bytes} bytes of memory: {exc}") from exc
+            raise PoolUnavailableError(
+                f"host pool: cannot commit {capacity_bytes} bytes of memory: {exc}"
+            ) from exc
 
     def granularity(self) -> int:
         return mmap.PAGESIZE
@@ -89,12 +91,14 @@ class HostPool(MemoryPool):
         try:
             return _call_mmap(None, size, PROT_NONE, _RESERVED, -1, 0)
         except OSError as exc:
-            raise PoolError(f"host pool: cannot reserve {size} bytes of address space: {exc}") from exc
+            raise PoolUnavailableError(
+                f"host pool: cannot reserve {size} bytes of address space: {exc}"
+            ) from exc
 
     def _release(self, address: int, size: int) -> None:
         if _munmap(address, size) != 0:
             errno = ctypes.get_errno()
-            raise PoolError(f"host pool: munmap of a slot failed: {os.strerror(errno)}")
+            raise PoolUnavailableError(f"host pool: munmap of a slot failed: {os.strerror(errno)}")
 
     def _map_chunk(self, address: int, chunk: int) -> None:
         prot = mmap.PROT_READ | mmap.PROT_WRITE
@@ -105,7 +109,7 @@ class HostPool(MemoryPool):
         try:
             _call_mmap(address, self.chunk_bytes, PROT_NONE, _RESERVED | MAP_FIXED, -1, 0)
         except OSError as exc:  # only on kernel resource limits; the chunk stays mapped
-            raise PoolError(f"host pool: unmapping a chunk failed: {exc}") from exc
+            raise PoolUnavailableError(f"host pool: unmapping a chunk failed: {exc}") from exc
 
     def _tensor(self, address: int, nbytes: int) -> tuple[torch.Tensor, object]:
         buffer: memoryview = _memory_view(address, nbytes, _PYBUF_WRITE)

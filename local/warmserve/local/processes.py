@@ -1,0 +1,163 @@
+"""Child processes of the local runner: started in their own process group, always stopped.
+
+Every worker and the gateway run as real processes (``sys.executable -m ...``), each the leader of a
+new session so that a signal reaches it and anything it spawned. :class:`Children` is a context
+manager: leaving it — normally, on an error, or on Ctrl-C — sends SIGTERM to every group, waits
+``grace_s`` and SIGKILLs the stragglers, then reaps them, so no process outlives the runner. Output of
+each child goes to a log file (its tail is quoted when the child fails to become ready).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from warmserve.protocol.errors import UnavailableError
+
+
+class ChildError(UnavailableError):
+    """A child process exited or never became ready; the message says which and quotes its log. Temporary:
+    the same run may succeed again (a port taken, a machine short of memory)."""
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One child to start: a name for messages and logs, its argv, and the URL that says it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    ready_url: str
+
+
+class Children:
+    """The running children of one local run; stop them all by leaving the ``with`` block."""
+
+    def __init__(self, log_dir: Path, grace_s: float = 5.0) -> None:
+        self.log_dir = log_dir
+        self.grace_s = grace_s
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # start_all runs in a thread (the runner awaits it); on Ctrl-C stop_all runs meanwhile in the
+        # event loop's thread: no child may start after it, and the waiting thread must give up at once.
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+    def start(self, spec: ChildSpec) -> subprocess.Popen[bytes]:
+        """Start ``spec`` in a new session (its own process group); output goes to ``<name>.log``.
+
+        Raises :class:`ChildError` once :meth:`stop_all` has begun (nothing would stop the child)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._stopping:
+                raise ChildError(f"{spec.name} not started: the run is stopping")
+            with open(self.log_path(spec.name), "wb") as log:
+                proc = subprocess.Popen(
+                    spec.argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            self.procs[spec.name] = proc
+        return proc
+
+    def start_all(self, specs: Sequence[ChildSpec], timeout_s: float = 60.0) -> None:
+        """Start every child, then wait until each answers ``200`` at its ready URL.
+
+        Raises :class:`ChildError` if one exits first or is not ready within ``timeout_s``.
+        """
+        for spec in specs:
+            self.start(spec)
+        deadline = time.monotonic() + timeout_s
+        for spec in specs:
+            self.wait_ready(spec, deadline)
+
+    def wait_ready(self, spec: ChildSpec, deadline: float) -> None:
+        proc = self.procs[spec.name]
+        while time.monotonic() < deadline:
+            if self._stopping:
+                raise ChildError(f"{spec.name} not waited for: the run is stopping")
+            if proc.poll() is not None:
+                raise ChildError(
+                    f"{spec.name} exited with code {proc.returncode}: {self.log_tail(spec.name)}"
+                )
+            if _answers_ok(spec.ready_url):
+                return
+            time.sleep(0.05)
+        raise ChildError(f"{spec.name} not ready at {spec.ready_url} in time: {self.log_tail(spec.name)}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child's process group (fault injection); it is reaped at :meth:`stop_all`."""
+        _signal_group(self.procs[name], signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        """SIGTERM every group, wait up to ``grace_s``, SIGKILL what is left, reap everything; no child
+        starts after this has begun."""
+        with self._lock:
+            self._stopping = True
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)  # also reaches grandchildren of an exited leader
+            proc.wait()
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 5) -> str:
+        try:
+            text = self.log_path(name).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal the child's whole group; a group already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _answers_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def python_module(module: str, *args: str, python: Path | None = None) -> tuple[str, ...]:
+    """argv running ``module`` with ``python`` (default: this interpreter, so the child sees the same
+    installation)."""
+    return (str(python) if python is not None else sys.executable, "-m", module, *args)

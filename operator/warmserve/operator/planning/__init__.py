@@ -1,0 +1,1 @@
+"""The decision core: snapshot → plan → placement → planner → desired state; pure (docs/planning.md)."""

@@ -1,0 +1,146 @@
+"""The reactive layer under the forecast (design §2): how many instances each model needs right now.
+
+Every tick the gateway's demand (in flight + queued) per model joins a short window; its mean is the
+smoothed load L. With B requests per instance and n instances, the model scales out when
+``L > scale_out_threshold·B·n`` and in when ``L < scale_in_threshold·B·n``, both to the fewest
+instances that keep L under the scale-out line (``ceil(L / (scale_out_threshold·B))``), so the new
+count is itself stable; scale-in never removes an instance protected for ``protect_s`` after it was
+started. While any request waits or runs, a model keeps at least one instance: a request for a
+model with none scales it out at once, without waiting for the window. ``min_instances`` and
+``max_instances`` bound every target.
+
+The little state kept between ticks (the window, protection deadlines) is an explicit immutable
+:class:`ReactiveState` passed in and returned: nothing hidden, so a step can be replayed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from warmserve.operator.planning.snapshot import Demand, ModelConfig, Snapshot, SnapshotError
+
+
+@dataclass(frozen=True, slots=True)
+class ReactiveConfig:
+    """Constants of the reactive layer (defaults: docs/planning.md).
+
+    ``tick_s``: seconds between planning steps. ``smoothing_window_s``: the span of demand samples
+    averaged into the smoothed load. ``scale_out_threshold`` / ``scale_in_threshold``: fractions of
+    B·n above / below which the model scales out / in. ``protect_s``: seconds a new instance is
+    never scaled in.
+    """
+
+    tick_s: float = 0.5
+    smoothing_window_s: float = 2.0
+    scale_out_threshold: float = 0.8
+    scale_in_threshold: float = 0.5
+    protect_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("tick_s", "smoothing_window_s", "scale_out_threshold"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SnapshotError(f"reactive.{name}", "a finite number > 0", value)
+        if not 0 <= self.scale_in_threshold < self.scale_out_threshold:
+            raise SnapshotError(
+                "reactive.scale_in_threshold",
+                f"a number in [0, scale_out_threshold={self.scale_out_threshold})",
+                self.scale_in_threshold,
+            )
+        if not (math.isfinite(self.protect_s) and self.protect_s >= 0):
+            raise SnapshotError("reactive.protect_s", "a finite number >= 0", self.protect_s)
+
+    @property
+    def window(self) -> int:
+        """Number of samples in the smoothing window (at least one)."""
+        return max(1, round(self.smoothing_window_s / self.tick_s))
+
+
+@dataclass(frozen=True, slots=True)
+class ReactiveState:
+    """What the reactive layer remembers between ticks: recent demand per model, and until when each
+    recently started instance (by replica id) is protected from scale-in."""
+
+    samples: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    protected_until: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", MappingProxyType(dict(self.samples)))
+        object.__setattr__(self, "protected_until", MappingProxyType(dict(self.protected_until)))
+
+    def is_protected(self, replica_id: str, now: float) -> bool:
+        return self.protected_until.get(replica_id, -math.inf) > now
+
+
+def observe(
+    state: ReactiveState, snapshot: Snapshot, config: ReactiveConfig
+) -> tuple[dict[str, float], ReactiveState]:
+    """Add this tick's demand to the window; return the smoothed load per model and the new state.
+
+    A model with no demand entry contributes a 0 sample; protection of replicas that no longer exist
+    or whose deadline passed is forgotten.
+    """
+    samples = {
+        name: (*state.samples.get(name, ()), snapshot.demand_of(name).total)[-config.window :]
+        for name in snapshot.models
+    }
+    live = {r.id for r in snapshot.replicas}
+    protected = {rid: t for rid, t in state.protected_until.items() if rid in live and t > snapshot.now}
+    smoothed = {name: sum(window) / len(window) for name, window in samples.items()}
+    return smoothed, ReactiveState(samples, protected)
+
+
+def protect(
+    state: ReactiveState, replica_ids: Iterable[str], now: float, config: ReactiveConfig
+) -> ReactiveState:
+    """The state with ``replica_ids`` (instances just started) protected for ``protect_s``."""
+    until = dict(state.protected_until)
+    until.update((rid, now + config.protect_s) for rid in replica_ids)
+    return ReactiveState(state.samples, until)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The number of instances a model should have now, and why (empty reason: hold steady)."""
+
+    instances: int
+    reason: str
+
+    def __init__(self, instances: int, reason: str) -> None:  # written out: see snapshot.Replica.__init__
+        object.__setattr__(self, "instances", instances)
+        object.__setattr__(self, "reason", reason)
+
+
+def target_instances(
+    model: ModelConfig, load: float, demand: Demand, current: int, config: ReactiveConfig
+) -> Target:
+    """Instances the model needs now, from its smoothed ``load``, raw ``demand`` and ``current`` count."""
+    b = model.spec.max_concurrency
+    name = model.spec.name
+    needed = math.ceil(load / (config.scale_out_threshold * b))  # > current exactly when L > threshold·B·n
+    if demand.total > 0:
+        needed = max(needed, 1)  # requests are waiting now: never fewer than one instance
+    target, reason = current, ""
+    if needed > current:
+        target = needed
+        reason = (
+            f"{name}: smoothed load {load:.2f} > {config.scale_out_threshold} x B={b} x {current} instances"
+        )
+        if current == 0 and demand.total > 0:
+            reason = f"{name}: a request arrived and no instance exists (smoothed load {load:.2f})"
+    elif load < config.scale_in_threshold * b * current and needed < current:
+        target = needed
+        reason = (
+            f"{name}: smoothed load {load:.2f} < {config.scale_in_threshold} x B={b} x {current} instances"
+        )
+    if target < model.min_instances:
+        target, reason = model.min_instances, f"{name}: min_instances={model.min_instances}"
+    if target > model.max_instances:
+        target, reason = (
+            model.max_instances,
+            f"{name}: {reason}, capped at max_instances={model.max_instances}",
+        )
+    return Target(target, reason if target != current else "")
