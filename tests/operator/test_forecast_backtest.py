@@ -74,7 +74,11 @@ def test_backtest_refuses_splits_without_training_or_test_windows() -> None:
     for fraction in (0.0, 1.0, 1.5):
         with pytest.raises(InvalidFieldError, match="train_fraction"):
             backtest([load], ["last-value"], fraction)
-    with pytest.raises(InvalidFieldError, match="trace model m"):
+    with pytest.raises(InvalidFieldError, match="trace: expected at least one model with windows"):
         backtest([load], ["last-value"], 0.9)
+    long = LoadSeries("long", 0.0, 300.0, np.ones(10), np.ones(10))
+    result = backtest([load, long], ["last-value"], 0.9)
+    assert set(result.models) == {"long"}
+    assert result.skipped == {"m": "3 windows: too few for a training and a test part"}
     with pytest.raises(InvalidFieldError, match="forecaster"):
         backtest([LoadSeries("m", 0.0, 300.0, np.ones(10), np.ones(10))], ["nope"], 0.5)

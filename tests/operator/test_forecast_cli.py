@@ -79,15 +79,63 @@ def test_forecast_runs_on_the_shipped_sample_by_default(capsys: pytest.CaptureFi
     ("args", "message"),
     [
         (["--window", "450"], "window: expected a whole multiple of the trace's 600 s resolution"),
-        (["--forecasters", "prophet"], "forecaster: expected one of"),
-        (["--train-fraction", "1"], "train_fraction"),
+        (["--forecasters", "prophet"], "argument --forecasters: expected names among warmserve, ets"),
+        (["--train-fraction", "1"], "argument --train-fraction: expected a fraction strictly between 0 and 1"),
+        (["--train-fraction", "half"], "argument --train-fraction: expected a fraction"),
         (["--trace", "/nonexistent/trace.csv"], "trace: expected an existing file or folder"),
+        (["--json", "/nonexistent/out.json"], "argument --json: cannot write /nonexistent/out.json: folder"),
     ],
 )
 def test_user_errors_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["forecast", *args]) == 2
+    assert exit_code(["forecast", *args]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("warmserve: error: ") and message in err and "\n" not in err
+    assert err.startswith("warmserve") and "error: " in err and message in err and "\n" not in err
+
+
+def exit_code(argv: list[str]) -> int:
+    """The exit code of the command, whether a subcommand returned it or the option parser exited."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_a_sparse_model_is_reported_not_fatal_and_every_model_gets_a_next_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real log holds models with a handful of requests: they are left out of the backtest with the
+    reason, the others are scored, and every model still gets a next-window forecast saying how."""
+    trace = tmp_path / "requests.csv"
+    write_requests(trace)
+    with trace.open("a") as out:
+        out.write("100000.0,rare,10,10\n")
+    out_json = tmp_path / "out.json"
+    argv = ["forecast", "--trace", str(trace), "--model-column", "llm", "--window", "3600"]
+    assert main([*argv, "--forecasters", "last-value,seasonal-naive-7d", "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "not backtested:\n  rare: " in printed and "too few for a training and a test part" in printed
+    assert "overall (mean over 2 models)" in printed
+    # 36 training windows of an hour are far from the week seasonal-naive-7d needs: said per model.
+    assert "seasonal-naive-7d fell back: needs 168 windows of history, had 36" in printed
+    result = json.loads(out_json.read_text())
+    assert set(result["skipped"]) == {"rare"}
+    assert set(result["fallbacks"]["a"]) == {"seasonal-naive-7d"}
+    ahead = result["next_window"]
+    assert set(ahead) == {"a", "b", "rare"}
+    assert ahead["rare"]["forecaster"] == "last-value" and "too few" in ahead["rare"]["why"]
+    assert ahead["a"]["forecaster"] in {"last-value", "seasonal-naive-7d"}
+    assert ahead["a"]["start_sec"] == 72 * 3600
+    assert 0 <= ahead["a"]["mean"] <= ahead["a"]["peak"]
+
+
+def test_a_trace_where_no_model_can_be_backtested_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "rates.csv"
+    trace.write_text("t_sec,rate_rps\n0,1\n600,2\n")
+    assert main(["forecast", "--trace", str(trace), "--forecasters", "last-value"]) == 2
+    err = capsys.readouterr().err
+    assert "trace: expected at least one model with windows for a training and a test part" in err
 
 
 def test_a_malformed_trace_names_file_line_and_column(
@@ -99,17 +147,10 @@ def test_a_malformed_trace_names_file_line_and_column(
     assert f"{trace}:4: column rate_rps: expected a finite number ≥ 0, got 'lots'" in capsys.readouterr().err
 
 
-def test_unwritable_json_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    trace = tmp_path / "rates.csv"
-    trace.write_text("t_sec,rate_rps\n" + "".join(f"{600 * i},{1 + i % 3}\n" for i in range(10)))
-    argv = [
-        "forecast",
-        "--trace",
-        str(trace),
-        "--forecasters",
-        "last-value",
-        "--json",
-        str(tmp_path / "no/x.json"),
-    ]
-    assert main(argv) == 2
-    assert "cannot write" in capsys.readouterr().err
+def test_an_unwritable_json_is_refused_before_the_trace_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trace does not exist either: the output path is what the parser refuses first."""
+    argv = ["forecast", "--trace", str(tmp_path / "missing.csv"), "--json", str(tmp_path / "no/x.json")]
+    assert exit_code(argv) == 2
+    assert "argument --json: cannot write" in capsys.readouterr().err

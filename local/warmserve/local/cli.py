@@ -37,6 +37,7 @@ from warmserve.local.setup import ENGINES, LocalSetup, default_models
 from warmserve.local.traces import load_rates
 from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
 from warmserve.operator.forecast.traces import RateSeries
+from warmserve.protocol.command import output_file
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 
 T = TypeVar("T")
@@ -95,7 +96,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO in ms (default 1000)")
     p.add_argument("--kill-worker-at", type=float, default=None, metavar="S", help="fault: kill w0 at S s")
-    p.add_argument("--json", type=Path, default=None, help="also write the summaries to this JSON file")
+    p.add_argument("--json", type=output_file, default=None, help="also write the summaries to this JSON")
     p.add_argument("--log-dir", type=Path, default=None, help="child process logs (default: a temp dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--serve", action="store_true", help="just serve the OpenAI API until Ctrl-C")

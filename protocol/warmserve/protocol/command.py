@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from warmserve.protocol.errors import EXIT_INVALID, EXIT_UNAVAILABLE, UnavailableError, WarmServeError
 
@@ -35,3 +36,18 @@ def run_parsed(args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush cannot fail again
         return 141
     return code
+
+
+def output_file(text: str) -> Path:
+    """An argparse ``type`` for an output file: checked when the options are parsed, so an unwritable path
+    is a one-line error before the run rather than after it. Raises ``argparse.ArgumentTypeError`` (the
+    parser names the option) for a folder, a missing parent folder or a path the user may not write."""
+    path = Path(text)
+    parent = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file name")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} does not exist")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    return path

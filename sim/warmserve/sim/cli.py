@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from warmserve.protocol.command import output_file
 from warmserve.protocol.errors import InvalidInputError
 from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
 from warmserve.sim.results import summarize, table
@@ -30,6 +31,19 @@ from warmserve.sim.scenario import (
 )
 from warmserve.sim.simulator import RunResult
 from warmserve.sim.workload import WorkloadSpec
+
+
+def plot_file(text: str) -> Path:
+    """An argparse ``type`` for ``--plot``: a writable file whose suffix names a format matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase  # only when a plot is asked for
+
+    path = output_file(text)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise argparse.ArgumentTypeError(
+            f"{text}: expected a file name ending in one of {', '.join('.' + f for f in sorted(formats))}"
+        )
+    return path
 
 
 def register(subparsers: Any) -> None:
@@ -81,8 +95,8 @@ def register(subparsers: Any) -> None:
     add("--slo-ttft", type=float, default=2.0, help="TTFT SLO in seconds")
     add("--seed", type=int, default=0)
     add("--sweep", action="store_true", help="also find each policy's max rate at >= 99%% SLO")
-    add("--json", type=Path, help="write the figures here")
-    add("--plot", type=Path, help="write the plot here (.png, .svg, ...)")
+    add("--json", type=output_file, help="write the figures here")
+    add("--plot", type=plot_file, help="write the plot here (.png, .svg, .pdf, ...)")
     add("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 

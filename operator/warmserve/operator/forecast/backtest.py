@@ -14,6 +14,11 @@ Metrics, per model and per forecaster, for the window mean and the window peak:
 
 A metric with nothing to average (no positive actual, a constant training part) is NaN. Overall figures
 are the mean over models of the finite per-model figures, so each model weighs the same.
+
+Real logs hold models with a handful of windows: such a model is left out with the reason
+(``BacktestResult.skipped``) instead of aborting the run, and a forecaster that had less history than it
+needs to forecast as itself is named per model (``BacktestResult.fallbacks``), because it was scored as its
+fallback, not as itself.
 """
 
 from __future__ import annotations
@@ -42,11 +47,17 @@ class Scores:
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """``models[model][forecaster]`` and ``overall[forecaster]``; ``train_windows[model]`` is the split."""
+    """``models[model][forecaster]`` and ``overall[forecaster]``; ``train_windows[model]`` is the split.
+
+    ``skipped[model]`` says why a model was not backtested; ``fallbacks[model][forecaster]`` why a
+    forecaster's scores on that model are its fallback's (for part or all of the test span).
+    """
 
     overall: Mapping[str, Scores]
     models: Mapping[str, Mapping[str, Scores]]
     train_windows: Mapping[str, int]
+    skipped: Mapping[str, str]
+    fallbacks: Mapping[str, Mapping[str, str]]
 
 
 def mape(actual: FloatArray, predicted: FloatArray) -> float:
@@ -80,26 +91,47 @@ def rolling_one_step(forecaster: Forecaster, series: FloatArray, train: int) -> 
 def backtest(
     loads: Sequence[LoadSeries], names: Sequence[str], train_fraction: float = 0.5
 ) -> BacktestResult:
-    """Backtest every forecaster in ``names`` on every series of ``loads``.
+    """Backtest every forecaster in ``names`` on every series of ``loads`` with enough windows.
 
-    ``InvalidFieldError`` if ``train_fraction`` leaves no training or no test window for some model.
+    ``InvalidFieldError`` if ``train_fraction`` is not a fraction, a name is unknown (both before any fit),
+    or no model has windows for a training and a test part.
     """
     if not 0 < train_fraction < 1:
         raise InvalidFieldError("train_fraction", "a fraction strictly between 0 and 1", train_fraction)
+    for name in names:
+        make_forecaster(name, 1)
     models: dict[str, dict[str, Scores]] = {}
     splits: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    fallbacks: dict[str, dict[str, str]] = {}
     for load in loads:
         train = round(len(load.mean) * train_fraction)
         if not 1 < train < len(load.mean):
-            raise InvalidFieldError(
-                f"trace model {load.model}", "enough windows for a training and a test part", len(load.mean)
-            )
+            skipped[load.model] = f"{len(load.mean)} windows: too few for a training and a test part"
+            continue
         splits[load.model] = train
-        models[load.model] = {
-            name: _score(make_forecaster(name, load.windows_per_day), load, train) for name in names
-        }
+        forecasters = [make_forecaster(name, load.windows_per_day) for name in names]
+        models[load.model] = {f.name: _score(f, load, train) for f in forecasters}
+        fallbacks[load.model] = _fallbacks(forecasters, train, len(load.mean))
+    if not models:
+        raise InvalidFieldError(
+            "trace", "at least one model with windows for a training and a test part", skipped
+        )
     overall = {name: _average([models[m][name] for m in models]) for name in names}
-    return BacktestResult(overall, models, splits)
+    return BacktestResult(overall, models, splits, skipped, fallbacks)
+
+
+def _fallbacks(forecasters: Sequence[Forecaster], train: int, windows: int) -> dict[str, str]:
+    """Why each forecaster that had too little history was scored (in part) as its fallback."""
+    short = {}
+    for f in forecasters:
+        if f.min_history > train:
+            share = "all" if f.min_history >= windows else f"the first {f.min_history - train}"
+            short[f.name] = (
+                f"needs {f.min_history} windows of history, had {train}: "
+                f"its fallback forecast {share} of the {windows - train} test windows"
+            )
+    return short
 
 
 def _score(forecaster: Forecaster, load: LoadSeries, train: int) -> Scores:

@@ -1,4 +1,5 @@
-"""``warmserve forecast``: backtest every forecaster on a trace and print its errors per model and overall.
+"""``warmserve forecast``: backtest every forecaster on a trace, print its errors per model and overall, and
+forecast each model's next window with the forecaster that did best on it.
 
 With no ``--trace`` it runs on the shipped sample (three ServeGen language models, 14 days at 600 s; see
 ``warmserve/operator/data/README.md``). Any user error — a missing or malformed trace, a window the trace's
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,9 @@ from warmserve.operator.forecast.concurrency import (
     load_series,
 )
 from warmserve.operator.forecast.forecasters import FORECASTERS
+from warmserve.operator.forecast.outlook import Outlook, outlooks
 from warmserve.operator.forecast.traces import ReaderOptions, TimestampUnit, TraceFormat, read_trace
+from warmserve.protocol.command import output_file
 from warmserve.protocol.errors import InvalidInputError
 
 SAMPLE = "servegen_language_600s.csv"
@@ -64,11 +67,36 @@ def register(subparsers: Any) -> None:
         help="window in seconds (default: 300, or the trace's resolution if coarser)",
     )
     parser.add_argument(
-        "--train-fraction", type=float, default=0.5, help="share of windows used only to train"
+        "--train-fraction", type=_fraction, default=0.5, help="share of windows used only to train"
     )
-    parser.add_argument("--forecasters", default=",".join(FORECASTERS), help="comma-separated names")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    parser.add_argument(
+        "--forecasters",
+        type=_forecaster_names,
+        default=",".join(FORECASTERS),
+        help=f"comma-separated, any of {', '.join(FORECASTERS)}",
+    )
+    parser.add_argument("--json", type=output_file, metavar="OUT", help="also write the results as JSON")
     parser.set_defaults(func=run)
+
+
+def _fraction(text: str) -> float:
+    """An argparse ``type``: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _forecaster_names(text: str) -> list[str]:
+    """An argparse ``type``: known forecaster names, checked before the trace is read."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORECASTERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected names among {', '.join(FORECASTERS)}, got {text!r}")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,25 +119,47 @@ def run(args: argparse.Namespace) -> int:
         trace = read_trace(args.trace or sample, options)
     window = args.window if args.window is not None else default_window_sec(trace)
     loads = load_series(trace, window, LatencyModels(latency))
-    names = [name.strip() for name in args.forecasters.split(",") if name.strip()]
-    result = backtest(loads, names, args.train_fraction)
+    result = backtest(loads, args.forecasters, args.train_fraction)
+    ahead = outlooks(loads, result)
     print(format_table(result, window))
+    print()
+    print(format_outlook(ahead))
     if args.json is not None:
         try:
-            args.json.write_text(json.dumps(to_json(result, window), indent=2) + "\n")
+            args.json.write_text(json.dumps(to_json(result, window, ahead), indent=2) + "\n")
         except OSError as exc:
             raise InvalidInputError(f"cannot write {args.json}: {exc.strerror}") from exc
     return 0
 
 
 def format_table(result: BacktestResult, window_sec: float) -> str:
-    """One table per model, then the overall one (mean over models)."""
+    """One table per model (with its forecasters that ran as their fallback), the models left out and why,
+    then the overall table (mean over the models backtested)."""
     blocks = [
         _table(f"{model}: {result.train_windows[model]} training windows of {window_sec:g} s", scores)
+        + "".join(f"\n  {name} fell back: {why}" for name, why in result.fallbacks[model].items())
         for model, scores in result.models.items()
     ]
+    if result.skipped:
+        blocks.append(
+            "not backtested:\n" + "\n".join(f"  {model}: {why}" for model, why in result.skipped.items())
+        )
     blocks.append(_table(f"overall (mean over {len(result.models)} models)", result.overall))
     return "\n\n".join(blocks)
+
+
+def format_outlook(ahead: Sequence[Outlook]) -> str:
+    """The next window's forecast per model: concurrency (requests in flight), mean and peak."""
+    width = max(len(o.model) for o in ahead) + 2
+    lines = [
+        "next window (concurrency, requests in flight)",
+        f"{'model':<{width}}{'starts at (s)':>15}  {'forecaster':<20}{'mean':>9}{'peak':>9}  why",
+    ]
+    for o in ahead:
+        lines.append(
+            f"{o.model:<{width}}{o.start_sec:>15.0f}  {o.forecaster:<20}{o.mean:>9.2f}{o.peak:>9.2f}  {o.why}"
+        )
+    return "\n".join(lines)
 
 
 def _table(title: str, scores: Mapping[str, Scores]) -> str:
@@ -125,11 +175,15 @@ def _table(title: str, scores: Mapping[str, Scores]) -> str:
     return "\n".join(lines)
 
 
-def to_json(result: BacktestResult, window_sec: float) -> dict[str, Any]:
-    """``forecasters.<name>`` overall and ``models.<model>.<name>``; an undefined metric is ``null``."""
+def to_json(result: BacktestResult, window_sec: float, ahead: Sequence[Outlook]) -> dict[str, Any]:
+    """``forecasters.<name>`` overall and ``models.<model>.<name>`` (an undefined metric is ``null``),
+    ``skipped.<model>`` and ``fallbacks.<model>.<name>`` (reasons), ``next_window.<model>``."""
     return {
         "window_sec": window_sec,
         "train_windows": dict(result.train_windows),
+        "skipped": dict(result.skipped),
+        "fallbacks": {model: dict(names) for model, names in result.fallbacks.items()},
+        "next_window": {o.model: {k: v for k, v in asdict(o).items() if k != "model"} for o in ahead},
         "forecasters": {name: _scores_json(s) for name, s in result.overall.items()},
         "models": {
             model: {name: _scores_json(s) for name, s in scores.items()}

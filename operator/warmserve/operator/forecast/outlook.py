@@ -1,0 +1,57 @@
+"""The next window's load per model, from the forecaster that did best on that model's backtest.
+
+A user planning capacity wants the forecast itself, not only how past forecasts scored: for each model
+this fits the chosen forecaster on the model's whole history and forecasts the window after it. The choice
+is the forecaster with the lowest peak MASE on the model's backtest (the planner provisions for the peak),
+then the lowest peak MAPE; a model the backtest skipped, or one where no forecaster has a finite score, gets
+the last value and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from warmserve.operator.forecast.backtest import BacktestResult, Scores
+from warmserve.operator.forecast.concurrency import LoadSeries
+from warmserve.operator.forecast.forecasters import LastValue, fit_load, forecast, make_forecaster
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """One model's forecast of the window starting at ``start_sec`` (concurrency: requests in flight)."""
+
+    model: str
+    start_sec: float
+    forecaster: str
+    mean: float
+    peak: float
+    why: str  # why this forecaster
+
+
+def choose(scores: Mapping[str, Scores]) -> tuple[str, str] | None:
+    """The forecaster with the lowest finite peak MASE, else peak MAPE, with the reason; ``None`` if none
+    of them has a finite peak score."""
+    for metric, label in (("peak_mase", "peak MASE"), ("peak_mape", "peak MAPE")):
+        finite = {name: getattr(s, metric) for name, s in scores.items() if math.isfinite(getattr(s, metric))}
+        if finite:
+            return min(finite, key=lambda name: finite[name]), f"lowest backtest {label}"
+    return None
+
+
+def outlooks(loads: Sequence[LoadSeries], result: BacktestResult) -> list[Outlook]:
+    """The next window of every series in ``loads``."""
+    return [_outlook(load, result) for load in loads]
+
+
+def _outlook(load: LoadSeries, result: BacktestResult) -> Outlook:
+    picked = choose(result.models[load.model]) if load.model in result.models else None
+    if picked is None:
+        reason = result.skipped.get(load.model, "no forecaster had a finite backtest score")
+        picked = (LastValue.name, f"last value ({reason})")
+    name, why = picked
+    fitted = fit_load(make_forecaster(name, load.windows_per_day), load.mean, load.peak)
+    ahead = forecast(fitted, load.mean, load.peak, 1)
+    start = load.start_sec + len(load.mean) * load.window_sec
+    return Outlook(load.model, start, name, ahead.mean[0], ahead.peak[0], why)
