@@ -14,12 +14,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn
 
 from warmserve.gateway import cli as gateway_cli
 from warmserve.local import cli as local_cli
 from warmserve.operator.forecast import cli as forecast_cli
-from warmserve.protocol.command import run_parsed
+from warmserve.protocol.command import CommandParser, run_parsed
 from warmserve.sim import cli as sim_cli
 from warmserve.worker import cli as worker_cli
 
@@ -27,16 +26,9 @@ from warmserve.worker import cli as worker_cli
 SUBCOMMANDS = (forecast_cli, sim_cli, worker_cli, gateway_cli, local_cli)
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, like every other user error of the command."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser from every subcommand module (their parsers are of the same class)."""
-    parser = _Parser(prog="warmserve", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="warmserve", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:

@@ -42,6 +42,19 @@ def test_unknown_policy_is_one_line_naming_the_accepted(
     assert err.count("\n") == 1 and "prism" in err and "autoscale" in err
 
 
-def test_an_unwritable_output_is_reported(rate_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(args(rate_trace, "--policies", "muxserve", "--json", "/nonexistent/dir/out.json"))
-    assert code == 2 and "cannot write" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("option", "path", "message"),
+    [
+        ("--json", "/nonexistent/dir/out.json", "argument --json: cannot write /nonexistent/dir/out.json"),
+        ("--plot", "/nonexistent/dir/out.png", "argument --plot: cannot write /nonexistent/dir/out.png"),
+        ("--plot", "out.xyz", "argument --plot: out.xyz: expected a file name ending in one of"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(
+    option: str, path: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trace is missing too: the output path is refused by the option parser, before any work."""
+    with pytest.raises(SystemExit) as exited:
+        main(args(tmp_path / "missing.csv", "--policies", "muxserve", option, path))
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err and err.count("\n") == 1

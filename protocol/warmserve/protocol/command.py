@@ -10,10 +10,73 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any, NoReturn
 
 from warmserve.protocol.errors import EXIT_INVALID, EXIT_UNAVAILABLE, UnavailableError, WarmServeError
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default (unless its help already speaks of one, or there is none to
+    show), keeps the description's paragraphs apart, and never breaks a name at its hyphens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Wrap at spaces only: names like ``seasonal-naive-7d`` stay whole."""
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Each paragraph, and each ``- `` item of a list, wrapped on its own."""
+        blocks = []
+        for paragraph in re.split(r"\n\s*\n", text.strip()):
+            items = re.split(r"\n\s*(?=[-*] )", paragraph.strip())
+            blocks.append("\n".join(self._fill_item(item, width, indent) for item in items))
+        return "\n\n".join(blocks)
+
+    @staticmethod
+    def _fill_item(item: str, width: int, indent: str) -> str:
+        hang = "  " if item[:2] in ("- ", "* ") else ""
+        return textwrap.fill(
+            " ".join(item.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent + hang,
+            break_on_hyphens=False,
+        )
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every ``warmserve`` command and subcommand: errors are one line pointing at
+    ``--help`` (like every other user error of the command), help shows defaults, and a description taken
+    from a docstring is shown without its reStructuredText markup."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        if kwargs.get("description"):
+            kwargs["description"] = plain_text(kwargs["description"])
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def plain_text(docstring: str) -> str:
+    """``docstring`` without roles (``:class:`~a.B``` becomes ``B``) and double backquotes."""
+    text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", docstring)
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def run_parsed(args: argparse.Namespace) -> int:

