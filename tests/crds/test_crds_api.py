@@ -312,7 +312,7 @@ def test_status_is_a_subresource_apart_from_spec(
     created = create(api, kube_namespace, obj)
     assert "status" not in created  # the main resource ignores status
     args = (GROUP, VERSION, kube_namespace, "modeldeployments", "m")
-    status = {
+    status: dict[str, Any] = {
         "observedGeneration": 1,
         "replicas": {"serving": 1, "prewarmed": 1, "loading": 0},
         "lastForecast": {"mean": 0.5, "peak": 1.5, "time": "2026-12-04T05:00:00Z"},
@@ -334,7 +334,7 @@ def test_status_is_a_subresource_apart_from_spec(
     assert after["status"] == status
     assert after["spec"]["maxReplicas"] == 8  # the status endpoint ignores spec
     assert after["metadata"]["generation"] == created["metadata"]["generation"]
-    bad = {"status": {"conditions": [{**status["conditions"][0], "status": "Maybe"}]}}  # type: ignore[index]
+    bad = {"status": {"conditions": [{**status["conditions"][0], "status": "Maybe"}]}}
     with pytest.raises(kubernetes.client.ApiException) as refused:
         custom.patch_namespaced_custom_object_status(*args, bad)
     assert 'Unsupported value: "Maybe"' in json.loads(refused.value.body)["message"]
