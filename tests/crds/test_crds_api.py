@@ -42,7 +42,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> An
 
 @pytest.fixture(scope="module")
 def crds(kube_cluster: Cluster) -> Iterator[None]:
-    """The two CRDs installed from ``crds/`` and Established; removed after the module."""
+    """The two CRDs installed from ``crds/`` and Established. They stay for the rest of the session (the
+    cluster goes with it): applying them again is a no-op, and other modules may use them meanwhile."""
     kube_cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
     with kube_cluster.api_client() as client:
         extensions = kubernetes.client.ApiextensionsV1Api(client)
@@ -55,7 +56,6 @@ def crds(kube_cluster: Cluster) -> Iterator[None]:
 
             wait_for(f"{name} to be Established", established)
     yield
-    kube_cluster.kubectl("delete", "--wait=false", "-f", str(CRDS))
 
 
 @pytest.fixture
@@ -247,13 +247,27 @@ def test_kubectl_get_prints_the_columns(
         kube_namespace,
         "modeldeployments",
         created["metadata"]["name"],
-        {"status": {"servedName": "llama3-8b", "replicas": {"serving": 1, "prewarmed": 2, "loading": 0}}},
+        {
+            "status": {
+                "servedName": "llama3-8b",
+                "replicas": {"serving": 1, "prewarmed": 2, "loading": 0},
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "lastTransitionTime": "2026-12-04T05:00:00Z",
+                        "reason": "Serving",
+                        "message": "1 instance serving",
+                    }
+                ],
+            }
+        },
     )
     table = _table(api, kube_namespace, "modeldeployments")
     columns = [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0]
     assert columns == ["Name", "Model", "Engine", "TP", "Min", "Max", "Serving", "Prewarmed", "Ready", "Age"]
     (row,) = table["rows"]
-    assert row["cells"][:8] == ["llama3-8b", "llama3-8b", "fake", 2, 0, 2, 1, 2]
+    assert row["cells"][:9] == ["llama3-8b", "llama3-8b", "fake", 2, 0, 2, 1, 2, "True"]
     pools = _table(api, kube_namespace, "workerpools")
     assert [c["name"] for c in pools["columnDefinitions"] if c["priority"] == 0] == [
         "Name",
@@ -274,7 +288,7 @@ def test_kubectl_get_prints_the_columns(
 
 
 def test_the_scale_subresource_reads_and_sets_the_floor_within_the_bounds(
-    kube_namespace: str, api: kubernetes.client.ApiClient
+    kube_cluster: Cluster, kube_namespace: str, api: kubernetes.client.ApiClient
 ) -> None:
     custom = kubernetes.client.CustomObjectsApi(api)
     name = create(api, kube_namespace, raw("modeldeployment-llama3-8b-tp2.yaml"))["metadata"]["name"]
@@ -289,7 +303,7 @@ def test_the_scale_subresource_reads_and_sets_the_floor_within_the_bounds(
         1,
         selector,
     )
-    custom.patch_namespaced_custom_object_scale(*args, {"spec": {"replicas": 2}})
+    kube_cluster.kubectl("scale", "-n", kube_namespace, f"md/{name}", "--replicas=2")
     assert custom.get_namespaced_custom_object(*args)["spec"]["replicas"] == 2
     with pytest.raises(kubernetes.client.ApiException) as refused:
         custom.patch_namespaced_custom_object_scale(*args, {"spec": {"replicas": 5}})  # maxReplicas is 2
