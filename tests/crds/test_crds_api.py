@@ -207,6 +207,10 @@ def test_the_server_fills_in_the_defaults(kube_namespace: str, api: kubernetes.c
             'spec.engine: Unsupported value: "tpu": supported values: "fake", "torch", "vllm"',
         ),
         (
+            minimal_pool() | {"metadata": {"name": "p" * 59}},
+            "Invalid value: a WorkerPool name is at most 58 characters",
+        ),
+        (
             minimal_pool(gpusPerPod=0),
             "spec.gpusPerPod: Invalid value: 0: spec.gpusPerPod in body should be greater than or equal to 1",
         ),

@@ -217,6 +217,7 @@ def test_a_bad_deployment_field_is_named(path: str, value: Any, field: str) -> N
         ("spec.template.resources", {"requests": {"cpu": "lots"}}, "spec.template.resources.requests.cpu"),
         ("spec.template.nodeSelector", {"zone": 1}, "spec.template.nodeSelector.zone"),
         ("kind", "Pod", "kind"),
+        ("metadata.name", "p" * 59, "metadata.name"),
     ],
 )
 def test_a_bad_pool_field_is_named(path: str, value: Any, field: str) -> None:

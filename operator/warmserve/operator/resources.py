@@ -51,6 +51,9 @@ ENGINES = ("fake", "torch", "vllm")
 NO_FORECAST = "none"
 HISTORY_SOURCES = ("configMap", "prometheus")
 FAKE_TIERS = ("host", "disk", "remote")
+#: The longest WorkerPool name: it is a label value (at most 63 characters) and ``<name>-<index>`` (index
+#: below 1024, the most Pods a pool has) a Pod's hostname (a DNS label, at most 63).
+POOL_NAME_MAX = 58
 #: Tensor-parallel degrees a replica may have (engines shard attention heads by powers of two).
 TENSOR_PARALLEL = (1, 2, 4, 8, 16, 32, 64)
 
@@ -401,6 +404,8 @@ def parse_worker_pool(obj: Mapping[str, Any]) -> WorkerPool:
     """A ``WorkerPool`` as the API server returns it (defaults filled in); raises
     :class:`InvalidFieldError` naming the first bad field."""
     namespace, name, generation = _metadata(obj, "WorkerPool")
+    if len(name) > POOL_NAME_MAX:
+        raise InvalidFieldError("metadata.name", f"at most {POOL_NAME_MAX} characters", name)
     uid = _mapping(obj.get("metadata"), "metadata").get("uid", "")
     spec = _mapping(obj.get("spec"), "spec")
     fake = _mapping(spec.get("fake"), "spec.fake")
