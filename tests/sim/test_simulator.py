@@ -170,3 +170,13 @@ def test_a_warm_up_before_the_trace_is_refused(rate_trace: Path) -> None:
         prepare(Scenario(WorkloadSpec(rate_trace, models=3, day=0, offset_s=0.0, warmup_s=600.0)))
     with pytest.raises(InvalidFieldError, match="warmup"):
         WorkloadSpec(rate_trace, warmup_s=-1.0)
+
+
+def test_progress_ends_at_the_whole_replay(rate_trace: Path) -> None:
+    """A progress bar fed by the run reaches 100%: the last report is the replay's length, even when the
+    last event falls earlier (it used to stop at the last 600 s step)."""
+    scenario = small(rate_trace)
+    workload, models = prepare(scenario)
+    seen: list[float] = []
+    run_policy(scenario, workload, models, "muxserve", seen.append)
+    assert seen[-1] == workload.duration_s and seen == sorted(seen)

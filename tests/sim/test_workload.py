@@ -55,3 +55,15 @@ def test_a_request_trace_honours_day_and_the_rate_multiplier_and_refuses_rate(tm
         build_workload(WorkloadSpec(trace, models=1, mean_rate_rps=8.0))
     with pytest.raises(InvalidFieldError, match="offset"):
         build_workload(WorkloadSpec(trace, models=1, day=1))  # days count from the first request
+
+
+def test_a_trace_shorter_than_the_duration_is_replayed_for_its_own_length(tmp_path: Path) -> None:
+    """A one-hour log under the default day-long --duration: the replay's span, and so the rate it
+    reports (and the baselines' sizing, and the progress bar), are the log's hour, not 24 h."""
+    trace = _azure_like(tmp_path / "t.csv", seconds=3600, per_second=2)
+    day = build_workload(WorkloadSpec(trace, models=1))
+    assert day.requests == 7200
+    assert day.duration_s == pytest.approx(3600.0, abs=1.0)
+    assert day.mean_rate_rps == pytest.approx(2.0, rel=1e-3)
+    half = build_workload(WorkloadSpec(trace, models=1, duration_s=1800.0))
+    assert half.duration_s == 1800.0 and half.mean_rate_rps == pytest.approx(2.0)

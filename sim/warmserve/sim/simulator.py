@@ -273,6 +273,8 @@ class Simulation:
                 self._discover(now)
             else:
                 self._segment(worker, rid, version, now)
+        if self.progress is not None:  # the whole replay is done, whenever its last event fell
+            self.progress(self.workload.duration_s)
         return self._result()
 
     def _idle(self) -> bool:

@@ -268,7 +268,8 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
         raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
     start = arrival[0] + (spec.day or 0) * SECONDS_PER_DAY + spec.offset_s  # days from the first request
     arrival = (arrival - start) / (spec.time_scale * spec.rate_multiplier) + spec.warmup_s
-    keep = (arrival >= 0) & (arrival < spec.warmup_s + spec.duration_s)
+    span = _replayed_span(arrival, spec)
+    keep = (arrival >= 0) & (arrival < spec.warmup_s + span)
     keep &= np.isfinite(inputs) & np.isfinite(outputs)
     if not keep.any():
         raise InvalidFieldError("offset/duration", "a span of the trace holding requests", spec.offset_s)
@@ -282,10 +283,20 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
         model,
         _clip(inputs[keep], spec.max_input_tokens),
         _clip(outputs[keep], spec.max_output_tokens),
-        spec.warmup_s + spec.duration_s,
+        spec.warmup_s + span,
         (),
         0.0,
         spec.time_scale * spec.rate_multiplier,
         spec.warmup_s,
-        float(np.count_nonzero(arrival[keep] >= spec.warmup_s)) / spec.duration_s,
+        float(np.count_nonzero(arrival[keep] >= spec.warmup_s)) / span,
     )
+
+
+def _replayed_span(arrival: FloatArray, spec: WorkloadSpec) -> float:
+    """The measured seconds a per-request replay really covers: ``--duration``, or less when the trace ends
+    sooner (a one-hour log under the default day). The rate reported, the baselines' sizing and the progress
+    bar all divide by this span, so it must be the replay's, not the option's. A log is taken to end one
+    mean gap between requests after its last one, and spans at least one second (one request, or all
+    of them at one instant)."""
+    gap = (arrival[-1] - arrival[0]) / (len(arrival) - 1) if len(arrival) > 1 else 1.0
+    return min(spec.duration_s, max(1.0, float(arrival[-1] - spec.warmup_s + gap)))
