@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -20,7 +21,7 @@ import aiohttp
 import kubernetes
 import pytest
 
-from e2e.harness.cluster import Cluster, free_port
+from e2e.harness.cluster import Cluster
 from warmserve.operator.kube.cluster import KubeCluster
 from warmserve.operator.planning.snapshot import Demand, ModelConfig
 from warmserve.operator.policies.registry import policy_by_name
@@ -285,11 +286,22 @@ async def test_demand_is_the_sum_over_the_ready_gateways_and_none_ready_is_unava
     await eventually("the two ready gateways' 3 held requests", summed, timeout=20)
 
 
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound, never listening, so no other process can take
+    it while the test runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 async def test_an_unreachable_api_server_is_unavailable_and_nothing_is_written(
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession, refusing_port: int
 ) -> None:
-    cluster = KubeCluster(kube_api_client(f"http://127.0.0.1:{free_port()}"), session, "ns", timeout_s=1.0)
-    with pytest.raises(UnavailableError, match=r"cannot list Pods app\.kubernetes\.io/name=warmserve-worker"):
+    cluster = KubeCluster(kube_api_client(f"http://127.0.0.1:{refusing_port}"), session, "ns", timeout_s=1.0)
+    # Workers and gateways are listed at once: the error names whichever list failed first.
+    which = r"cannot list Pods app\.kubernetes\.io/name=warmserve-(worker|gateway) in namespace ns: "
+    with pytest.raises(UnavailableError, match=which):
         await cluster.observe()
     assert await cluster.apply({"w": desired("w", 1), "v": desired("v", 1)}) == {"w", "v"}
 
