@@ -285,6 +285,17 @@ async def test_demand_is_the_sum_over_the_ready_gateways_and_none_ready_is_unava
     # 2 + 1 held at the ready gateways; the 5 at the gateway that is not ready do not count.
     await eventually("the two ready gateways' 3 held requests", summed, timeout=20)
 
+    # A ready gateway Pod that does not serve /demand (a plain file server: 404): the sum would be partial.
+    broken = gateway_pod("gw-broken")
+    container = broken["spec"]["containers"][0]
+    container["args"] = ["-m", "http.server", "--bind", "$(POD_IP)", "8080"]
+    container["command"] = ["python"]
+    container["readinessProbe"]["httpGet"]["path"] = "/"
+    core.create_namespaced_pod(ns, broken)
+    await until_running(core, ns, "gw-broken", ready=True)
+    with pytest.raises(UnavailableError, match=r"gateway demand unreadable at http://.*:8080/demand: 404"):
+        await cluster.observe()
+
 
 @pytest.fixture
 def refusing_port() -> Iterator[int]:
