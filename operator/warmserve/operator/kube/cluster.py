@@ -56,8 +56,8 @@ LIST_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, ValueError, KeyError, 
 REQUEST_TIMEOUT_S = 5.0
 
 
-class NotReporting(Exception):
-    """A worker Pod that has nothing to report yet (not running, being deleted, no annotation)."""
+class NotReporting(UnavailableError):
+    """A worker Pod that has nothing to report now (not running, being deleted, no annotation yet)."""
 
 
 def worker_report(pod: Pod) -> ObservedState:
