@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -120,6 +121,20 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+Start = Callable[..., Awaitable[KubeCluster]]
+
+
+@pytest.fixture
+async def clusters(api: kubernetes.client.ApiClient, session: aiohttp.ClientSession) -> AsyncIterator[Start]:
+    """Starts a ``KubeCluster(api, session, namespace, **options)`` that stops with the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(namespace: str, **options: Any) -> KubeCluster:
+            return await stack.enter_async_context(KubeCluster(api, session, namespace, **options))
+
+        yield start
+
+
 async def eventually(
     what: str,
     check: Callable[[], Awaitable[T | None]],
@@ -178,8 +193,7 @@ async def test_observe_reads_the_pools_reports_leaves_out_bad_ones_and_apply_wri
     kube_cluster: Cluster,
     kube_namespace: str,
     core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
-    session: aiohttp.ClientSession,
+    clusters: Start,
 ) -> None:
     ns = kube_namespace
     misnamed = replace(report("w-ok"), worker="someone-else").to_json()
@@ -199,24 +213,19 @@ async def test_observe_reads_the_pools_reports_leaves_out_bad_ones_and_apply_wri
     leaving["metadata"]["finalizers"] = [HOLD]  # keeps the Pod, being deleted, until the test lets go
     core.create_namespaced_pod(ns, leaving)
     try:
-        await observe_and_apply(ns, core, api, session)
+        await observe_and_apply(ns, core, clusters)
     finally:
         body = {"metadata": {"finalizers": None}}
         core.patch_namespaced_pod("w-leaving", ns, body, _content_type="application/merge-patch+json")
 
 
-async def observe_and_apply(
-    ns: str,
-    core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
-    session: aiohttp.ClientSession,
-) -> None:
+async def observe_and_apply(ns: str, core: kubernetes.client.CoreV1Api, clusters: Start) -> None:
     running = ("w-ok", "w-silent", "w-garbage", "w-misnamed", "w-other-pool", "w-leaving", "unlabelled")
     await until_running(core, ns, *running)
     await until_running(core, ns, "gw", ready=True)
     core.delete_namespaced_pod("w-leaving", ns)
 
-    pool_a = KubeCluster(api, session, ns, pool="a")
+    pool_a = await clusters(ns, pool="a")
     before = time.time()
     seen = await pool_a.observe()
     assert before <= seen.now <= time.time()
@@ -229,7 +238,7 @@ async def observe_and_apply(
     assert pool_a.excluded["w-misnamed"].startswith("worker: expected the Pod's name 'w-misnamed'")
     assert pool_a.excluded["w-pending"] == "phase Pending, not Running"
 
-    every_pool = KubeCluster(api, session, ns)
+    every_pool = await clusters(ns)
     assert set((await every_pool.observe()).workers) == {"w-ok", "w-other-pool"}
 
     # apply: written to the Pod; a Pod that does not exist is returned, the others are not held up by it.
@@ -239,7 +248,7 @@ async def observe_and_apply(
     assert DesiredState.from_json(annotations[DESIRED_ANNOTATION]) == first
 
     # The same document again, as a restarted scheduler would write it: the Pod is not patched.
-    fresh = KubeCluster(api, session, ns, pool="a")
+    fresh = await clusters(ns, pool="a")
     await fresh.observe()
     version = core.read_namespaced_pod("w-ok", ns).metadata.resource_version
     assert await fresh.apply({"w-ok": first}) == set()
@@ -252,8 +261,22 @@ async def observe_and_apply(
     # A worker that fixes its report is planned again, and a broken one no longer taints the others.
     body = {"metadata": {"annotations": {OBSERVED_ANNOTATION: report("w-garbage").to_json()}}}
     core.patch_namespaced_pod("w-garbage", ns, body, _content_type="application/merge-patch+json")
-    assert set((await pool_a.observe()).workers) == {"w-ok", "w-garbage"}
+
+    async def fixed() -> Observation | None:
+        seen = await pool_a.observe()
+        return seen if set(seen.workers) == {"w-ok", "w-garbage"} else None
+
+    await eventually("the fixed report to be planned again", fixed, timeout=10)
     assert "w-garbage" not in pool_a.excluded
+
+    # A Pod removed is forgotten (the watch's DELETED event).
+    core.delete_namespaced_pod("w-silent", ns, grace_period_seconds=0)
+
+    async def forgotten() -> bool | None:
+        await pool_a.observe()
+        return True if "w-silent" not in pool_a.excluded else None
+
+    await eventually("the deleted Pod to be forgotten", forgotten, timeout=10)
 
 
 @pytest.mark.kube
@@ -262,11 +285,10 @@ async def test_demand_is_the_sum_over_the_ready_gateways_and_none_ready_is_unava
     kube_cluster: Cluster,
     kube_namespace: str,
     core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
-    session: aiohttp.ClientSession,
+    clusters: Start,
 ) -> None:
     ns = kube_namespace
-    cluster = KubeCluster(api, session, ns)
+    cluster = await clusters(ns)
     with pytest.raises(UnavailableError, match="no ready gateway Pod"):
         await cluster.observe()
 
@@ -293,8 +315,18 @@ async def test_demand_is_the_sum_over_the_ready_gateways_and_none_ready_is_unava
     container["readinessProbe"]["httpGet"]["path"] = "/"
     core.create_namespaced_pod(ns, broken)
     await until_running(core, ns, "gw-broken", ready=True)
-    with pytest.raises(UnavailableError, match=r"gateway demand unreadable at http://.*:8080/demand: 404"):
-        await cluster.observe()
+
+    async def refused() -> str | None:
+        try:
+            await cluster.observe()
+        except UnavailableError as exc:
+            return str(exc)
+        return None
+
+    assert re.match(
+        r"gateway demand unreadable at http://.*:8080/demand: 404",
+        await eventually("observe to refuse the broken gateway", refused),
+    )
 
 
 @pytest.fixture
@@ -309,12 +341,13 @@ def refusing_port() -> Iterator[int]:
 async def test_an_unreachable_api_server_is_unavailable_and_nothing_is_written(
     session: aiohttp.ClientSession, refusing_port: int
 ) -> None:
-    cluster = KubeCluster(kube_api_client(f"http://127.0.0.1:{refusing_port}"), session, "ns", timeout_s=1.0)
-    # Workers and gateways are listed at once: the error names whichever list failed first.
-    which = r"cannot list Pods app\.kubernetes\.io/name=warmserve-(worker|gateway) in namespace ns: "
-    with pytest.raises(UnavailableError, match=which):
-        await cluster.observe()
-    assert await cluster.apply({"w": desired("w", 1), "v": desired("v", 1)}) == {"w", "v"}
+    api = kube_api_client(f"http://127.0.0.1:{refusing_port}")
+    async with KubeCluster(api, session, "ns", timeout_s=1.0) as cluster:
+        which = r"Pods app\.kubernetes\.io/name=warmserve-worker in namespace ns unknown now: "
+        with pytest.raises(UnavailableError, match=which):
+            await cluster.observe()
+        assert await cluster.apply({"w": desired("w", 1), "v": desired("v", 1)}) == {"w", "v"}
+    assert not [t for t in threading.enumerate() if t.name.startswith("pods ns/")]  # stopped with the block
 
 
 def real_worker_pod(name: str) -> dict[str, Any]:
@@ -360,7 +393,7 @@ async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its
     kube_cluster: Cluster,
     kube_namespace: str,
     core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
+    clusters: Start,
     session: aiohttp.ClientSession,
 ) -> None:
     ns = kube_namespace
@@ -371,7 +404,7 @@ async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its
     core.create_namespaced_pod(ns, gateway_pod("gw", workers=(worker_url,)))
     await until_running(core, ns, "gw", ready=True)
 
-    cluster = KubeCluster(api, session, ns, pool="p")
+    cluster = await clusters(ns, pool="p")
     models = {"m": ModelConfig(spec=SPEC, load_bandwidth_bytes_per_s=4 * GIB, min_instances=1)}
     entry = policy_by_name("warmserve")
     assert entry.policy is not None
