@@ -350,6 +350,105 @@ async def test_an_unreachable_api_server_is_unavailable_and_nothing_is_written(
     assert not [t for t in threading.enumerate() if t.name.startswith("pods ns/")]  # stopped with the block
 
 
+class Cut:
+    """A TCP relay from a port of 127.0.0.1 to the API server that the test can cut and mend: cutting closes
+    the listener and every open connection (a network partition the client sees as resets and refusals);
+    mending listens again on the same port."""
+
+    def __init__(self, server: str) -> None:
+        host, port = server.removeprefix("https://").rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self.mend()
+
+    def mend(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        assert self._listener is not None
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(), frees the port
+        self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(self.target)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.kube
+@pytest.mark.slow
+async def test_a_cut_from_the_api_server_is_unavailable_and_the_mended_view_misses_nothing(
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    core: kubernetes.client.CoreV1Api,
+    session: aiohttp.ClientSession,
+) -> None:
+    ns = kube_namespace
+    for pod in (worker_pod("w", "a", report("w").to_json()), gateway_pod("gw")):
+        core.create_namespaced_pod(ns, pod)
+    await until_running(core, ns, "w")
+    await until_running(core, ns, "gw", ready=True)
+    relay = Cut(kube_cluster.server)
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kube_cluster.kubeconfig), client_configuration=config)  # type: ignore[no-untyped-call]
+    config.host = f"https://127.0.0.1:{relay.port}"
+    with kubernetes.client.ApiClient(config) as api:
+        async with KubeCluster(api, session, ns, timeout_s=2.0) as cluster:
+            assert (await cluster.observe()).workers["w"].observed_generation == -1
+
+            relay.cut()
+
+            async def refused() -> str | None:
+                try:
+                    await cluster.observe()
+                except UnavailableError as exc:
+                    return str(exc)
+                return None
+
+            assert "unknown now" in await eventually("observe to see the cut", refused, timeout=10)
+            # Meanwhile the worker reports a new generation; the cache, cut off, cannot have seen it.
+            later = replace(report("w"), observed_generation=7).to_json()
+            body = {"metadata": {"annotations": {OBSERVED_ANNOTATION: later}}}
+            core.patch_namespaced_pod("w", ns, body, _content_type="application/merge-patch+json")
+            relay.mend()
+
+            async def caught_up() -> ObservedState | None:
+                with contextlib.suppress(UnavailableError):
+                    seen = (await cluster.observe()).workers.get("w")
+                    return seen if seen is not None and seen.observed_generation == 7 else None
+                return None
+
+            await eventually("the mended cache to hold the change made during the cut", caught_up, timeout=20)
+    relay.cut()
+
+
 def real_worker_pod(name: str) -> dict[str, Any]:
     """A real ``warmserve worker --kube`` with the fake engine on two fake GPUs, following its own Pod."""
     env = [
