@@ -18,15 +18,14 @@ import pytest
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.kube_api import Backoff, kube_api_client
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 from warmserve.worker.desired_source import (
-    Backoff,
     DesiredSource,
     Ignore,
     PodAnnotationSource,
     PodRef,
     Rejection,
-    kube_api_client,
 )
 
 POD = PodRef(namespace="warmserve", name="worker-a")  # the emulator's; on the real server: `pod` below
