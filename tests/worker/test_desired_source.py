@@ -14,16 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from warmserve.protocol.state import DesiredState
-from warmserve.worker.desired_source import (
-    Accept,
-    Backoff,
-    DesiredFeed,
-    DesiredSource,
-    FileSource,
-    Ignore,
-    Reject,
-    judge,
-)
+from warmserve.worker.desired_feed import Accept, DesiredFeed, DesiredSource, Ignore, Reject, judge
+from warmserve.worker.desired_source import FileSource
+from warmserve.worker.kube_client import Backoff
 from warmserve.worker.observed_sink import write_atomically
 
 WORKER = "worker-a"
@@ -186,7 +179,7 @@ async def test_file_source_follows_atomic_replacements(
         assert source.rejection.field == "replicas[0].gpus"
         assert source.rejection.origin == f"file {path}"
         assert source.feed.generation == 2  # kept
-        with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
+        with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_feed"):
             write_atomically(path, desired(1))
             await until(lambda: source.feed.last_verdict == Ignore(generation=1, accepted=2))
         assert "stale desired generation 1" in caplog.text

@@ -19,15 +19,9 @@ from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
-from warmserve.worker.desired_source import (
-    Backoff,
-    DesiredSource,
-    Ignore,
-    PodAnnotationSource,
-    PodRef,
-    Rejection,
-    kube_api_client,
-)
+from warmserve.worker.desired_feed import DesiredSource, Ignore, Rejection
+from warmserve.worker.desired_source import PodAnnotationSource
+from warmserve.worker.kube_client import Backoff, PodRef, kube_api_client
 
 POD = PodRef(namespace="warmserve", name="worker-a")  # the emulator's; on the real server: `pod` below
 FAST = Backoff(initial=0.02, maximum=0.2)
@@ -175,7 +169,7 @@ async def test_lower_generation_is_ignored_with_a_log_line(
 ) -> None:
     await create_pod(core, {DESIRED_ANNOTATION: desired(3)}, pod)
     assert (await next_state(source)).generation == 3
-    with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
+    with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_feed"):
         await annotate(core, desired(2), pod)
         await until(lambda: source.feed.last_verdict == Ignore(generation=2, accepted=3))
     assert source.feed.generation == 3

@@ -22,7 +22,7 @@ from warmserve.protocol.state import (
     ObservedState,
     ReplicaState,
 )
-from warmserve.worker.desired_source import Backoff, PodRef
+from warmserve.worker.kube_client import Backoff, PodRef
 from warmserve.worker.observed_sink import FileSink, PodAnnotationSink, write_atomically
 
 POD = PodRef(namespace="warmserve", name="worker-a")

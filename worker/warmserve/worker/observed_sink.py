@@ -22,7 +22,7 @@ import kubernetes.client
 
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
-from warmserve.worker.desired_source import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, PodRef
+from warmserve.worker.kube_client import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, PodRef
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The universal worker's runtime: pools per GPU, its replicas, and convergence to a desired state.
 
 The runtime owns one memory pool per GPU and the replicas in them. :meth:`WorkerRuntime.set_desired`
-adopts a :class:`DesiredState` that a :class:`~warmserve.worker.desired_source.DesiredFeed` accepted (the
+adopts a :class:`DesiredState` that a :class:`~warmserve.worker.desired_feed.DesiredFeed` accepted (the
 feed owns the generation rules; :meth:`WorkerRuntime.check_desired` is the worker's own check it runs);
 a single convergence task then asks the pure
 :func:`~warmserve.worker.reconcile.converge` for steps and carries them out — freeing memory inline,
