@@ -27,9 +27,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError, WarmServeError
 from warmserve.protocol.state import (
@@ -48,6 +46,9 @@ from warmserve.worker.metrics import WorkerMetrics
 from warmserve.worker.pool import MemoryPool, PoolError, PoolExhaustedError, Slot, create_pool
 from warmserve.worker.reconcile import Current, Step, StepKind, converge
 from warmserve.worker.store import Checkpoint, CorruptModelError, LoadState, ModelStore
+
+if TYPE_CHECKING:  # annotations only: a fake-GPU worker runs without torch
+    import torch
 
 log = logging.getLogger(__name__)
 
