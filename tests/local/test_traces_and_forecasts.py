@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.operator.test_traces import SHARED_TRACES
 from warmserve.local.arrivals import ReplaySlice
 from warmserve.local.forecasts import trace_forecasts
 from warmserve.local.traces import binned, load_rates
 from warmserve.operator.forecast.traces import RateSeries, RequestSeries
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.replay.forecasts import ReplayClock
-
-TRACES = Path("/work/shared/traces")
 
 
 def test_the_shipped_sample_has_three_models_over_fourteen_days() -> None:
@@ -31,9 +30,11 @@ def test_request_traces_are_binned_into_rates() -> None:
     assert list(rates.rate_rps * 60.0) == [2.0, 3.0, 0.0, 1.0]
 
 
-@pytest.mark.skipif(not (TRACES / "azure_llm_2023").exists(), reason="shared traces not here")
+@pytest.mark.skipif(
+    not (SHARED_TRACES / "azure_llm_2023").exists(), reason=f"no Azure trace in {SHARED_TRACES}"
+)
 def test_a_real_request_trace_by_path() -> None:
-    path = next(p for p in sorted((TRACES / "azure_llm_2023").rglob("*.csv")))
+    path = next(p for p in sorted((SHARED_TRACES / "azure_llm_2023").rglob("*.csv")))
     series = load_rates(path)
     assert series and all(np.nansum(s.rate_rps) > 0 for s in series)
 

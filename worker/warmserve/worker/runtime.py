@@ -465,7 +465,7 @@ class WorkerRuntime:
         return r.instance is None or r.kv_lend_bytes == self._lendable(r)
 
     def _relend(self, r: _Replica) -> None:
-        """Lend more of a live instance's KV space to the pool, or take some back (design §2).
+        """Lend more of a live instance's KV space to the pool, or take some back.
 
         Lending unmaps the top of the KV region once the engine agrees to use less (it refuses while
         admitted sequences use that space: the lending then waits for the next change). Taking back maps

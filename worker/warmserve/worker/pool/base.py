@@ -1,4 +1,5 @@
-"""The memory pool of one GPU: physical chunks mapped into virtual slots without copying data (design §2).
+"""The memory pool of one GPU: physical chunks mapped into virtual slots without copying data
+(docs/memory-pool.md).
 
 A pool owns ``capacity_bytes`` of physical memory cut into chunks of ``chunk_bytes``. A :class:`Slot` is a
 virtual address range as large as the pool; a replica shard lives in one slot (weights at offset 0, its
