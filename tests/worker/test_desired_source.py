@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.worker.waiting import next_state, until
 from warmserve.protocol.state import DesiredState
-from warmserve.worker.desired_feed import Accept, DesiredFeed, DesiredSource, Ignore, Reject, judge
+from warmserve.worker.desired_feed import Accept, DesiredFeed, Ignore, Reject, judge
 from warmserve.worker.desired_source import FileSource
 from warmserve.worker.kube_client import Backoff
 from warmserve.worker.observed_sink import write_atomically
@@ -150,16 +151,6 @@ def test_backoff_grows_to_its_maximum() -> None:
 
 
 # --- the file channel ---------------------------------------------------------------------------
-
-
-async def next_state(source: DesiredSource) -> DesiredState:
-    return await asyncio.wait_for(anext(aiter(source)), timeout=5)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_file_source_follows_atomic_replacements(

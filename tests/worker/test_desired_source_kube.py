@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import kmock
@@ -17,9 +17,10 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
+from tests.worker.waiting import next_state, until
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
-from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
-from warmserve.worker.desired_feed import DesiredSource, Ignore, Rejection
+from warmserve.protocol.state import DESIRED_ANNOTATION
+from warmserve.worker.desired_feed import Ignore, Rejection
 from warmserve.worker.desired_source import PodAnnotationSource
 from warmserve.worker.kube_client import Backoff, PodRef, kube_api_client
 
@@ -78,17 +79,6 @@ async def annotate(core: kubernetes.client.CoreV1Api, text: str, pod: PodRef = P
     await asyncio.to_thread(
         core.patch_namespaced_pod, pod.name, pod.namespace, body, _content_type="application/merge-patch+json"
     )
-
-
-async def next_state(source: DesiredSource) -> DesiredState:
-    return await asyncio.wait_for(anext(aiter(source)), timeout=5)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll (briefly) until ``condition`` holds; fail after 5 s."""
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import kmock
@@ -13,6 +12,7 @@ import kubernetes.client
 import pytest
 
 from tests.kube_emulator import KubeEmulator
+from tests.worker.waiting import until
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import (
     DESIRED_ANNOTATION,
@@ -63,12 +63,6 @@ def annotation(kube: KubeEmulator) -> ObservedState | None:
     pod = kube.object("v1/pods", POD.namespace, POD.name)
     text = (pod or {}).get("metadata", {}).get("annotations", {}).get(OBSERVED_ANNOTATION)
     return None if text is None else ObservedState.from_json(text)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_report_lands_in_the_pod_annotation_and_parses_back(kube_emulator: KubeEmulator) -> None:

@@ -24,10 +24,24 @@ from warmserve.worker.kube_client import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, 
 log = logging.getLogger(__name__)
 
 
+class FeedSource:
+    """What every channel offers the worker (the :class:`~.desired_feed.DesiredSource` protocol): iterating
+    it iterates its :attr:`feed`, and its rejection is the feed's."""
+
+    feed: DesiredFeed
+
+    @property
+    def rejection(self) -> Rejection | None:
+        return self.feed.rejection
+
+    def __aiter__(self) -> DesiredFeed:
+        return self.feed
+
+
 # --- Kubernetes: the worker's own Pod ------------------------------------------------------------
 
 
-class PodAnnotationSource:
+class PodAnnotationSource(FeedSource):
     """Follows the ``warmserve.io/desired`` annotation of the worker's own Pod.
 
     One thread runs the synchronous kubernetes client in a loop: list the Pod (the current document
@@ -64,13 +78,6 @@ class PodAnnotationSource:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_text: str | None = None
-
-    @property
-    def rejection(self) -> Rejection | None:
-        return self.feed.rejection
-
-    def __aiter__(self) -> DesiredFeed:
-        return self.feed
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -174,7 +181,7 @@ def _brief(exc: Exception) -> str:
 # --- the local runner: a file -------------------------------------------------------------------
 
 
-class FileSource:
+class FileSource(FeedSource):
     """Follows a JSON file, for the local runner (no Kubernetes).
 
     Polls the file's inode, times and size every ``interval`` seconds and reads it when any changed.
@@ -198,13 +205,6 @@ class FileSource:
         self._path = path
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def rejection(self) -> Rejection | None:
-        return self.feed.rejection
-
-    def __aiter__(self) -> DesiredFeed:
-        return self.feed
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name=f"desired-file {self._path}")
