@@ -6,8 +6,9 @@ the simulated models ``model-00`` (most popular) to ``model-NN``, each keeping i
 mean rates over the replay are then set to a power law like the paper's: model i gets a share
 ``(i+1)^-alpha`` of ``mean_rate_rps`` (the released absolute rates are normalised by the publisher, see
 the traces README, so only shapes are taken from them), times ``rate_multiplier`` for load sweeps.
-Arrivals are the replay library's one process (:mod:`warmserve.replay.arrivals`): within each window a Gamma
-renewal process with the window's rate and inter-arrival CV, the CV clipped at ``max_cv``: ServeGen's CVs
+Arrivals are the replay library's one process (:mod:`warmserve.replay.arrivals`, each window started by its
+``phase`` rule, which keeps the figures measured so far): within each window a Gamma renewal process with
+the window's rate and inter-arrival CV, the CV clipped at ``max_cv``: ServeGen's CVs
 were measured at each client's real rate (up to hundreds of requests/s, CV up to ~100 for the busiest
 client); at the few requests/s a model gets here, such a CV makes bursts of hundreds of requests within
 milliseconds that no policy could serve within a TTFT SLO. The clip applies to every policy alike.
@@ -48,7 +49,7 @@ from warmserve.operator.forecast.traces import (
     read_trace,
 )
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.replay.arrivals import window_arrivals
+from warmserve.replay.arrivals import WindowStart, window_arrivals
 
 IntArray = npt.NDArray[np.int64]
 DEFAULT_LENGTHS = (1024, 256)
@@ -182,7 +183,8 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
     times, models = [], []
     warmup = lead * series[0].window_sec / spec.time_scale
     for index, s in enumerate(history):
-        t = window_arrivals(s, first, count, spec.time_scale, spec.max_cv, warmup + spec.duration_s, rng)
+        until = warmup + spec.duration_s
+        t = window_arrivals(s, first, count, spec.time_scale, spec.max_cv, until, rng, WindowStart.PHASE)
         times.append(t)
         models.append(np.full(len(t), index, dtype=np.int64))
     arrival = np.concatenate(times)
