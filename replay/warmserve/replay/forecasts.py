@@ -78,7 +78,6 @@ class TraceForecast:
         self.scale = time_scale
         self.start = replay_start_s
         self.origin = 0.0
-        self.mode = mode
         self.table: dict[str, tuple[FloatArray, FloatArray]] = {}
         self.fits: dict[str, tuple[LoadSeries, LoadFit]] = {}
         self._cache: tuple[int, int, Mapping[str, Forecast]] = (-1, -1, {})
@@ -95,21 +94,24 @@ class TraceForecast:
         self.origin = history[0].start_sec
         self.first = int((replay_start_s - self.origin) // window)
         count = math.ceil(duration_s * time_scale / window) + 1
-        period = max(1, round(SECONDS_PER_DAY / window))  # a day of trace time, however fast it is replayed
         for s in series:
-            last = min(self.first + count, len(s.mean))
-            if mode is ForecastMode.PAST_ONLY:
-                forecaster = WarmServeForecaster(period)
-                fit = fit_load(forecaster, s.mean[: self.first], s.peak[: self.first])
-                self.fits[s.model] = (s, fit)
-                continue
-            if mode is ForecastMode.ORACLE:
-                mean, peak = s.mean[self.first : last], s.peak[self.first : last]
-            else:
-                forecaster = WarmServeForecaster(period)
-                mean = rolling_one_step(forecaster, s.mean[:last], self.first)
-                peak = rolling_one_step(forecaster, s.peak[:last], self.first)
-            self.table[s.model] = (np.maximum(mean, 0.0), np.maximum(peak, mean))
+            self._add(s, min(self.first + count, len(s.mean)), mode)
+
+    def _add(self, load: LoadSeries, last: int, mode: ForecastMode) -> None:
+        """Predict ``load``'s replay windows up to ``last`` as ``mode`` says (past-only: fit it only)."""
+        forecaster = WarmServeForecaster(max(1, round(SECONDS_PER_DAY / self.window_s)))  # a trace day
+        if mode is ForecastMode.PAST_ONLY:
+            self.fits[load.model] = (
+                load,
+                fit_load(forecaster, load.mean[: self.first], load.peak[: self.first]),
+            )
+            return
+        if mode is ForecastMode.ORACLE:
+            mean, peak = load.mean[self.first : last], load.peak[self.first : last]
+        else:
+            mean = rolling_one_step(forecaster, load.mean[:last], self.first)
+            peak = rolling_one_step(forecaster, load.peak[:last], self.first)
+        self.table[load.model] = (np.maximum(mean, 0.0), np.maximum(peak, mean))
 
     def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
         return None
