@@ -13,7 +13,7 @@ lint:
 	$(PY) -m ruff format --check .
 
 typecheck:
-	$(PY) -m mypy -p warmserve.protocol -p warmserve.operator -p warmserve.worker -p warmserve.gateway -p warmserve.sim -p warmserve.local -m warmserve.cli
+	$(PY) -m mypy -p warmserve.protocol -p warmserve.operator -p warmserve.worker -p warmserve.gateway -p warmserve.replay -p warmserve.sim -p warmserve.local -m warmserve.cli
 	$(PY) -m mypy hatch_build.py
 	lint-imports
 

@@ -8,8 +8,8 @@ tables, the wall time of the whole backtest, and the two floor checks:
 * reading the trace plus backtesting all forecasters takes ≤ 60 s.
 
 Run from the repository root: ``python bench/bench_forecast.py [--trace PATH]``. The default trace is
-``../shared/traces/servegen/data/language`` beside the checkout; without it the shipped sample (the same
-series, derived) is used. Exit code 1 if a floor check fails.
+the ServeGen language folder when it is found beside the checkout (``SHARED`` below); without it the
+shipped sample (the same series, derived) is used. Exit code 1 if a floor check fails.
 """
 
 from __future__ import annotations

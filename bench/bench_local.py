@@ -7,7 +7,8 @@ and prints:
 
 - ``default_run_s``: wall-clock seconds of the whole command, start-up and shut-down included
   (floor: ≤ 180);
-- per policy: requests, completed, errors, TTFT p50/p99 (ms), SLO attainment, cold starts, promotions;
+- per policy: requests, completed, dropped, TTFT p50/p99 (ms, over all requests: one with no first token
+  is infinite), SLO attainment, cold starts, prewarm hits;
 - ``p99_ratio_baseline_over_warmserve`` (floor: > 1, WarmServe's p99 TTFT lower than the baseline's).
 
 The machine is shared with other tenants, so the TTFTs move between runs; ``--runs N`` repeats the
@@ -33,6 +34,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -42,13 +44,15 @@ from typing import Any
 
 import numpy as np
 
-from warmserve.local.arrivals import ReplaySlice, rate_scale, sample_arrivals
-from warmserve.local.forecasts import TraceForecasts
+from warmserve.local.arrivals import ReplaySlice, replay_rates, sample_arrivals
+from warmserve.local.forecasts import trace_forecasts
 from warmserve.local.policies import policy
 from warmserve.local.results import Summary
 from warmserve.local.runner import HOLD_TIMEOUT_S, SETTLE_S, run_policy
 from warmserve.local.setup import PROMPT_TOKENS, LocalSetup
 from warmserve.local.traces import load_rates
+from warmserve.replay.figures import request_figures
+from warmserve.replay.forecasts import ForecastMode
 from warmserve.sim.catalog import ClusterSpec
 from warmserve.sim.simulator import SimConfig, Simulation
 from warmserve.sim.workload import Workload
@@ -84,13 +88,14 @@ def main() -> int:
     met = 0
     for seed in range(args.runs):
         elapsed, (measured, baseline) = one_run(seed, extra)
-        ratio = baseline["ttft_p99"] / measured["ttft_p99"]
+        ratio = _seconds(baseline["ttft_p99_s"]) / _seconds(measured["ttft_p99_s"])
         for s in (measured, baseline):
             print(
-                f"{s['policy']}: requests {s['requests']} completed {s['completed']} errors {s['errors']} "
-                f"ttft_p50_ms {s['ttft_p50'] * 1000:.0f} ttft_p99_ms {s['ttft_p99'] * 1000:.0f} "
+                f"{s['policy']}: requests {s['requests']} completed {s['completed']} dropped {s['dropped']} "
+                f"ttft_p50_ms {_seconds(s['ttft_p50_s']) * 1000:.0f} "
+                f"ttft_p99_ms {_seconds(s['ttft_p99_s']) * 1000:.0f} "
                 f"slo_attainment {s['slo_attainment']:.3f} cold_starts {s['cold_starts']} "
-                f"promotions {s['promotions']}"
+                f"prewarm_hits {s['prewarm_hits']}"
             )
         ok = elapsed <= FLOOR_S and ratio > 1.0
         met += ok
@@ -100,6 +105,11 @@ def main() -> int:
     return 0
 
 
+def _seconds(value: float | None) -> float:
+    """A figure of the JSON summary: None is an infinite percentile (it falls on a request never served)."""
+    return math.inf if value is None else value
+
+
 def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, seed: int = 0) -> int:
     """Simulate, then run locally, the default replay under policy ``name``; print both and the errors."""
     series = load_rates(None)
@@ -107,7 +117,6 @@ def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, see
     setup = LocalSetup(models=tuple(sorted(s.model for s in series)), gpu_memory_gib=memory_gib)
     replay = ReplaySlice(7 * 86_400.0, 86_400.0, 86_400.0 / duration_s, rps, seed)
     arrivals = sample_arrivals(series, replay)
-    scale = rate_scale(series, replay)
     horizon = max(setup.load_s(m) for m in setup.models)
     index = {m: i for i, m in enumerate(setup.models)}
     n = len(arrivals)
@@ -120,16 +129,12 @@ def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, see
         np.full(n, PROMPT_TOKENS, dtype=np.int64),
         np.full(n, setup.max_tokens, dtype=np.int64),
         SETTLE_S + replay.duration_s,
-        # the history in trace time (the simulator compresses it itself), Poisson as replayed
-        tuple(
-            dataclasses.replace(s, rate_rps=s.rate_rps * scale / replay.compress, cv=np.ones(len(s.cv)))
-            for s in series
-        ),
+        replay_rates(series, replay),  # in trace time (the simulator compresses it), Poisson as replayed
         replay.start_sec - SETTLE_S * replay.compress,
         replay.compress,
     )
     choice = policy(name)
-    forecasts = TraceForecasts(series, replay, setup.latencies(), horizon) if choice.uses_forecasts else None
+    forecasts = trace_forecasts(series, replay, setup.latencies(), horizon) if choice.uses_forecasts else None
 
     def local_run(speed: float) -> Summary:
         with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
@@ -137,7 +142,7 @@ def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, see
             run = run_policy(fast, choice, forecasts, arrivals, Path(tmp), progress=False)
             return asyncio.run(run).summary
 
-    overhead = local_run(0.0).ttft_p50
+    overhead = _seconds(local_run(0.0).figures.ttft_p50_s)
     print(f"serving path (local replay at --speed 0): median TTFT {overhead * 1000:.1f} ms")
     cluster = ClusterSpec(setup.workers, setup.gpus, setup.profile, host_cache_gib=0.0)
     config = SimConfig(
@@ -146,21 +151,25 @@ def sim_versus_local(name: str, duration_s: float = 60.0, rps: float = 40.0, see
         horizon_s=horizon,
         request_overhead_s=overhead,
         per_replica_engines=False,
+        online_forecast=ForecastMode.PAST_ONLY,  # the local replay's forecasts (warmserve.local.forecasts)
     )
-    simulated = Simulation(workload, cluster, setup.model_configs(), name, config).run()
-    ttft = simulated.first_token - simulated.arrival
-    served = ttft[np.isfinite(ttft)]
-    sim_p50, sim_p99 = float(np.percentile(served, 50)), float(np.percentile(served, 99))
+    run = Simulation(workload, cluster, setup.model_configs(), name, config).run()
+    simulated = request_figures(run.arrival, run.first_token, run.finish, run.slo)
     local = local_run(setup.speed)
-    print(f"policy {name}: {n} requests; simulator served {len(served)}, local completed {local.completed}")
+    sim_p50, sim_p99 = _seconds(simulated.ttft_p50_s), _seconds(simulated.ttft_p99_s)
+    local_p50, local_p99 = _seconds(local.figures.ttft_p50_s), _seconds(local.figures.ttft_p99_s)
     print(
-        f"cold starts: simulator {simulated.cold_starts} local {local.cold_starts}; "
-        f"prewarm hits / promotions: simulator {simulated.prewarm_hits} local {local.promotions}"
+        f"policy {name}: {n} requests; completed: simulator {simulated.completed}, "
+        f"local {local.figures.completed}"
+    )
+    print(
+        f"cold starts: simulator {run.cold_starts} local {local.cold_starts}; "
+        f"prewarm hits: simulator {run.prewarm_hits} local {local.prewarm_hits}"
     )
     # The machine is shared: the path's cost moves between the two local runs. What the real run implies:
-    implied = local.ttft_p50 - (sim_p50 - overhead)
+    implied = local_p50 - (sim_p50 - overhead)
     print(f"serving path implied by the local run (its p50 - the engine's): {implied * 1000:.1f} ms")
-    for label, sim_value, local_value in (("p50", sim_p50, local.ttft_p50), ("p99", sim_p99, local.ttft_p99)):
+    for label, sim_value, local_value in (("p50", sim_p50, local_p50), ("p99", sim_p99, local_p99)):
         error = (sim_value - local_value) / local_value
         print(
             f"ttft_{label}_ms simulator {sim_value * 1000:.1f} local {local_value * 1000:.1f} "

@@ -80,3 +80,11 @@ def test_bad_slices_name_the_field(field: str, value: float) -> None:
     bad: dict[str, Any] = {field: value}
     with pytest.raises(InvalidFieldError, match=field):
         dataclasses.replace(good, **bad)
+
+
+def test_windows_shorter_than_a_gap_are_replayed_at_their_rate() -> None:
+    """A compressed window can be far shorter than the mean gap between two arrivals (here a fifth of it):
+    the process must still give each window its share, not start every window a whole gap late."""
+    trace = [series("a", [1.0] * 1000)]
+    replay = ReplaySlice(0.0, 600_000.0, compress=6000.0, rps=2.0)  # 0.1 s windows, 0.2 arrivals each
+    assert abs(len(sample_arrivals(trace, replay)) - 200) <= 6 * math.sqrt(200)

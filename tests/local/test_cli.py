@@ -65,7 +65,7 @@ def test_a_short_replay_prints_both_policies_and_the_counts_add_up(tmp_path: Pat
     assert [s["policy"] for s in summaries] == [DEFAULT_POLICY, "autoscale"]
     assert summaries[0]["requests"] == summaries[1]["requests"] > 10  # the same arrivals for both
     for s in summaries:
-        assert s["completed"] + s["errors"] == s["requests"]
+        assert s["completed"] + s["dropped"] == s["requests"]
         assert s["completed"] >= 0.9 * s["requests"]
 
 

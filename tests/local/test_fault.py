@@ -25,7 +25,7 @@ async def test_killing_a_worker_loses_no_request(tmp_path: Path) -> None:
     outcomes = result.outcomes
     assert len(outcomes) == len(arrivals)
     assert all(o.ok or o.error for o in outcomes)  # each has a response or a stated error
-    assert result.summary.completed + result.summary.errors == len(arrivals)
+    assert result.summary.figures.completed + result.summary.figures.dropped == len(arrivals)
     assert result.noticed_after_s is not None and result.noticed_after_s <= 2 * FAST.tick_s
     late = [o for o in outcomes if o.at_s > KILL_AT_S + 2.0]
     assert late and all(o.ok for o in late), [o.error for o in late if not o.ok][:3]

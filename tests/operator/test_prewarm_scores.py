@@ -1,4 +1,4 @@
-"""Replica demand and scores (design §2), checked against hand-computed values."""
+"""Replica demand and scores (docs/planning.md), checked against hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """What the simulator models of the real serving path, so that it predicts a local run (issue 5): the
 gateway's discovery poll, the serving path's measured cost, engine start-ups only where engines start,
-and forecasts on the replay's (compressed) clock."""
+and forecasts on the replay's (compressed) clock. And what the two share, so that comparing them measures
+the model, not the bookkeeping: one summary of the same requests, one forecast of the same replay."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import math
 import numpy as np
 import pytest
 
+from warmserve.local.arrivals import ReplaySlice, replay_rates
+from warmserve.local.client import Outcome
+from warmserve.local.forecasts import request_latency, trace_forecasts
+from warmserve.local.results import summarize
+from warmserve.local.traces import load_rates
 from warmserve.operator.forecast.concurrency import LatencyModel
 from warmserve.operator.forecast.traces import RateSeries
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.replay.figures import request_figures
+from warmserve.replay.forecasts import ForecastMode
 from warmserve.sim.catalog import ClusterSpec, catalog
-from warmserve.sim.forecasts import TraceForecast
-from warmserve.sim.simulator import SimConfig, Simulation
+from warmserve.sim.simulator import SimConfig, Simulation, trace_forecast
 from warmserve.sim.workload import Workload
 from warmserve.worker.timing import Tier, gpu_profile, load_seconds, model_shape, prefill_seconds
 
@@ -92,7 +99,7 @@ def test_forecasts_take_concurrency_on_the_replays_clock() -> None:
     history = (RateSeries("m", -86_400.0, 600.0, np.full(2 * 144, rate), np.ones(2 * 144)),)
 
     def forecast(scale: float) -> tuple[float, float]:
-        source = TraceForecast(workload([], history, scale), {"m": latency}, oracle=True, horizon_s=0.0)
+        source = trace_forecast(workload([], history, scale), {"m": latency}, ForecastMode.ORACLE, 0.0)
         f = source.forecasts(0.0)["m"]
         return f.mean, f.peak
 
@@ -101,3 +108,60 @@ def test_forecasts_take_concurrency_on_the_replays_clock() -> None:
         assert mean == pytest.approx(rate * scale * 0.1)
         z = math.sqrt(2 * math.log(600.0 / scale / 0.1))
         assert peak == pytest.approx(mean + z * math.sqrt(mean))
+
+
+def test_online_forecasts_keep_the_traces_daily_period_on_a_faster_clock() -> None:
+    """The forecaster's period is a day of *trace* time: replayed 60 times faster, the one-step forecast of
+    a day busy at noon is the same, in 60 times the concurrency (it was a day of replay seconds, 86,400
+    compressed windows, so no season was ever seen)."""
+    latency = LatencyModel(0.0, 0.01, 0.0, 10.0)  # 0.1 s a request
+    day = np.full(144, 0.2)
+    day[72:78] = 5.0  # busy 12:00-13:00
+    start = -(3 * 86_400.0 + 12 * 3600.0)  # the replay starts at noon of the fourth day
+    history = (RateSeries("m", start, 600.0, np.tile(day, 4), np.ones(4 * 144)),)
+
+    def noon(scale: float) -> float:
+        source = trace_forecast(workload([], history, scale), {"m": latency}, ForecastMode.ONE_STEP, 0.0)
+        return source.forecasts(0.0)["m"].mean / scale
+
+    assert noon(1.0) > 0.4  # the busy hour foreseen from the days before
+    assert noon(60.0) == pytest.approx(noon(1.0))
+
+
+def test_local_and_simulated_requests_are_summarised_by_one_rule() -> None:
+    """The same requests as a local replay's outcomes and as a simulator's arrays give the same figures."""
+    ttfts = [0.3, None, 0.05, 2.5, None, 0.7]
+    outcomes = [
+        Outcome("m", 0.0, t, (t or 1.0) + 0.2, 200 if t is not None else 503, "" if t is not None else "503")
+        for t in ttfts
+    ]
+    arrival = np.arange(len(ttfts), dtype=float)
+    first = np.array([a + t if t is not None else np.nan for a, t in zip(arrival, ttfts, strict=True)])
+    simulated = request_figures(arrival, first, first + 0.2, np.full(len(ttfts), 1.0))
+    assert summarize("p", outcomes, 1.0, 0, 0).figures == simulated
+    assert simulated.ttft_p99_s is None  # two of six never served: the tail is infinite in both
+
+
+def test_the_simulator_can_forecast_a_local_replay_as_the_local_run_does() -> None:
+    """Given the local replay's rates, clock and forecast mode, the simulator's source is the local one."""
+    series = load_rates(None)
+    replay = ReplaySlice(7 * 86_400.0, 86_400.0, compress=1440.0, rps=40.0)
+    local = trace_forecasts(series, replay, {s.model: 0.12 for s in series}, horizon_s=3.7)
+    history = replay_rates(series, replay)
+    simulated = trace_forecast(
+        Workload(
+            ("m",),
+            ("m",),
+            np.zeros(0),
+            *([np.zeros(0, dtype=np.int64)] * 3),
+            60.0,
+            history,
+            replay.start_sec,
+            replay.compress,
+        ),
+        {s.model: request_latency(0.12) for s in series},
+        ForecastMode.PAST_ONLY,
+        3.7,
+    )
+    for now in (0.5, 20.0, 41.3):
+        assert simulated.forecasts(now) == local.forecasts(now) != {}

@@ -13,17 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.worker.waiting import next_state, until
 from warmserve.protocol.kube_api import Backoff
 from warmserve.protocol.state import DesiredState
-from warmserve.worker.desired_source import (
-    Accept,
-    DesiredFeed,
-    DesiredSource,
-    FileSource,
-    Ignore,
-    Reject,
-    judge,
-)
+from warmserve.worker.desired_feed import Accept, DesiredFeed, Ignore, Reject, judge
+from warmserve.worker.desired_source import FileSource
 from warmserve.worker.observed_sink import write_atomically
 
 WORKER = "worker-a"
@@ -159,16 +153,6 @@ def test_backoff_grows_to_its_maximum() -> None:
 # --- the file channel ---------------------------------------------------------------------------
 
 
-async def next_state(source: DesiredSource) -> DesiredState:
-    return await asyncio.wait_for(anext(aiter(source)), timeout=5)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 async def test_file_source_follows_atomic_replacements(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -186,7 +170,7 @@ async def test_file_source_follows_atomic_replacements(
         assert source.rejection.field == "replicas[0].gpus"
         assert source.rejection.origin == f"file {path}"
         assert source.feed.generation == 2  # kept
-        with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
+        with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_feed"):
             write_atomically(path, desired(1))
             await until(lambda: source.feed.last_verdict == Ignore(generation=1, accepted=2))
         assert "stale desired generation 1" in caplog.text

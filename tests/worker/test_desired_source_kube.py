@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import kmock
@@ -17,16 +17,13 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
+from tests.worker.waiting import next_state, until
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 from warmserve.protocol.kube_api import Backoff, kube_api_client
-from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
-from warmserve.worker.desired_source import (
-    DesiredSource,
-    Ignore,
-    PodAnnotationSource,
-    PodRef,
-    Rejection,
-)
+from warmserve.protocol.state import DESIRED_ANNOTATION
+from warmserve.worker.desired_feed import Ignore, Rejection
+from warmserve.worker.desired_source import PodAnnotationSource
+from warmserve.worker.pod_ref import PodRef
 
 POD = PodRef(namespace="warmserve", name="worker-a")  # the emulator's; on the real server: `pod` below
 FAST = Backoff(initial=0.02, maximum=0.2)
@@ -83,17 +80,6 @@ async def annotate(core: kubernetes.client.CoreV1Api, text: str, pod: PodRef = P
     await asyncio.to_thread(
         core.patch_namespaced_pod, pod.name, pod.namespace, body, _content_type="application/merge-patch+json"
     )
-
-
-async def next_state(source: DesiredSource) -> DesiredState:
-    return await asyncio.wait_for(anext(aiter(source)), timeout=5)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll (briefly) until ``condition`` holds; fail after 5 s."""
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -174,7 +160,7 @@ async def test_lower_generation_is_ignored_with_a_log_line(
 ) -> None:
     await create_pod(core, {DESIRED_ANNOTATION: desired(3)}, pod)
     assert (await next_state(source)).generation == 3
-    with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_source"):
+    with caplog.at_level(logging.WARNING, logger="warmserve.worker.desired_feed"):
         await annotate(core, desired(2), pod)
         await until(lambda: source.feed.last_verdict == Ignore(generation=2, accepted=3))
     assert source.feed.generation == 3

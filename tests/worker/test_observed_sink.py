@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import kmock
@@ -13,6 +12,7 @@ import kubernetes.client
 import pytest
 
 from tests.kube_emulator import KubeEmulator
+from tests.worker.waiting import until
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import Backoff
 from warmserve.protocol.state import (
@@ -23,8 +23,8 @@ from warmserve.protocol.state import (
     ObservedState,
     ReplicaState,
 )
-from warmserve.worker.desired_source import PodRef
 from warmserve.worker.observed_sink import FileSink, PodAnnotationSink, write_atomically
+from warmserve.worker.pod_ref import PodRef
 
 POD = PodRef(namespace="warmserve", name="worker-a")
 FAST = Backoff(initial=0.02, maximum=0.1)
@@ -64,12 +64,6 @@ def annotation(kube: KubeEmulator) -> ObservedState | None:
     pod = kube.object("v1/pods", POD.namespace, POD.name)
     text = (pod or {}).get("metadata", {}).get("annotations", {}).get(OBSERVED_ANNOTATION)
     return None if text is None else ObservedState.from_json(text)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_report_lands_in_the_pod_annotation_and_parses_back(kube_emulator: KubeEmulator) -> None:

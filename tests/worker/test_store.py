@@ -24,11 +24,13 @@ from warmserve.worker.pool import MemoryPool, Slot
 from warmserve.worker.pool.fake import FakePool
 from warmserve.worker.pool.host import HostPool
 from warmserve.worker.store import (
+    DTYPES,
     Checkpoint,
     CorruptModelError,
     LoadState,
     ModelStore,
     slot_tensors,
+    torch_dtype,
 )
 
 CHUNK = 2 * 1024 * 1024
@@ -407,3 +409,8 @@ def test_any_checkpoint_round_trips_through_a_slot(spec: dict[str, tuple[torch.d
         loaded = slot_tensors(checkpoint.layout, slot)
         assert all(torch.equal(loaded[n], t) and loaded[n].dtype == t.dtype for n, t in tensors.items())
         del loaded
+
+
+def test_each_safetensors_dtype_names_a_torch_dtype_of_its_size() -> None:
+    for name, (_, size) in DTYPES.items():
+        assert torch_dtype(name).itemsize == size, name

@@ -36,7 +36,7 @@ MODEL = {
     "max_concurrency": 4,
     "engine_args": {"shape": "llama3-8b"},
 }
-STARTUP_S = 60.0  # a cold interpreter importing torch on a shared 2-core machine
+STARTUP_S = 60.0  # a cold interpreter importing torch on two cores busy with other work
 
 
 def free_port() -> int:
@@ -214,7 +214,7 @@ def test_file_and_http_share_one_feed_of_desired_states(
         (["--engine", "torch", "--pool", "fake"], "--pool"),
         (["--gpu-profile", "z80"], "--gpu-profile"),
         (["--speed", "-1"], "--speed"),
-        (["--kube", "--desired-file", "/tmp/d.json"], "--kube"),
+        (["--kube", "--desired-file", "desired.json"], "--kube"),
         (["--observed-file", "/no/such/dir/o.json"], "--observed-file"),
         (["--gpus", "0"], "gpus"),
     ],

@@ -4,22 +4,24 @@ A rate trace gives each model's mean request rate per window. The replay plays t
 ``[start_sec, start_sec + span_sec)`` in ``span_sec / compress`` local seconds: trace window ``i`` becomes a
 local window ``compress`` times shorter. Rates are multiplied by one factor for all models, chosen so that
 the replay's mean total rate is ``rps`` (so the relative load of the models and its shape over the day are
-the trace's, and the absolute load is what the local machine can take). In each local window a model's
-arrivals are a Poisson count at its scaled rate, placed uniformly: at the usual compression a window lasts
-well under a second, so the trace's within-window burstiness (``cv``) is not replayed. A window the trace
-has no data for (NaN) has no arrivals.
+the trace's, and the absolute load is what the local machine can take). A model's arrivals are the replay
+library's one process (:mod:`warmserve.replay.arrivals`, as in ``warmserve simulate``) with a CV of 1, a
+Poisson process within each window: at the usual compression a window lasts well under a second, so the
+trace's within-window burstiness (``cv``) is not replayed. A window the trace has no data for (NaN) has no
+arrivals.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from warmserve.operator.forecast.traces import RateSeries
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.replay.arrivals import window_arrivals
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +81,26 @@ def rate_scale(series: Sequence[RateSeries], replay: ReplaySlice) -> float:
 
 def sample_arrivals(series: Sequence[RateSeries], replay: ReplaySlice) -> tuple[Arrival, ...]:
     """Every arrival of the replay, sorted by time (then model); the same inputs give the same output."""
-    scale = rate_scale(series, replay)
     rng = np.random.default_rng(replay.seed)
     out: list[Arrival] = []
-    for s in sorted(series, key=lambda s: s.model):
-        for i, rate in enumerate(s.rate_rps):
-            begin = s.start_sec + i * s.window_sec
-            overlap = _overlap(begin, s.window_sec, replay)
-            if overlap <= 0 or not math.isfinite(rate):
-                continue
-            lo = replay.local(max(begin, replay.start_sec))
-            length = overlap / replay.compress
-            count = int(rng.poisson(float(rate) * scale * length))
-            out.extend(Arrival(float(t), s.model) for t in lo + rng.uniform(0.0, length, count))
+    for s in sorted(replay_rates(series, replay), key=lambda s: s.model):
+        first = max(0, math.floor((replay.start_sec - s.start_sec) / s.window_sec))
+        end = replay.start_sec + replay.span_sec
+        count = min(len(s.rate_rps), math.ceil((end - s.start_sec) / s.window_sec)) - first
+        if count <= 0:
+            continue
+        begin = replay.local(s.start_sec + first * s.window_sec)  # replay time of window ``first``
+        times = begin + window_arrivals(s, first, count, replay.compress, 1.0, math.inf, rng)
+        out.extend(Arrival(float(t), s.model) for t in times if 0.0 <= t < replay.duration_s)
     return tuple(sorted(out, key=lambda a: (a.at_s, a.model)))
+
+
+def replay_rates(series: Sequence[RateSeries], replay: ReplaySlice) -> tuple[RateSeries, ...]:
+    """The series as the replay plays them, still in trace time: rates multiplied by :func:`rate_scale`
+    and divided by the compression (requests per trace second; the replay plays them ``compress`` times
+    faster), with a CV of 1 (Poisson within a window, see the module docstring)."""
+    scale = rate_scale(series, replay) / replay.compress
+    return tuple(replace(s, rate_rps=s.rate_rps * scale, cv=np.ones(len(s.rate_rps))) for s in series)
 
 
 def _overlap(begin: float, length: float, replay: ReplaySlice) -> float:

@@ -23,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Coroutine, Iterator, Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from warmserve.local.arrivals import ReplaySlice, sample_arrivals
 from warmserve.local.checkpoints import make_checkpoints
-from warmserve.local.forecasts import TraceForecasts
+from warmserve.local.forecasts import trace_forecasts
 from warmserve.local.policies import DEFAULT_POLICY, LOCAL_POLICIES, PolicyChoice, policy
 from warmserve.local.results import format_table
 from warmserve.local.runner import RunResult, run_policy, serve
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         if r.noticed_after_s is not None:
             print(f"{r.summary.policy}: worker w0 killed; scheduler noticed after {r.noticed_after_s:.2f} s")
     if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r.summary) for r in results], indent=2))
+        args.json.write_text(json.dumps([r.summary.as_json() for r in results], indent=2))
     return 0
 
 
@@ -247,7 +247,7 @@ async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -
     setup = _setup(args, tuple(s.model for s in series), store)
     series = tuple(s for s in series if s.model in setup.models)
     arrivals = sample_arrivals(series, replay)
-    forecasts = TraceForecasts(series, replay, setup.latencies(), max(setup.load_s(m) for m in setup.models))
+    forecasts = trace_forecasts(series, replay, setup.latencies(), max(setup.load_s(m) for m in setup.models))
     results = []
     for choice in choices:
         result = await run_policy(

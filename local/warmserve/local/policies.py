@@ -51,10 +51,11 @@ def policy(name: str) -> PolicyChoice:
 
 @dataclass
 class ActionCounts:
-    """Scale-outs a policy decided during one run: cold starts and promotions of prewarmed replicas."""
+    """Scale-outs a policy decided during one run: cold starts and promotions of prewarmed replicas (the
+    figures ``cold_starts`` and ``prewarm_hits`` of :mod:`warmserve.replay.figures`)."""
 
     cold_starts: int = 0
-    promotions: int = 0
+    prewarm_hits: int = 0
 
 
 def counting(step: Policy, counts: ActionCounts) -> Policy:
@@ -63,7 +64,7 @@ def counting(step: Policy, counts: ActionCounts) -> Policy:
     def counted(snapshot: Snapshot, state: Any) -> tuple[Plan, Any]:
         plan, next_state = step(snapshot, state)
         counts.cold_starts += sum(isinstance(a, ColdStart) for a in plan.actions)
-        counts.promotions += sum(isinstance(a, Promote) for a in plan.actions)
+        counts.prewarm_hits += sum(isinstance(a, Promote) for a in plan.actions)
         return plan, next_state
 
     return counted

@@ -27,13 +27,13 @@ from tqdm import tqdm
 from warmserve.local.arrivals import Arrival
 from warmserve.local.client import ClientConfig, Outcome, replay
 from warmserve.local.cluster import LocalCluster
-from warmserve.local.forecasts import ReplayClock
 from warmserve.local.policies import ActionCounts, PolicyChoice, counting
 from warmserve.local.processes import Children, ChildSpec, free_port, python_module
 from warmserve.local.results import Summary, summarize
 from warmserve.local.setup import LocalSetup
 from warmserve.operator.ports import ForecastSource
 from warmserve.operator.scheduler import Scheduler, run
+from warmserve.replay.forecasts import ReplayClock
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
 SETTLE_S = 1.0
@@ -166,7 +166,7 @@ async def run_policy(
         finally:
             bar.close()
         noticed = await fault if fault is not None else None
-    summary = summarize(choice.name, outcomes, setup.slo_s, counts.cold_starts, counts.promotions)
+    summary = summarize(choice.name, outcomes, setup.slo_s, counts.cold_starts, counts.prewarm_hits)
     return RunResult(summary, tuple(outcomes), noticed)
 
 

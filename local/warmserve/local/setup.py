@@ -12,7 +12,7 @@ latency of one replay request alone on an instance, which turns forecast rates i
   their real sizes; a cold start is the weight copy at :data:`CPU_LOAD_BYTES_PER_S` plus the engine's
   set-up (:data:`ENGINE_PREPARE_S`), and a request costs one forward per token (prefill included) of
   :data:`CPU_FORWARD_S` plus reading the weights once at :data:`CPU_READ_BYTES_PER_S`. These are
-  estimates measured on our 2-core machine (Nov 2026; tiny models at batch one, one thread) and feed
+  estimates measured on a 2-core x86 CPU (Nov 2026; tiny models at batch one, one thread) and feed
   only the forecasts' Little's law and the forecast horizon; what the run measures is real.
 """
 

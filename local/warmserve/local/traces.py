@@ -29,17 +29,23 @@ def load_rates(path: Path | None) -> tuple[RateSeries, ...]:
             trace = read_trace(sample)
     else:
         trace = read_trace(path)
-    out = tuple(s if isinstance(s, RateSeries) else binned(s, REQUEST_WINDOW_SEC) for s in trace)
+    arrivals = [s.arrival_sec for s in trace if isinstance(s, RequestSeries) and len(s.arrival_sec)]
+    first = min((float(a[0]) for a in arrivals), default=0.0)  # every model binned on one grid
+    start = math.floor(first / REQUEST_WINDOW_SEC) * REQUEST_WINDOW_SEC
+    out = tuple(s if isinstance(s, RateSeries) else binned(s, REQUEST_WINDOW_SEC, start) for s in trace)
     if not out:
         raise InvalidFieldError("trace", "a trace with at least one model", str(path))
     return out
 
 
-def binned(series: RequestSeries, window_sec: float) -> RateSeries:
-    """Arrival counts per window as a rate series, starting at the window holding the first arrival."""
+def binned(series: RequestSeries, window_sec: float, start: float | None = None) -> RateSeries:
+    """Arrival counts per window as a rate series from ``start`` (at most the first arrival; default: the
+    start of the window holding it). The models of one trace are binned from one start, so that their
+    windows line up."""
     if len(series.arrival_sec) == 0:
         raise InvalidFieldError("trace", f"requests for model {series.model}", 0)
-    start = math.floor(float(series.arrival_sec[0]) / window_sec) * window_sec
+    if start is None:
+        start = math.floor(float(series.arrival_sec[0]) / window_sec) * window_sec
     index = np.floor((series.arrival_sec - start) / window_sec).astype(int)
     counts = np.bincount(index, minlength=int(index.max()) + 1).astype(float)
     return RateSeries(series.model, start, window_sec, counts / window_sec, np.ones(len(counts)))

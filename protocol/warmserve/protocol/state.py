@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 
 
 class ReplicaState(enum.StrEnum):
-    """Lifecycle of one replica on one worker (design §2)."""
+    """Lifecycle of one replica on one worker: each state says what its memory holds and what it may do."""
 
     LOADING = "loading"  # chunks mapped into a slot, weights being copied in
     PREWARMED = "prewarmed"  # weights resident, serves nothing, costs only memory

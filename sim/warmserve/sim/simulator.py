@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from warmserve.gateway.config import GatewayConfig
 from warmserve.operator.forecast.concurrency import LatencyModel
+from warmserve.operator.forecast.traces import FloatArray
 from warmserve.operator.planning.snapshot import Demand, Gpu, ModelConfig, Worker
 from warmserve.operator.policies.muxserve import muxserve_layout, on_unit
 from warmserve.operator.policies.registry import ForecastNeed, Sizing, policy_by_name
@@ -45,12 +46,12 @@ from warmserve.operator.ports import NoForecast, Observation
 from warmserve.operator.scheduler import Scheduler
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import ModelSpec, ReplicaState
+from warmserve.replay.forecasts import ForecastMode, TraceForecast
 from warmserve.sim.batch_cost import Costing
 from warmserve.sim.catalog import ClusterSpec
-from warmserve.sim.forecasts import TraceForecast
 from warmserve.sim.instance import SimInstance
 from warmserve.sim.worker import SimReplica, SimWorker
-from warmserve.sim.workload import FloatArray, Workload
+from warmserve.sim.workload import Workload
 from warmserve.worker.timing import decode_step_seconds, prefill_seconds, shape_for_spec
 
 _TICK, _TIMER, _SEGMENT, _DISCOVERY = 0, 1, 2, 3
@@ -70,6 +71,7 @@ class SimConfig:
     discovery_poll_s: float = GatewayConfig(models=()).poll_interval_s
     request_overhead_s: float = 0.0
     per_replica_engines: bool | None = None  # cold starts pay an engine start; None: as the policy does
+    online_forecast: ForecastMode = ForecastMode.ONE_STEP  # how an online policy's forecasts are made
 
     def __post_init__(self) -> None:
         for name in ("discovery_poll_s", "request_overhead_s"):
@@ -122,6 +124,21 @@ def latency_models(
     return out
 
 
+def trace_forecast(
+    workload: Workload, latency: Mapping[str, LatencyModel], mode: ForecastMode, horizon_s: float
+) -> TraceForecast:
+    """The replay library's forecast source over ``workload``'s rate history (none from a request trace)."""
+    return TraceForecast(
+        workload.history,
+        workload.replay_start_s,
+        workload.time_scale,
+        workload.duration_s,
+        latency,
+        horizon_s,
+        mode,
+    )
+
+
 def sizing(forecast: TraceForecast, workload: Workload, latency: Mapping[str, LatencyModel]) -> Sizing:
     """Mean and peak concurrency per model over the replay (the oracle's table; without rate history,
     the mean from the request count and the peak taken as twice the mean)."""
@@ -167,13 +184,13 @@ class Simulation:
         self.instances: list[SimInstance] = []
         self.static: dict[tuple[str, str], SimReplica] = {}
         latency = latency_models(models, cluster, workload)
-        oracle = TraceForecast(workload, latency, oracle=True, horizon_s=config.horizon_s)
+        oracle = trace_forecast(workload, latency, ForecastMode.ORACLE, config.horizon_s)
         self.sizing = sizing(oracle, workload, latency)
         self.entry = entry = policy_by_name(policy, self.sizing)
         self.forecast = {
             ForecastNeed.NONE: None,
             ForecastNeed.ORACLE: oracle,
-            ForecastNeed.ONLINE: TraceForecast(workload, latency, oracle=False, horizon_s=config.horizon_s),
+            ForecastNeed.ONLINE: trace_forecast(workload, latency, config.online_forecast, config.horizon_s),
         }[entry.forecast]
         per_replica = config.per_replica_engines
         if per_replica is None:

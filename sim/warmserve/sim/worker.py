@@ -237,7 +237,7 @@ class SimWorker:
             tp = r.spec.tensor_parallel
             # A replica ordered to serve reports the KV region it will own while it still loads: the
             # scheduler may already have ordered it to lend, and a lend above a zero KV size fails its
-            # snapshot check (reported to the lead; see docs/simulator.md).
+            # snapshot check (docs/simulator.md, "Workarounds and findings").
             kv_total = self.capacity - r.spec.shard_bytes if inst is not None or r.id in serve else 0
             kv_used = min(inst.kv_used_bytes // tp, kv_total) if inst is not None else 0
             for g in r.gpus:

@@ -6,8 +6,9 @@ the simulated models ``model-00`` (most popular) to ``model-NN``, each keeping i
 mean rates over the replay are then set to a power law like the paper's: model i gets a share
 ``(i+1)^-alpha`` of ``mean_rate_rps`` (the released absolute rates are normalised by the publisher, see
 the traces README, so only shapes are taken from them), times ``rate_multiplier`` for load sweeps.
-Within each window, arrivals are a Gamma renewal process with the window's rate and inter-arrival CV
-(Poisson when the CV is missing), as ServeGen samples them, the CV clipped at ``max_cv``: ServeGen's CVs
+Arrivals are the replay library's one process (:mod:`warmserve.replay.arrivals`, each window started by its
+``phase`` rule, which keeps the figures measured so far): within each window a Gamma renewal process with
+the window's rate and inter-arrival CV, the CV clipped at ``max_cv``: ServeGen's CVs
 were measured at each client's real rate (up to hundreds of requests/s, CV up to ~100 for the busiest
 client); at the few requests/s a model gets here, such a CV makes bursts of hundreds of requests within
 milliseconds that no policy could serve within a TTFT SLO. The clip applies to every policy alike.
@@ -40,6 +41,7 @@ import numpy.typing as npt
 
 from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
 from warmserve.operator.forecast.traces import (
+    FloatArray,
     RateSeries,
     ReaderOptions,
     RequestSeries,
@@ -47,8 +49,8 @@ from warmserve.operator.forecast.traces import (
     read_trace,
 )
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.replay.arrivals import WindowStart, window_arrivals
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 DEFAULT_LENGTHS = (1024, 256)
 DEFAULT_RATE_RPS = 4.0
@@ -181,7 +183,8 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
     times, models = [], []
     warmup = lead * series[0].window_sec / spec.time_scale
     for index, s in enumerate(history):
-        t = _arrivals(s, first, count, warmup + spec.duration_s, spec, rng)
+        until = warmup + spec.duration_s
+        t = window_arrivals(s, first, count, spec.time_scale, spec.max_cv, until, rng, WindowStart.PHASE)
         times.append(t)
         models.append(np.full(len(t), index, dtype=np.int64))
     arrival = np.concatenate(times)
@@ -204,27 +207,6 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
         warmup,
         spec.rate_rps * spec.rate_multiplier,
     )
-
-
-def _arrivals(
-    series: RateSeries, first: int, count: int, until: float, spec: WorkloadSpec, rng: np.random.Generator
-) -> FloatArray:
-    """Gamma-renewal arrivals per window, in simulated seconds from the replay start."""
-    window = series.window_sec / spec.time_scale
-    out = []
-    for w in range(count):
-        rate = series.rate_rps[first + w] * spec.time_scale
-        if not (math.isfinite(rate) and rate > 0):
-            continue
-        cv = min(series.cv[first + w], spec.max_cv)
-        shape = 1.0 / cv**2 if math.isfinite(cv) and cv > 0 else 1.0
-        expected = rate * window
-        n = int(expected + 6 * math.sqrt(expected) * max(cv if math.isfinite(cv) else 1.0, 1.0) + 10)
-        gaps = rng.gamma(shape, 1.0 / (rate * shape), size=n)
-        t = np.cumsum(gaps) + rng.uniform(0.0, 1.0 / rate)
-        out.append(w * window + t[t < window])
-    arrival = np.concatenate(out) if out else np.zeros(0)
-    return np.asarray(arrival[arrival < until], dtype=float)
 
 
 def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> tuple[IntArray, IntArray]:

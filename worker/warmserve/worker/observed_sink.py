@@ -23,7 +23,7 @@ import kubernetes.client
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
-from warmserve.worker.desired_source import PodRef
+from warmserve.worker.pod_ref import PodRef
 
 log = logging.getLogger(__name__)
 

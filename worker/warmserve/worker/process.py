@@ -5,7 +5,7 @@ One process per worker Pod (or per local worker). It assembles the parts and run
 - the runtime with one pool per GPU and the chosen engine;
 - the HTTP server (:mod:`warmserve.worker.server`), whose ``PUT /desired`` is always on;
 - at most one more desired-state channel — a file (local runner) or the worker's own Pod annotation
-  (``--kube``) — feeding the *same* :class:`~warmserve.worker.desired_source.DesiredFeed` as the HTTP
+  (``--kube``) — feeding the *same* :class:`~warmserve.worker.desired_feed.DesiredFeed` as the HTTP
   ``PUT``, so that one set of generation rules orders every document;
 - an observed-state sink (a file, or the Pod annotation) that gets the runtime's observed state whenever
   it changes, checked every :data:`REPORT_INTERVAL_S`.
@@ -34,14 +34,11 @@ from aiohttp import web
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import kube_api_client
 from warmserve.protocol.state import ObservedState
-from warmserve.worker.desired_source import (
-    DesiredFeed,
-    FileSource,
-    PodAnnotationSource,
-    PodRef,
-)
+from warmserve.worker.desired_feed import DesiredFeed
+from warmserve.worker.desired_source import FileSource, PodAnnotationSource
 from warmserve.worker.engines.base import Engine
 from warmserve.worker.observed_sink import FileSink, ObservedSink, PodAnnotationSink
+from warmserve.worker.pod_ref import PodRef
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
 from warmserve.worker.server import create_app, desired_feed, report_rejection
 from warmserve.worker.timing import Tier, gpu_profile

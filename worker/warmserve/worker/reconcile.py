@@ -1,10 +1,11 @@
 """What a worker must do to reach its desired state: a pure function from (desired, current) to steps.
 
 The worker's runtime calls :func:`converge` whenever its desired state or a replica's state changes and
-carries out the steps in the order given. The order is the memory discipline of design §2: first free
-memory (drop replicas no longer wanted, demote serving ones that should only be prewarmed), then use it
-(promote prewarmed replicas, start loads). A step whose replica is busy (still loading, still draining) is
-simply not emitted: the next call, after that replica's state changes, emits it.
+carries out the steps in the order given. The order frees memory before it uses any, so that no step waits
+for memory a later one frees: first free memory (drop replicas no longer wanted, demote serving ones that
+should only be prewarmed), then use it (promote prewarmed replicas, start loads). A step whose replica is
+busy (still loading, still draining) is simply not emitted: the next call, after that replica's state
+changes, emits it.
 
 A draining replica is demoted or released only once nothing is in flight on it.
 A ``failed`` replica that is still desired stays failed (the scheduler sees the reason in the observed

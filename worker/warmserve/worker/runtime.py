@@ -1,7 +1,7 @@
 """The universal worker's runtime: pools per GPU, its replicas, and convergence to a desired state.
 
 The runtime owns one memory pool per GPU and the replicas in them. :meth:`WorkerRuntime.set_desired`
-adopts a :class:`DesiredState` that a :class:`~warmserve.worker.desired_source.DesiredFeed` accepted (the
+adopts a :class:`DesiredState` that a :class:`~warmserve.worker.desired_feed.DesiredFeed` accepted (the
 feed owns the generation rules; :meth:`WorkerRuntime.check_desired` is the worker's own check it runs);
 a single convergence task then asks the pure
 :func:`~warmserve.worker.reconcile.converge` for steps and carries them out — freeing memory inline,
@@ -27,9 +27,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError, WarmServeError
 from warmserve.protocol.state import (
@@ -48,6 +46,9 @@ from warmserve.worker.metrics import WorkerMetrics
 from warmserve.worker.pool import MemoryPool, PoolError, PoolExhaustedError, Slot, create_pool
 from warmserve.worker.reconcile import Current, Step, StepKind, converge
 from warmserve.worker.store import Checkpoint, CorruptModelError, LoadState, ModelStore
+
+if TYPE_CHECKING:  # annotations only: a fake-GPU worker runs without torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +465,7 @@ class WorkerRuntime:
         return r.instance is None or r.kv_lend_bytes == self._lendable(r)
 
     def _relend(self, r: _Replica) -> None:
-        """Lend more of a live instance's KV space to the pool, or take some back (design §2).
+        """Lend more of a live instance's KV space to the pool, or take some back.
 
         Lending unmaps the top of the KV region once the engine agrees to use less (it refuses while
         admitted sequences use that space: the lending then waits for the next change). Taking back maps

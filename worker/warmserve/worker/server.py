@@ -30,7 +30,7 @@ from warmserve.protocol.openai_api import (
     response_body,
     sse,
 )
-from warmserve.worker.desired_source import Accept, DesiredFeed, Ignore, Reject, Rejection
+from warmserve.worker.desired_feed import Accept, DesiredFeed, Ignore, Reject, Rejection
 from warmserve.worker.engines.base import GenerateRequest, Instance, TokenEvent
 from warmserve.worker.runtime import ModelNotServedError, WorkerRuntime
 

@@ -33,13 +33,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 from warmserve.worker.layout import DEFAULT_ALIGNMENT, TensorEntry, WeightLayout, align_up
 from warmserve.worker.pool.base import Slot
+
+if TYPE_CHECKING:  # imported by the functions that make tensors: a fake-GPU worker runs without torch
+    import torch
 
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "SHA256SUMS"
@@ -47,25 +48,35 @@ WEIGHTS_GLOB = "*.safetensors"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
 DEFAULT_PIECE_BYTES = 8 * 1024 * 1024  # one read; also the granularity of progress and cancellation
 
-TORCH_DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
+#: Each safetensors dtype: the name of its torch dtype, and its bytes per element (checked against torch in
+#: the tests). Names, not torch objects, so that reading a checkpoint's structure needs no torch.
+DTYPES: Mapping[str, tuple[str, int]] = MappingProxyType(
     {
-        "BOOL": torch.bool,
-        "U8": torch.uint8,
-        "I8": torch.int8,
-        "F8_E4M3": torch.float8_e4m3fn,
-        "F8_E5M2": torch.float8_e5m2,
-        "I16": torch.int16,
-        "U16": torch.uint16,
-        "F16": torch.float16,
-        "BF16": torch.bfloat16,
-        "I32": torch.int32,
-        "U32": torch.uint32,
-        "F32": torch.float32,
-        "I64": torch.int64,
-        "U64": torch.uint64,
-        "F64": torch.float64,
+        "BOOL": ("bool", 1),
+        "U8": ("uint8", 1),
+        "I8": ("int8", 1),
+        "F8_E4M3": ("float8_e4m3fn", 1),
+        "F8_E5M2": ("float8_e5m2", 1),
+        "I16": ("int16", 2),
+        "U16": ("uint16", 2),
+        "F16": ("float16", 2),
+        "BF16": ("bfloat16", 2),
+        "I32": ("int32", 4),
+        "U32": ("uint32", 4),
+        "F32": ("float32", 4),
+        "I64": ("int64", 8),
+        "U64": ("uint64", 8),
+        "F64": ("float64", 8),
     }
 )
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of safetensors dtype ``name`` (a key of :data:`DTYPES`; KeyError otherwise)."""
+    import torch
+
+    dtype: torch.dtype = getattr(torch, DTYPES[name][0])
+    return dtype
 
 
 class CorruptModelError(InvalidInputError):
@@ -224,7 +235,7 @@ def slot_tensors(layout: WeightLayout, slot: Slot, offset: int = 0) -> dict[str,
     """
     return {
         entry.name: slot.view(offset + entry.offset, entry.nbytes)
-        .view(TORCH_DTYPES[entry.dtype])
+        .view(torch_dtype(entry.dtype))
         .view(entry.shape)
         for entry in layout
     }
@@ -329,7 +340,7 @@ class LoadTask:
 _Tensor = tuple[str, str, tuple[int, ...], Path, int, int]  # name, dtype, shape, file, start, nbytes
 _Piece = tuple[Path, int, int, int]  # file, file offset, slot offset (relative), nbytes
 
-_ITEM_BYTES: Mapping[str, int] = MappingProxyType({k: v.itemsize for k, v in TORCH_DTYPES.items()})
+_ITEM_BYTES: Mapping[str, int] = MappingProxyType({k: size for k, (_, size) in DTYPES.items()})
 
 
 def _read_config(model: str, path: Path) -> dict[str, Any]:

@@ -198,13 +198,13 @@ GPU_PROFILES: Mapping[str, GpuProfile] = {
         promotion_s=0.005,
         engine_start_s=20.0,
     ),
-    # Measured on our 2-core CI machine by bench/measure_cpu_profile.py (2026-11-24): fp32 1024² matmuls
-    # on 2 threads; a 512 MiB tensor copy (memory: read + write; host: bytes copied); a 256 MiB file read
-    # after POSIX_FADV_DONTNEED; the torch engine's decode step of the default tiny model (all overhead:
-    # its bytes and FLOPs are negligible) and its promotion; a fresh process importing torch and
-    # transformers and loading the tiny model. The first four at load average 0.4, the last three while
-    # the other tenants kept the load near 6 (start-up varied 5-18 s). Not measurable here (no network):
-    # remote, taken as 10 Gb/s. Re-run the script on another machine and replace these numbers.
+    # Measured by bench/measure_cpu_profile.py on a 2-core x86 CPU (2026-11-24; docs/timing-model.md): fp32
+    # 1024² matmuls on 2 threads; a 512 MiB tensor copy (memory: read + write; host: bytes copied); a 256 MiB
+    # file read after POSIX_FADV_DONTNEED; the torch engine's decode step of the default tiny model (all
+    # overhead: its bytes and FLOPs are negligible) and its promotion; a fresh process importing torch and
+    # transformers and loading the tiny model. The first four at load average 0.4, the last three while other
+    # jobs kept the load near 6 (start-up varied 5-18 s). Not measured (no network to measure): remote, taken
+    # as 10 Gb/s. Re-run the script on another machine and replace these numbers.
     "cpu": GpuProfile(
         name="cpu",
         peak_flops=73 * 1e9,

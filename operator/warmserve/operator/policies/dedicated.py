@@ -1,5 +1,5 @@
 """The ``dedicated`` baselines: static provisioning, each model on its own GPUs, never scaled
-(design §5; the conventional deployment every serving paper compares with, e.g. AlpaServe's and
+(the conventional deployment every serving paper compares with, e.g. AlpaServe's and
 MuxServe's "dedicated" setups).
 
 Each model gets ``ceil(expected concurrency / B)`` instances, the expected concurrency being the trace's

@@ -1,5 +1,5 @@
 """The ``warmserve`` policy and its ablations: :func:`warmserve.operator.planning.planner.plan_step` under a
-:class:`PlannerConfig` per variant (arXiv 2512.09472, design §2).
+:class:`PlannerConfig` per variant (arXiv 2512.09472; docs/planning.md).
 
 - ``warmserve``: forecast-driven prewarming, KV reservation, evict-aware placement.
 - ``no-kv-reservation``: serving replicas never lend free KV space, so prewarms use the free pool only.

@@ -19,13 +19,14 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import ModelSpec
 from warmserve.worker.layout import WeightLayout
+
+if TYPE_CHECKING:  # imported by the functions that make tensors: a fake-GPU worker runs without torch
+    import torch
 
 FinishReason = Literal["stop", "length"]
 
@@ -165,7 +166,11 @@ def check_kv_region(kv: torch.Tensor | None, kv_bytes: int) -> None:
     """Refuse a KV region that is not a flat ``uint8`` tensor of at least ``kv_bytes`` bytes."""
     if isinstance(kv_bytes, bool) or not isinstance(kv_bytes, int) or kv_bytes < 1:
         raise InvalidFieldError("kv_bytes", "a positive byte count", kv_bytes)
-    if kv is not None and (kv.dtype != torch.uint8 or kv.dim() != 1 or kv.numel() < kv_bytes):
+    if kv is None:
+        return
+    import torch  # loaded already: ``kv`` is a tensor
+
+    if kv.dtype != torch.uint8 or kv.dim() != 1 or kv.numel() < kv_bytes:
         raise InvalidFieldError(
             "kv", f"a flat uint8 tensor of >= {kv_bytes} bytes", f"{kv.dtype}{tuple(kv.shape)}"
         )

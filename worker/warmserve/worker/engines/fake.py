@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import ModelSpec
@@ -38,6 +37,9 @@ from warmserve.worker.timing import (
     promotion_seconds,
     shape_for_spec,
 )
+
+if TYPE_CHECKING:  # annotations only: a fake-GPU worker runs without torch
+    import torch
 
 FAKE_VOCAB = 1000
 

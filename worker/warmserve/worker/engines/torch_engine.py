@@ -38,7 +38,7 @@ from warmserve.worker.engines.base import (
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
 from warmserve.worker.layout import TensorEntry, WeightLayout
-from warmserve.worker.store import TORCH_DTYPES, ModelStore
+from warmserve.worker.store import DTYPES, ModelStore, torch_dtype
 
 
 class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]  # transformers is untyped
@@ -333,9 +333,9 @@ def _materialize_buffers(model: torch.nn.Module, weights: torch.Tensor, layout: 
 
 
 def _view(weights: torch.Tensor, entry: TensorEntry, expected: tuple[int, ...]) -> torch.Tensor:
-    dtype = TORCH_DTYPES.get(entry.dtype)
-    if dtype is None:
-        raise InvalidFieldError(f"layout.{entry.name}.dtype", f"one of {sorted(TORCH_DTYPES)}", entry.dtype)
+    if entry.dtype not in DTYPES:
+        raise InvalidFieldError(f"layout.{entry.name}.dtype", f"one of {sorted(DTYPES)}", entry.dtype)
+    dtype = torch_dtype(entry.dtype)
     if entry.shape != expected:
         raise InvalidFieldError(
             f"layout.{entry.name}.shape", f"{list(expected)} (the model's)", list(entry.shape)

@@ -1,4 +1,5 @@
-"""The memory pool of one GPU: physical chunks mapped into virtual slots without copying data (design §2).
+"""The memory pool of one GPU: physical chunks mapped into virtual slots without copying data
+(docs/memory-pool.md).
 
 A pool owns ``capacity_bytes`` of physical memory cut into chunks of ``chunk_bytes``. A :class:`Slot` is a
 virtual address range as large as the pool; a replica shard lives in one slot (weights at offset 0, its
@@ -28,11 +29,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Self
-
-import torch
+from typing import TYPE_CHECKING, Self
 
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError, WarmServeError
+
+if TYPE_CHECKING:  # imported by the functions that make tensors: a fake-GPU worker runs without torch
+    import torch
 
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
 
@@ -369,6 +371,8 @@ class MemoryPool(ABC):
             if not slot.is_mapped(offset, nbytes):
                 raise UnmappedRangeError(f"slot {slot.id}: [{offset}, +{nbytes}) is not fully mapped")
             if nbytes == 0:
+                import torch  # here only: the fake backend, which has no bytes, never needs it
+
                 return torch.empty(0, dtype=torch.uint8)
             tensor, owner = self._tensor(slot.address + offset, nbytes)
             slot.live_views()  # prunes dead entries so the list stays short

@@ -7,9 +7,12 @@ fake worker refuses exactly the prewarms a real one would. There are no bytes: :
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from warmserve.worker.pool.base import MemoryPool, NoBytesError
+
+if TYPE_CHECKING:  # annotations only: a fake-GPU worker runs without torch
+    import torch
 
 
 class FakePool(MemoryPool):

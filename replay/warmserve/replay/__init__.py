@@ -1,0 +1,1 @@
+"""The replay library ``warmserve local`` and ``warmserve simulate`` share: arrivals, forecasts, figures."""
