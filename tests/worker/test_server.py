@@ -284,3 +284,16 @@ async def test_a_hostile_body_is_a_400_naming_it_never_a_500(
     answer = await resp.json()
     assert resp.status == 400, answer
     assert answer["error"]["param"] == param
+
+
+async def test_a_state_reached_by_instant_steps_alone_is_reported_applied(
+    client: TestClient[Any, Any],
+) -> None:
+    """Lending KV space finishes at once and starts no task whose end would wake the convergence loop: the
+    worker served generation 2 but reported generation 1 until some later change."""
+    serve = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"}
+    await client.put("/desired", data=desired(1, serve))
+    await wait_for(client, lambda s: s.observed_generation == 1 and states(s) == {"l0": ReplicaState.SERVING})
+    await client.put("/desired", data=desired(2, {**serve, "kv_lend_bytes": 20 * GIB}))
+    lent = await wait_for(client, lambda s: s.observed_generation == 2)
+    assert lent.gpus[0].lent_bytes == 20 * GIB

@@ -280,9 +280,16 @@ class WorkerRuntime:
                     self._carry_out(step, desired)
             except Exception:  # a bug must not kill the worker's only convergence loop
                 log.exception("convergence step failed; retrying on the next change")
-            busy = any(r.task is not None for r in self._replicas.values())
-            if not steps and not busy:
-                self._applied_generation = desired.generation
+            self._mark_applied(desired)
+
+    def _mark_applied(self, desired: DesiredState) -> None:
+        """Report ``desired`` applied once nothing is left to do for it. Checked again after the steps just
+        carried out, because steps that finish at once (lending, a release) start no task whose end would
+        wake the loop: without this the worker served the new state but went on reporting the old
+        generation until some later change."""
+        busy = any(r.task is not None for r in self._replicas.values())
+        if not busy and not converge(desired, self._currents()):
+            self._applied_generation = desired.generation
 
     def _currents(self) -> list[Current]:
         return [
