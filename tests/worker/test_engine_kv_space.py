@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.errors import InvalidFieldError, UnavailableError
 from warmserve.protocol.state import ModelSpec
 from warmserve.worker.engines.base import GenerateRequest, Prepared, TokenEvent
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
@@ -108,3 +108,15 @@ async def test_a_request_over_the_kv_space_names_what_is_too_long(
     with pytest.raises(InvalidFieldError) as refused:
         await anext(stream)
     assert refused.value.field == field
+
+
+async def test_a_request_that_fits_only_the_unlent_space_is_temporary_not_bad_input() -> None:
+    """While 60 of its 100 tokens of KV are lent, a 50-token request cannot start, but it is not the client's
+    fault: it is told to retry (503), and once the space is given back it is served."""
+    instance = Counting()
+    assert instance.resize_kv(400)  # 40 tokens mapped, 60 lent
+    request = GenerateRequest(tuple(range(10)), max_tokens=40)
+    with pytest.raises(UnavailableError, match="lent to prewarmed models"):
+        await anext(instance.generate(request))
+    assert instance.resize_kv(1000)  # lending taken back
+    assert (await anext(instance.generate(request))).index == 0

@@ -200,6 +200,8 @@ async def _whole(
             last = event
     except InvalidFieldError as exc:  # e.g. a prompt longer than the replica's KV space
         return _error(400, str(exc), param=exc.field)
+    except UnavailableError as exc:  # e.g. the KV space it needs is lent out now: the client retries
+        return _error(503, str(exc), code="replica_unavailable")
     if last is None:
         return _error(500, "the engine produced no token")
     body = response_body(
@@ -229,6 +231,9 @@ async def _stream(
     except InvalidFieldError as exc:
         await events.aclose()
         return _error(400, str(exc), param=exc.field)
+    except UnavailableError as exc:
+        await events.aclose()
+        return _error(503, str(exc), code="replica_unavailable")
     except StopAsyncIteration:
         return _error(500, "the engine produced no token")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

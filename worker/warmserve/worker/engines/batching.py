@@ -4,10 +4,13 @@ An instance runs one scheduler task while it has work. Each *iteration*: waiting
 arrival order while fewer than B run and their KV reservation (``(prompt + max_tokens) × bytes per
 token``) fits; then every running sequence advances by one token — the ones that just joined are
 prefilled and give their first token — and each token is handed to its request's stream. A request
-that can never fit (its reservation exceeds the whole KV space) is refused with
-:class:`InvalidFieldError` on ``max_tokens``. Closing a stream early cancels its request: it leaves the
-queue at once or, if an iteration is computing it, when that iteration ends; either way its KV range is
-free when the stream's ``aclose()`` returns. An iteration that raises fails only the requests in it.
+that can never fit (its reservation exceeds the whole KV space, lent space included) is refused with
+:class:`InvalidFieldError` on ``prompt`` or ``max_tokens``; one that would fit were the space lent to
+prewarmed models given back is :class:`UnavailableError` (a 503 the client retries): the scheduler
+decides the lending, and bad input is what no state of the worker could serve. Closing a stream early
+cancels its request: it leaves the queue at once or, if an iteration is computing it, when that
+iteration ends; either way its KV range is free when the stream's ``aclose()`` returns. An iteration
+that raises fails only the requests in it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class BatchingInstance(Instance, Generic[S]):
     def __init__(self, prepared: Prepared, kv_bytes: int, max_batch: int) -> None:
         self.prepared = prepared
         self._space = KvSpace(kv_bytes)
+        self._whole_kv_bytes = kv_bytes  # before any lending: what a request may ever reserve
         self._max_batch = max_batch
         self._waiting: deque[S] = deque()
         self._running: list[S] = []
@@ -99,19 +103,7 @@ class BatchingInstance(Instance, Generic[S]):
         if self._closed:
             raise UnavailableError(f"{self.prepared.spec.name}: the instance was demoted and serves nothing")
         seq = self._open(request)
-        capacity = self._space.capacity // max(self.prepared.kv_bytes_per_token, 1)
-        if seq.prompt_tokens >= capacity:  # no max_tokens could fit: the prompt is what is too long
-            raise InvalidFieldError(
-                "prompt",
-                f"a prompt shorter than the KV space ({capacity} tokens)",
-                f"{seq.prompt_tokens} tokens",
-            )
-        if seq.reserved_tokens > capacity:
-            raise InvalidFieldError(
-                "max_tokens",
-                f"prompt ({seq.prompt_tokens} tokens) + max_tokens within the KV space ({capacity} tokens)",
-                request.max_tokens,
-            )
+        self._check_fits(seq, request)
         self._waiting.append(seq)
         if self._scheduler is None:
             self._scheduler = asyncio.create_task(self._schedule())
@@ -156,6 +148,29 @@ class BatchingInstance(Instance, Generic[S]):
                 self._deliver(events)
         finally:
             self._scheduler = None
+
+    def _check_fits(self, seq: S, request: GenerateRequest) -> None:
+        """Refuse a request whose KV reservation cannot fit (bad input), or cannot fit while KV space is
+        lent (temporary)."""
+        per_token = max(self.prepared.kv_bytes_per_token, 1)
+        whole = self._whole_kv_bytes // per_token
+        if seq.prompt_tokens >= whole:  # no max_tokens could fit: the prompt is what is too long
+            raise InvalidFieldError(
+                "prompt",
+                f"a prompt shorter than the KV space ({whole} tokens)",
+                f"{seq.prompt_tokens} tokens",
+            )
+        if seq.reserved_tokens > whole:
+            raise InvalidFieldError(
+                "max_tokens",
+                f"prompt ({seq.prompt_tokens} tokens) + max_tokens within the KV space ({whole} tokens)",
+                request.max_tokens,
+            )
+        if seq.reserved_tokens > self._space.capacity // per_token:
+            raise UnavailableError(
+                f"{self.prepared.spec.name}: {seq.reserved_tokens} tokens of KV space are not free while "
+                "part of it is lent to prewarmed models; retry"
+            )
 
     def _admit(self) -> None:
         while self._waiting and len(self._running) < self._max_batch:
