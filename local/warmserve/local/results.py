@@ -49,14 +49,14 @@ def summarize(
 def format_table(summaries: Sequence[Summary]) -> str:
     """A fixed-width table, one row per policy."""
     header = (
-        f"{'policy':<18} {'requests':>8} {'completed':>9} {'dropped':>7} {'TTFT p50':>9} {'p90':>8} "
+        f"{'policy':<18} {'requests':>8} {'completed':>9} {'dropped':>7} {'TTFT p50 (ms)':>13} {'p90':>8} "
         f"{'p99':>8} {'SLO met':>8} {'cold starts':>11} {'prewarm hits':>12}"
     )
     rows = [header, "-" * len(header)]
     for s in summaries:
         f = s.figures
         rows.append(
-            f"{s.policy:<18} {f.requests:>8} {f.completed:>9} {f.dropped:>7} {_ms(f.ttft_p50_s):>9} "
+            f"{s.policy:<18} {f.requests:>8} {f.completed:>9} {f.dropped:>7} {_ms(f.ttft_p50_s):>13} "
             f"{_ms(f.ttft_p90_s):>8} {_ms(f.ttft_p99_s):>8} {f.slo_attainment:>8.1%} {s.cold_starts:>11} "
             f"{s.prewarm_hits:>12}"
         )

@@ -61,21 +61,21 @@ def summarize(run: RunResult) -> dict[str, float | int | None]:
 
 def table(figures: dict[str, dict[str, Any]]) -> str:
     """A plain-text table, one row per policy."""
-    heads = (
+    heads = (  # the names warmserve local's table uses for the same figures, with their units
         "policy",
-        "TTFT mean",
+        "TTFT mean (s)",
         "p50",
         "p90",
         "p99",
-        "TPOT p50",
+        "TPOT p50 (s)",
         "p99",
-        "SLO",
+        "SLO met",
         "requests",
-        "done",
+        "completed",
         "dropped",
-        "cold",
-        "hits",
-        "GPU-s busy",
+        "cold starts",
+        "prewarm hits",
+        "GPU busy (s)",
     )
     rows: list[tuple[str, ...]] = [heads]
     for name, f in figures.items():
