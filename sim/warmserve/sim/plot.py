@@ -11,24 +11,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 
 from warmserve.sim.simulator import RunResult
 
 
 def plot(runs: Mapping[str, RunResult], path: Path) -> None:
     """Write the figure to ``path`` (any format matplotlib knows from the suffix)."""
-    fig, (cdf, timeline) = plt.subplots(2, 1, figsize=(9, 8))
+    fig, (cdf, timeline) = plt.subplots(2, 1, figsize=(11, 8))
     for name, run in runs.items():
         keep = run.measured()
         first = run.first_token[keep]
         ttft = np.sort(np.where(np.isfinite(first), first - run.arrival[keep], np.inf))
         shown = ttft[np.isfinite(ttft)]
-        cdf.plot(np.maximum(shown, 1e-4), np.arange(1, len(shown) + 1) / max(len(ttft), 1), label=name)
+        if len(shown):  # a policy that served nothing has no curve, so no legend entry either
+            cdf.plot(np.maximum(shown, 1e-4), np.arange(1, len(shown) + 1) / len(ttft), label=name)
     cdf.set_xscale("log")
     cdf.set_xlabel("TTFT (s)")
     cdf.set_ylabel("fraction of requests")
     cdf.set_title("TTFT CDF (requests never served stay above the curve)")
-    cdf.legend()
+    _legend_beside(cdf)
     cdf.grid(True, which="both", alpha=0.3)
     with_timeline = [(n, r) for n, r in runs.items() if r.timeline]
     if with_timeline:
@@ -42,7 +44,12 @@ def plot(runs: Mapping[str, RunResult], path: Path) -> None:
         timeline.step(hours, rows[:, 5], label="serving replicas", where="post")
         timeline.set_title(f"{run.timeline_model} under {name}")
         timeline.set_xlabel("hours")
-        timeline.legend(fontsize="small")
+        _legend_beside(timeline)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _legend_beside(axes: Axes) -> None:
+    """The legend right of the plot, where it cannot cover a curve."""
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
