@@ -37,5 +37,5 @@ def test_a_malformed_option_value_is_one_line() -> None:
     argv = [sys.executable, "-m", "warmserve.cli", "forecast", "--window", "abc"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    message = "argument --window: invalid float value: 'abc' (see warmserve forecast --help)"
+    message = "argument --window: expected a number > 0, got 'abc' (see warmserve forecast --help)"
     assert done.stderr.splitlines() == [f"warmserve forecast: error: {message}"]
