@@ -18,6 +18,7 @@ import pytest
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
+from warmserve.protocol.kube_api import kube_api_client
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 from warmserve.worker.desired_source import (
     Backoff,
@@ -26,7 +27,6 @@ from warmserve.worker.desired_source import (
     PodAnnotationSource,
     PodRef,
     Rejection,
-    kube_api_client,
 )
 
 POD = PodRef(namespace="warmserve", name="worker-a")  # the emulator's; on the real server: `pod` below

@@ -31,11 +31,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import kubernetes.client
-import kubernetes.config
 import kubernetes.watch
-import urllib3.exceptions
 
-from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_api import KUBE_ERRORS, brief
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
@@ -207,31 +206,6 @@ class PodRef:
         return f"{self.namespace}/{self.name}"
 
 
-def kube_api_client(host: str | None = None) -> kubernetes.client.ApiClient:
-    """A client for the API server: ``host`` if given (tests, a proxy), else the kubeconfig ``KUBECONFIG``
-    names, else in-cluster, else the default kubeconfig.
-
-    An explicit host wins so that a developer's kubeconfig never redirects a test. ``KUBECONFIG`` wins over
-    in-cluster config because the test cluster's node agent gives each Pod process its ServiceAccount token
-    that way (processes sharing one filesystem cannot each have the in-cluster token path;
-    docs/test-cluster.md). Raises :class:`InvalidInputError` when no configuration is found.
-    """
-    if host:
-        return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=host))
-    config = kubernetes.client.Configuration()
-    named = os.environ.get("KUBECONFIG")  # read now: the client reads it once, at its import
-    try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not named:
-            kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-        else:
-            kubernetes.config.load_kube_config(config_file=named, client_configuration=config)  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException as exc:
-        raise InvalidInputError(
-            f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}"
-        ) from None
-    return kubernetes.client.ApiClient(config)
-
-
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Pause before retry ``n`` (0: after a success): ``initial * factor**n``, at most ``maximum`` s."""
@@ -245,13 +219,6 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
-
-# Errors that mean "the API server is unreachable or refused": retry, never crash the worker.
-KUBE_ERRORS: tuple[type[Exception], ...] = (
-    kubernetes.client.ApiException,
-    urllib3.exceptions.HTTPError,
-    OSError,
-)
 
 
 class PodAnnotationSource:
@@ -336,7 +303,7 @@ class PodAnnotationSource:
                 if self._stopping.is_set():
                     break
                 failures += 1
-                log.warning("watching pod %s failed (%d in a row): %s", self._pod, failures, _brief(exc))
+                log.warning("watching pod %s failed (%d in a row): %s", self._pod, failures, brief(exc))
             self._stopping.wait(self._backoff.delay(failures))
 
     def _list(self) -> str | None:
@@ -390,12 +357,6 @@ class PodAnnotationSource:
             self._last_text = text
             assert self._loop is not None  # set before the thread starts
             self._loop.call_soon_threadsafe(self.feed.offer, str(text), self._origin)
-
-
-def _brief(exc: Exception) -> str:
-    if isinstance(exc, kubernetes.client.ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 # --- the local runner: a file -------------------------------------------------------------------

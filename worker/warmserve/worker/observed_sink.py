@@ -21,8 +21,9 @@ from typing import Protocol, Self
 import kubernetes.client
 
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_api import KUBE_ERRORS
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
-from warmserve.worker.desired_source import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, PodRef
+from warmserve.worker.desired_source import DEFAULT_BACKOFF, Backoff, PodRef
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ from pathlib import Path
 from aiohttp import web
 
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_api import kube_api_client
 from warmserve.protocol.state import ObservedState
 from warmserve.worker.desired_source import (
     DesiredFeed,
     FileSource,
     PodAnnotationSource,
     PodRef,
-    kube_api_client,
 )
 from warmserve.worker.engines.base import Engine
 from warmserve.worker.observed_sink import FileSink, ObservedSink, PodAnnotationSink
