@@ -137,10 +137,9 @@ class Handlers:
         present = {p["metadata"]["name"] for p in self._list_pods(pool.namespace, pool.name)}
         wanted = {pool.pod_name(i): i for i in range(pool.pods)}
         for name in sorted(wanted.keys() - present):
-            log.info("creating worker Pod %s/%s", pool.namespace, name)
-            _create(
-                self.core.create_namespaced_pod, pool.namespace, pool.worker_pod(wanted[name], self.version)
-            )
+            manifest = pool.worker_pod(wanted[name], self.version)
+            if _create(self.core.create_namespaced_pod, pool.namespace, manifest):
+                log.info("created worker Pod %s/%s", pool.namespace, name)
         for name in sorted(present - wanted.keys()):
             log.info("deleting worker Pod %s/%s (beyond spec.pods %d)", pool.namespace, name, pool.pods)
             try:

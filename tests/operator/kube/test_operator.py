@@ -1,0 +1,157 @@
+"""``warmserve operator`` as a process against the test control plane's real API server, with worker and
+gateway Pods the node agent runs as processes: the example WorkerPool becomes running worker Pods, a
+ModelDeployment is served by them (the scheduler writes the desired annotation, a worker reports the
+model serving, the status says so), a ModelDeployment no pool can hold is Degraded naming the field,
+deleting a ModelDeployment releases its replicas, and SIGTERM stops the operator cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from e2e.harness.cluster import Cluster
+from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
+from tests.operator.kube.test_kube_cluster import gateway_pod
+from warmserve.operator.resources import GROUP, VERSION
+from warmserve.protocol.state import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, DesiredState, ObservedState
+
+__all__ = ["crds"]  # the CRDs installed once per module (a fixture)
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+WAIT_S = 90.0
+SERVED = "llama-2-7b-chat"  # examples/modeldeployment-llama2-7b.yaml
+
+
+@pytest.fixture
+def operator(
+    kube_cluster: Cluster, kube_namespace: str, crds: None, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``warmserve operator`` for the test's namespace, its output in ``operator.log``; killed if the test
+    did not stop it."""
+    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig)}
+    args = ["operator", "--namespace", kube_namespace, "--tick", "0.5", "--status-interval", "1"]
+    with (tmp_path / "operator.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "warmserve.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    yield process
+    print(f"operator log (last lines):\n{log_tail(tmp_path)}")  # shown when the test fails
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def log_tail(tmp_path: Path) -> str:
+    return "\n".join((tmp_path / "operator.log").read_text(errors="replace").splitlines()[-30:])
+
+
+def get(api: kubernetes.client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
+    return obj
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def gone(api: kubernetes.client.ApiClient, namespace: str, kind: str, name: str) -> bool:
+    try:
+        get(api, namespace, kind, name)
+    except kubernetes.client.ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_releases_on_delete(
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    operator: subprocess.Popen[bytes],
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    with kube_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        core.create_namespaced_pod(ns, gateway_pod("gw"))  # the scheduler plans from the gateways' demand
+        pool = create(api, ns, raw("workerpool-fake-gpus.yaml"))
+        create(api, ns, raw("modeldeployment-llama2-7b.yaml"))
+        too_big = raw("modeldeployment-llama2-7b.yaml")
+        too_big["metadata"]["name"] = "too-big"
+        too_big["spec"]["model"] |= {"servedName": "too-big", "weightBytes": "500Gi"}
+        create(api, ns, too_big)
+
+        def workers() -> list[Any]:
+            pods = core.list_namespaced_pod(ns, label_selector="warmserve.io/pool=fake-gpus").items
+            return pods if len(pods) == 2 and all(p.status.phase == "Running" for p in pods) else []
+
+        pods = wait_for("two running worker Pods", workers, timeout=WAIT_S)
+        assert sorted(p.metadata.name for p in pods) == ["fake-gpus-0", "fake-gpus-1"]
+        assert all(p.metadata.owner_references[0].uid == pool["metadata"]["uid"] for p in pods)
+        assert all(p.spec.service_account_name == "warmserve-worker" for p in pods)
+
+        def serving_worker() -> tuple[DesiredState, ObservedState] | None:
+            for pod in core.list_namespaced_pod(ns, label_selector="warmserve.io/pool=fake-gpus").items:
+                notes = pod.metadata.annotations or {}
+                if DESIRED_ANNOTATION in notes and OBSERVED_ANNOTATION in notes:
+                    observed = ObservedState.from_json(notes[OBSERVED_ANNOTATION])
+                    if any((r.model, r.state) == (SERVED, "serving") for r in observed.replicas):
+                        return DesiredState.from_json(notes[DESIRED_ANNOTATION]), observed
+            return None
+
+        desired, observed = wait_for("a worker reporting the model serving", serving_worker, timeout=WAIT_S)
+        assert SERVED in desired.models and observed.error == ""
+
+        def ready() -> dict[str, Any] | None:
+            md = get(api, ns, "ModelDeployment", "llama2-7b")
+            return md if condition(md, "Ready").get("status") == "True" else None
+
+        md = wait_for("the ModelDeployment Ready", ready, timeout=30)
+        status = md["status"]
+        assert status["replicas"]["serving"] >= 1
+        assert status["servedName"] == SERVED
+        assert status["selector"] == "app.kubernetes.io/name=warmserve-worker,warmserve.io/pool=fake-gpus"
+        assert condition(md, "Ready")["observedGeneration"] == md["metadata"]["generation"]
+        assert condition(md, "Degraded")["status"] == "False"
+        assert "lastColdStart" in status  # the first instance of an always-on model is a cold start
+
+        def pool_ready() -> dict[str, Any] | None:
+            wp = get(api, ns, "WorkerPool", "fake-gpus")
+            return wp if wp.get("status", {}).get("gpus") == 4 else None
+
+        wp = wait_for("the WorkerPool status counting 4 GPUs", pool_ready, timeout=30)
+        assert wp["status"]["podsReady"] == 2 and condition(wp, "Ready")["status"] == "True"
+        assert wp["status"]["poolBytesUsed"] > 0  # the serving replica's weights and KV cache
+
+        bad = get(api, ns, "ModelDeployment", "too-big")
+        degraded = condition(bad, "Degraded")
+        assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+        assert "spec.pools" in degraded["message"] and "poolBytes" in degraded["message"]
+        assert condition(bad, "Ready")["status"] == "False"
+
+        custom = kubernetes.client.CustomObjectsApi(api)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"], "llama2-7b")
+
+        def released() -> bool:
+            return gone(api, ns, "ModelDeployment", "llama2-7b") and serving_worker() is None
+
+        wait_for("the ModelDeployment gone and its replicas released", released, timeout=30)
+        for pod in core.list_namespaced_pod(ns, label_selector="warmserve.io/pool=fake-gpus").items:
+            observed = ObservedState.from_json(pod.metadata.annotations[OBSERVED_ANNOTATION])
+            assert all(r.model != SERVED for r in observed.replicas)
+
+        # Nothing of ours is left holding the namespace's deletion once the operator is gone.
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"], "too-big")
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["WorkerPool"], "fake-gpus")
+        for kind, name in (("ModelDeployment", "too-big"), ("WorkerPool", "fake-gpus")):
+            wait_for(f"{kind} {name} deleted", lambda k=kind, n=name: gone(api, ns, k, n), timeout=30)
+
+    operator.send_signal(signal.SIGTERM)
+    assert operator.wait(timeout=15) == 0, log_tail(tmp_path)
