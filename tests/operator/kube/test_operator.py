@@ -16,8 +16,10 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 from e2e.harness.cluster import Cluster
+from e2e.harness.kubeconfig import write_kubeconfig
 from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
 from tests.operator.kube.test_kube_cluster import gateway_pod
 from warmserve.operator.resources import GROUP, VERSION
@@ -28,15 +30,19 @@ __all__ = ["crds"]  # the CRDs installed once per module (a fixture)
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 WAIT_S = 90.0
 SERVED = "llama-2-7b-chat"  # examples/modeldeployment-llama2-7b.yaml
+ROLE = Path(__file__).resolve().parents[3] / "deploy" / "operator-role.yaml"
+OPERATOR = "warmserve-operator"
 
 
 @pytest.fixture
 def operator(
     kube_cluster: Cluster, kube_namespace: str, crds: None, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``warmserve operator`` for the test's namespace, its output in ``operator.log``; killed if the test
-    did not stop it."""
-    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig)}
+    """``warmserve operator`` for the test's namespace, as a ServiceAccount holding exactly the Role in
+    ``deploy/`` (so a permission missing there fails the test); its output in ``operator.log``; killed if
+    the test did not stop it."""
+    kubeconfig = operator_kubeconfig(kube_cluster, kube_namespace, tmp_path / "operator.kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     args = ["operator", "--namespace", kube_namespace, "--tick", "0.5", "--status-interval", "1"]
     with (tmp_path / "operator.log").open("wb") as log:
         process = subprocess.Popen(
@@ -47,6 +53,23 @@ def operator(
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+def operator_kubeconfig(kube_cluster: Cluster, namespace: str, path: Path) -> Path:
+    """A kubeconfig for ServiceAccount ``warmserve-operator`` bound to ``deploy/operator-role.yaml``."""
+    role = yaml.safe_load(ROLE.read_text())
+    with kube_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": OPERATOR}})
+        rbac.create_namespaced_role(namespace, role)
+        subject = {"kind": "ServiceAccount", "name": OPERATOR, "namespace": namespace}
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+        rbac.create_namespaced_role_binding(
+            namespace, {"metadata": {"name": OPERATOR}, "roleRef": role_ref, "subjects": [subject]}
+        )
+        token = core.create_namespaced_service_account_token(OPERATOR, namespace, {"spec": {}}).status.token
+    return write_kubeconfig(path, kube_cluster.server, kube_cluster.pki.ca.cert, {"token": token})
 
 
 def log_tail(tmp_path: Path) -> str:
@@ -135,6 +158,13 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
         assert "spec.pools" in degraded["message"] and "poolBytes" in degraded["message"]
         assert condition(bad, "Ready")["status"] == "False"
+
+        def event() -> list[Any]:
+            events = core.list_namespaced_event(ns, field_selector="involvedObject.name=too-big").items
+            return [e for e in events if "spec.pools" in e.message]
+
+        warning = wait_for("an Event on too-big naming spec.pools", event, timeout=10)[0]
+        assert (warning.type, warning.reason) == ("Warning", "InvalidSpec")
 
         custom = kubernetes.client.CustomObjectsApi(api)
         custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"], "llama2-7b")

@@ -52,6 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from warmserve.operator.kube.operator import OperatorOptions, operate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not every timer's success, every second
     if args.tick <= 0 or args.status_interval <= 0:
         from warmserve.protocol.errors import InvalidFieldError
 

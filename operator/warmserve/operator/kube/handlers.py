@@ -10,7 +10,8 @@ status subresource (docs/operator.md).
   once (the scheduler drops its replicas at the next tick), and the finalizer waits until no worker still
   reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
 
-Errors: a spec the parser refuses writes ``Degraded`` naming the field and raises
+Errors: a spec the parser refuses writes ``Degraded`` naming the field, posts a Warning Event
+(reason ``InvalidSpec``) and raises
 :class:`kopf.PermanentError` (no retry until the object changes); :class:`UnavailableError` (the API server
 away) becomes :class:`kopf.TemporaryError`, retried; :class:`InvalidInputError`, permanent.
 """
@@ -84,8 +85,8 @@ class Handlers:
             for event in (on.resume, on.create, on.update):
                 event(GROUP, VERSION, kind, registry=reg, id="reconcile")(changed)
             kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(timer)
-        on.delete(GROUP, VERSION, POOLS, registry=reg, optional=True)(self.pool_deleted)
-        on.delete(GROUP, VERSION, MODELS, registry=reg)(self.model_deleted)
+        on.delete(GROUP, VERSION, POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
+        on.delete(GROUP, VERSION, MODELS, registry=reg, id="release")(self.model_deleted)
 
     # --- WorkerPool ---------------------------------------------------------------------------------
 
@@ -115,6 +116,7 @@ class Handlers:
             status.pool_status(pool, error, generation, pods, time.time(), body.get("status") or {})
         )
         if error and permanent:
+            kopf.warn(body, reason="InvalidSpec", message=error)
             raise kopf.PermanentError(error)
 
     def _ensure_rbac(self, namespace: str) -> None:
@@ -162,6 +164,7 @@ class Handlers:
         verdict = self.registry.put_deployment(body)
         self._model_status(body, patch)
         if not verdict.served:
+            kopf.warn(body, reason="InvalidSpec", message=verdict.error)
             raise kopf.PermanentError(verdict.error)
 
     async def model_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:

@@ -62,11 +62,12 @@ def operator_policy(name: str) -> PolicyEntry:
 
 
 def settings(options: OperatorOptions) -> kopf.OperatorSettings:
-    """kopf's settings: our finalizer and annotation prefix, peering only when asked."""
+    """kopf's settings: our finalizer and annotation prefix, no CRD scanning, peering only when asked."""
     s = kopf.OperatorSettings()
     s.persistence.finalizer = FINALIZER
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{GROUP}")
     s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=f"operator.{GROUP}")
+    s.scanning.disabled = True  # one namespace, the kinds known: no cluster-wide permission on CRDs needed
     s.peering.standalone = options.peering is None
     if options.peering is not None:
         s.peering.name = options.peering
