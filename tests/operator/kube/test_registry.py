@@ -106,3 +106,19 @@ def test_cold_starts_are_recorded_by_model_with_their_time_and_reason() -> None:
     assert [type(a).__name__ for a in plan][:1] == ["ColdStart"]
     record = cold_starts.last[SERVED]
     assert record.time == 7.0 and "min_instances=1" in record.reason
+
+
+def test_a_status_write_alone_parses_nothing_again() -> None:
+    registry = Registry(scheduler())
+    registry.put_pool(pool())
+    obj = deployment()
+    registry.put_deployment(obj)
+    verdicts = registry.verdicts
+    written = obj | {"status": {"replicas": {"serving": 1}}}
+    written["metadata"] = obj["metadata"] | {"resourceVersion": "42"}
+    registry.put_deployment(written)
+    assert registry.verdicts is verdicts
+    scaled = copy.deepcopy(obj)
+    scaled["spec"]["replicas"] = 3  # kubectl scale: a floor of three serving instances
+    registry.put_deployment(scaled)
+    assert registry.scheduler.models[SERVED].min_instances == 3

@@ -11,6 +11,7 @@ No Kubernetes client here: resources arrive as the API server's JSON documents, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,8 +84,9 @@ class Registry:
     def put_deployment(self, obj: Mapping[str, Any]) -> Verdict:
         """Take a ModelDeployment (new or changed) into account; its verdict."""
         name = str(obj["metadata"]["name"])
-        if self._documents.get(name) != obj:
-            self._documents[name] = obj
+        essence = _essence(obj)
+        if self._documents.get(name) != essence:
+            self._documents[name] = essence
             self._refresh()
         return self.verdicts[name]
 
@@ -126,6 +128,14 @@ class Registry:
         self.verdicts = verdicts
         if configs != dict(self.scheduler.models):
             self.scheduler.set_models(configs)
+
+
+def _essence(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What parsing reads of a resource: its status and resource version change at every status write and
+    must not make every ModelDeployment parse again."""
+    metadata = obj["metadata"]
+    kept = {k: metadata[k] for k in ("name", "namespace", "generation", "uid") if k in metadata}
+    return {"metadata": kept, "spec": copy.deepcopy(obj.get("spec"))}
 
 
 class ColdStarts:
