@@ -24,7 +24,7 @@ import kopf
 from warmserve.operator.kube.cluster import KubeCluster
 from warmserve.operator.kube.handlers import Handlers
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
-from warmserve.operator.policies.registry import NAMES, SIZED, ForecastNeed, PolicyEntry, policy_by_name
+from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
 from warmserve.operator.ports import NoForecast
 from warmserve.operator.resources import GROUP
 from warmserve.operator.scheduler import Scheduler, run
@@ -56,7 +56,7 @@ def operator_policy(name: str) -> PolicyEntry:
     """The policy called ``name``; one the operator cannot run raises :class:`InvalidFieldError` listing
     those it can."""
     entry = policy_by_name(name) if name in OPERATOR_POLICIES else None
-    if entry is None or entry.policy is None or entry.forecast is ForecastNeed.ORACLE:
+    if entry is None or entry.policy is None:
         raise InvalidFieldError("policy", f"one of {list(OPERATOR_POLICIES)}", name)
     return entry
 
