@@ -100,20 +100,24 @@ class Handlers:
         self.registry.drop_pool(name)
 
     async def _pool(self, body: kopf.Body, patch: kopf.Patch, *, permanent: bool) -> None:
-        """Reconcile one pool; with ``permanent``, a spec that does not parse raises PermanentError after
-        its Degraded status is written (the timer only writes it)."""
+        """Reconcile one pool. From a change (``permanent``): the workers' RBAC ensured too, and a spec
+        that does not parse raises PermanentError after its Degraded status is written (the timer only
+        writes it, and leaves the RBAC objects, made once, alone)."""
         try:
             pool: WorkerPool | None = self.registry.put_pool(body)
             error = ""
         except InvalidFieldError as exc:
             pool, error = None, str(exc)
         generation = int(body["metadata"].get("generation", 0))
-        if pool is not None:
+        if pool is not None and permanent:
             await _adapted(self._ensure_rbac, pool.namespace)
-            await _adapted(self._ensure_pods, pool)
         pods = await _adapted(self._list_pods, body["metadata"]["namespace"], str(body["metadata"]["name"]))
-        patch.status.update(
-            status.pool_status(pool, error, generation, pods, time.time(), body.get("status") or {})
+        if pool is not None and await _adapted(self._ensure_pods, pool, pods):
+            pods = await _adapted(self._list_pods, pool.namespace, pool.name)
+        _write_status(
+            body,
+            patch,
+            status.pool_status(pool, error, generation, pods, time.time(), body.get("status") or {}),
         )
         if error and permanent:
             kopf.warn(body, reason="InvalidSpec", message=error)
@@ -133,22 +137,27 @@ class Handlers:
             self.rbac.patch_namespaced_role(name, namespace, {"rules": WORKER_RULES})
         _create(self.rbac.create_namespaced_role_binding, namespace, binding)
 
-    def _ensure_pods(self, pool: WorkerPool) -> None:
-        """Create the pool's missing worker Pods, delete those beyond ``spec.pods``. A Pod being deleted
-        counts as present; it is created again once it is gone (by the timer)."""
-        present = {p["metadata"]["name"] for p in self._list_pods(pool.namespace, pool.name)}
+    def _ensure_pods(self, pool: WorkerPool, pods: list[dict[str, Any]]) -> bool:
+        """Create the pool's missing worker Pods, delete those beyond ``spec.pods``; whether any changed.
+        A Pod being deleted counts as present; it is created again once it is gone (by the timer)."""
+        present = {p["metadata"]["name"] for p in pods}
+        leaving = {p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")}
         wanted = {pool.pod_name(i): i for i in range(pool.pods)}
+        changed = False
         for name in sorted(wanted.keys() - present):
             manifest = pool.worker_pod(wanted[name], self.version)
             if _create(self.core.create_namespaced_pod, pool.namespace, manifest):
                 log.info("created worker Pod %s/%s", pool.namespace, name)
-        for name in sorted(present - wanted.keys()):
+                changed = True
+        for name in sorted(present - wanted.keys() - leaving):
             log.info("deleting worker Pod %s/%s (beyond spec.pods %d)", pool.namespace, name, pool.pods)
             try:
                 self.core.delete_namespaced_pod(name, pool.namespace)
             except kubernetes.client.ApiException as exc:
                 if exc.status != 404:
                     raise
+            changed = True
+        return changed
 
     def _list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
         selector = worker_selector((pool,))
@@ -203,9 +212,19 @@ class Handlers:
         cold = self.cold_starts.last.get(served) if served is not None else None
         generation = int(body["metadata"].get("generation", 0))
         snapshot = self.registry.scheduler.snapshot
-        patch.status.update(
-            status.model_status(verdict, generation, snapshot, cold, time.time(), body.get("status") or {})
+        previous = body.get("status") or {}
+        _write_status(
+            body, patch, status.model_status(verdict, generation, snapshot, cold, time.time(), previous)
         )
+
+
+def _write_status(body: kopf.Body, patch: kopf.Patch, new: status.Status) -> None:
+    """Patch the status only where it changed: a timer writing the same status every interval would
+    cost the API server a write per resource and interval."""
+    old = body.get("status") or {}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch.status[key] = value
 
 
 def _create(create: Callable[..., Any], namespace: str, body: Mapping[str, Any]) -> bool:
