@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from warmserve.protocol.kube_api import Backoff
 from warmserve.protocol.state import DesiredState
 from warmserve.worker.desired_source import (
     Accept,
-    Backoff,
     DesiredFeed,
     DesiredSource,
     FileSource,

@@ -18,10 +18,9 @@ import pytest
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
-from warmserve.protocol.kube_api import kube_api_client
+from warmserve.protocol.kube_api import Backoff, kube_api_client
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 from warmserve.worker.desired_source import (
-    Backoff,
     DesiredSource,
     Ignore,
     PodAnnotationSource,

@@ -14,6 +14,7 @@ import pytest
 
 from tests.kube_emulator import KubeEmulator
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_api import Backoff
 from warmserve.protocol.state import (
     DESIRED_ANNOTATION,
     OBSERVED_ANNOTATION,
@@ -22,7 +23,7 @@ from warmserve.protocol.state import (
     ObservedState,
     ReplicaState,
 )
-from warmserve.worker.desired_source import Backoff, PodRef
+from warmserve.worker.desired_source import PodRef
 from warmserve.worker.observed_sink import FileSink, PodAnnotationSink, write_atomically
 
 POD = PodRef(namespace="warmserve", name="worker-a")

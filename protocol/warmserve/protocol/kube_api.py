@@ -2,14 +2,16 @@
 
 One rule for the worker (its own Pod's annotations) and the operator (``KubeCluster``): which
 configuration a client is built from (:func:`kube_api_client`), which errors mean "the API server is
-unreachable or refused, try again" (:data:`KUBE_ERRORS`) and how such an error is told in one line
-(:func:`brief`). The only module of ``warmserve.protocol`` that imports the ``kubernetes`` client; the
-rest stays pure (docs/architecture.md).
+unreachable or refused, try again" (:data:`KUBE_ERRORS`), how such an error is told in one line
+(:func:`brief`) and how long to wait before trying again (:class:`Backoff`). The only module of
+``warmserve.protocol`` that imports the ``kubernetes`` client; the rest stays pure
+(docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import kubernetes.client
 import kubernetes.config
@@ -56,3 +58,18 @@ def brief(exc: Exception) -> str:
     if isinstance(exc, kubernetes.client.ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Pause before retry ``n`` (0: after a success): ``initial * factor**n``, at most ``maximum`` s."""
+
+    initial: float = 0.2
+    factor: float = 2.0
+    maximum: float = 10.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.maximum, self.initial * self.factor**failures)
+
+
+DEFAULT_BACKOFF = Backoff()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -120,6 +121,20 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+Start = Callable[..., Awaitable[KubeCluster]]
+
+
+@pytest.fixture
+async def clusters(api: kubernetes.client.ApiClient, session: aiohttp.ClientSession) -> AsyncIterator[Start]:
+    """Starts a ``KubeCluster(api, session, namespace, **options)`` that stops with the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(namespace: str, **options: Any) -> KubeCluster:
+            return await stack.enter_async_context(KubeCluster(api, session, namespace, **options))
+
+        yield start
+
+
 async def eventually(
     what: str,
     check: Callable[[], Awaitable[T | None]],
@@ -178,8 +193,7 @@ async def test_observe_reads_the_pools_reports_leaves_out_bad_ones_and_apply_wri
     kube_cluster: Cluster,
     kube_namespace: str,
     core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
-    session: aiohttp.ClientSession,
+    clusters: Start,
 ) -> None:
     ns = kube_namespace
     misnamed = replace(report("w-ok"), worker="someone-else").to_json()
@@ -199,24 +213,19 @@ async def test_observe_reads_the_pools_reports_leaves_out_bad_ones_and_apply_wri
     leaving["metadata"]["finalizers"] = [HOLD]  # keeps the Pod, being deleted, until the test lets go
     core.create_namespaced_pod(ns, leaving)
     try:
-        await observe_and_apply(ns, core, api, session)
+        await observe_and_apply(ns, core, clusters)
     finally:
         body = {"metadata": {"finalizers": None}}
         core.patch_namespaced_pod("w-leaving", ns, body, _content_type="application/merge-patch+json")
 
 
-async def observe_and_apply(
-    ns: str,
-    core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
-    session: aiohttp.ClientSession,
-) -> None:
+async def observe_and_apply(ns: str, core: kubernetes.client.CoreV1Api, clusters: Start) -> None:
     running = ("w-ok", "w-silent", "w-garbage", "w-misnamed", "w-other-pool", "w-leaving", "unlabelled")
     await until_running(core, ns, *running)
     await until_running(core, ns, "gw", ready=True)
     core.delete_namespaced_pod("w-leaving", ns)
 
-    pool_a = KubeCluster(api, session, ns, pool="a")
+    pool_a = await clusters(ns, pool="a")
     before = time.time()
     seen = await pool_a.observe()
     assert before <= seen.now <= time.time()
@@ -229,7 +238,7 @@ async def observe_and_apply(
     assert pool_a.excluded["w-misnamed"].startswith("worker: expected the Pod's name 'w-misnamed'")
     assert pool_a.excluded["w-pending"] == "phase Pending, not Running"
 
-    every_pool = KubeCluster(api, session, ns)
+    every_pool = await clusters(ns)
     assert set((await every_pool.observe()).workers) == {"w-ok", "w-other-pool"}
 
     # apply: written to the Pod; a Pod that does not exist is returned, the others are not held up by it.
@@ -239,7 +248,7 @@ async def observe_and_apply(
     assert DesiredState.from_json(annotations[DESIRED_ANNOTATION]) == first
 
     # The same document again, as a restarted scheduler would write it: the Pod is not patched.
-    fresh = KubeCluster(api, session, ns, pool="a")
+    fresh = await clusters(ns, pool="a")
     await fresh.observe()
     version = core.read_namespaced_pod("w-ok", ns).metadata.resource_version
     assert await fresh.apply({"w-ok": first}) == set()
@@ -252,8 +261,22 @@ async def observe_and_apply(
     # A worker that fixes its report is planned again, and a broken one no longer taints the others.
     body = {"metadata": {"annotations": {OBSERVED_ANNOTATION: report("w-garbage").to_json()}}}
     core.patch_namespaced_pod("w-garbage", ns, body, _content_type="application/merge-patch+json")
-    assert set((await pool_a.observe()).workers) == {"w-ok", "w-garbage"}
+
+    async def fixed() -> Observation | None:
+        seen = await pool_a.observe()
+        return seen if set(seen.workers) == {"w-ok", "w-garbage"} else None
+
+    await eventually("the fixed report to be planned again", fixed, timeout=10)
     assert "w-garbage" not in pool_a.excluded
+
+    # A Pod removed is forgotten (the watch's DELETED event).
+    core.delete_namespaced_pod("w-silent", ns, grace_period_seconds=0)
+
+    async def forgotten() -> bool | None:
+        await pool_a.observe()
+        return True if "w-silent" not in pool_a.excluded else None
+
+    await eventually("the deleted Pod to be forgotten", forgotten, timeout=10)
 
 
 @pytest.mark.kube
@@ -262,11 +285,10 @@ async def test_demand_is_the_sum_over_the_ready_gateways_and_none_ready_is_unava
     kube_cluster: Cluster,
     kube_namespace: str,
     core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
-    session: aiohttp.ClientSession,
+    clusters: Start,
 ) -> None:
     ns = kube_namespace
-    cluster = KubeCluster(api, session, ns)
+    cluster = await clusters(ns)
     with pytest.raises(UnavailableError, match="no ready gateway Pod"):
         await cluster.observe()
 
@@ -285,6 +307,27 @@ async def test_demand_is_the_sum_over_the_ready_gateways_and_none_ready_is_unava
     # 2 + 1 held at the ready gateways; the 5 at the gateway that is not ready do not count.
     await eventually("the two ready gateways' 3 held requests", summed, timeout=20)
 
+    # A ready gateway Pod that does not serve /demand (a plain file server: 404): the sum would be partial.
+    broken = gateway_pod("gw-broken")
+    container = broken["spec"]["containers"][0]
+    container["args"] = ["-m", "http.server", "--bind", "$(POD_IP)", "8080"]
+    container["command"] = ["python"]
+    container["readinessProbe"]["httpGet"]["path"] = "/"
+    core.create_namespaced_pod(ns, broken)
+    await until_running(core, ns, "gw-broken", ready=True)
+
+    async def refused() -> str | None:
+        try:
+            await cluster.observe()
+        except UnavailableError as exc:
+            return str(exc)
+        return None
+
+    assert re.match(
+        r"gateway demand unreadable at http://.*:8080/demand: 404",
+        await eventually("observe to refuse the broken gateway", refused),
+    )
+
 
 @pytest.fixture
 def refusing_port() -> Iterator[int]:
@@ -298,12 +341,112 @@ def refusing_port() -> Iterator[int]:
 async def test_an_unreachable_api_server_is_unavailable_and_nothing_is_written(
     session: aiohttp.ClientSession, refusing_port: int
 ) -> None:
-    cluster = KubeCluster(kube_api_client(f"http://127.0.0.1:{refusing_port}"), session, "ns", timeout_s=1.0)
-    # Workers and gateways are listed at once: the error names whichever list failed first.
-    which = r"cannot list Pods app\.kubernetes\.io/name=warmserve-(worker|gateway) in namespace ns: "
-    with pytest.raises(UnavailableError, match=which):
-        await cluster.observe()
-    assert await cluster.apply({"w": desired("w", 1), "v": desired("v", 1)}) == {"w", "v"}
+    api = kube_api_client(f"http://127.0.0.1:{refusing_port}")
+    async with KubeCluster(api, session, "ns", timeout_s=1.0) as cluster:
+        which = r"Pods app\.kubernetes\.io/name=warmserve-worker in namespace ns unknown now: "
+        with pytest.raises(UnavailableError, match=which):
+            await cluster.observe()
+        assert await cluster.apply({"w": desired("w", 1), "v": desired("v", 1)}) == {"w", "v"}
+    assert not [t for t in threading.enumerate() if t.name.startswith("pods ns/")]  # stopped with the block
+
+
+class Cut:
+    """A TCP relay from a port of 127.0.0.1 to the API server that the test can cut and mend: cutting closes
+    the listener and every open connection (a network partition the client sees as resets and refusals);
+    mending listens again on the same port."""
+
+    def __init__(self, server: str) -> None:
+        host, port = server.removeprefix("https://").rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self.mend()
+
+    def mend(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        assert self._listener is not None
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(), frees the port
+        self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(self.target)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.kube
+@pytest.mark.slow
+async def test_a_cut_from_the_api_server_is_unavailable_and_the_mended_view_misses_nothing(
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    core: kubernetes.client.CoreV1Api,
+    session: aiohttp.ClientSession,
+) -> None:
+    ns = kube_namespace
+    for pod in (worker_pod("w", "a", report("w").to_json()), gateway_pod("gw")):
+        core.create_namespaced_pod(ns, pod)
+    await until_running(core, ns, "w")
+    await until_running(core, ns, "gw", ready=True)
+    relay = Cut(kube_cluster.server)
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kube_cluster.kubeconfig), client_configuration=config)  # type: ignore[no-untyped-call]
+    config.host = f"https://127.0.0.1:{relay.port}"
+    with kubernetes.client.ApiClient(config) as api:
+        async with KubeCluster(api, session, ns, timeout_s=2.0) as cluster:
+            assert (await cluster.observe()).workers["w"].observed_generation == -1
+
+            relay.cut()
+
+            async def refused() -> str | None:
+                try:
+                    await cluster.observe()
+                except UnavailableError as exc:
+                    return str(exc)
+                return None
+
+            assert "unknown now" in await eventually("observe to see the cut", refused, timeout=10)
+            # Meanwhile the worker reports a new generation; the cache, cut off, cannot have seen it.
+            later = replace(report("w"), observed_generation=7).to_json()
+            body = {"metadata": {"annotations": {OBSERVED_ANNOTATION: later}}}
+            core.patch_namespaced_pod("w", ns, body, _content_type="application/merge-patch+json")
+            relay.mend()
+
+            async def caught_up() -> ObservedState | None:
+                with contextlib.suppress(UnavailableError):
+                    seen = (await cluster.observe()).workers.get("w")
+                    return seen if seen is not None and seen.observed_generation == 7 else None
+                return None
+
+            await eventually("the mended cache to hold the change made during the cut", caught_up, timeout=20)
+    relay.cut()
 
 
 def real_worker_pod(name: str) -> dict[str, Any]:
@@ -349,7 +492,7 @@ async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its
     kube_cluster: Cluster,
     kube_namespace: str,
     core: kubernetes.client.CoreV1Api,
-    api: kubernetes.client.ApiClient,
+    clusters: Start,
     session: aiohttp.ClientSession,
 ) -> None:
     ns = kube_namespace
@@ -360,7 +503,7 @@ async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its
     core.create_namespaced_pod(ns, gateway_pod("gw", workers=(worker_url,)))
     await until_running(core, ns, "gw", ready=True)
 
-    cluster = KubeCluster(api, session, ns, pool="p")
+    cluster = await clusters(ns, pool="p")
     models = {"m": ModelConfig(spec=SPEC, load_bandwidth_bytes_per_s=4 * GIB, min_instances=1)}
     entry = policy_by_name("warmserve")
     assert entry.policy is not None

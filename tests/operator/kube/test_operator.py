@@ -145,13 +145,17 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         assert condition(md, "Degraded")["status"] == "False"
         assert "lastColdStart" in status  # the first instance of an always-on model is a cold start
 
-        def pool_ready() -> dict[str, Any] | None:
+        def pool_counted() -> dict[str, Any] | None:
+            # The serving replica's weights and KV cache show in the pool's bytes at the next status write.
             wp = get(api, ns, "WorkerPool", "fake-gpus")
-            return wp if wp.get("status", {}).get("gpus") == 4 else None
+            counted = wp.get("status", {})
+            return wp if counted.get("gpus") == 4 and counted.get("poolBytesUsed", 0) > 0 else None
 
-        wp = wait_for("the WorkerPool status counting 4 GPUs", pool_ready, timeout=30)
+        wp = wait_for("the WorkerPool status counting 4 GPUs and bytes in use", pool_counted, timeout=30)
         assert wp["status"]["podsReady"] == 2 and condition(wp, "Ready")["status"] == "True"
-        assert wp["status"]["poolBytesUsed"] > 0  # the serving replica's weights and KV cache
+        assert (
+            wp["status"]["poolBytesFree"] == 4 * 80 * 2**30 - wp["status"]["poolBytesUsed"]
+        )  # 4 GPUs, 80Gi each
 
         bad = get(api, ns, "ModelDeployment", "too-big")
         degraded = condition(bad, "Degraded")

@@ -34,7 +34,7 @@ import kubernetes.client
 import kubernetes.watch
 
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, brief
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
@@ -204,21 +204,6 @@ class PodRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Pause before retry ``n`` (0: after a success): ``initial * factor**n``, at most ``maximum`` s."""
-
-    initial: float = 0.2
-    factor: float = 2.0
-    maximum: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        return min(self.maximum, self.initial * self.factor**failures)
-
-
-DEFAULT_BACKOFF = Backoff()
 
 
 class PodAnnotationSource:

@@ -21,9 +21,9 @@ from typing import Protocol, Self
 import kubernetes.client
 
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.protocol.kube_api import KUBE_ERRORS
+from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
-from warmserve.worker.desired_source import DEFAULT_BACKOFF, Backoff, PodRef
+from warmserve.worker.desired_source import PodRef
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 The same semantics as the local runner's ``LocalCluster``, with Pods for processes (docs/kube-cluster.md):
 
-- ``observe`` lists the worker Pods of one namespace (optionally one pool) by label and reads each one's
+- ``observe`` reads the worker Pods of one namespace (optionally one pool), found by label and followed
+  by a watch cache (:class:`~warmserve.operator.kube.pod_cache.PodCache`), and each one's
   ``warmserve.io/observed`` annotation; and it reads ``GET /demand`` from every ready gateway Pod and adds
   the reports up (each request passes through exactly one gateway, so the sum is the cluster's demand).
   The clock is epoch seconds, the one workers stamp ``since`` with.
@@ -12,25 +13,29 @@ The same semantics as the local runner's ``LocalCluster``, with Pods for process
 Failures: a worker Pod that is not running, is being deleted, carries no report yet, or a report that is
 malformed or names another worker is *left out* of the observation with the reason in
 :attr:`KubeCluster.excluded` (logged once per reason, never raised): to the scheduler it is gone, so its
-load is planned elsewhere. When the API server cannot be listed, or no gateway is ready, or one ready
+load is planned elsewhere. When a cache is not known to be current (the API server unreachable or
+refusing), or no gateway is ready, or one ready
 gateway cannot be read, ``observe`` raises :class:`UnavailableError` and the scheduler skips the tick
 rather than plan from a partial view. A Pod that cannot be patched (deleted, a conflict, a timeout, a
 refusal) is returned by ``apply``, and the loop writes it again at the next tick.
+
+Use as ``async with``: the caches follow the Pods inside the block.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import aiohttp
 import kubernetes.client
 
+from warmserve.operator.kube.pod_cache import Pod, PodCache
 from warmserve.operator.planning.snapshot import Demand
 from warmserve.operator.ports import Observation
 from warmserve.protocol.demand_report import ModelDemand, parse_demand
@@ -46,18 +51,12 @@ from warmserve.protocol.state import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, De
 
 log = logging.getLogger(__name__)
 
-#: A Pod as the API server's JSON document.
-Pod = Mapping[str, Any]
-
-#: What listing Pods may fail with: the API server unreachable or refusing, or an answer that is not a list.
-LIST_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, ValueError, KeyError, TypeError)
-
 #: Seconds one API request or one gateway may take before it counts as unreachable this tick.
 REQUEST_TIMEOUT_S = 5.0
 
 
-class NotReporting(Exception):
-    """A worker Pod that has nothing to report yet (not running, being deleted, no annotation)."""
+class NotReporting(UnavailableError):
+    """A worker Pod that has nothing to report now (not running, being deleted, no annotation yet)."""
 
 
 def worker_report(pod: Pod) -> ObservedState:
@@ -140,10 +139,26 @@ class KubeCluster:
         self.core = kubernetes.client.CoreV1Api(api)
         self.session = session
         self.namespace = namespace
-        self.selector = worker_selector(pool)
         self.timeout_s = timeout_s
+        self._workers = PodCache(self.core, namespace, worker_selector(pool), request_timeout_s=timeout_s)
+        self._gateways = PodCache(self.core, namespace, GATEWAY_SELECTOR, request_timeout_s=timeout_s)
         self.excluded: dict[str, str] = {}  # worker Pod → why the last observation left it out
         self._desired_text: dict[str, str] = {}  # worker Pod → its desired annotation when last seen
+
+    async def __aenter__(self) -> Self:
+        """Start following the Pods; return once the first lists have been tried (at most ``timeout_s``)."""
+        caches = (self._workers, self._gateways)
+        for cache in caches:
+            cache.start()
+        for cache in caches:
+            await asyncio.to_thread(cache.tried.wait, self.timeout_s)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for cache in (self._workers, self._gateways):
+            await asyncio.to_thread(cache.stop)
 
     def now(self) -> float:
         """Epoch seconds, the clock of the ``since`` every worker reports (the :class:`Cluster` port's)."""
@@ -152,9 +167,8 @@ class KubeCluster:
     async def observe(self) -> Observation:
         """Every reporting worker Pod's state and the ready gateways' demand (see the module docstring)."""
         now = self.now()
-        workers, gateways = await asyncio.gather(self._list(self.selector), self._list(GATEWAY_SELECTOR))
-        listed = self._read_workers(workers)
-        demand = await self._demand(gateways)
+        listed = self._read_workers(self._workers.pods())
+        demand = await self._demand(self._gateways.pods())
         self._tell_exclusions(listed.excluded)
         self.excluded = listed.excluded
         self._desired_text = listed.desired_text
@@ -165,26 +179,6 @@ class KubeCluster:
         names = sorted(desired)
         written = await asyncio.gather(*(self._patch(n, desired[n].to_json()) for n in names))
         return {name for name, ok in zip(names, written, strict=True) if not ok}
-
-    async def _list(self, selector: str) -> list[Pod]:
-        try:
-            return await asyncio.to_thread(self._list_json, selector)
-        except LIST_ERRORS as exc:
-            raise UnavailableError(
-                f"cannot list Pods {selector} in namespace {self.namespace}: {brief(exc)}"
-            ) from exc
-
-    def _list_json(self, selector: str) -> list[Pod]:
-        """The Pods ``selector`` matches, as the API server's JSON (the client's model objects cost
-        milliseconds per Pod to build and say nothing more). Runs in a worker thread."""
-        response: Any = self.core.list_namespaced_pod(
-            self.namespace,
-            label_selector=selector,
-            _request_timeout=self.timeout_s,
-            _preload_content=False,
-        )
-        pods: list[Pod] = json.loads(response.data)["items"]
-        return pods
 
     def _read_workers(self, pods: Iterable[Pod]) -> _Listed:
         listed = _Listed(reports={}, excluded={}, desired_text={})

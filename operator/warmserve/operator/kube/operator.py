@@ -83,8 +83,11 @@ async def operate(options: OperatorOptions) -> None:
     step = cold_starts.recording(entry.policy)
     scheduler = Scheduler({}, step, entry.initial_state, NoForecast(), entry.scores)
     with kube_api_client() as api:
-        async with aiohttp.ClientSession() as session:
-            cluster = Recorded(KubeCluster(api, session, options.namespace))
+        async with (
+            aiohttp.ClientSession() as session,
+            KubeCluster(api, session, options.namespace) as kube,
+        ):
+            cluster = Recorded(kube)
             handlers = Handlers(
                 api, Registry(scheduler), cold_starts, cluster, _version(), options.status_interval_s
             )

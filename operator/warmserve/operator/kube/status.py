@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from warmserve.operator.kube.cluster import NotReporting, Pod, worker_report
+from warmserve.operator.kube.cluster import NotReporting, worker_report
+from warmserve.operator.kube.pod_cache import Pod
 from warmserve.operator.kube.registry import ColdStartRecord, Verdict
 from warmserve.operator.planning.snapshot import Snapshot
 from warmserve.operator.resources import WorkerPool

@@ -1,0 +1,173 @@
+"""``PodCache``: the Pods one label selector matches in one namespace, kept current by a watch.
+
+One thread runs the synchronous ``kubernetes`` client: list the Pods (the set and a resourceVersion),
+then watch from there until the stream ends (the server's ``timeout_seconds``), breaks, or answers
+``410 Gone``; then list again. Listing again is what makes a reconnect lossless: whatever changed
+meanwhile is in the new list, which replaces the set whole. Pods are kept as the API server's JSON (the
+client's model objects cost milliseconds per Pod to build and say nothing more).
+
+A cache that may be stale is never read: :meth:`PodCache.pods` raises :class:`UnavailableError` before
+the first list has succeeded, and from a failed list or a broken watch until the next list succeeds
+(retried after a :class:`~warmserve.protocol.kube_api.Backoff` that grows with consecutive failures). A
+stream that ends cleanly is followed by a new list at once and keeps the cache readable meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes.client
+from kubernetes.watch.watch import iter_resp_lines
+
+from warmserve.protocol.errors import UnavailableError
+from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, brief
+
+log = logging.getLogger(__name__)
+
+#: A Pod as the API server's JSON document.
+Pod = Mapping[str, Any]
+
+#: What following Pods may fail with: the API server unreachable or refusing, or an answer that is not JSON
+#: of the expected shape.
+FOLLOW_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, ValueError, KeyError, TypeError)
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (``410 Gone``): list again, at once."""
+
+
+class PodCache:
+    """The Pods ``selector`` matches in ``namespace``; :meth:`start` it, :meth:`stop` it when done."""
+
+    def __init__(
+        self,
+        core: kubernetes.client.CoreV1Api,
+        namespace: str,
+        selector: str,
+        *,
+        request_timeout_s: float,
+        watch_timeout_s: int = 60,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        self.core = core
+        self.namespace = namespace
+        self.selector = selector
+        self.request_timeout_s = request_timeout_s
+        self.watch_timeout_s = watch_timeout_s
+        self.backoff = backoff
+        self.tried = threading.Event()  # set once the first list has succeeded or failed
+        self._lock = threading.Lock()
+        self._pods: dict[str, Pod] = {}
+        self._error: str | None = "not listed yet"
+        self._stopping = threading.Event()
+        self._stream: Any = None  # the open watch response, shut by stop() to wake the thread
+        self._thread = threading.Thread(target=self._run, name=f"pods {namespace}/{selector}", daemon=True)
+
+    def pods(self) -> list[Pod]:
+        """The Pods now; :class:`UnavailableError` when the cache is not known to be current."""
+        with self._lock:
+            if self._error is not None:
+                raise UnavailableError(
+                    f"Pods {self.selector} in namespace {self.namespace} unknown now: {self._error}"
+                )
+            return list(self._pods.values())
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following (blocking: an open watch is shut at once, a list in flight is waited for)."""
+        self._stopping.set()
+        while self._thread.is_alive():
+            stream = self._stream
+            if stream is not None:
+                stream.shutdown()  # wakes the blocked read; repeated, as a stream may open just after
+            self._thread.join(0.05)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._watch(self._list())
+                failures = 0
+            except Gone:
+                failures = 0
+                continue
+            except Exception as exc:
+                if self._stopping.is_set():  # a socket shut under the client can fail in many ways
+                    break
+                failures += 1
+                self._fail(exc, failures)
+            self._stopping.wait(self.backoff.delay(failures) if failures else 0.0)
+
+    def _fail(self, exc: Exception, failures: int) -> None:
+        """Mark the cache unreadable until the next list; a bug (not the API) is logged with its stack."""
+        with self._lock:
+            self._error = brief(exc)
+        self.tried.set()
+        if isinstance(exc, FOLLOW_ERRORS):
+            log.warning("following Pods %s failed (%d in a row): %s", self.selector, failures, brief(exc))
+        else:
+            log.exception("following Pods %s failed", self.selector)
+
+    def _list(self) -> str:
+        response: Any = self.core.list_namespaced_pod(
+            self.namespace,
+            label_selector=self.selector,
+            _request_timeout=self.request_timeout_s,
+            _preload_content=False,
+        )
+        listing = json.loads(response.data)
+        with self._lock:
+            self._pods = {pod["metadata"]["name"]: pod for pod in listing["items"]}
+            self._error = None
+        self.tried.set()
+        version: str = listing["metadata"]["resourceVersion"]
+        return version
+
+    def _watch(self, version: str) -> None:
+        """Apply the watch's events from ``version`` on, until the stream ends; :class:`Gone` for 410."""
+        try:
+            self._stream = self.core.list_namespaced_pod(
+                self.namespace,
+                label_selector=self.selector,
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self.watch_timeout_s,
+                _request_timeout=(self.request_timeout_s, self.watch_timeout_s + self.request_timeout_s),
+                _preload_content=False,
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 410:
+                raise Gone() from exc
+            raise
+        try:
+            if self._stopping.is_set():
+                return
+            for line in iter_resp_lines(self._stream):  # type: ignore[no-untyped-call]
+                if line:
+                    self._seen(json.loads(line))
+        finally:
+            stream, self._stream = self._stream, None
+            stream.close()
+            stream.release_conn()
+
+    def _seen(self, event: Mapping[str, Any]) -> None:
+        kind, obj = event["type"], event["object"]
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("message"))
+        if kind == "BOOKMARK":
+            return
+        name = obj["metadata"]["name"]
+        with self._lock:
+            if kind == "DELETED":
+                self._pods.pop(name, None)
+            else:
+                self._pods[name] = obj
