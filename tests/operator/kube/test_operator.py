@@ -2,7 +2,8 @@
 gateway Pods the node agent runs as processes: the example WorkerPool becomes running worker Pods, a
 ModelDeployment is served by them (the scheduler writes the desired annotation, a worker reports the
 model serving, the status says so), a ModelDeployment no pool can hold is Degraded naming the field,
-deleting a ModelDeployment releases its replicas, and SIGTERM stops the operator cleanly."""
+deleting a ModelDeployment releases its replicas, scaling the pool in deletes a worker Pod, and SIGTERM
+stops the operator cleanly."""
 
 from __future__ import annotations
 
@@ -180,6 +181,22 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         for pod in core.list_namespaced_pod(ns, label_selector="warmserve.io/pool=fake-gpus").items:
             observed = ObservedState.from_json(pod.metadata.annotations[OBSERVED_ANNOTATION])
             assert all(r.model != SERVED for r in observed.replicas)
+
+        # kubectl scale wp/fake-gpus --replicas=1: the Pod beyond it is deleted, the status counts one.
+        custom.patch_namespaced_custom_object_scale(
+            GROUP, VERSION, ns, PLURALS["WorkerPool"], "fake-gpus", {"spec": {"replicas": 1}}
+        )
+
+        def scaled_in() -> bool:
+            counted = get(api, ns, "WorkerPool", "fake-gpus").get("status", {})
+            names = {
+                p.metadata.name
+                for p in core.list_namespaced_pod(ns).items
+                if not p.metadata.deletion_timestamp
+            }
+            return "fake-gpus-1" not in names and "fake-gpus-0" in names and counted.get("pods") == 1
+
+        wait_for("fake-gpus-1 deleted by scaling the pool to 1", scaled_in, timeout=30)
 
         # Nothing of ours is left holding the namespace's deletion once the operator is gone.
         custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"], "too-big")
