@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +36,37 @@ ROLE = Path(__file__).resolve().parents[3] / "deploy" / "operator-role.yaml"
 OPERATOR = "warmserve-operator"
 
 
+Start = Callable[[], subprocess.Popen[bytes]]
+
+
 @pytest.fixture
-def operator(
-    kube_cluster: Cluster, kube_namespace: str, crds: None, tmp_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``warmserve operator`` for the test's namespace, as a ServiceAccount holding exactly the Role in
-    ``deploy/`` (so a permission missing there fails the test); its output in ``operator.log``; killed if
-    the test did not stop it."""
+def start_operator(kube_cluster: Cluster, kube_namespace: str, crds: None, tmp_path: Path) -> Iterator[Start]:
+    """Starts ``warmserve operator`` for the test's namespace, as a ServiceAccount holding exactly the Role
+    in ``deploy/`` (so a permission missing there fails the test); its output appended to
+    ``operator.log``. Every process still running at the end is killed."""
     kubeconfig = operator_kubeconfig(kube_cluster, kube_namespace, tmp_path / "operator.kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     args = ["operator", "--namespace", kube_namespace, "--tick", "0.5", "--status-interval", "1"]
-    with (tmp_path / "operator.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "warmserve.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    yield process
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        with (tmp_path / "operator.log").open("ab") as log:
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "warmserve.cli", *args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        return started[-1]
+
+    yield start
     print(f"operator log (last lines):\n{log_tail(tmp_path)}")  # shown when the test fails
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def operator_kubeconfig(kube_cluster: Cluster, namespace: str, path: Path) -> Path:
@@ -98,10 +111,11 @@ def gone(api: kubernetes.client.ApiClient, namespace: str, kind: str, name: str)
 def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_releases_on_delete(
     kube_cluster: Cluster,
     kube_namespace: str,
-    operator: subprocess.Popen[bytes],
+    start_operator: Start,
     tmp_path: Path,
 ) -> None:
     ns = kube_namespace
+    operator = start_operator()
     with kube_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         core.create_namespaced_pod(ns, gateway_pod("gw"))  # the scheduler plans from the gateways' demand
@@ -157,6 +171,24 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         assert (
             wp["status"]["poolBytesFree"] == 4 * 80 * 2**30 - wp["status"]["poolBytesUsed"]
         )  # 4 GPUs, 80Gi each
+
+        # kill -9 and start again: the new operator goes on where the old one stopped (its first ticks
+        # know the models already), the same replica serving throughout, not released and loaded again.
+        (replica,) = [r.id for r in observed.replicas if r.model == SERVED]
+        operator.kill()
+        operator.wait()
+        operator = start_operator()
+
+        def restarted() -> bool:
+            return (tmp_path / "operator.log").read_text().count("Initial authentication has finished") == 2
+
+        wait_for("the second operator to start", restarted, timeout=30)
+        deadline = time.monotonic() + 3.0  # six ticks of the new scheduler
+        while time.monotonic() < deadline:
+            now_serving = serving_worker()
+            assert now_serving is not None, "the serving replica was released after the restart"
+            assert [r.id for r in now_serving[0].replicas if r.model == SERVED] == [replica]
+            time.sleep(0.1)
 
         bad = get(api, ns, "ModelDeployment", "too-big")
         degraded = condition(bad, "Degraded")

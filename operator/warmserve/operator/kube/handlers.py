@@ -19,6 +19,7 @@ away) becomes :class:`kopf.TemporaryError`, retried; :class:`InvalidInputError`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ from warmserve.operator.resources import (
 )
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,53 @@ class Handlers:
             kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(timer)
         on.delete(GROUP, VERSION, POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
         on.delete(GROUP, VERSION, MODELS, registry=reg, id="release")(self.model_deleted)
+
+    def prime(self, namespace: str) -> None:
+        """Put every WorkerPool and ModelDeployment of ``namespace`` into the registry, before the
+        scheduler's first tick: a scheduler that ticked with no models would order every worker to release
+        what it serves (a restarted operator must go on where it stopped). Objects being deleted are left
+        to their delete handler. Raises :class:`UnavailableError` when they cannot be listed.
+        Synchronous: it runs before the event loop has other work."""
+        custom = kubernetes.client.CustomObjectsApi(self.core.api_client)
+        listed: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for kind in (POOLS, MODELS):
+                answer: Any = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind)
+                listed[kind] = answer["items"]
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(
+                f"cannot list {POOLS} and {MODELS} in namespace {namespace}: {brief(exc)}"
+            ) from exc
+        for obj in listed[POOLS]:
+            if not obj["metadata"].get("deletionTimestamp"):
+                with contextlib.suppress(InvalidFieldError):  # its handler writes Degraded
+                    self.registry.put_pool(obj)
+        for obj in listed[MODELS]:
+            if not obj["metadata"].get("deletionTimestamp"):
+                self.registry.put_deployment(obj)
+        self._continue_generations(namespace)
+
+    def _continue_generations(self, namespace: str) -> None:
+        """Continue above the highest generation a previous operator wrote to a worker Pod. A worker
+        reports the generation it *applied*, which may lag the one it accepted; a restarted scheduler
+        counting from the reports alone could write a generation the worker already accepted, and the
+        worker ignores an equal generation as a repeat."""
+        try:
+            answer: Any = self.core.list_namespaced_pod(
+                namespace, label_selector=worker_selector(()), _preload_content=False
+            )
+            pods = json.loads(answer.data)["items"]
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(
+                f"cannot list the worker Pods in namespace {namespace}: {brief(exc)}"
+            ) from exc
+        written = [-1]
+        for pod in pods:
+            text = (pod["metadata"].get("annotations") or {}).get(DESIRED_ANNOTATION)
+            with contextlib.suppress(InvalidFieldError):  # a malformed one is overwritten at the next tick
+                written.append(DesiredState.from_json(text).generation if text else -1)
+        scheduler = self.registry.scheduler
+        scheduler.generation = max(scheduler.generation, *written)
 
     # --- WorkerPool ---------------------------------------------------------------------------------
 

@@ -92,6 +92,7 @@ async def operate(options: OperatorOptions) -> None:
                 api, Registry(scheduler), cold_starts, cluster, _version(), options.status_interval_s
             )
             kopf.on.login(registry=handlers.kopf)(_login)
+            handlers.prime(options.namespace)
             stop = asyncio.Event()
             loop = asyncio.create_task(run(cluster, scheduler, options.tick_s))
             loop.add_done_callback(lambda _: stop.set())
