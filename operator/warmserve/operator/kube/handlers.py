@@ -10,6 +10,9 @@ status subresource (docs/operator.md).
   once (the scheduler drops its replicas at the next tick), and the finalizer waits until no worker still
   reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
 
+At start, before the scheduler's first tick, :meth:`Handlers.prime` puts every existing resource into the
+registry and continues above the generations already written to the worker Pods (docs/operator.md).
+
 Errors: a spec the parser refuses writes ``Degraded`` naming the field, posts a Warning Event
 (reason ``InvalidSpec``) and raises
 :class:`kopf.PermanentError` (no retry until the object changes); :class:`UnavailableError` (the API server
@@ -50,6 +53,8 @@ POOLS = "workerpools"
 MODELS = "modeldeployments"
 #: Seconds a deleted ModelDeployment waits for its replicas to be released before it lets go.
 RELEASE_TIMEOUT_S = 60.0
+#: Seconds each list at start may take before the operator gives up (exit 75, try again).
+START_TIMEOUT_S = 10.0
 #: What a worker's ServiceAccount may do: read and watch its own Pod, patch its observed annotation.
 WORKER_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}]
 
@@ -100,7 +105,9 @@ class Handlers:
         listed: dict[str, list[dict[str, Any]]] = {}
         try:
             for kind in (POOLS, MODELS):
-                answer: Any = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind)
+                answer: Any = custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, kind, _request_timeout=START_TIMEOUT_S
+                )
                 listed[kind] = answer["items"]
         except KUBE_ERRORS as exc:
             raise UnavailableError(
@@ -122,7 +129,10 @@ class Handlers:
         worker ignores an equal generation as a repeat."""
         try:
             answer: Any = self.core.list_namespaced_pod(
-                namespace, label_selector=worker_selector(()), _preload_content=False
+                namespace,
+                label_selector=worker_selector(()),
+                _preload_content=False,
+                _request_timeout=START_TIMEOUT_S,
             )
             pods = json.loads(answer.data)["items"]
         except KUBE_ERRORS as exc:
