@@ -11,6 +11,7 @@ import pytest
 
 from warmserve.cli import build_parser
 from warmserve.operator.forecast.forecasters import FORECASTERS
+from warmserve.operator.kube.operator import OPERATOR_POLICIES
 from warmserve.operator.policies.registry import NAMES
 from warmserve.worker.timing import GPU_PROFILES, MODEL_SHAPES
 
@@ -51,3 +52,5 @@ def test_options_that_take_a_name_list_the_accepted_ones() -> None:
     assert all(n in simulate for n in GPU_PROFILES) and all(n in simulate for n in MODEL_SHAPES)
     forecast = " ".join(PARSERS["forecast"].format_help().split())
     assert all(n in forecast for n in FORECASTERS)
+    operator = " ".join(PARSERS["operator"].format_help().split())
+    assert all(n in operator for n in OPERATOR_POLICIES) and "oracle" not in operator

@@ -18,12 +18,13 @@ from importlib.metadata import PackageNotFoundError, version
 from warmserve.gateway import cli as gateway_cli
 from warmserve.local import cli as local_cli
 from warmserve.operator.forecast import cli as forecast_cli
+from warmserve.operator.kube import cli as operator_cli
 from warmserve.protocol.command import CommandParser, run_parsed
 from warmserve.sim import cli as sim_cli
 from warmserve.worker import cli as worker_cli
 
 #: The modules that contribute subcommands, in the order `warmserve --help` lists them.
-SUBCOMMANDS = (forecast_cli, sim_cli, worker_cli, gateway_cli, local_cli)
+SUBCOMMANDS = (forecast_cli, sim_cli, worker_cli, gateway_cli, local_cli, operator_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -217,3 +217,16 @@ async def test_ticks_keep_their_period_however_long_observing_takes() -> None:
     gaps = [b - a for a, b in itertools.pairwise(cluster.started)]
     assert len(gaps) >= 5
     assert 0.095 < sum(gaps) / len(gaps) < 0.13  # not 0.1 + 0.06 (the margin is for a busy machine)
+
+
+def test_the_snapshot_of_the_last_planned_tick_is_kept_for_status() -> None:
+    scheduler = Scheduler(MODELS, plan_step, ReactiveState(), Fixed({"a": Forecast(mean=6.0, peak=6.0)}))
+    assert scheduler.snapshot is None
+    ordered = scheduler.tick(Observation(now=0.0, workers={"w0": worker("w0")})).desired["w0"]
+    scheduler.tick(
+        Observation(now=1.0, workers={"w0": worker("w0", as_observed(ordered, ReplicaState.PREWARMED))})
+    )
+    snapshot = scheduler.snapshot
+    assert snapshot is not None and snapshot.now == 1.0
+    assert [(r.model, r.state) for r in snapshot.replicas] == [("a", ReplicaState.PREWARMED)]
+    assert snapshot.forecasts["a"] == Forecast(mean=6.0, peak=6.0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import (
     DesiredState,
     GpuUsage,
+    ModelSpec,
     ObservedReplica,
     ObservedState,
     ReplicaState,
@@ -129,3 +132,12 @@ def test_any_json_value_is_accepted_or_rejected_with_a_field_error(doc: object) 
             parse(doc)
         except InvalidFieldError as exc:
             assert exc.field
+
+
+def test_a_model_spec_with_read_only_engine_args_is_written_and_read_back() -> None:
+    # The operator's parser hands its engine arguments over as a read-only mapping.
+    spec = ModelSpec(
+        name="m", weights="fake://m", weight_bytes=1, engine_args=MappingProxyType({"shape": "s"})
+    )
+    state = DesiredState(worker="w", generation=1, models={"m": spec}, replicas=())
+    assert DesiredState.from_json(state.to_json()).models["m"] == replace(spec, engine_args={"shape": "s"})

@@ -90,6 +90,12 @@ class Scheduler:
         self.last_error = ""
         self.excluded: Mapping[str, str] = {}  # worker -> why its report was left out of the last tick
 
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot the last planned tick decided from (``None`` before the first): the replicas of
+        each model by state and role, and the forecasts it planned with, for status reports."""
+        return self._prior[1] if self._prior is not None else None
+
     def set_models(self, models: Mapping[str, ModelConfig]) -> None:
         """Serve ``models`` from the next tick on. A model no longer declared has its replicas left out of
         the next desired states (the workers release them); a new one is planned like any other. The next

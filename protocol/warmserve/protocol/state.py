@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from warmserve.protocol.errors import InvalidFieldError
@@ -438,7 +438,8 @@ def _check_gpu_exclusivity(replicas: Sequence[DesiredReplica]) -> None:
 
 
 def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
-    return {**asdict(spec), "engine_args": dict(spec.engine_args)}
+    """Field by field, not ``asdict``: its deep copy cannot copy a read-only ``engine_args`` mapping."""
+    return {**{f.name: getattr(spec, f.name) for f in fields(spec)}, "engine_args": dict(spec.engine_args)}
 
 
 def _replica_dict(replica: DesiredReplica) -> dict[str, Any]:

@@ -1,0 +1,321 @@
+"""The kopf handlers: a thin adapter from resource events to the :class:`Registry`, the worker Pods and the
+status subresource (docs/operator.md).
+
+- ``WorkerPool`` created, changed or found at start-up (resume), and every ``interval_s`` (a timer, so a
+  deleted Pod comes back and the status follows the Pods): parsed, the workers' ServiceAccount, Role and
+  RoleBinding ensured, Pods ``<pool>-<i>`` for ``i < spec.pods`` created and the others deleted, status
+  written. Deleted: forgotten (its Pods go with it, by their owner reference).
+- ``ModelDeployment`` created, changed or resumed, and every ``interval_s``: handed to the registry (which
+  sets the scheduler's models), status written from the scheduler's last snapshot. Deleted: forgotten at
+  once (the scheduler drops its replicas at the next tick), and the finalizer waits until no worker still
+  reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
+
+At start, before the scheduler's first tick, :meth:`Handlers.prime` puts every existing resource into the
+registry and continues above the generations already written to the worker Pods (docs/operator.md).
+
+Errors: a spec the parser refuses writes ``Degraded`` naming the field, posts a Warning Event
+(reason ``InvalidSpec``) and raises
+:class:`kopf.PermanentError` (no retry until the object changes); :class:`UnavailableError` (the API server
+away) becomes :class:`kopf.TemporaryError`, retried; :class:`InvalidInputError`, permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import kopf
+import kubernetes.client
+
+from warmserve.operator.kube import status
+from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
+from warmserve.operator.resources import (
+    GROUP,
+    VERSION,
+    WORKER_SERVICE_ACCOUNT,
+    WorkerPool,
+    parse_model_deployment,
+    worker_selector,
+)
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
+from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
+
+log = logging.getLogger(__name__)
+
+POOLS = "workerpools"
+MODELS = "modeldeployments"
+#: Seconds a deleted ModelDeployment waits for its replicas to be released before it lets go.
+RELEASE_TIMEOUT_S = 60.0
+#: Seconds each list at start may take before the operator gives up (exit 75, try again).
+START_TIMEOUT_S = 10.0
+#: What a worker's ServiceAccount may do: read and watch its own Pod, patch its observed annotation.
+WORKER_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Handlers:
+    """The handlers of one operator, registered on their own :class:`kopf.OperatorRegistry`."""
+
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        registry: Registry,
+        cold_starts: ColdStarts,
+        cluster: Recorded,
+        version: str,
+        interval_s: float,
+    ) -> None:
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+        self.registry = registry
+        self.cold_starts = cold_starts
+        self.cluster = cluster
+        self.version = version
+        self.kopf = kopf.OperatorRegistry()
+        self._register(interval_s)
+
+    def _register(self, interval_s: float) -> None:
+        on, reg = kopf.on, self.kopf
+        for kind, changed, timer in (
+            (POOLS, self.pool_changed, self.pool_timer),
+            (MODELS, self.model_changed, self.model_timer),
+        ):
+            for event in (on.resume, on.create, on.update):
+                event(GROUP, VERSION, kind, registry=reg, id="reconcile")(changed)
+            kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(timer)
+        on.delete(GROUP, VERSION, POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
+        on.delete(GROUP, VERSION, MODELS, registry=reg, id="release")(self.model_deleted)
+
+    def prime(self, namespace: str) -> None:
+        """Put every WorkerPool and ModelDeployment of ``namespace`` into the registry, before the
+        scheduler's first tick: a scheduler that ticked with no models would order every worker to release
+        what it serves (a restarted operator must go on where it stopped). Objects being deleted are left
+        to their delete handler. Raises :class:`UnavailableError` when they cannot be listed.
+        Synchronous: it runs before the event loop has other work."""
+        custom = kubernetes.client.CustomObjectsApi(self.core.api_client)
+        listed: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for kind in (POOLS, MODELS):
+                answer: Any = custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, kind, _request_timeout=START_TIMEOUT_S
+                )
+                listed[kind] = answer["items"]
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(
+                f"cannot list {POOLS} and {MODELS} in namespace {namespace}: {brief(exc)}"
+            ) from exc
+        for obj in listed[POOLS]:
+            if not obj["metadata"].get("deletionTimestamp"):
+                with contextlib.suppress(InvalidFieldError):  # its handler writes Degraded
+                    self.registry.put_pool(obj)
+        for obj in listed[MODELS]:
+            if not obj["metadata"].get("deletionTimestamp"):
+                self.registry.put_deployment(obj)
+        self._continue_generations(namespace)
+
+    def _continue_generations(self, namespace: str) -> None:
+        """Continue above the highest generation a previous operator wrote to a worker Pod. A worker
+        reports the generation it *applied*, which may lag the one it accepted; a restarted scheduler
+        counting from the reports alone could write a generation the worker already accepted, and the
+        worker ignores an equal generation as a repeat."""
+        try:
+            answer: Any = self.core.list_namespaced_pod(
+                namespace,
+                label_selector=worker_selector(()),
+                _preload_content=False,
+                _request_timeout=START_TIMEOUT_S,
+            )
+            pods = json.loads(answer.data)["items"]
+        except KUBE_ERRORS as exc:
+            raise UnavailableError(
+                f"cannot list the worker Pods in namespace {namespace}: {brief(exc)}"
+            ) from exc
+        written = [-1]
+        for pod in pods:
+            text = (pod["metadata"].get("annotations") or {}).get(DESIRED_ANNOTATION)
+            with contextlib.suppress(InvalidFieldError):  # a malformed one is overwritten at the next tick
+                written.append(DesiredState.from_json(text).generation if text else -1)
+        scheduler = self.registry.scheduler
+        scheduler.generation = max(scheduler.generation, *written)
+
+    # --- WorkerPool ---------------------------------------------------------------------------------
+
+    async def pool_changed(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await self._pool(body, patch, permanent=True)
+
+    async def pool_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await self._pool(body, patch, permanent=False)
+
+    async def pool_deleted(self, name: str, **_: Any) -> None:
+        self.registry.drop_pool(name)
+
+    async def _pool(self, body: kopf.Body, patch: kopf.Patch, *, permanent: bool) -> None:
+        """Reconcile one pool. From a change (``permanent``): the workers' RBAC ensured too, and a spec
+        that does not parse raises PermanentError after its Degraded status is written (the timer only
+        writes it, and leaves the RBAC objects, made once, alone)."""
+        try:
+            pool: WorkerPool | None = self.registry.put_pool(body)
+            error = ""
+        except InvalidFieldError as exc:
+            pool, error = None, str(exc)
+        generation = int(body["metadata"].get("generation", 0))
+        if pool is not None and permanent:
+            await _adapted(self._ensure_rbac, pool.namespace)
+        pods = await _adapted(self._list_pods, body["metadata"]["namespace"], str(body["metadata"]["name"]))
+        if pool is not None and await _adapted(self._ensure_pods, pool, pods):
+            pods = await _adapted(self._list_pods, pool.namespace, pool.name)
+        _write_status(
+            body,
+            patch,
+            status.pool_status(pool, error, generation, pods, time.time(), body.get("status") or {}),
+        )
+        if error and permanent:
+            kopf.warn(body, reason="InvalidSpec", message=error)
+            raise kopf.PermanentError(error)
+
+    def _ensure_rbac(self, namespace: str) -> None:
+        """The ServiceAccount every worker Pod runs as, its Role and the RoleBinding between them."""
+        name = WORKER_SERVICE_ACCOUNT
+        role = {"metadata": {"name": name}, "rules": WORKER_RULES}
+        binding = {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }
+        _create(self.core.create_namespaced_service_account, namespace, {"metadata": {"name": name}})
+        if not _create(self.rbac.create_namespaced_role, namespace, role):
+            self.rbac.patch_namespaced_role(name, namespace, {"rules": WORKER_RULES})
+        _create(self.rbac.create_namespaced_role_binding, namespace, binding)
+
+    def _ensure_pods(self, pool: WorkerPool, pods: list[dict[str, Any]]) -> bool:
+        """Create the pool's missing worker Pods, delete those beyond ``spec.pods``; whether any changed.
+        A Pod being deleted counts as present; it is created again once it is gone (by the timer)."""
+        present = {p["metadata"]["name"] for p in pods}
+        leaving = {p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")}
+        wanted = {pool.pod_name(i): i for i in range(pool.pods)}
+        changed = False
+        for name in sorted(wanted.keys() - present):
+            manifest = pool.worker_pod(wanted[name], self.version)
+            if _create(self.core.create_namespaced_pod, pool.namespace, manifest):
+                log.info("created worker Pod %s/%s", pool.namespace, name)
+                changed = True
+        for name in sorted(present - wanted.keys() - leaving):
+            log.info("deleting worker Pod %s/%s (beyond spec.pods %d)", pool.namespace, name, pool.pods)
+            try:
+                self.core.delete_namespaced_pod(name, pool.namespace)
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+            changed = True
+        return changed
+
+    def _list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
+        selector = worker_selector((pool,))
+        response: Any = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False
+        )
+        pods: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return pods
+
+    # --- ModelDeployment ----------------------------------------------------------------------------
+
+    async def model_changed(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        verdict = self.registry.put_deployment(body)
+        self._model_status(body, patch)
+        if not verdict.served:
+            kopf.warn(body, reason="InvalidSpec", message=verdict.error)
+            raise kopf.PermanentError(verdict.error)
+
+    async def model_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        self.registry.put_deployment(body)  # level-triggered: the same document changes nothing
+        self._model_status(body, patch)
+
+    async def model_deleted(self, body: kopf.Body, name: str, **_: Any) -> None:
+        """Forget the model, then hold the finalizer while the scheduler still sees one of its replicas
+        (called again until then: the retry finds the model forgotten and only counts)."""
+        self.registry.drop_deployment(name)
+        try:
+            served = parse_model_deployment(body).spec.name
+        except InvalidFieldError:
+            return  # never parsed, never served
+        left = self.cluster.replicas_of(served)
+        if left is None:
+            return  # nothing observed yet, so nothing placed by this operator
+        waited = time.time() - _epoch(body["metadata"].get("deletionTimestamp"))
+        if left and waited < RELEASE_TIMEOUT_S:
+            raise kopf.TemporaryError(f"{left} replicas of {served} not released yet", delay=1)
+        if left:
+            log.warning(
+                "ModelDeployment %s deleted, %d replicas of %s not released after %.0f s: letting go",
+                name,
+                left,
+                served,
+                waited,
+            )
+
+    def _model_status(self, body: kopf.Body, patch: kopf.Patch) -> None:
+        name = str(body["metadata"]["name"])
+        verdict = self.registry.verdict(name)
+        if verdict is None:
+            return
+        served = verdict.deployment.spec.name if verdict.deployment is not None else None
+        cold = self.cold_starts.last.get(served) if served is not None else None
+        generation = int(body["metadata"].get("generation", 0))
+        snapshot = self.registry.scheduler.snapshot
+        previous = body.get("status") or {}
+        _write_status(
+            body, patch, status.model_status(verdict, generation, snapshot, cold, time.time(), previous)
+        )
+
+
+def _write_status(body: kopf.Body, patch: kopf.Patch, new: status.Status) -> None:
+    """Patch the status only where it changed: a timer writing the same status every interval would
+    cost the API server a write per resource and interval."""
+    old = body.get("status") or {}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch.status[key] = value
+
+
+def _create(create: Callable[..., Any], namespace: str, body: Mapping[str, Any]) -> bool:
+    """Create an object; False if it exists already (409)."""
+    try:
+        create(namespace, body)
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        return False
+    return True
+
+
+async def _adapted(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a synchronous client call in a worker thread, its failures as kopf sees them: the API server
+    away or refusing for now is temporary (retried), a refusal of what we sent is permanent."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except UnavailableError as exc:
+        raise kopf.TemporaryError(str(exc), delay=2) from exc
+    except InvalidInputError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    except kubernetes.client.ApiException as exc:
+        if exc.status in (400, 403, 422):
+            raise kopf.PermanentError(brief(exc)) from exc
+        raise kopf.TemporaryError(brief(exc), delay=2) from exc
+    except KUBE_ERRORS as exc:
+        raise kopf.TemporaryError(brief(exc), delay=2) from exc
+
+
+def _epoch(text: str | None) -> float:
+    """Epoch seconds of a Kubernetes timestamp (now if there is none)."""
+    if not text:
+        return time.time()
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,141 @@
+"""``warmserve operator``: the kopf handlers and the scheduler loop, in one event loop (docs/operator.md).
+
+kopf watches the namespace's ``WorkerPool`` and ``ModelDeployment`` resources and keeps the
+:class:`~warmserve.operator.kube.registry.Registry` (hence the scheduler's models), the worker Pods and every
+status current; beside it :func:`~warmserve.operator.scheduler.run` ticks the scheduler over
+:class:`~warmserve.operator.kube.cluster.KubeCluster`. SIGTERM or SIGINT stops kopf (it handles them), and
+then the loop; a loop that fails stops kopf and its error is raised.
+
+Forecasts: none yet (:class:`~warmserve.operator.ports.NoForecast`): the policy plans from the demand the
+gateways report; the online forecast source over the gateways' history is the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import aiohttp
+import kopf
+
+from warmserve.operator.kube.cluster import KubeCluster
+from warmserve.operator.kube.handlers import Handlers
+from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
+from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
+from warmserve.operator.ports import NoForecast
+from warmserve.operator.resources import GROUP
+from warmserve.operator.scheduler import Scheduler, run
+from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_api import kube_api_client
+
+log = logging.getLogger(__name__)
+
+#: Policies the operator can run: those a live cluster can play (no oracle, no static sized layout).
+OPERATOR_POLICIES: tuple[str, ...] = tuple(n for n in NAMES if n not in SIZED and n != "oracle")
+DEFAULT_POLICY = "warmserve"
+#: The finalizer holding a deleted ModelDeployment until its replicas are released.
+FINALIZER = f"{GROUP}/release"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOptions:
+    """What ``warmserve operator`` is asked: the namespace it manages, the scheduler's tick, the policy,
+    the status interval, and the kopf peering to join (``None``: standalone)."""
+
+    namespace: str
+    tick_s: float = 1.0
+    policy: str = DEFAULT_POLICY
+    status_interval_s: float = 2.0
+    peering: str | None = None
+
+
+def operator_policy(name: str) -> PolicyEntry:
+    """The policy called ``name``; one the operator cannot run raises :class:`InvalidFieldError` listing
+    those it can."""
+    entry = policy_by_name(name) if name in OPERATOR_POLICIES else None
+    if entry is None or entry.policy is None:
+        raise InvalidFieldError("policy", f"one of {list(OPERATOR_POLICIES)}", name)
+    return entry
+
+
+def settings(options: OperatorOptions) -> kopf.OperatorSettings:
+    """kopf's settings: our finalizer and annotation prefix, no CRD scanning, peering only when asked."""
+    s = kopf.OperatorSettings()
+    s.persistence.finalizer = FINALIZER
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{GROUP}")
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=f"operator.{GROUP}")
+    s.scanning.disabled = True  # one namespace, the kinds known: no cluster-wide permission on CRDs needed
+    s.peering.standalone = options.peering is None
+    if options.peering is not None:
+        s.peering.name = options.peering
+    s.posting.level = logging.WARNING  # Events for failures, not for every handler that succeeds
+    return s
+
+
+async def operate(options: OperatorOptions) -> None:
+    """Run the handlers and the scheduler loop until a signal stops kopf (or the loop fails)."""
+    entry = operator_policy(options.policy)
+    assert entry.policy is not None  # checked by operator_policy
+    cold_starts = ColdStarts()
+    step = cold_starts.recording(entry.policy)
+    scheduler = Scheduler({}, step, entry.initial_state, NoForecast(), entry.scores)
+    with kube_api_client() as api:
+        async with (
+            aiohttp.ClientSession() as session,
+            KubeCluster(api, session, options.namespace) as kube,
+        ):
+            cluster = Recorded(kube)
+            handlers = Handlers(
+                api, Registry(scheduler), cold_starts, cluster, _version(), options.status_interval_s
+            )
+            kopf.on.login(registry=handlers.kopf)(_login)
+            handlers.prime(options.namespace)
+            stop = asyncio.Event()
+            loop = asyncio.create_task(run(cluster, scheduler, options.tick_s))
+            loop.add_done_callback(lambda _: stop.set())
+            try:
+                await kopf.operator(
+                    registry=handlers.kopf,
+                    settings=settings(options),
+                    standalone=options.peering is None,
+                    peering_name=options.peering,
+                    namespaces=[options.namespace],
+                    stop_flag=stop,
+                )
+            finally:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+    if not loop.cancelled() and loop.exception() is not None:
+        raise RuntimeError("the scheduler loop stopped") from loop.exception()
+
+
+def _login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same configuration every component uses (``KUBECONFIG`` first, then
+    in-cluster: :func:`kube_api_client`)."""
+    with kube_api_client() as client:
+        config = client.configuration
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
+
+
+def _version() -> str:
+    """The tag of the default worker image: the installed version."""
+    try:
+        return version("warmserve")
+    except PackageNotFoundError:
+        return "latest"
