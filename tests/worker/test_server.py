@@ -297,3 +297,26 @@ async def test_a_state_reached_by_instant_steps_alone_is_reported_applied(
     await client.put("/desired", data=desired(2, {**serve, "kv_lend_bytes": 20 * GIB}))
     lent = await wait_for(client, lambda s: s.observed_generation == 2)
     assert lent.gpus[0].lent_bytes == 20 * GIB
+
+
+async def test_a_replica_promoted_beside_another_keeps_its_kv_space_and_lends_the_neighbour_room(
+    client: TestClient[Any, Any],
+) -> None:
+    """Promoted on a GPU that also holds a prewarmed replica, a replica's KV space is all its weights leave
+    (as the scheduler counts it), the neighbour's memory is lent and the neighbour is its guest. Counting
+    only the memory free beside the neighbour, it lent the scheduler's share on top, kept one 2 MiB chunk
+    of KV (16 tokens) and refused every request over that with a 400."""
+    llama = {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"}
+    await client.put("/desired", data=desired(1, llama, GUEST, models=TWO_MODELS))
+    await wait_for(
+        client, lambda s: states(s) == {"l0": ReplicaState.PREWARMED, "q0": ReplicaState.PREWARMED}
+    )
+    serving = {**llama, "role": "serve", "kv_lend_bytes": 40 * GIB}  # the scheduler's share: 64 GiB - reserve
+    await client.put("/desired", data=desired(2, serving, GUEST, models=TWO_MODELS))
+    promoted = await wait_for(client, lambda s: states(s).get("l0") is ReplicaState.SERVING)
+    owner = next(r for r in promoted.replicas if r.id == "l0")
+    assert owner.kv_total_bytes == 64 * GIB and promoted.gpus[0].lent_bytes == 40 * GIB
+    assert next(r for r in promoted.replicas if r.id == "q0").borrowed
+    body = {"model": "llama", "prompt": "x", "max_tokens": 200}
+    resp = await client.post("/v1/completions", json=body)
+    assert resp.status == 200, await resp.text()

@@ -443,10 +443,14 @@ class WorkerRuntime:
         r.borrowed = False  # a promoted replica owns its memory (protocol.loads_borrowed)
         self._transition(r, ReplicaState.PROMOTING)
         chunk = r.slots[0].pool.chunk_bytes
-        r.kv_space = min(self._kv_room(r, slot) for slot in r.slots)
-        if r.kv_space < chunk:
+        room = min(self._kv_room(r, slot) for slot in r.slots)
+        if room < chunk:
             raise PoolExhaustedError(1, 0, chunk)
-        r.kv_lend_bytes = self._lendable(r)
+        # The KV space is everything the weights leave (as the scheduler counts it); what other replicas
+        # on these GPUs hold is lent from the start, so they become its guests.
+        r.kv_space = min(slot.pool.capacity_bytes - r.kv_offset for slot in r.slots) // chunk * chunk
+        r.kv_lend_bytes = max(self._lendable(r), r.kv_space - room)
+        self._start_lending(r)
         kv_bytes = r.kv_space - r.kv_lend_bytes
         for slot in r.slots:
             slot.pool.map(slot, r.kv_offset, kv_bytes)
@@ -458,7 +462,7 @@ class WorkerRuntime:
         self._transition(r, ReplicaState.SERVING)
 
     def _kv_room(self, r: _Replica, slot: Slot) -> int:
-        """The KV space a promotion claims in one slot: all the pool's free memory after the weights."""
+        """The KV space a promotion can map now in one slot: the pool's free memory after the weights."""
         pool = slot.pool
         room = min(pool.free_bytes, pool.capacity_bytes - r.kv_offset)
         return room // pool.chunk_bytes * pool.chunk_bytes
@@ -523,6 +527,23 @@ class WorkerRuntime:
                 slot.pool.unmap(slot, r.kv_offset, r.kv_bytes)
             self._stop_lending(r)
             r.kv_bytes = r.kv_space = r.kv_lend_bytes = 0
+
+    def _start_lending(self, lender: _Replica) -> None:
+        """``lender`` is promoted over replicas already on its GPUs: their memory is part of its KV space
+        that it lends, so they are borrowed (the scheduler evicts them when it takes the space back).
+
+        Counting the KV space as only the memory left free beside them, as before, made a promoted
+        replica lend the scheduler's share on top of what they hold: it kept one chunk of KV and refused
+        every request of more than a few tokens.
+        """
+        if lender.kv_lend_bytes:
+            for o in self._replicas.values():
+                if (
+                    o is not lender
+                    and o.state is not ReplicaState.SERVING
+                    and set(o.gpus) <= set(lender.gpus)
+                ):
+                    o.borrowed = True
 
     def _stop_lending(self, lender: _Replica) -> None:
         """``lender`` no longer serves: replicas loaded into its lent KV now sit in plain pool memory.

@@ -53,7 +53,7 @@ class BatchingInstance(Instance, Generic[S]):
     def __init__(self, prepared: Prepared, kv_bytes: int, max_batch: int) -> None:
         self.prepared = prepared
         self._space = KvSpace(kv_bytes)
-        self._whole_kv_bytes = kv_bytes  # before any lending: what a request may ever reserve
+        self._whole_kv_bytes = kv_bytes  # the largest it has had: what a request may ever reserve
         self._max_batch = max_batch
         self._waiting: deque[S] = deque()
         self._running: list[S] = []
@@ -96,6 +96,7 @@ class BatchingInstance(Instance, Generic[S]):
         """Shrink or grow the KV space at its top; sequences already admitted keep their ranges."""
         if not self._space.resize(kv_bytes):
             return False
+        self._whole_kv_bytes = max(self._whole_kv_bytes, kv_bytes)
         self._admit()  # growing may let waiting sequences in
         return True
 
