@@ -77,3 +77,20 @@ def test_a_value_out_of_range_names_the_option_as_typed(
         main(args(rate_trace, option, value))
     err = capsys.readouterr().err
     assert exited.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_a_replay_without_a_day_of_history_says_which_forecasts_are_not_forecasts(
+    rate_trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Day 0 has no day before it: warmserve's online forecast only repeats the last window, which the
+    table alone would not tell (its figures then match no-forecast's)."""
+    out = tmp_path / "out.json"
+    argv = args(rate_trace, "--policies", "muxserve", "--json", str(out))
+    argv[argv.index("--day") + 1] = "0"
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "model-00: 5 windows of history before the replay" in printed  # --offset 3000: five 600 s windows
+    notes = json.loads(out.read_text())["forecast_notes"]
+    assert set(notes) == {"model-00", "model-01", "model-02"}
+    assert main(args(rate_trace, "--policies", "muxserve", "--json", str(out))) == 0  # day 1: a day before it
+    assert json.loads(out.read_text())["forecast_notes"] == {}

@@ -59,6 +59,30 @@ class ForecastMode(enum.StrEnum):
     PAST_ONLY = "past-only"
 
 
+def history_notes(
+    history: Sequence[RateSeries], replay_start_s: float, models: Sequence[str]
+) -> dict[str, str]:
+    """Why a model's forecast is not a forecast: no rate history at all (a per-request trace), or less than
+    a day of it before the replay, where the forecaster can only repeat the last window. Said beside the
+    figures, because ``warmserve`` and ``oracle`` then plan like ``no-forecast`` for that model."""
+    by_model = {s.model: s for s in history}
+    notes = {}
+    for model in models:
+        series = by_model.get(model)
+        if series is None:
+            notes[model] = "no rate history (a per-request trace): no forecast, not even the oracle's"
+            continue
+        before = max(0, int((replay_start_s - series.start_sec) // series.window_sec))
+        seen = int(np.count_nonzero(np.isfinite(series.rate_rps[:before])))
+        day = max(1, round(SECONDS_PER_DAY / series.window_sec))
+        if seen < day:
+            notes[model] = (
+                f"{seen} windows of history before the replay, less than the day ({day}) a forecast needs: "
+                "the online forecast repeats the last window (the oracle still knows the replay)"
+            )
+    return notes
+
+
 class TraceForecast:
     """Per-window (mean, peak) concurrency for each model over the replay, looked up by replay time."""
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from warmserve.operator.policies.registry import NAMES
 from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidInputError
+from warmserve.replay.forecasts import history_notes
 from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
 from warmserve.sim.results import summarize, table
 from warmserve.sim.scenario import (
@@ -168,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         for name in policies:
             figures[name]["max_rate_rps_at_slo"] = max_rate_at_slo(scenario, name)
     print(table(figures))
+    notes = history_notes(workload.history, workload.replay_start_s, workload.models)
+    for model, why in notes.items():
+        print(f"{model}: {why}")
     if args.sweep:
         print(
             "max rate at 99% SLO (requests/s): "
@@ -175,7 +179,12 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         if args.json:
-            document = {"requests": workload.requests, "models": list(workload.models), "policies": figures}
+            document = {
+                "requests": workload.requests,
+                "models": list(workload.models),
+                "policies": figures,
+                "forecast_notes": notes,
+            }
             args.json.write_text(json.dumps(document, indent=2, sort_keys=True))
         if args.plot:
             from warmserve.sim.plot import plot
