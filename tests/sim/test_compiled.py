@@ -87,7 +87,7 @@ def compiled_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # the wheel's mypyc build alone takes minutes on a busy 2-core machine
+@pytest.mark.timeout(1500)  # the wheel's mypyc build alone can take several minutes
 def test_the_compiled_core_replays_a_busy_trace_exactly_as_the_sources_do(compiled_site: Path) -> None:
     expected = compiled_module_names()
     compiled = _replay(compiled_site)

@@ -1,4 +1,4 @@
-"""KV reservation with give-back (design §2): how much free KV space a serving replica lends out.
+"""KV reservation with give-back (docs/planning.md): how much free KV space a serving replica lends out.
 
 A serving instance keeps ``kv_total × load / B`` of its KV space free for the requests it may get
 (``load``: its own in-flight count or its share of the model's smoothed demand, whichever is larger,

@@ -1,4 +1,4 @@
-"""Where a replica goes (design §2): evict-aware prewarm placement, the cold scale-out GPU choice and
+"""Where a replica goes (docs/planning.md): evict-aware prewarm placement, the cold scale-out GPU choice and
 the choice of the prewarmed replica to promote.
 
 Candidate GPU sets lie within one worker (tensor parallelism never crosses workers), are aligned

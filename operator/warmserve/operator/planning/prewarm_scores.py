@@ -1,4 +1,4 @@
-"""How many replicas of a model to keep prewarmed, and how much each one is worth (design §2).
+"""How many replicas of a model to keep prewarmed, and how much each one is worth (docs/planning.md).
 
 With B requests per instance and I instances running, a forecast (mean, peak concurrency over the
 horizon) asks for ``nf = max(ceil(mean/B) - I, 0)`` *foundation* replicas (needed on average) and

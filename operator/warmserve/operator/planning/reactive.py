@@ -1,4 +1,4 @@
-"""The reactive layer under the forecast (design §2): how many instances each model needs right now.
+"""The reactive layer under the forecast (docs/planning.md): how many instances each model needs right now.
 
 Every tick the gateway's demand (in flight + queued) per model joins a short window; its mean is the
 smoothed load L. With B requests per instance and n instances, the model scales out when

@@ -8,7 +8,7 @@ tensor parallelism wider than any worker, an unknown model, over-committed memor
 :class:`SnapshotError` naming the first bad field and what was expected, so the planner never
 produces a silently wrong plan from bad data.
 
-Memory model (design §2): on a GPU without a serving replica, the weights of the replicas on it
+Memory model (docs/planning.md): on a GPU without a serving replica, the weights of the replicas on it
 share the pool (their sum must fit the capacity). A serving replica (the GPU's *owner*) owns all the
 memory its weights leave free as KV cache, except ``kv_lent_bytes`` it lends to the pool; replicas
 flagged ``borrowed`` sit in that lent space and their weights must fit in it.
@@ -159,7 +159,7 @@ class Replica:
 
     @property
     def is_instance(self) -> bool:
-        """Whether it counts as a serving instance of its model (I in design §2)."""
+        """Whether it counts as a serving instance of its model (I in docs/planning.md)."""
         return self.role is Role.SERVE and self.state is not ReplicaState.FAILED
 
     @property
@@ -173,7 +173,7 @@ class ModelConfig:
     """One model as the planner needs it: its spec plus cost, bounds and priority (from its deployment).
 
     The cold-start time of a replica is ``init_seconds + spec.shard_bytes / load_bandwidth_bytes_per_s``
-    (design §2 scores replicas by it).
+    (prewarm scores rank replicas by it).
     """
 
     spec: ModelSpec
