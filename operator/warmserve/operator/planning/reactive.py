@@ -2,10 +2,15 @@
 
 Every tick the gateway's demand (in flight + queued) per model joins a short window; its mean is the
 smoothed load L. With B requests per instance and n instances, the model scales out when
-``L > scale_out_threshold·B·n`` and in when ``L < scale_in_threshold·B·n``, both to the fewest
-instances that keep L under the scale-out line (``ceil(L / (scale_out_threshold·B))``), so the new
-count is itself stable; scale-in never removes an instance protected for ``protect_s`` after it was
-started. While any request waits or runs, a model keeps at least one instance: a request for a
+``L > scale_out_threshold·B·n``, to the fewest instances that keep L under that line
+(``ceil(L / (scale_out_threshold·B))``), and in when fewer instances would stay under the scale-in line,
+to the fewest that do (``ceil(L / (scale_in_threshold·B))``): the instances kept are at most half full,
+so the load must grow by more than half again before the next scale-out, and each new count is itself
+stable. Scaling in to the scale-out count instead left a zero-width band: with more models than GPUs a
+load hovering at the line took a GPU from a model with requests in flight and gave it back seconds
+later, over and over. Scale-in never removes an instance protected for ``protect_s`` after it was
+started (nor does a starving model's preemption), so a GPU handed from one model to another is not
+handed back sooner. While any request waits or runs, a model keeps at least one instance: a request for a
 model with none scales it out at once, without waiting for the window. ``min_instances`` and
 ``max_instances`` bound every target.
 
@@ -29,15 +34,16 @@ class ReactiveConfig:
 
     ``tick_s``: seconds between planning steps. ``smoothing_window_s``: the span of demand samples
     averaged into the smoothed load. ``scale_out_threshold`` / ``scale_in_threshold``: fractions of
-    B·n above / below which the model scales out / in. ``protect_s``: seconds a new instance is
-    never scaled in.
+    B·n above / below which the model scales out / in (0: never in). ``protect_s``: seconds a new
+    instance is never scaled in nor demoted for another model (10 s: a GPU changes hands between two
+    models at most once per 10 s; with 5 s a load near the thresholds switched one back within 7 s).
     """
 
     tick_s: float = 0.5
     smoothing_window_s: float = 2.0
     scale_out_threshold: float = 0.8
     scale_in_threshold: float = 0.5
-    protect_s: float = 5.0
+    protect_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("tick_s", "smoothing_window_s", "scale_out_threshold"):
@@ -121,8 +127,9 @@ def target_instances(
     b = model.spec.max_concurrency
     name = model.spec.name
     needed = math.ceil(load / (config.scale_out_threshold * b))  # > current exactly when L > threshold·B·n
+    kept = math.ceil(load / (config.scale_in_threshold * b)) if config.scale_in_threshold else current
     if demand.total > 0:
-        needed = max(needed, 1)  # requests are waiting now: never fewer than one instance
+        needed, kept = max(needed, 1), max(kept, 1)  # requests are waiting now: never fewer than one
     target, reason = current, ""
     if needed > current:
         target = needed
@@ -131,10 +138,10 @@ def target_instances(
         )
         if current == 0 and demand.total > 0:
             reason = f"{name}: a request arrived and no instance exists (smoothed load {load:.2f})"
-    elif load < config.scale_in_threshold * b * current and needed < current:
-        target = needed
+    elif kept < current:
+        target = kept
         reason = (
-            f"{name}: smoothed load {load:.2f} < {config.scale_in_threshold} x B={b} x {current} instances"
+            f"{name}: smoothed load {load:.2f} <= {config.scale_in_threshold} x B={b} x {kept} instances"
         )
     if target < model.min_instances:
         target, reason = model.min_instances, f"{name}: min_instances={model.min_instances}"
