@@ -140,9 +140,7 @@ def target_instances(
             reason = f"{name}: a request arrived and no instance exists (smoothed load {load:.2f})"
     elif kept < current:
         target = kept
-        reason = (
-            f"{name}: smoothed load {load:.2f} <= {config.scale_in_threshold} x B={b} x {kept} instances"
-        )
+        reason = f"{name}: smoothed load {load:.2f} <= {config.scale_in_threshold} x B={b} x {kept} instances"
     if target < model.min_instances:
         target, reason = model.min_instances, f"{name}: min_instances={model.min_instances}"
     if target > model.max_instances:
