@@ -71,9 +71,10 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """One tick of :func:`run`, for whoever watches the loop: what it decided, or why it was skipped
-    (the cluster could not be observed)."""
+    """One tick of :func:`run`, for whoever watches the loop: what it saw and decided, or why it was
+    skipped (the cluster could not be observed)."""
 
+    observation: Observation | None
     decision: Decision | None
     skipped: str = ""
 
@@ -305,10 +306,12 @@ async def run(
     due = loop.time()
     unsent: set[str] = set()
     while True:
-        tick = Tick(None)
+        tick = Tick(None, None)
         try:
-            decision = scheduler.tick(await cluster.observe())
-            tick = Tick(decision)
+            observation = await cluster.observe()
+            tick = Tick(observation, None)
+            decision = scheduler.tick(observation)
+            tick = Tick(observation, decision)
             if decision.desired:
                 log.info("plan:\n%s", decision.plan.describe())
             names = (unsent | set(decision.desired)) & set(scheduler.last_desired)
@@ -316,7 +319,7 @@ async def run(
                 unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
         except UnavailableError as exc:
             log.warning("scheduler tick skipped: %s", exc)
-            tick = Tick(tick.decision, skipped=str(exc))
+            tick = Tick(tick.observation, tick.decision, skipped=str(exc))
         if on_tick is not None:
             on_tick(tick)
         due = max(due + tick_s, loop.time())
