@@ -13,6 +13,7 @@ from warmserve.operator.planning.reactive import (
     ReactiveState,
     observe,
     protect,
+    recent_peaks,
     target_instances,
 )
 from warmserve.operator.planning.snapshot import Demand
@@ -38,7 +39,7 @@ def test_between_the_thresholds_the_count_holds() -> None:
 def test_scale_in_keeps_the_fewest_instances_that_stay_half_full() -> None:
     target = target_instances(A, 5.0, Demand(5.0), 4, CONFIG)
     assert target.instances == 3  # ceil(5 / (0.5 x 4)), not ceil(5 / 3.2) = 2 at the scale-out line
-    assert "smoothed load 5.00 <= 0.5 x B=4 x 3 instances" in target.reason
+    assert "smoothed load at most 5.00 over the last 10 s <= 0.5 x B=4 x 3 instances" in target.reason
     assert target_instances(A, 0.0, Demand(0.0), 3, CONFIG).instances == 0
 
 
@@ -73,7 +74,7 @@ def test_a_target_is_a_fixed_point(load: float, current: int) -> None:
 
 
 def test_the_window_averages_the_last_samples_only() -> None:
-    config = ReactiveConfig(tick_s=0.5, smoothing_window_s=1.5)  # 3 samples
+    config = ReactiveConfig(tick_s=0.5, smoothing_window_s=1.5, scale_in_window_s=0.0)  # 3 samples kept
     state = ReactiveState()
     smoothed = {}
     for load in (9.0, 0.0, 0.0):
@@ -89,3 +90,23 @@ def test_protection_expires_and_is_forgotten_for_gone_replicas() -> None:
     assert state.is_protected("x", 109.9) and not state.is_protected("x", 110.0)
     _, later = observe(state, snapshot([A], now=103.0), CONFIG)  # neither replica exists
     assert dict(later.protected_until) == {}
+
+
+def test_scale_in_waits_until_the_load_stayed_low_for_the_scale_in_window() -> None:
+    """A dip under the scale-in line shorter than ``scale_in_window_s`` keeps the instance: demoting it
+    drains its requests, and the next rise promotes it again seconds later (the soak benchmark saw a
+    demote and promote of one replica 0.5-4 s apart, over and over)."""
+    b8 = model("a", b=8)
+    config = ReactiveConfig()  # 2 s smoothing, 10 s scale-in window, 0.5 s ticks
+    state = ReactiveState()
+    history = [6.0] * 20 + [3.0] * 8  # two instances' worth, then 4 s under 0.5 x 8 x 1
+    for t, load in enumerate(history):
+        loads, state = observe(state, snapshot([b8], demand={"a": load}, now=t * 0.5), config)
+    peak = recent_peaks(state, config)["a"]
+    assert peak == 6.0
+    assert target_instances(b8, loads["a"], Demand(3.0), 2, config, peak).instances == 2
+    for t in range(len(history), len(history) + 20):  # 10 s more under the line
+        loads, state = observe(state, snapshot([b8], demand={"a": 3.0}, now=t * 0.5), config)
+    peak = recent_peaks(state, config)["a"]
+    target = target_instances(b8, loads["a"], Demand(3.0), 2, config, peak)
+    assert target.instances == 1 and "at most 3.00 over the last 10 s" in target.reason
