@@ -109,9 +109,9 @@ class Gateway:
             body = await read_body(request.read(), self.config.body_timeout_s)
             parsed = parse_request(body, kind)
         except BodyTimeoutError as exc:  # closed: the rest of the stalled body may still come
-            response = web.json_response(error_body(str(exc), param="body", code="body_timeout"), status=408)
-            response.force_close()
-            return response
+            timed_out = web.json_response(error_body(str(exc), param="body", code="body_timeout"), status=408)
+            timed_out.force_close()
+            return timed_out
         except InvalidFieldError as exc:
             return web.json_response(error_body(str(exc), param=exc.field), status=400)
         if self.config.model(parsed.model) is None:

@@ -293,10 +293,10 @@ async def _put_desired(request: web.Request) -> web.Response:
     wrong (400) or that it is older than the accepted one (409); the feed decides, the runtime follows."""
     feed = request.app[FEED_KEY]
     try:
-        body = await _body(request)
+        document = await _body(request)
     except BodyTimeoutError as exc:
         return _timed_out(exc)
-    match feed.offer(body, f"HTTP PUT /desired from {request.remote}"):
+    match feed.offer(document, f"HTTP PUT /desired from {request.remote}"):
         case Reject(rejection):
             return _error(400, rejection.message, param=rejection.field)
         case Ignore(generation, accepted) if generation < accepted:
