@@ -44,7 +44,8 @@ async def _setup(
 
 async def _post(url: str, body: object, path: str = "/v1/completions") -> tuple[int, dict[str, str], Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with aiohttp.ClientSession() as s, s.post(url + path, data=data) as r:
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as s, s.post(url + path, data=data, headers=headers) as r:
         return r.status, dict(r.headers), await r.json()
 
 
@@ -182,3 +183,40 @@ async def test_requests_beyond_b_wait_for_a_free_slot_and_all_succeed(cleanup: l
     await wait_for(lambda: gw.gateway.router.demand()["m"].queued > 0)
     assert gw.gateway.router.demand()["m"].inflight <= 2
     assert [status for status, _, _ in await asyncio.gather(*tasks)] == [200] * 6
+
+
+async def test_a_body_that_is_not_declared_json_is_a_400_naming_content_type(
+    cleanup: list[web.AppRunner],
+) -> None:
+    _, gw = await _setup(cleanup, {"r1": "m"}, {"m": 2})
+    body = json.dumps({"model": "m", "prompt": "hi", "max_tokens": 2})
+    plain = {"Content-Type": "text/plain"}
+    url = f"{gw.url}/v1/completions"
+    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=plain) as r:
+        answer = await r.json()
+        assert r.status == 400 and answer["error"]["param"] == "Content-Type", answer
+    assert parse_demand(await _get_json(gw.url + "/demand"))["m"].arrivals_total == 0
+
+
+async def test_token_ids_beyond_the_vocabulary_are_the_workers_400_naming_the_token(
+    cleanup: list[web.AppRunner],
+) -> None:
+    _, gw = await _setup(cleanup, {"r1": "m"}, {"m": 2})
+    status, _, answer = await _post(gw.url, {"model": "m", "prompt": [1, 10**6], "max_tokens": 2})
+    assert status == 400 and answer["error"]["param"] == "prompt[1]", answer
+
+
+async def test_a_stalled_body_is_answered_408_and_the_connection_closed(cleanup: list[web.AppRunner]) -> None:
+    _, gw = await _setup(cleanup, {"r1": "m"}, {"m": 2}, body_timeout_s=0.3)
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        writer.write(f"{head}Content-Length: 100\r\n\r\n{{".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):  # the answer is one write; the gateway then ignores the rest a while
+            answer = await reader.read(65536)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer, answer[:200]
+    assert parse_demand(await _get_json(gw.url + "/demand"))["m"].arrivals_total == 0

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.worker.waiting import next_state, until
-from warmserve.protocol.kube_api import Backoff
+from warmserve.protocol.backoff import Backoff
 from warmserve.protocol.state import DesiredState
 from warmserve.worker.desired_feed import Accept, DesiredFeed, Ignore, Reject, judge
 from warmserve.worker.desired_source import FileSource

@@ -18,8 +18,9 @@ import pytest
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
 from tests.worker.waiting import next_state, until
+from warmserve.protocol.backoff import Backoff
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
-from warmserve.protocol.kube_api import Backoff, kube_api_client
+from warmserve.protocol.kube_api import kube_api_client
 from warmserve.protocol.state import DESIRED_ANNOTATION
 from warmserve.worker.desired_feed import Ignore, Rejection
 from warmserve.worker.desired_source import PodAnnotationSource

@@ -13,8 +13,8 @@ import pytest
 
 from tests.kube_emulator import KubeEmulator
 from tests.worker.waiting import until
+from warmserve.protocol.backoff import Backoff
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.protocol.kube_api import Backoff
 from warmserve.protocol.state import (
     DESIRED_ANNOTATION,
     OBSERVED_ANNOTATION,

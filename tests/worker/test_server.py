@@ -19,6 +19,7 @@ from warmserve.worker.server import REPLICA_HEADER, create_app
 from warmserve.worker.timing import gpu_profile
 
 GIB = 2**30
+JSON = {"Content-Type": "application/json"}
 MODEL = {
     "weights": "/cache/llama3-8b",
     "weight_bytes": 16 * GIB,
@@ -102,7 +103,7 @@ async def test_errors_use_openai_format_and_name_the_field(client: TestClient[An
     resp = await client.post("/v1/completions", json={"model": "nope", "prompt": "x"})
     assert resp.status == 404
     assert (await resp.json())["error"]["code"] == "model_not_found"
-    resp = await client.post("/v1/completions", data=b"{bad json")
+    resp = await client.post("/v1/completions", data=b"{bad json", headers=JSON)
     assert resp.status == 400
     assert (await resp.json())["error"]["param"] == "body"
     resp = await client.post("/v1/completions", json={"model": "llama", "prompt": "x", "max_tokens": 10**9})
@@ -280,7 +281,7 @@ HOSTILE_BODIES = {
 async def test_a_hostile_body_is_a_400_naming_it_never_a_500(
     client: TestClient[Any, Any], body: bytes, method: str, path: str, param: str
 ) -> None:
-    resp = await client.request(method, path, data=body)
+    resp = await client.request(method, path, data=body, headers=JSON)
     answer = await resp.json()
     assert resp.status == 400, answer
     assert answer["error"]["param"] == param
@@ -320,3 +321,62 @@ async def test_a_replica_promoted_beside_another_keeps_its_kv_space_and_lends_th
     body = {"model": "llama", "prompt": "x", "max_tokens": 200}
     resp = await client.post("/v1/completions", json=body)
     assert resp.status == 200, await resp.text()
+
+
+async def serving_client(client: TestClient[Any, Any]) -> None:
+    replica = {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"}
+    await client.put("/desired", data=desired(1, replica))
+    await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+
+
+async def test_token_ids_beyond_the_vocabulary_are_a_400_naming_the_token(
+    client: TestClient[Any, Any],
+) -> None:
+    await serving_client(client)
+    resp = await client.post("/v1/completions", json={"model": "llama", "prompt": [5, 999], "max_tokens": 2})
+    assert resp.status == 200, await resp.text()
+    for stream in (False, True):
+        body = {"model": "llama", "prompt": [5, 1000], "max_tokens": 2, "stream": stream}
+        resp = await client.post("/v1/completions", json=body)
+        answer = await resp.json()
+        assert resp.status == 400, answer
+        assert answer["error"]["param"] == "prompt[1]" and "[0, 1000)" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_that_is_not_declared_json_is_a_400_naming_content_type(
+    client: TestClient[Any, Any], content_type: str
+) -> None:
+    await serving_client(client)
+    body = json.dumps({"model": "llama", "prompt": "hi", "max_tokens": 2})
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        resp = await client.post(path, data=body, headers={"Content-Type": content_type})
+        answer = await resp.json()
+        assert resp.status == 400, answer
+        assert answer["error"]["param"] == "Content-Type"
+    json_utf8 = {"Content-Type": "application/json; charset=utf-8"}
+    assert (await client.post("/v1/completions", data=body, headers=json_utf8)).status == 200
+
+
+async def stalled_body_answer(host: str, port: int, method: str, path: str) -> bytes:
+    """What a server answers a request whose headers are complete and whose body stops after one byte."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        writer.write(f"{head}Content-Length: 100\r\n\r\n{{".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):  # the answer is one write; the server then ignores the rest a while
+            return await reader.read(65536)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/completions"), ("PUT", "/desired")])
+async def test_a_stalled_body_is_answered_408_and_the_connection_closed(method: str, path: str) -> None:
+    config = WorkerConfig(name="w0", gpus=1, gpu_memory_bytes=80 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.0))
+    async with TestClient(TestServer(create_app(runtime, body_timeout_s=0.3))) as c:
+        assert c.port is not None
+        answer = await stalled_body_answer("127.0.0.1", c.port, method, path)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"Connection: close" in answer and b'"param":"body"' in answer.replace(b" ", b"")

@@ -30,6 +30,7 @@ from warmserve.gateway.router import Router
 from warmserve.protocol.demand_report import demand_body
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.openai_api import Kind, error_body, models_body, parse_request
+from warmserve.protocol.request_body import BodyTimeoutError, check_content_type, read_body
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,14 @@ class Gateway:
 
     async def _generate(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         arrived = time.perf_counter()
-        body = await request.read()
         try:
+            check_content_type(request.headers.get("Content-Type"))
+            body = await read_body(request.read(), self.config.body_timeout_s)
             parsed = parse_request(body, kind)
+        except BodyTimeoutError as exc:  # closed: the rest of the stalled body may still come
+            timed_out = web.json_response(error_body(str(exc), param="body", code="body_timeout"), status=408)
+            timed_out.force_close()
+            return timed_out
         except InvalidFieldError as exc:
             return web.json_response(error_body(str(exc), param=exc.field), status=400)
         if self.config.model(parsed.model) is None:

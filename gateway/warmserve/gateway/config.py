@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.request_body import BODY_TIMEOUT_S
 
 #: B when a model is declared without one; the same default as a ModelSpec's ``max_concurrency``.
 DEFAULT_MAX_CONCURRENCY = 8
@@ -31,7 +32,8 @@ class GatewayConfig:
     ``queue_limit`` bounds the requests held per model (beyond it: ``503`` at once), ``hold_timeout_s``
     is how long one request may wait for an instance in total (then ``503``), ``retry_after_s`` is what
     the ``Retry-After`` header of those answers says. ``upstream_read_timeout_s`` bounds the silence of
-    a worker on one request, so a hung worker cannot hang a client forever.
+    a worker on one request, so a hung worker cannot hang a client forever. ``body_timeout_s`` bounds
+    how long a request's body may take to arrive once its headers are in (then ``408``).
     """
 
     models: tuple[DeclaredModel, ...]
@@ -41,6 +43,7 @@ class GatewayConfig:
     retry_after_s: int = 1
     poll_interval_s: float = 0.5
     upstream_read_timeout_s: float = 300.0
+    body_timeout_s: float = BODY_TIMEOUT_S
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
@@ -54,6 +57,7 @@ class GatewayConfig:
         _positive(self.retry_after_s, "retry_after_s")
         _positive(self.poll_interval_s, "poll_interval_s")
         _positive(self.upstream_read_timeout_s, "upstream_read_timeout_s")
+        _positive(self.body_timeout_s, "body_timeout_s")
 
     def model(self, name: str) -> DeclaredModel | None:
         """The declared model called ``name``, or None when it is not declared."""

@@ -2,13 +2,16 @@
 
 :func:`run_policy` is the whole lifecycle of one policy's replay on a fresh cluster (fresh workers and
 gateway, so the policies compared never share warm state). :func:`serve` starts the same cluster and
-serves until cancelled. In both, leaving — normally, on an error, or cancelled by Ctrl-C/SIGTERM —
-cancels the scheduler loop and stops every child process (:class:`~.processes.Children`).
+serves until cancelled. In both, a worker or the gateway that exits is started again, as a Deployment
+would (:class:`~.processes.Supervisor`: same port, after 1 s doubling up to 30 s with each exit in a row);
+leaving — normally, on an error, or cancelled by Ctrl-C/SIGTERM — cancels the scheduler loop and stops
+every child process (:class:`~.processes.Children`).
 
 A fault can be injected: ``kill_worker_at_s`` SIGKILLs the first worker that many seconds into the
 replay. Its in-flight requests fail at the gateway (a stream cut mid-way ends in an error event, one not
 started yet is retried elsewhere), the gateway drops its instances at its next poll, and the scheduler,
 no longer observing it, replans its load at the next tick; :attr:`RunResult.noticed_after_s` says when.
+The worker is started again (empty) a second later, and the scheduler sends it its orders again.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -28,11 +31,11 @@ from warmserve.local.arrivals import Arrival
 from warmserve.local.client import ClientConfig, Outcome, replay
 from warmserve.local.cluster import LocalCluster
 from warmserve.local.policies import ActionCounts, PolicyChoice, counting
-from warmserve.local.processes import Children, ChildSpec, free_port, python_module
+from warmserve.local.processes import Children, ChildSpec, Supervisor, free_port, python_module
 from warmserve.local.results import Summary, summarize
 from warmserve.local.setup import LocalSetup
 from warmserve.operator.ports import ForecastSource
-from warmserve.operator.scheduler import Scheduler, run
+from warmserve.operator.scheduler import Scheduler, Tick, run
 from warmserve.replay.forecasts import ReplayClock
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
@@ -105,6 +108,37 @@ def _engine_args(setup: LocalSetup) -> tuple[str, ...]:
     return (*fake, "--tier", setup.tier.value, "--speed", str(setup.speed))
 
 
+@dataclass
+class LocalRun:
+    """A running local cluster: its processes (kept running by ``supervisor``), where they listen, the
+    scheduler's port over them, and the scheduler with its loop — which :meth:`restart_scheduler` replaces
+    by a fresh one, as a restarted operator would be (no memory of its orders or of the load)."""
+
+    children: Children
+    endpoints: Endpoints
+    cluster: LocalCluster
+    supervisor: Supervisor
+    new_scheduler: Callable[[], Scheduler]
+    tick_s: float
+    on_tick: Callable[[Tick], object] | None = None
+    scheduler: Scheduler = field(init=False)
+    _loop: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def start_scheduler(self) -> None:
+        self.scheduler = self.new_scheduler()
+        self._loop = asyncio.create_task(run(self.cluster, self.scheduler, self.tick_s, self.on_tick))
+
+    async def stop_scheduler(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
+
+    async def restart_scheduler(self) -> None:
+        await self.stop_scheduler()
+        self.start_scheduler()
+
+
 @contextlib.asynccontextmanager
 async def local_cluster(
     setup: LocalSetup,
@@ -113,8 +147,10 @@ async def local_cluster(
     log_dir: Path,
     counts: ActionCounts,
     gateway_port: int | None = None,
-) -> AsyncIterator[tuple[Children, Endpoints, LocalCluster]]:
-    """The running cluster with its scheduler loop; everything is stopped on the way out."""
+    on_tick: Callable[[Tick], object] | None = None,
+) -> AsyncIterator[LocalRun]:
+    """The running cluster with its supervisor and scheduler loop (``on_tick`` sees every tick);
+    everything is stopped on the way out."""
     specs, endpoints = child_specs(setup, gateway_port)
     with Children(log_dir) as children:
         await asyncio.to_thread(children.start_all, specs)
@@ -124,13 +160,20 @@ async def local_cluster(
             # The replay starts SETTLE_S after the cluster: forecasts are read on the replay's clock.
             replay_start = cluster.started_at + SETTLE_S
             source = ReplayClock(forecasts, replay_start) if forecasts is not None else None
-            scheduler = Scheduler(setup.model_configs(), step, choice.initial_state, source, choice.scores)
-            loop = asyncio.create_task(run(cluster, scheduler, setup.tick_s))
+
+            def new_scheduler() -> Scheduler:
+                return Scheduler(setup.model_configs(), step, choice.initial_state, source, choice.scores)
+
+            supervisor = Supervisor(children)
+            local = LocalRun(children, endpoints, cluster, supervisor, new_scheduler, setup.tick_s, on_tick)
+            watch = asyncio.create_task(supervisor.run())
+            local.start_scheduler()
             try:
-                yield children, endpoints, cluster
+                yield local
             finally:
-                loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
+                await local.stop_scheduler()
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
 
 
 async def run_policy(
@@ -144,15 +187,12 @@ async def run_policy(
 ) -> RunResult:
     """Replay ``arrivals`` against a fresh cluster run by ``choice``; see the module docstring."""
     counts = ActionCounts()
-    async with local_cluster(setup, choice, forecasts, log_dir / choice.name, counts) as (
-        children,
-        ends,
-        cluster,
-    ):
+    async with local_cluster(setup, choice, forecasts, log_dir / choice.name, counts) as local:
+        cluster, ends = local.cluster, local.endpoints
         await asyncio.sleep(max(cluster.started + SETTLE_S - time.monotonic(), 0.0))
         fault = None
         if kill_worker_at_s is not None:
-            fault = asyncio.create_task(_kill_later(children, cluster, "w0", kill_worker_at_s))
+            fault = asyncio.create_task(_kill_later(local.children, cluster, "w0", kill_worker_at_s))
         bar = tqdm(
             total=len(arrivals), desc=f"{choice.name:>12}", unit="req", disable=not progress, file=sys.stderr
         )
@@ -187,6 +227,7 @@ async def _kill_later(children: Children, cluster: LocalCluster, worker: str, af
 async def serve(setup: LocalSetup, choice: PolicyChoice, log_dir: Path, port: int | None = None) -> None:
     """Run the cluster with no replay until cancelled; print the gateway's URL once it is up."""
     counts = ActionCounts()
-    async with local_cluster(setup, choice, None, log_dir / "serve", counts, port) as (_, ends, _cluster):
-        print(f"serving {', '.join(setup.models)} at {ends.gateway}/v1 (Ctrl-C to stop)", flush=True)
+    async with local_cluster(setup, choice, None, log_dir / "serve", counts, port) as local:
+        gateway = local.endpoints.gateway
+        print(f"serving {', '.join(setup.models)} at {gateway}/v1 (Ctrl-C to stop)", flush=True)
         await asyncio.Event().wait()

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -60,10 +60,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome of one tick: the plan (with reasons) and the desired states to write, if any changed."""
+    """The outcome of one tick: the plan (with reasons) and the desired states to write, if any changed;
+    the workers left out of it and why; why the tick held steady, if it did."""
 
     plan: Plan
     desired: Mapping[str, DesiredState]  # empty when nothing changed
+    excluded: Mapping[str, str] = field(default_factory=dict)
+    held: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One tick of :func:`run`, for whoever watches the loop: what it saw and decided, or why it was
+    skipped (the cluster could not be observed)."""
+
+    observation: Observation | None
+    decision: Decision | None
+    skipped: str = ""
 
 
 class Scheduler:
@@ -147,7 +160,7 @@ class Scheduler:
     def _hold(self, exc: SnapshotError) -> Decision:
         self.last_error = str(exc)
         log.warning("scheduler holds steady: %s", exc)
-        return Decision(Plan(), {})
+        return Decision(Plan(), {}, held=self.last_error)
 
     def _refused_workers(self, observation: Observation, forecasts: Mapping[str, Forecast]) -> dict[str, str]:
         """The workers whose report the snapshot refuses on its own, with the reason (the slow path, taken
@@ -174,7 +187,7 @@ class Scheduler:
         if changed:
             self.generation += 1
             self.last_desired.update(changed)
-        return Decision(plan, changed)
+        return Decision(plan, changed, excluded=self.excluded)
 
 
 def _same(new: DesiredState, old: DesiredState | None) -> bool:
@@ -282,7 +295,9 @@ def _replica(worker: str, r: ObservedReplica, role: Role, want: Any) -> Replica:
     )
 
 
-async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
+async def run(
+    cluster: Cluster, scheduler: Scheduler, tick_s: float, on_tick: Callable[[Tick], object] | None = None
+) -> None:
     """Runs until cancelled: one tick every ``tick_s`` seconds.
 
     Ticks start on a fixed grid (``tick_s`` apart), not ``tick_s`` after the previous tick's work, so
@@ -291,14 +306,18 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
     from there (no burst of ticks to catch up). An observation the cluster cannot make now
     (:class:`UnavailableError`) skips the tick; a desired state that could not be written is written
     again at the next tick (the newest one for that worker), so no order is lost to a worker that was
-    briefly away.
+    briefly away. ``on_tick`` (a benchmark, a status page) sees every tick's :class:`Tick`.
     """
     loop = asyncio.get_running_loop()
     due = loop.time()
     unsent: set[str] = set()
     while True:
+        tick = Tick(None, None)
         try:
-            decision = scheduler.tick(await cluster.observe())
+            observation = await cluster.observe()
+            tick = Tick(observation, None)
+            decision = scheduler.tick(observation)
+            tick = Tick(observation, decision)
             if decision.desired:
                 log.info("plan:\n%s", decision.plan.describe())
             names = (unsent | set(decision.desired)) & set(scheduler.last_desired)
@@ -306,5 +325,8 @@ async def run(cluster: Cluster, scheduler: Scheduler, tick_s: float) -> None:
                 unsent = await cluster.apply({n: scheduler.last_desired[n] for n in sorted(names)})
         except UnavailableError as exc:
             log.warning("scheduler tick skipped: %s", exc)
+            tick = Tick(tick.observation, tick.decision, skipped=str(exc))
+        if on_tick is not None:
+            on_tick(tick)
         due = max(due + tick_s, loop.time())
         await asyncio.sleep(due - loop.time())

@@ -11,7 +11,6 @@ unreachable or refused, try again" (:data:`KUBE_ERRORS`), how such an error is t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import kubernetes.client
 import kubernetes.config
@@ -58,18 +57,3 @@ def brief(exc: Exception) -> str:
     if isinstance(exc, kubernetes.client.ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {exc}"
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Pause before retry ``n`` (0: after a success): ``initial * factor**n``, at most ``maximum`` s."""
-
-    initial: float = 0.2
-    factor: float = 2.0
-    maximum: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        return min(self.maximum, self.initial * self.factor**failures)
-
-
-DEFAULT_BACKOFF = Backoff()

@@ -17,7 +17,8 @@ from typing import Any, Self
 import kubernetes.client
 import kubernetes.watch
 
-from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, brief
+from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
+from warmserve.protocol.kube_api import KUBE_ERRORS, brief
 from warmserve.protocol.state import DESIRED_ANNOTATION
 from warmserve.worker.desired_feed import Check, DesiredFeed, Rejection
 from warmserve.worker.pod_ref import PodRef

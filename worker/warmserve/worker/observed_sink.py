@@ -20,8 +20,9 @@ from typing import Protocol, Self
 
 import kubernetes.client
 
+from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff
+from warmserve.protocol.kube_api import KUBE_ERRORS
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
 from warmserve.worker.pod_ref import PodRef
 

@@ -23,8 +23,9 @@ from typing import Any
 import kubernetes.client
 from kubernetes.watch.watch import iter_resp_lines
 
+from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
 from warmserve.protocol.errors import UnavailableError
-from warmserve.protocol.kube_api import DEFAULT_BACKOFF, KUBE_ERRORS, Backoff, brief
+from warmserve.protocol.kube_api import KUBE_ERRORS, brief
 
 log = logging.getLogger(__name__)
 

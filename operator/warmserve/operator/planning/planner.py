@@ -57,6 +57,7 @@ from warmserve.operator.planning.reactive import (
     ReactiveState,
     observe,
     protect,
+    recent_peaks,
     target_instances,
 )
 from warmserve.operator.planning.snapshot import Replica, Snapshot
@@ -141,6 +142,7 @@ class _Step:
         """Scale each model to its target, all scale-ins first (they free GPUs), then scale-outs by
         descending model priority; return the ids of the instances started."""
         models = self.snapshot.models
+        peaks = recent_peaks(state, self.config.reactive)
         starving = {n for n in models if not self.count(n) and self.snapshot.demand_of(n).total > 0}
         targets = {
             name: target_instances(
@@ -149,6 +151,7 @@ class _Step:
                 self.snapshot.demand_of(name),
                 self.count(name),
                 self.config.reactive,
+                peaks[name],
             )
             for name in sorted(models, key=lambda n: (n not in starving, -models[n].priority, n))
         }

@@ -2,10 +2,17 @@
 
 Every tick the gateway's demand (in flight + queued) per model joins a short window; its mean is the
 smoothed load L. With B requests per instance and n instances, the model scales out when
-``L > scale_out_threshold·B·n`` and in when ``L < scale_in_threshold·B·n``, both to the fewest
-instances that keep L under the scale-out line (``ceil(L / (scale_out_threshold·B))``), so the new
-count is itself stable; scale-in never removes an instance protected for ``protect_s`` after it was
-started. While any request waits or runs, a model keeps at least one instance: a request for a
+``L > scale_out_threshold·B·n``, to the fewest instances that keep L under that line
+(``ceil(L / (scale_out_threshold·B))``), and in when fewer instances would stay under the scale-in line
+at the highest L of the last ``scale_in_window_s``, to the fewest that do
+(``ceil(peak / (scale_in_threshold·B))``): the instances kept are at most half full, so the load must grow
+by more than half again before the next scale-out, and each new count is itself stable; a dip shorter
+than the window demotes nothing (a demotion drains the instance's requests, and the next rise promoted
+it again within seconds). Scaling in to the scale-out count instead left a zero-width band: with more
+models than GPUs a load hovering at the line took a GPU from a model with requests in flight and gave it
+back seconds later, over and over. Scale-in never removes an instance protected for ``protect_s`` after it was
+started (nor does a starving model's preemption), so a GPU handed from one model to another is not
+handed back sooner. While any request waits or runs, a model keeps at least one instance: a request for a
 model with none scales it out at once, without waiting for the window. ``min_instances`` and
 ``max_instances`` bound every target.
 
@@ -29,15 +36,19 @@ class ReactiveConfig:
 
     ``tick_s``: seconds between planning steps. ``smoothing_window_s``: the span of demand samples
     averaged into the smoothed load. ``scale_out_threshold`` / ``scale_in_threshold``: fractions of
-    B·n above / below which the model scales out / in. ``protect_s``: seconds a new instance is
-    never scaled in.
+    B·n above / below which the model scales out / in (0: never in). ``scale_in_window_s``: how long
+    the smoothed load must have stayed under the scale-in line (as Kubernetes' scale-down
+    stabilization window). ``protect_s``: seconds a new
+    instance is never scaled in nor demoted for another model (10 s: a GPU changes hands between two
+    models at most once per 10 s; with 5 s a load near the thresholds switched one back within 7 s).
     """
 
     tick_s: float = 0.5
     smoothing_window_s: float = 2.0
     scale_out_threshold: float = 0.8
     scale_in_threshold: float = 0.5
-    protect_s: float = 5.0
+    scale_in_window_s: float = 10.0
+    protect_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("tick_s", "smoothing_window_s", "scale_out_threshold"):
@@ -50,13 +61,20 @@ class ReactiveConfig:
                 f"a number in [0, scale_out_threshold={self.scale_out_threshold})",
                 self.scale_in_threshold,
             )
-        if not (math.isfinite(self.protect_s) and self.protect_s >= 0):
-            raise SnapshotError("reactive.protect_s", "a finite number >= 0", self.protect_s)
+        for name in ("scale_in_window_s", "protect_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SnapshotError(f"reactive.{name}", "a finite number >= 0", value)
 
     @property
     def window(self) -> int:
         """Number of samples in the smoothing window (at least one)."""
         return max(1, round(self.smoothing_window_s / self.tick_s))
+
+    @property
+    def history(self) -> int:
+        """Number of samples kept: the smoothing window, and the scale-in window's worth of them."""
+        return self.window + max(0, round(self.scale_in_window_s / self.tick_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +102,27 @@ def observe(
     or whose deadline passed is forgotten.
     """
     samples = {
-        name: (*state.samples.get(name, ()), snapshot.demand_of(name).total)[-config.window :]
+        name: (*state.samples.get(name, ()), snapshot.demand_of(name).total)[-config.history :]
         for name in snapshot.models
     }
     live = {r.id for r in snapshot.replicas}
     protected = {rid: t for rid, t in state.protected_until.items() if rid in live and t > snapshot.now}
-    smoothed = {name: sum(window) / len(window) for name, window in samples.items()}
+    smoothed = {name: _mean(kept[-config.window :]) for name, kept in samples.items()}
     return smoothed, ReactiveState(samples, protected)
+
+
+def recent_peaks(state: ReactiveState, config: ReactiveConfig) -> dict[str, float]:
+    """The highest smoothed load of each model over the last ``scale_in_window_s`` (its window means at
+    each of those ticks), from the samples :func:`observe` kept."""
+    peaks = {}
+    for name, kept in state.samples.items():
+        ends = range(max(len(kept) - config.history + config.window, 1), len(kept) + 1)
+        peaks[name] = max(_mean(kept[max(end - config.window, 0) : end]) for end in ends)
+    return peaks
+
+
+def _mean(values: tuple[float, ...]) -> float:
+    return sum(values) / len(values)
 
 
 def protect(
@@ -115,14 +147,23 @@ class Target:
 
 
 def target_instances(
-    model: ModelConfig, load: float, demand: Demand, current: int, config: ReactiveConfig
+    model: ModelConfig,
+    load: float,
+    demand: Demand,
+    current: int,
+    config: ReactiveConfig,
+    peak: float | None = None,
 ) -> Target:
-    """Instances the model needs now, from its smoothed ``load``, raw ``demand`` and ``current`` count."""
+    """Instances the model needs now, from its smoothed ``load``, raw ``demand`` and ``current`` count;
+    ``peak`` is its highest smoothed load over the scale-in window (:func:`recent_peaks`; default:
+    ``load``, for a caller with no history)."""
     b = model.spec.max_concurrency
     name = model.spec.name
+    peak = max(load, load if peak is None else peak)
     needed = math.ceil(load / (config.scale_out_threshold * b))  # > current exactly when L > threshold·B·n
+    kept = math.ceil(peak / (config.scale_in_threshold * b)) if config.scale_in_threshold else current
     if demand.total > 0:
-        needed = max(needed, 1)  # requests are waiting now: never fewer than one instance
+        needed, kept = max(needed, 1), max(kept, 1)  # requests are waiting now: never fewer than one
     target, reason = current, ""
     if needed > current:
         target = needed
@@ -131,10 +172,11 @@ def target_instances(
         )
         if current == 0 and demand.total > 0:
             reason = f"{name}: a request arrived and no instance exists (smoothed load {load:.2f})"
-    elif load < config.scale_in_threshold * b * current and needed < current:
-        target = needed
+    elif kept < current:
+        target = kept
         reason = (
-            f"{name}: smoothed load {load:.2f} < {config.scale_in_threshold} x B={b} x {current} instances"
+            f"{name}: smoothed load at most {peak:.2f} over the last {config.scale_in_window_s:g} s"
+            f" <= {config.scale_in_threshold} x B={b} x {kept} instances"
         )
     if target < model.min_instances:
         target, reason = model.min_instances, f"{name}: min_instances={model.min_instances}"

@@ -35,7 +35,13 @@ from types import MappingProxyType
 from warmserve.operator.planning.occupancy import Occupancy
 from warmserve.operator.planning.placement import PlacementConfig
 from warmserve.operator.planning.plan import Action, ColdStart, Evict, Plan, replica_id
-from warmserve.operator.planning.reactive import ReactiveConfig, ReactiveState, observe, target_instances
+from warmserve.operator.planning.reactive import (
+    ReactiveConfig,
+    ReactiveState,
+    observe,
+    recent_peaks,
+    target_instances,
+)
 from warmserve.operator.planning.snapshot import Replica, Snapshot, SnapshotError
 from warmserve.operator.policies.cleanup import evict_non_instances
 from warmserve.protocol.state import ReplicaState, Role
@@ -78,6 +84,7 @@ def autoscale_step(
     """One tick of the baseline: evict failures, drop instances idle past keep-alive, cold-start the rest."""
     now = snapshot.now
     loads, scaler = observe(state.scaler, snapshot, config.reactive)
+    peaks = recent_peaks(scaler, config.reactive)
     resident = {k: t for k, t in state.resident.items() if now - t <= config.host_cache_s}
     resident.update({(r.model, r.worker): now for r in snapshot.replicas})
     idle = _idle_since(snapshot, state.idle_since)
@@ -87,7 +94,8 @@ def autoscale_step(
     for name in sorted(snapshot.models, key=lambda m: (-snapshot.models[m].priority, m)):
         model = snapshot.models[name]
         current = [occ.replicas[rid] for rid in sorted(occ.of_model[name])]
-        target = target_instances(model, loads[name], snapshot.demand_of(name), len(current), config.reactive)
+        demand, peak = snapshot.demand_of(name), peaks[name]
+        target = target_instances(model, loads[name], demand, len(current), config.reactive, peak)
         if target.instances < len(current):
             actions.extend(_expire(occ, current, len(current) - target.instances, idle, now, config))
         for _ in range(target.instances - len(current)):

@@ -162,6 +162,13 @@ def next_piece(
     return text[len(emitted) : end], finish
 
 
+def check_token_ids(prompt: tuple[int, ...], vocab: int) -> None:
+    """Refuse a prompt of token ids with one outside the engine's vocabulary ``[0, vocab)``, naming it."""
+    for i, token in enumerate(prompt):
+        if not 0 <= token < vocab:
+            raise InvalidFieldError(f"prompt[{i}]", f"a token id in [0, {vocab})", token)
+
+
 def check_kv_region(kv: torch.Tensor | None, kv_bytes: int) -> None:
     """Refuse a KV region that is not a flat ``uint8`` tensor of at least ``kv_bytes`` bytes."""
     if isinstance(kv_bytes, bool) or not isinstance(kv_bytes, int) or kv_bytes < 1:

@@ -23,6 +23,7 @@ from warmserve.worker.engines.base import (
     Prepared,
     TokenEvent,
     check_kv_region,
+    check_token_ids,
     next_piece,
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
@@ -66,9 +67,12 @@ class FakeInstance(BatchingInstance[_FakeSequence]):
 
     def _open(self, request: GenerateRequest) -> _FakeSequence:
         # A text prompt counts one token per word: close enough for timing, and independent of any vocabulary.
-        prompt_tokens = (
-            len(request.prompt) if isinstance(request.prompt, tuple) else len(request.prompt.split())
-        )
+        # Token ids are the fake vocabulary's, the one its output is drawn from.
+        if isinstance(request.prompt, tuple):
+            check_token_ids(request.prompt, FAKE_VOCAB)
+            prompt_tokens = len(request.prompt)
+        else:
+            prompt_tokens = len(request.prompt.split())
         seed = request.seed if request.seed is not None else 0
         return _FakeSequence(request, max(prompt_tokens, 1), rng=random.Random(seed))
 

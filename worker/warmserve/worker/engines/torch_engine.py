@@ -34,6 +34,7 @@ from warmserve.worker.engines.base import (
     Prepared,
     TokenEvent,
     check_kv_region,
+    check_token_ids,
     next_piece,
 )
 from warmserve.worker.engines.batching import BatchingInstance, Sequence
@@ -145,10 +146,7 @@ class TorchInstance(BatchingInstance[_TorchSequence]):
         if isinstance(request.prompt, str):
             ids = list(prepared.tokenizer.encode(request.prompt))
         else:
-            vocab = prepared.model.config.get_text_config().vocab_size
-            for i, token in enumerate(request.prompt):
-                if not 0 <= token < vocab:
-                    raise InvalidFieldError(f"prompt[{i}]", f"a token id in [0, {vocab})", token)
+            check_token_ids(request.prompt, prepared.model.config.get_text_config().vocab_size)
             ids = list(request.prompt)
         if len(ids) + request.max_tokens > prepared.max_positions:
             raise InvalidFieldError(
