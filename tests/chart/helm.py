@@ -36,7 +36,9 @@ def helm(binary: Path, home: Path, *args: str, kubeconfig: Path | None = None) -
     }
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
-    done = subprocess.run([str(binary), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    done = subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     if done.returncode != 0:
         pytest.fail(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
     return done.stdout

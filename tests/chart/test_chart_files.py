@@ -29,7 +29,9 @@ def test_the_charts_copies_are_identical_to_the_repositorys(folder: str) -> None
     if folder == "crds":
         assert [p.name for p in copies] == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
     for copy in copies:
-        assert copy.read_bytes() == (REPO / folder / copy.name).read_bytes(), f"cp {folder}/{copy.name} {copy}"
+        assert copy.read_bytes() == (REPO / folder / copy.name).read_bytes(), (
+            f"cp {folder}/{copy.name} {copy}"
+        )
 
 
 def test_the_roles_grant_what_the_operator_and_the_workers_need(helm_binary: Path, tmp_path: Path) -> None:
@@ -63,13 +65,19 @@ def test_the_gateway_serves_the_models_and_workers_of_the_values(helm_binary: Pa
 
 def test_helm_lint_passes_with_every_option_on(helm_binary: Path, tmp_path: Path) -> None:
     sets = ["examples.enabled=true", "metrics.serviceMonitor.enabled=true"]
-    out = helm(helm_binary, tmp_path, "lint", "--strict", str(CHART), *[a for s in sets for a in ("--set", s)])
+    out = helm(
+        helm_binary, tmp_path, "lint", "--strict", str(CHART), *[a for s in sets for a in ("--set", s)]
+    )
     assert "0 chart(s) failed" in out
 
 
 @pytest.mark.parametrize(
     ("value", "field"),
-    [("operator.policy=fastest", "policy"), ("gateway.port=0", "port"), ("gateway.workers={10.0.0.5}", "workers")],
+    [
+        ("operator.policy=fastest", "policy"),
+        ("gateway.port=0", "port"),
+        ("gateway.workers={10.0.0.5}", "workers"),
+    ],
 )
 def test_values_outside_the_schema_are_refused_naming_the_field(
     helm_binary: Path, tmp_path: Path, value: str, field: str
@@ -86,7 +94,11 @@ def test_values_outside_the_schema_are_refused_naming_the_field(
 
 
 def test_the_dashboard_queries_only_exported_metrics() -> None:
-    exported = {name for metrics in (WorkerMetrics(), GatewayMetrics(demand=dict)) for name in _names(metrics.registry)}
+    exported = {
+        name
+        for metrics in (WorkerMetrics(), GatewayMetrics(demand=dict))
+        for name in _names(metrics.registry)
+    }
     dashboard = json.loads((CHART / "dashboards" / "warmserve.json").read_text())
     queried = {
         name

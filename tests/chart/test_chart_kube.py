@@ -7,6 +7,7 @@ denied call made with the operator's own token."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from e2e.harness.cluster import Cluster
 from e2e.harness.kubeconfig import write_kubeconfig
 from tests.chart.helm import CHART, helm, helm_binary, rendered
-from tests.crds.test_crds_api import create, crds, raw, wait_for
+from tests.crds.test_crds_api import crds, create, raw, wait_for
 from tests.operator.kube.test_operator import condition, get, gone
 
 __all__ = ["crds", "helm_binary"]
@@ -37,24 +38,40 @@ def test_the_rendered_chart_passes_the_api_servers_dry_run(
     kube_cluster: Cluster, kube_namespace: str, crds: None, helm_binary: Path, tmp_path: Path
 ) -> None:
     out = helm(
-        helm_binary, tmp_path, "template", RELEASE, str(CHART), "--namespace", kube_namespace,
-        "--set", "examples.enabled=true",
-    )  # fmt: skip
+        helm_binary,
+        tmp_path,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        kube_namespace,
+        "--set",
+        "examples.enabled=true",
+    )
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(out)
     applied = kube_cluster.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(manifest))
-    for kind in ("deployment.apps/warmserve-operator", "role.rbac.authorization.k8s.io/warmserve-operator",
-                 "deployment.apps/warmserve-gateway", "service/warmserve-gateway",
-                 "workerpool.warmserve.io/fake-gpus", "modeldeployment.warmserve.io/llama2-7b"):  # fmt: skip
+    for kind in (
+        "deployment.apps/warmserve-operator",
+        "role.rbac.authorization.k8s.io/warmserve-operator",
+        "deployment.apps/warmserve-gateway",
+        "service/warmserve-gateway",
+        "workerpool.warmserve.io/fake-gpus",
+        "modeldeployment.warmserve.io/llama2-7b",
+    ):
         assert f"{kind} created (server dry run)" in applied
     bad = tmp_path / "bad.yaml"  # the dry run is real: an object the API server refuses fails it
     bad.write_text('{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {}}')
-    with pytest.raises(RuntimeError, match="spec.selector: Required value"):
+    with pytest.raises(RuntimeError, match=r"spec\.selector: Required value"):
         kube_cluster.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(bad))
 
 
 def test_the_roles_allow_what_the_components_use_and_nothing_else(
-    kube_cluster: Cluster, kube_namespace: str, helm_binary: Path, tmp_path: Path, api: kubernetes.client.ApiClient
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    helm_binary: Path,
+    tmp_path: Path,
+    api: kubernetes.client.ApiClient,
 ) -> None:
     ns = kube_namespace
     objects = rendered(helm_binary, tmp_path)
@@ -70,7 +87,12 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
             "spec": {
                 "user": f"system:serviceaccount:{ns}:{account}",
                 "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
-                "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource, "group": group},
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "resource": resource,
+                    "group": group,
+                },
             }
         }
         answer = kubernetes.client.AuthorizationV1Api(api).create_subject_access_review(review)
@@ -95,8 +117,9 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
     # The same, as the operator itself: its own token lists Pods here and is refused Secrets and elsewhere.
     core = kubernetes.client.CoreV1Api(api)
     token = core.create_namespaced_service_account_token(operator, ns, {"spec": {}}).status.token
-    path = write_kubeconfig(tmp_path / "operator.kubeconfig", kube_cluster.server, kube_cluster.pki.ca.cert,
-                            {"token": token})  # fmt: skip
+    path = write_kubeconfig(
+        tmp_path / "operator.kubeconfig", kube_cluster.server, kube_cluster.pki.ca.cert, {"token": token}
+    )
     with kubernetes.config.new_client_from_config(str(path)) as as_operator:
         own = kubernetes.client.CoreV1Api(as_operator)
         own.list_namespaced_pod(ns)
@@ -108,9 +131,13 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
 
 @pytest.mark.slow
 def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_the_crds(
-    kube_cluster: Cluster, kube_namespace: str, crds: None, helm_binary: Path, tmp_path: Path,
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    crds: None,
+    helm_binary: Path,
+    tmp_path: Path,
     api: kubernetes.client.ApiClient,
-) -> None:  # fmt: skip
+) -> None:
     ns = kube_namespace
     core = kubernetes.client.CoreV1Api(api)
     apps = kubernetes.client.AppsV1Api(api)
@@ -126,8 +153,12 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
         live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
         return live if len(live) == count else []
 
-    wait_for("the operator Pod running", lambda: running("app.kubernetes.io/name=warmserve-operator", 1), WAIT_S)
-    wait_for("the gateway Pod running", lambda: running("app.kubernetes.io/name=warmserve-gateway", 1), WAIT_S)
+    wait_for(
+        "the operator Pod running", lambda: running("app.kubernetes.io/name=warmserve-operator", 1), WAIT_S
+    )
+    wait_for(
+        "the gateway Pod running", lambda: running("app.kubernetes.io/name=warmserve-gateway", 1), WAIT_S
+    )
     create(api, ns, raw("workerpool-fake-gpus.yaml"))
     create(api, ns, raw("modeldeployment-llama2-7b.yaml"))
     workers = wait_for("two worker Pods running", lambda: running("warmserve.io/pool=fake-gpus", 2), WAIT_S)
@@ -137,7 +168,9 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
 
     wait_for("the ModelDeployment Ready", ready, WAIT_S)
 
-    urls = ",".join(f"http://{p.status.pod_ip}:{p.spec.containers[0].ports[0].container_port}" for p in workers)
+    urls = ",".join(
+        f"http://{p.status.pod_ip}:{p.spec.containers[0].ports[0].container_port}" for p in workers
+    )
     run_helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"gateway.workers={{{urls}}}")
 
     def rolled() -> list[Any]:
@@ -147,7 +180,7 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
     gateway = wait_for("the gateway Pod of the upgraded release", rolled, WAIT_S)[0]
     args = gateway.spec.containers[0].args
     assert sorted(a for a in args if a.startswith("http://")) == sorted(urls.split(","))
-    assert "2" == run_helm("history", RELEASE, "-o", "json").count('"revision"').__str__()
+    assert [r["revision"] for r in json.loads(run_helm("history", RELEASE, "-o", "json"))] == [1, 2]
 
     # The resources go first, while the operator still runs to release their worker Pods (docs/install.md).
     custom = kubernetes.client.CustomObjectsApi(api)
@@ -162,18 +195,29 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
             "deployments": [d.metadata.name for d in apps.list_namespaced_deployment(ns).items],
             "services": [s.metadata.name for s in core.list_namespaced_service(ns).items],
             "serviceaccounts": [
-                s.metadata.name for s in core.list_namespaced_service_account(ns).items if s.metadata.name != "default"
+                s.metadata.name
+                for s in core.list_namespaced_service_account(ns).items
+                if s.metadata.name != "default"
             ],
             "configmaps": [
-                c.metadata.name for c in core.list_namespaced_config_map(ns).items if c.metadata.name != "kube-root-ca.crt"
+                c.metadata.name
+                for c in core.list_namespaced_config_map(ns).items
+                if c.metadata.name != "kube-root-ca.crt"
             ],
-            "roles": [r.metadata.name for r in kubernetes.client.RbacAuthorizationV1Api(api).list_namespaced_role(ns).items],
+            "roles": [
+                r.metadata.name
+                for r in kubernetes.client.RbacAuthorizationV1Api(api).list_namespaced_role(ns).items
+            ],
             "rolebindings": [
-                r.metadata.name for r in kubernetes.client.RbacAuthorizationV1Api(api).list_namespaced_role_binding(ns).items
+                r.metadata.name
+                for r in kubernetes.client.RbacAuthorizationV1Api(api).list_namespaced_role_binding(ns).items
             ],
         }
         return {kind: names for kind, names in left.items() if names}
 
     wait_for("no object of the release left", lambda: not nothing_left(), WAIT_S)
-    crd_names = {c.metadata.name for c in kubernetes.client.ApiextensionsV1Api(api).list_custom_resource_definition().items}
+    crd_names = {
+        c.metadata.name
+        for c in kubernetes.client.ApiextensionsV1Api(api).list_custom_resource_definition().items
+    }
     assert {"workerpools.warmserve.io", "modeldeployments.warmserve.io"} <= crd_names
