@@ -1,13 +1,15 @@
 """The chart on the test control plane's real API server with the real helm: its rendering passes the API
 server's server-side dry run; ``helm install`` runs the operator and the gateway as Pods (the node agent runs
 them as processes), the example WorkerPool and ModelDeployment then become running worker Pods and a Ready
-model; ``helm upgrade`` rolls the gateway onto changed values; ``helm uninstall`` leaves nothing of the
-release but the CRDs. The RBAC is proven least-privilege with the API server's access reviews and a
-denied call made with the operator's own token."""
+model; ``helm upgrade`` rolls the gateway onto changed values (the workers' URLs) and it serves a
+completion; ``helm uninstall`` leaves nothing of the release but the CRDs. The RBAC is proven
+least-privilege with the API server's access reviews and a denied call made with the operator's own
+token."""
 
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,22 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
     args = gateway.spec.containers[0].args
     assert sorted(a for a in args if a.startswith("http://")) == sorted(urls.split(","))
     assert [r["revision"] for r in json.loads(run_helm("history", RELEASE, "-o", "json"))] == [1, 2]
+    completion = {"model": "llama-2-7b-chat", "prompt": "hi", "max_tokens": 3}
+
+    def answered() -> Any:
+        request = urllib.request.Request(
+            f"http://{gateway.status.pod_ip}:8080/v1/completions",
+            data=json.dumps(completion).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+        except OSError:  # not ready yet, or a 503 while no instance is free
+            return None
+
+    answer = wait_for("a completion served through the upgraded gateway", answered, WAIT_S)
+    assert answer["usage"]["completion_tokens"] == 3
 
     # The resources go first, while the operator still runs to release their worker Pods (docs/install.md).
     custom = kubernetes.client.CustomObjectsApi(api)
