@@ -148,7 +148,8 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
         return helm(helm_binary, tmp_path, *args, "--namespace", ns, kubeconfig=kube_cluster.kubeconfig)
 
     values = ["--set-json", "operator.tick=0.5", "--set-json", "operator.statusInterval=1"]
-    run_helm("install", RELEASE, str(CHART), *values)
+    notes = run_helm("install", RELEASE, str(CHART), *values)
+    assert f"kubectl -n {ns} apply -f examples/workerpool-fake-gpus.yaml" in notes  # NOTES.txt's next steps
 
     def running(selector: str, count: int) -> list[Any]:
         pods = core.list_namespaced_pod(ns, label_selector=selector).items
