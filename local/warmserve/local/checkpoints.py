@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from warmserve.worker.store import ModelStore
 from warmserve.worker.tiny_model import TinyModelSize, make_tiny_model
 
@@ -61,7 +59,10 @@ def make_checkpoints(root: Path, models: Sequence[str]) -> dict[str, Checkpoint]
 
 
 def kv_bytes_per_token(config: Mapping[str, Any]) -> int:
-    """Keys and values of one token over all layers, from a Llama-family ``config.json``."""
+    """Keys and values of one token over all layers, from a Llama-family ``config.json``. torch is
+    imported here, not at the top: ``warmserve local`` with fake engines runs where torch is not installed."""
+    import torch
+
     heads = int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
     kv_heads = int(config.get("num_key_value_heads") or heads)
