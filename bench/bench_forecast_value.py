@@ -64,7 +64,8 @@ def run(scenario: Scenario, forecasters: list[str]) -> dict[str, dict[str, Any]]
     weights = sum(m.spec.weight_bytes for m in models.values())
     memory = scenario.cluster.gpus * scenario.cluster.gpu.memory_bytes
     print(
-        f"  {workload.requests} requests, {len(models)} models, weights / GPU memory = {weights / memory:.2f}",
+        f"  {workload.requests} requests, {len(models)} models, "
+        f"weights / GPU memory = {weights / memory:.2f}",
         flush=True,
     )
     rows: dict[str, dict[str, Any]] = {}
@@ -85,9 +86,8 @@ def run(scenario: Scenario, forecasters: list[str]) -> dict[str, dict[str, Any]]
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
     """One line per row: cold starts, prewarm hits, p99 TTFT, SLO attainment, gap closed."""
-    lines = [
-        f"{'row':<18} {'cold starts':>11} {'prewarm hits':>12} {'p99 TTFT s':>10} {'SLO %':>7} {'gap closed':>10}",
-    ]
+    head = ("cold starts", 11), ("prewarm hits", 12), ("p99 TTFT s", 10), ("SLO %", 7), ("gap closed", 10)
+    lines = [f"{'row':<18} " + " ".join(f"{name:>{width}}" for name, width in head)]
     for name, f in rows.items():
         p99 = "inf" if f["ttft_p99_s"] is None else f"{f['ttft_p99_s']:.3f}"
         gap = "-" if f["gap_closed"] is None else f"{100 * f['gap_closed']:.0f}%"
