@@ -69,6 +69,23 @@ def test_one_step_matches_predict_one_window_at_a_time(name: str) -> None:
     assert batch == pytest.approx(single, rel=1e-6, abs=1e-6)
 
 
+@given(
+    history=arrays(np.float64, st.integers(0, 80), elements=st.one_of(st.just(np.nan), st.floats(-50, 500))),
+    period=st.integers(1, 12),
+    start=st.integers(0, 80),
+)
+@settings(max_examples=200, deadline=None)
+def test_warmserve_one_step_in_one_pass_matches_predict_on_gappy_series(
+    history: np.ndarray, period: int, start: int
+) -> None:
+    """The one-pass rolling forecast (linear in the windows) is the per-window one, gaps, negative
+    corrections and a start beyond the history included."""
+    forecaster = WarmServeForecaster(period)
+    start = min(start, len(history))
+    single = [forecaster.predict(None, history[:i], 1)[0] for i in range(start, len(history))]
+    assert forecaster.one_step(None, history, start).tolist() == pytest.approx(single, rel=1e-9, abs=1e-9)
+
+
 @pytest.mark.parametrize("name", list(FORECASTERS))
 @pytest.mark.parametrize(
     "history",
