@@ -75,15 +75,16 @@ def test_one_step_matches_predict_one_window_at_a_time(name: str) -> None:
     start=st.integers(0, 80),
 )
 @settings(max_examples=200, deadline=None)
-def test_warmserve_one_step_in_one_pass_matches_predict_on_gappy_series(
+def test_one_pass_one_step_matches_predict_on_gappy_series(
     history: np.ndarray, period: int, start: int
 ) -> None:
-    """The one-pass rolling forecast (linear in the windows) is the per-window one, gaps, negative
-    corrections and a start beyond the history included."""
-    forecaster = WarmServeForecaster(period)
+    """The one-pass rolling forecasts (linear in the windows) are the per-window ones, gaps, negative
+    values and a start at the end of the history included."""
     start = min(start, len(history))
-    single = [forecaster.predict(None, history[:i], 1)[0] for i in range(start, len(history))]
-    assert forecaster.one_step(None, history, start).tolist() == pytest.approx(single, rel=1e-9, abs=1e-9)
+    for forecaster in (WarmServeForecaster(period), make_forecaster("last-value", period)):
+        single = [forecaster.predict(None, history[:i], 1)[0] for i in range(start, len(history))]
+        batch = forecaster.one_step(None, history, start).tolist()
+        assert batch == pytest.approx(single, rel=1e-9, abs=1e-9)
 
 
 @pytest.mark.parametrize("name", list(FORECASTERS))

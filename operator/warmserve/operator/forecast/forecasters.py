@@ -105,6 +105,10 @@ class LastValue(Forecaster):
     def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
         return np.full(horizon, last_value(history))
 
+    def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
+        """:meth:`predict` one window ahead at every window from ``start``, in one pass."""
+        return np.maximum(_last_values_before(history)[start:], 0.0)
+
 
 class SeasonalNaive(Forecaster):
     """Baseline: a window equals the same window ``history_days`` days earlier (else the last value)."""
