@@ -195,14 +195,14 @@ def _running_phase_mean(history: FloatArray, period: int) -> FloatArray:
     NaN where there is none."""
     n = len(history)
     days = -(-n // period)
-    grid = np.full(days * period, np.nan)
-    grid[:n] = history
-    grid = grid.reshape(days, period)
+    flat = np.full(days * period, np.nan)
+    flat[:n] = history
+    grid = flat.reshape(days, period)
     finite = np.isfinite(grid)
     sums = np.cumsum(np.where(finite, grid, 0.0), axis=0) - np.where(finite, grid, 0.0)
     counts = np.cumsum(finite, axis=0) - finite
     means = np.divide(sums, counts, out=np.full(grid.shape, np.nan), where=counts > 0)
-    return means.reshape(-1)[:n]
+    return np.asarray(means.reshape(-1)[:n], dtype=np.float64)
 
 
 def _last_values_before(history: FloatArray) -> FloatArray:
