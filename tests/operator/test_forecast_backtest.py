@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from warmserve.operator.forecast.backtest import backtest, mape, mase, rolling_one_step
+from warmserve.operator.forecast.backtest import backtest, exceeded, mape, mase, rolling_one_step
 from warmserve.operator.forecast.concurrency import LoadSeries
 from warmserve.operator.forecast.forecasters import make_forecaster
 from warmserve.protocol.errors import InvalidFieldError
@@ -18,6 +18,13 @@ def test_mape_skips_windows_without_load() -> None:
     predicted = np.array([110.0, 5.0, 40.0, 1.0])
     assert mape(actual, predicted) == pytest.approx((10 + 20) / 2)
     assert math.isnan(mape(np.array([0.0]), np.array([1.0])))
+
+
+def test_exceeded_counts_the_windows_whose_actual_was_above_the_forecast() -> None:
+    actual = np.array([10.0, 5.0, 7.0, np.nan])
+    predicted = np.array([9.0, 5.0, 8.0, 0.0])  # above, equal (not an under-forecast), below, no data
+    assert exceeded(actual, predicted) == pytest.approx(100 / 3)
+    assert math.isnan(exceeded(np.array([np.nan]), np.array([1.0])))
 
 
 def test_mase_scales_by_the_training_naive_error() -> None:
@@ -60,6 +67,9 @@ def test_backtest_scores_every_model_and_forecaster() -> None:
     exact = result.models["m"]["seasonal-naive-1d"]
     assert exact.mean_mape == pytest.approx(0.0, abs=1e-9) and exact.peak_mase == pytest.approx(0.0, abs=1e-9)
     assert result.models["m"]["last-value"].mean_mase == pytest.approx(1.0)  # the naive error itself
+    # Calibration: the exact forecast is never below the peak; the last value is on every rising window.
+    assert exact.peak_exceeded == 0.0
+    assert result.models["m"]["last-value"].peak_exceeded == pytest.approx(50.0)
     assert result.models["flat"]["last-value"].mean_mape == 0.0
     assert math.isnan(result.models["flat"]["last-value"].mean_mase)  # a constant training part has no scale
     # Overall is the mean over models of the finite figures.

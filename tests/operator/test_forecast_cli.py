@@ -10,7 +10,7 @@ import pytest
 
 from warmserve.cli import main
 
-METRICS = {"mean_mape", "peak_mape", "mean_mase", "peak_mase"}
+METRICS = {"mean_mape", "peak_mape", "mean_mase", "peak_mase", "peak_exceeded"}
 
 
 def write_requests(path: Path) -> None:

@@ -69,6 +69,24 @@ def test_one_step_matches_predict_one_window_at_a_time(name: str) -> None:
     assert batch == pytest.approx(single, rel=1e-6, abs=1e-6)
 
 
+@given(
+    history=arrays(np.float64, st.integers(0, 80), elements=st.one_of(st.just(np.nan), st.floats(-50, 500))),
+    period=st.integers(1, 12),
+    start=st.integers(0, 80),
+)
+@settings(max_examples=200, deadline=None)
+def test_one_pass_one_step_matches_predict_on_gappy_series(
+    history: np.ndarray, period: int, start: int
+) -> None:
+    """The one-pass rolling forecasts (linear in the windows) are the per-window ones, gaps, negative
+    values and a start at the end of the history included."""
+    start = min(start, len(history))
+    for forecaster in (WarmServeForecaster(period), make_forecaster("last-value", period)):
+        single = [forecaster.predict(None, history[:i], 1)[0] for i in range(start, len(history))]
+        batch = forecaster.one_step(None, history, start).tolist()
+        assert batch == pytest.approx(single, rel=1e-9, abs=1e-9)
+
+
 @pytest.mark.parametrize("name", list(FORECASTERS))
 @pytest.mark.parametrize(
     "history",

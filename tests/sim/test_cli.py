@@ -42,6 +42,17 @@ def test_unknown_policy_is_one_line_naming_the_accepted(
     assert err.count("\n") == 1 and "prism" in err and "autoscale" in err
 
 
+def test_unknown_forecaster_is_refused_before_the_run_naming_the_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trace is missing too: the name is refused by the option parser, before any work."""
+    with pytest.raises(SystemExit) as exited:
+        main(args(tmp_path / "missing.csv", "--forecaster", "prophet"))
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert "argument --forecaster: expected one of warmserve, ets, stl-arima" in err and "prophet" in err
+
+
 @pytest.mark.parametrize(
     ("option", "path", "message"),
     [

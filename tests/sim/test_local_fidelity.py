@@ -128,6 +128,24 @@ def test_online_forecasts_keep_the_traces_daily_period_on_a_faster_clock() -> No
     assert noon(60.0) == pytest.approx(noon(1.0))
 
 
+def test_the_online_forecast_is_made_by_the_forecaster_named() -> None:
+    """A day busy at noon: the paper's forecaster foresees the busy hour from the days before, the last
+    value does not; an unknown name is refused, naming the accepted ones."""
+    latency = LatencyModel(0.0, 0.01, 0.0, 10.0)  # 0.1 s a request
+    day = np.full(144, 0.2)
+    day[72:78] = 5.0  # busy 12:00-13:00
+    history = (RateSeries("m", -(3 * 86_400.0 + 12 * 3600.0), 600.0, np.tile(day, 4), np.ones(4 * 144)),)
+
+    def noon(name: str) -> float:
+        source = trace_forecast(workload([], history, 1.0), {"m": latency}, ForecastMode.ONE_STEP, 0.0, name)
+        return source.forecasts(0.0)["m"].mean
+
+    assert noon("warmserve") > 0.4
+    assert noon("last-value") == pytest.approx(0.2 * 0.1)
+    with pytest.raises(InvalidFieldError, match="last-value"):
+        SimConfig(forecaster="prophet")
+
+
 def test_local_and_simulated_requests_are_summarised_by_one_rule() -> None:
     """The same requests as a local replay's outcomes and as a simulator's arrays give the same figures."""
     ttfts = [0.3, None, 0.05, 2.5, None, 0.7]

@@ -12,13 +12,17 @@ day of trace time, however fast the replay plays it. A model's forecast at repla
 predicted is the :class:`ForecastMode`:
 
 - ``oracle``: each window's true values.
-- ``one-step``: each window predicted by the paper's forecaster from the windows before it (one step
+- ``one-step``: each window predicted by the forecaster from the windows before it (one step
   ahead, :func:`rolling_one_step`); the days before the replay are its history and each replay window joins
   it once it is over, as a gateway's measured rate would. Within a horizon longer than a window, the
   prediction of a later window has seen the windows between ``now`` and it. The simulator's online source.
-- ``past-only``: the paper's forecaster, fitted on the days before the replay, predicts every window of the
+- ``past-only``: the forecaster, fitted on the days before the replay, predicts every window of the
   horizon from the windows already over at ``now`` and nothing later. ``warmserve local``'s source, whose
   horizon (a cold start) spans many of its compressed windows.
+
+The forecaster is the paper's (``warmserve``) unless another name from
+:data:`~warmserve.operator.forecast.forecasters.FORECASTERS` is given (``warmserve simulate --forecaster``);
+an unknown name raises ``InvalidFieldError`` before any series is built.
 
 Only models with a latency model get a forecast; a window without data (a trace gap) gives none for that
 model; ``observe`` records nothing (the history is the trace's). No history (a per-request trace) gives no
@@ -42,7 +46,7 @@ from warmserve.operator.forecast.concurrency import (
     LoadSeries,
     load_series,
 )
-from warmserve.operator.forecast.forecasters import LoadFit, WarmServeForecaster, fit_load, forecast
+from warmserve.operator.forecast.forecasters import LoadFit, fit_load, forecast, make_forecaster
 from warmserve.operator.forecast.traces import FloatArray, RateSeries
 from warmserve.operator.planning.snapshot import Demand, Forecast
 from warmserve.operator.ports import ForecastSource
@@ -95,7 +99,10 @@ class TraceForecast:
         latency: Mapping[str, LatencyModel],
         horizon_s: float,
         mode: ForecastMode,
+        forecaster: str = "warmserve",
     ) -> None:
+        make_forecaster(forecaster, 1)  # an unknown name fails before the series are built
+        self.forecaster = forecaster
         self.window_s = 0.0
         self.first = 0
         self.horizon_s = horizon_s
@@ -123,7 +130,7 @@ class TraceForecast:
 
     def _add(self, load: LoadSeries, last: int, mode: ForecastMode) -> None:
         """Predict ``load``'s replay windows up to ``last`` as ``mode`` says (past-only: fit it only)."""
-        forecaster = WarmServeForecaster(max(1, round(SECONDS_PER_DAY / self.window_s)))  # a trace day
+        forecaster = make_forecaster(self.forecaster, max(1, round(SECONDS_PER_DAY / self.window_s)))  # a day
         if mode is ForecastMode.PAST_ONLY:
             self.fits[load.model] = (
                 load,

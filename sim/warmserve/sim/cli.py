@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.policies.registry import NAMES
 from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidInputError
@@ -31,7 +32,7 @@ from warmserve.sim.scenario import (
     prepare,
     run_policy,
 )
-from warmserve.sim.simulator import RunResult
+from warmserve.sim.simulator import RunResult, SimConfig
 from warmserve.sim.workload import WorkloadSpec
 from warmserve.worker.timing import GPU_PROFILES, MODEL_SHAPES
 
@@ -49,6 +50,13 @@ def plot_file(text: str) -> Path:
     return path
 
 
+def forecaster_name(text: str) -> str:
+    """An argparse ``type`` for ``--forecaster``: a registered forecaster's name."""
+    if text not in FORECASTERS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(FORECASTERS)}, got {text!r}")
+    return text
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("simulate", help="replay a trace against policies in the simulator")
     add = parser.add_argument
@@ -62,6 +70,12 @@ def register(subparsers: Any) -> None:
         "--policies",
         default=",".join(DEFAULT_POLICIES),
         help=f"comma-separated, any of {', '.join(NAMES)}",
+    )
+    add(
+        "--forecaster",
+        type=forecaster_name,
+        default="warmserve",
+        help=f"the forecaster of the online policies (warmserve), one of {', '.join(FORECASTERS)}",
     )
     add("--models", type=bounded(int, 1), default=8, help="number of models the trace is split into")
     add("--alpha", type=bounded(float, 0), default=1.0, help="power-law popularity exponent")
@@ -145,7 +159,8 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
     )
     cluster = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, profile=args.gpu_profile)
     shapes = tuple(s.strip() for s in args.shapes.split(",") if s.strip())
-    return Scenario(workload, cluster, shapes, args.max_concurrency, args.slo_ttft)
+    sim = SimConfig(forecaster=args.forecaster)
+    return Scenario(workload, cluster, shapes, args.max_concurrency, args.slo_ttft, sim)
 
 
 def run(args: argparse.Namespace) -> int:

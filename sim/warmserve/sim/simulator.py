@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from warmserve.gateway.config import GatewayConfig
 from warmserve.operator.forecast.concurrency import LatencyModel
+from warmserve.operator.forecast.forecasters import make_forecaster
 from warmserve.operator.forecast.traces import FloatArray
 from warmserve.operator.planning.snapshot import Demand, Gpu, ModelConfig, Worker
 from warmserve.operator.policies.muxserve import muxserve_layout, on_unit
@@ -72,8 +73,10 @@ class SimConfig:
     request_overhead_s: float = 0.0
     per_replica_engines: bool | None = None  # cold starts pay an engine start; None: as the policy does
     online_forecast: ForecastMode = ForecastMode.ONE_STEP  # how an online policy's forecasts are made
+    forecaster: str = "warmserve"  # the online policy's forecaster, a name from forecasters.FORECASTERS
 
     def __post_init__(self) -> None:
+        make_forecaster(self.forecaster, 1)  # InvalidFieldError listing the names
         for name in ("discovery_poll_s", "request_overhead_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -125,9 +128,14 @@ def latency_models(
 
 
 def trace_forecast(
-    workload: Workload, latency: Mapping[str, LatencyModel], mode: ForecastMode, horizon_s: float
+    workload: Workload,
+    latency: Mapping[str, LatencyModel],
+    mode: ForecastMode,
+    horizon_s: float,
+    forecaster: str = "warmserve",
 ) -> TraceForecast:
-    """The replay library's forecast source over ``workload``'s rate history (none from a request trace)."""
+    """The replay library's forecast source over ``workload``'s rate history (none from a request trace),
+    predicted by the forecaster called ``forecaster``."""
     return TraceForecast(
         workload.history,
         workload.replay_start_s,
@@ -136,6 +144,7 @@ def trace_forecast(
         latency,
         horizon_s,
         mode,
+        forecaster,
     )
 
 
@@ -190,7 +199,9 @@ class Simulation:
         self.forecast = {
             ForecastNeed.NONE: None,
             ForecastNeed.ORACLE: oracle,
-            ForecastNeed.ONLINE: trace_forecast(workload, latency, config.online_forecast, config.horizon_s),
+            ForecastNeed.ONLINE: trace_forecast(
+                workload, latency, config.online_forecast, config.horizon_s, config.forecaster
+            ),
         }[entry.forecast]
         per_replica = config.per_replica_engines
         if per_replica is None:

@@ -43,6 +43,7 @@ class Scores:
     peak_mape: float
     mean_mase: float
     peak_mase: float
+    peak_exceeded: float  # calibration: % of test windows whose actual peak was above the forecast
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ def mape(actual: FloatArray, predicted: FloatArray) -> float:
     if not usable.any():
         return math.nan
     return float(np.mean(np.abs(actual[usable] - predicted[usable]) / actual[usable]) * 100.0)
+
+
+def exceeded(actual: FloatArray, predicted: FloatArray) -> float:
+    """Share (%) of windows with a finite actual above the forecast (an under-forecast, which costs a cold
+    start); NaN if no window has a finite actual."""
+    usable = np.isfinite(actual)
+    if not usable.any():
+        return math.nan
+    return float(np.mean(actual[usable] > predicted[usable]) * 100.0)
 
 
 def mase(actual: FloatArray, predicted: FloatArray, training: FloatArray) -> float:
@@ -142,6 +152,7 @@ def _score(forecaster: Forecaster, load: LoadSeries, train: int) -> Scores:
         mape(load.peak[train:], peak),
         mase(load.mean[train:], mean, load.mean[:train]),
         mase(load.peak[train:], peak, load.peak[:train]),
+        exceeded(load.peak[train:], peak),
     )
 
 
@@ -155,4 +166,5 @@ def _average(scores: Sequence[Scores]) -> Scores:
         mean_of([s.peak_mape for s in scores]),
         mean_of([s.mean_mase for s in scores]),
         mean_of([s.peak_mase for s in scores]),
+        mean_of([s.peak_exceeded for s in scores]),
     )

@@ -175,11 +175,13 @@ def _table(title: str, scores: Mapping[str, Scores]) -> str:
     width = max(len(name) for name in scores) + 2
     lines = [
         title,
-        f"{'forecaster':<{width}}{'mean MAPE%':>12}{'peak MAPE%':>12}{'mean MASE':>11}{'peak MASE':>11}",
+        f"{'forecaster':<{width}}{'mean MAPE%':>12}{'peak MAPE%':>12}{'mean MASE':>11}{'peak MASE':>11}"
+        f"{'peak > fc %':>13}",
     ]
     for name, s in scores.items():
         lines.append(
             f"{name:<{width}}{s.mean_mape:>12.1f}{s.peak_mape:>12.1f}{s.mean_mase:>11.3f}{s.peak_mase:>11.3f}"
+            f"{s.peak_exceeded:>13.1f}"
         )
     return "\n".join(lines)
 

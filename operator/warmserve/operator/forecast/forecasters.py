@@ -105,6 +105,10 @@ class LastValue(Forecaster):
     def _predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
         return np.full(horizon, last_value(history))
 
+    def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
+        """:meth:`predict` one window ahead at every window from ``start``, in one pass."""
+        return np.maximum(_last_values_before(history)[start:], 0.0)
+
 
 class SeasonalNaive(Forecaster):
     """Baseline: a window equals the same window ``history_days`` days earlier (else the last value)."""
@@ -156,6 +160,24 @@ class WarmServeForecaster(Forecaster):
         base = self._seasonal_mean(history, targets)
         return np.where(np.isfinite(base), base, last_value(history)) + correction
 
+    def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
+        """:meth:`predict` one window ahead at every window from ``start``, in one pass (linear in the
+        windows, where a call per window re-reads every previous day): a window's seasonal mean is the
+        running mean of the finite values at its phase before it, the same whichever later window asks."""
+        n = len(history)
+        seasonal = _running_phase_mean(history, self.period)
+        residuals = history - seasonal
+        total, weight = np.zeros(n + 1), np.zeros(n + 1)
+        for d, w in enumerate(_WEIGHTS[:n], start=1):  # window i's correction: residuals at i-1 ... i-10
+            usable = np.isfinite(residuals[: n + 1 - d])
+            total[d:] += np.where(usable, w * np.nan_to_num(residuals[: n + 1 - d]), 0.0)
+            weight[d:] += np.where(usable, w, 0.0)
+        correction = np.divide(total, weight, out=np.zeros(n + 1), where=weight > 0)[start:n]
+        before = _last_values_before(history)[start:n]
+        base = seasonal[start:n]
+        raw = np.where(np.isfinite(base), base, before) + correction
+        return np.maximum(np.where(np.isfinite(raw), raw, before), 0.0)
+
     def _seasonal_mean(self, history: FloatArray, targets: IntArray) -> FloatArray:
         """For each target window, the mean of the finite values at the same phase before min(target, n)."""
         means = np.full(len(targets), np.nan)
@@ -166,6 +188,27 @@ class WarmServeForecaster(Forecaster):
             if len(past):
                 means[k] = past.mean()
         return means
+
+
+def _running_phase_mean(history: FloatArray, period: int) -> FloatArray:
+    """For each window, the mean of the finite values at the same phase (index mod ``period``) before it;
+    NaN where there is none."""
+    n = len(history)
+    days = -(-n // period)
+    flat = np.full(days * period, np.nan)
+    flat[:n] = history
+    grid = flat.reshape(days, period)
+    finite = np.isfinite(grid)
+    sums = np.cumsum(np.where(finite, grid, 0.0), axis=0) - np.where(finite, grid, 0.0)
+    counts = np.cumsum(finite, axis=0) - finite
+    means = np.divide(sums, counts, out=np.full(grid.shape, np.nan), where=counts > 0)
+    return np.asarray(means.reshape(-1)[:n], dtype=np.float64)
+
+
+def _last_values_before(history: FloatArray) -> FloatArray:
+    """For each window i, :func:`last_value` of ``history[:i]`` (0 before any finite value)."""
+    filled = pd.Series(history, dtype=float).ffill().fillna(0.0).to_numpy()
+    return np.concatenate([[0.0], filled[:-1]]) if len(history) else np.zeros(0)
 
 
 @dataclass(frozen=True)
