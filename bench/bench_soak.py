@@ -60,6 +60,7 @@ from warmserve.local.runner import SETTLE_S, LocalRun, local_cluster
 from warmserve.local.setup import LocalSetup, default_models
 from warmserve.local.traces import load_rates
 from warmserve.operator.scheduler import Tick
+from warmserve.protocol.openai_api import stream_events
 from warmserve.protocol.state import DesiredState, ReplicaState
 
 #: Faults in the order they strike, at these fractions of the run.
@@ -240,15 +241,11 @@ async def _request(
             if not req.stream:
                 doc = await response.json()
                 return ("ok", "") if doc.get("choices") else ("lost: a body without choices", str(doc)[:200])
-            async for raw in response.content:
-                line = raw.decode(errors="replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for event in stream_events(response.content):
+                if event.kind == "done":
                     return "ok", ""
-                if '"error"' in data and "error" in json.loads(data):
-                    return "error event", data[:200]
+                if event.kind == "error":
+                    return "error event", event.data[:200]
                 if not first:
                     first.append(clock.now())
             return "lost: stream cut without [DONE] or an error event", ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -10,10 +12,12 @@ import pytest
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.openai_api import (
     MAX_TOKENS_LIMIT,
+    StreamEvent,
     chunk_body,
     parse_request,
     response_body,
     sse,
+    stream_events,
 )
 
 
@@ -75,3 +79,27 @@ def test_response_shapes_follow_openai() -> None:
     assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
     assert json.loads(frame[6:]) == chunk
     assert sse("[DONE]") == b"data: [DONE]\n\n"
+
+
+async def _lines(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def _events(*chunks: bytes) -> list[StreamEvent]:
+    return [event async for event in stream_events(_lines(*chunks))]
+
+
+def test_stream_events_read_chunks_errors_and_the_end_as_the_server_frames_them() -> None:
+    chunk = {"choices": [{"text": "hi"}]}
+    framed = [sse(chunk), b": keep-alive\n", sse({"error": {"message": "gone"}}), sse("[DONE]"), sse(chunk)]
+    lines = [line + b"\n" for frame in framed for line in frame.split(b"\n") if line]
+    events = asyncio.run(_events(*lines))
+    assert [e.kind for e in events] == ["chunk", "error", "done"]  # nothing is read after [DONE]
+    assert json.loads(events[0].data) == chunk
+
+
+def test_a_stream_cut_short_just_ends_and_a_garbled_line_is_an_error() -> None:
+    assert asyncio.run(_events(sse({"choices": []}))) == [StreamEvent("chunk", '{"choices":[]}')]
+    with pytest.raises(ValueError):
+        asyncio.run(_events(b"data: {not json\n"))

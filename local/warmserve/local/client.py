@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from warmserve.local.arrivals import Arrival
+from warmserve.protocol.openai_api import stream_events
 
 PROMPT = "Summarise the history of warm starts in one sentence."
 
@@ -93,17 +94,14 @@ async def send(
             status = response.status
             if status != 200:
                 return _failed(arrival, sent, None, status, f"HTTP {status}: {await _message(response)}")
-            async for raw in response.content:
-                line = raw.decode(errors="replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for event in stream_events(response.content):
+                if event.kind == "done":
                     return Outcome(
                         arrival.model, arrival.at_s, _since(sent, first), time.monotonic() - sent, 200
                     )
-                if '"error"' in data and "error" in json.loads(data):
-                    return _failed(arrival, sent, first, status, f"stream error: {json.loads(data)['error']}")
+                if event.kind == "error":
+                    error = json.loads(event.data)["error"]
+                    return _failed(arrival, sent, first, status, f"stream error: {error}")
                 first = first if first is not None else time.monotonic()
         return _failed(arrival, sent, first, status, "stream ended without [DONE]")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

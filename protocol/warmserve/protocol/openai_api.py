@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,6 +165,32 @@ def sse(data: Mapping[str, Any] | str) -> bytes:
     """Frame one server-sent event (``[DONE]`` is passed as the plain string)."""
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event a client reads from a streamed completion: a ``chunk`` (its JSON text), the server's
+    ``error`` event (its JSON text), or ``done`` (``[DONE]``, after which nothing more is read)."""
+
+    kind: Literal["chunk", "error", "done"]
+    data: str
+
+
+async def stream_events(lines: AsyncIterable[bytes]) -> AsyncIterator[StreamEvent]:
+    """The ``data:`` events of a streamed completion's body, read line by line, in order; stops after
+    ``[DONE]``. Other lines (blank separators, comments) are skipped. A stream that ends without
+    ``[DONE]`` simply ends: the caller counts that as a cut stream. A data line that is not JSON raises
+    ``ValueError``."""
+    async for raw in lines:
+        line = raw.decode(errors="replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            yield StreamEvent("done", data)
+            return
+        doc = json.loads(data)
+        yield StreamEvent("error" if isinstance(doc, dict) and "error" in doc else "chunk", data)
 
 
 def models_body(names: Sequence[str], owner: str = "warmserve") -> dict[str, Any]:
