@@ -82,9 +82,9 @@ def test_forecast_runs_on_the_shipped_sample_by_default(capsys: pytest.CaptureFi
         (["--forecasters", "prophet"], "argument --forecasters: expected names among warmserve, ets"),
         (
             ["--train-fraction", "1"],
-            "argument --train-fraction: expected a fraction strictly between 0 and 1",
+            "argument --train-fraction: expected a number > 0 and < 1, got '1'",
         ),
-        (["--train-fraction", "half"], "argument --train-fraction: expected a fraction"),
+        (["--train-fraction", "half"], "argument --train-fraction: expected a number > 0 and < 1"),
         (["--trace", "/nonexistent/trace.csv"], "trace: expected an existing file or folder"),
         (["--json", "/nonexistent/out.json"], "argument --json: cannot write /nonexistent/out.json: folder"),
     ],

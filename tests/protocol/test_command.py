@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable
 
 import pytest
 
 from warmserve.local.processes import ChildError
-from warmserve.protocol.command import run_parsed
+from warmserve.protocol.command import bounded, run_parsed
 from warmserve.protocol.errors import EXIT_INVALID, EXIT_UNAVAILABLE, InvalidFieldError, UnavailableError
 from warmserve.worker.pool import PoolExhaustedError, PoolRequestError
 
@@ -36,3 +38,27 @@ def test_pool_errors_are_of_the_kind_the_caller_must_handle() -> None:
 
 def test_a_subcommand_that_succeeds_keeps_its_exit_code() -> None:
     assert run_parsed(argparse.Namespace(func=lambda args: 0)) == 0
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "expected"),
+    [
+        (bounded(int, 1), "0", "expected an integer >= 1, got '0'"),
+        (bounded(float, 0, strict=True), "0", "expected a number > 0, got '0'"),
+        (bounded(float, 0, 1, strict=True), "1", "expected a number > 0 and < 1, got '1'"),
+        (bounded(float, 0, 1), "1.5", "expected a number >= 0 and <= 1, got '1.5'"),
+        (bounded(float, 0, 1), "nan", "expected a number >= 0 and <= 1, got 'nan'"),
+        (bounded(int, 0), "two", "expected an integer >= 0, got 'two'"),
+    ],
+)
+def test_bounded_options_refuse_values_outside_their_bounds(
+    parse: Callable[[str], float], text: str, expected: str
+) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(expected)):
+        parse(text)
+
+
+def test_bounded_options_accept_their_bounds_unless_strict() -> None:
+    assert bounded(float, 0, 1)("1") == 1.0
+    assert bounded(float, 0, 1, strict=True)("0.5") == 0.5
+    assert bounded(int, 1)("3") == 3

@@ -120,19 +120,24 @@ def output_file(text: str) -> Path:
     return path
 
 
-def bounded(kind: type[N], low: float, *, strict: bool = False) -> Callable[[str], N]:
-    """An argparse ``type``: a finite ``kind`` (int or float) at least ``low`` (above it if ``strict``), so a
-    value out of range is a one-line error naming the option as typed, before any work."""
+def bounded(kind: type[N], low: float, high: float = math.inf, *, strict: bool = False) -> Callable[[str], N]:
+    """An argparse ``type``: a finite ``kind`` (int or float) at least ``low`` and at most ``high`` (strictly
+    between them if ``strict``), so a value out of range is a one-line error naming the option as typed,
+    before any work."""
     relation = ">" if strict else ">="
     noun = "an integer" if kind is int else "a number"
+    expected = f"{noun} {relation} {low:g}"
+    if high != math.inf:
+        expected += f" and {'<' if strict else '<='} {high:g}"
 
     def parse(text: str) -> N:
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"expected {noun} {relation} {low:g}, got {text!r}")
+        inside = value is not None and math.isfinite(value) and low <= value <= high
+        if value is None or not inside or (strict and value in (low, high)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse

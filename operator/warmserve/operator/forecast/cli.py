@@ -76,7 +76,10 @@ def register(subparsers: Any) -> None:
         help="window in seconds (default: 300, or the trace's resolution if coarser)",
     )
     parser.add_argument(
-        "--train-fraction", type=_fraction, default=0.5, help="share of windows used only to train"
+        "--train-fraction",
+        type=bounded(float, 0, 1, strict=True),
+        default=0.5,
+        help="share of windows used only to train",
     )
     parser.add_argument(
         "--forecasters",
@@ -86,17 +89,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--json", type=output_file, metavar="OUT", help="also write the results as JSON")
     parser.set_defaults(func=run)
-
-
-def _fraction(text: str) -> float:
-    """An argparse ``type``: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
-    return value
 
 
 def _forecaster_names(text: str) -> list[str]:
