@@ -67,6 +67,8 @@ def test_a_short_replay_prints_both_policies_and_the_counts_add_up(tmp_path: Pat
     for s in summaries:
         assert s["completed"] + s["dropped"] == s["requests"]
         assert s["completed"] >= 0.9 * s["requests"]
+        assert s["overload_warning"] is None and s["offered_peak_rps"] < s["capacity_rps"]
+    assert "warning" not in done.stderr
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from warmserve.operator.planning import prewarm_scores as demand
 from warmserve.operator.planning.snapshot import Snapshot
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.sim.catalog import ClusterSpec
+from warmserve.sim.plot import figure
 from warmserve.sim.results import KEYS, summarize
 from warmserve.sim.scenario import Scenario, check_policies, max_rate_at_slo, prepare, run_policy
 from warmserve.sim.simulator import Simulation
@@ -80,11 +82,9 @@ def test_the_planning_shortcuts_change_no_result(rate_trace: Path, monkeypatch: 
     assert fast.ticks_run == full.ticks_run > 0
     for field in ("first_token", "finish", "output"):
         assert np.array_equal(getattr(fast, field), getattr(full, field), equal_nan=True), field
-    assert (fast.cold_starts, fast.prewarm_hits, fast.timeline) == (
-        full.cold_starts,
-        full.prewarm_hits,
-        full.timeline,
-    )
+    assert (fast.cold_starts, fast.prewarm_hits) == (full.cold_starts, full.prewarm_hits)
+    for model, rows in fast.timeline.items():
+        assert np.array_equal(rows, full.timeline[model], equal_nan=True), model
     assert fast.prewarm_hits > 0  # the prewarm phase, where demands are scored, did run
 
 
@@ -132,12 +132,30 @@ def test_a_replay_past_the_trace_is_refused(rate_trace: Path) -> None:
         prepare(Scenario(WorkloadSpec(rate_trace, models=3, day=5)))
 
 
-def test_the_timeline_follows_the_first_model(rate_trace: Path) -> None:
+def test_the_timeline_follows_every_model_and_the_plot_draws_each(rate_trace: Path) -> None:
     scenario = small(rate_trace)
     workload, models = prepare(scenario)
     run = Simulation(workload, scenario.cluster, models, "oracle", scenario.sim).run()
-    assert run.timeline_model == "model-00" and len(run.timeline) >= 10
-    assert all(row[2] <= row[3] for row in run.timeline)  # forecast mean <= peak
+    assert set(run.timeline) == set(workload.models) == {"model-00", "model-01", "model-02"}
+    for rows in run.timeline.values():
+        assert rows.shape[1] == 6 and len(rows) >= 10  # 600 s sampled every 60 s
+        assert np.all(rows[:, 2] <= rows[:, 3])  # forecast mean <= peak
+    assert sum(rows[:, 5].max() for rows in run.timeline.values()) >= 3  # each model had a serving replica
+    fig = figure({"oracle": run})
+    titles = {a.get_title(): [line.get_label() for line in a.get_lines()] for a in fig.axes[1:]}
+    assert set(titles) == {f"{m} under oracle" for m in workload.models}
+    assert all("load (in flight + queued)" in labels for labels in titles.values())
+    plt.close(fig)
+
+
+def test_the_timeline_samples_are_bounded_on_a_long_run(rate_trace: Path) -> None:
+    """A run's timeline holds at most ``timeline_points`` samples per model, however long the run."""
+    scenario = small(rate_trace)
+    scenario = replace(scenario, sim=replace(scenario.sim, timeline_points=4))
+    workload, models = prepare(scenario)
+    run = Simulation(workload, scenario.cluster, models, "oracle", scenario.sim).run()
+    for rows in run.timeline.values():
+        assert 2 <= len(rows) <= 4  # (600 s + grace) / 4 apart, instead of every 60 s
 
 
 def test_the_sweep_finds_a_rate_the_policy_serves_within_its_slo(rate_trace: Path) -> None:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from warmserve.local.arrivals import ReplaySlice, sample_arrivals
 from warmserve.local.checkpoints import make_checkpoints
 from warmserve.local.forecasts import trace_forecasts
+from warmserve.local.overload import ReplayLoad, replay_load
 from warmserve.local.policies import DEFAULT_POLICY, LOCAL_POLICIES, PolicyChoice, policy
 from warmserve.local.results import format_table
 from warmserve.local.runner import RunResult, run_policy, serve
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 setup = _setup(args, tuple(s.model for s in load_rates(args.trace)), store)
                 _run_async(serve(setup, choice, log_dir, port))
                 return 0
-            results = _run_async(_replay(args, log_dir, store))
+            load, results = _run_async(_replay(args, log_dir, store))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("warmserve local: interrupted; every child process stopped", file=sys.stderr)
         return 130
@@ -152,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         if r.noticed_after_s is not None:
             print(f"{r.summary.policy}: worker w0 killed; scheduler noticed after {r.noticed_after_s:.2f} s")
     if args.json is not None:
-        args.json.write_text(json.dumps([r.summary.as_json() for r in results], indent=2))
+        document = [{**r.summary.as_json(), **load.as_json()} for r in results]
+        args.json.write_text(json.dumps(document, indent=2))
     return 0
 
 
@@ -239,8 +241,11 @@ def _replay_slice(args: argparse.Namespace, series: tuple[RateSeries, ...]) -> R
     )
 
 
-async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -> list[RunResult]:
-    """The measured policy, then the baseline, on the same arrivals (validated before any start)."""
+async def _replay(
+    args: argparse.Namespace, log_dir: Path, store: Path | None
+) -> tuple[ReplayLoad, list[RunResult]]:
+    """The measured policy, then the baseline, on the same arrivals (validated before any start); a
+    replay that offers more than the cluster can serve is warned of on stderr before the first run."""
     choices = _policies(args)
     series = load_rates(args.trace)
     replay = _replay_slice(args, series)
@@ -248,6 +253,10 @@ async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -
     series = tuple(s for s in series if s.model in setup.models)
     arrivals = sample_arrivals(series, replay)
     forecasts = trace_forecasts(series, replay, setup.latencies(), max(setup.load_s(m) for m in setup.models))
+    load = replay_load(arrivals, setup, replay.duration_s)
+    warning = load.warning()
+    if warning is not None:
+        print(warning, file=sys.stderr)
     results = []
     for choice in choices:
         result = await run_policy(
@@ -260,7 +269,7 @@ async def _replay(args: argparse.Namespace, log_dir: Path, store: Path | None) -
             kill_worker_at_s=args.kill_worker_at,
         )
         results.append(result)
-    return results
+    return load, results
 
 
 def _policies(args: argparse.Namespace) -> list[PolicyChoice]:

@@ -23,6 +23,9 @@ of the last ``settle_ticks`` ticks is skipped unless ``heartbeat_s`` passed sinc
 identical inputs and a settled smoothing window the planner decides nothing new, and the heartbeat
 bounds the delay of time-driven decisions (protection expiry, keep-alive). ``muxserve`` runs no
 scheduler: its static layout is resident from the start.
+
+Every model's timeline (load, forecast mean and peak, prewarmed and serving replicas) is sampled at the
+scheduler's ticks, one sample per ``timeline_every_s`` at most and ``timeline_points`` per run at most.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ class SimConfig:
     hold_timeout_s: float = 120.0
     horizon_s: float = 120.0
     grace_s: float = 600.0
-    timeline_every_s: float = 60.0
+    timeline_every_s: float = 60.0  # the timeline's sampling interval, widened to keep <= timeline_points
+    timeline_points: int = 1440  # at most this many timeline samples per model (bounded memory)
     discovery_poll_s: float = GatewayConfig(models=()).poll_interval_s
     request_overhead_s: float = 0.0
     per_replica_engines: bool | None = None  # cold starts pay an engine start; None: as the policy does
@@ -81,11 +85,17 @@ class SimConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidFieldError(name, "a finite number of seconds >= 0", value)
+        if self.timeline_points < 2:
+            raise InvalidFieldError("timeline_points", "an integer >= 2", self.timeline_points)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What one policy's run produced: per-request times (NaN = never), counters and a timeline."""
+    """What one policy's run produced: per-request times (NaN = never), counters and each model's timeline.
+
+    ``timeline`` maps every model to an array of rows (t, load, forecast mean, forecast peak, prewarmed
+    replicas, serving replicas), one row per sample (see :class:`Simulation`); empty without a scheduler.
+    """
 
     policy: str
     arrival: FloatArray
@@ -96,10 +106,9 @@ class RunResult:
     cold_starts: int
     prewarm_hits: int
     gpu_busy_s: float
-    timeline_model: str
-    timeline: tuple[
-        tuple[float, float, float, float, int, int], ...
-    ]  # t, load, mean, peak, prewarmed, serving
+    model: npt.NDArray[np.intp]  # each request's index into ``models``
+    models: tuple[str, ...]
+    timeline: Mapping[str, FloatArray]
     ticks_run: int = 0
     held_ticks: int = 0  # ticks at which the scheduler refused its snapshot and held steady
     excluded_ticks: int = 0  # ticks at which it planned without a worker whose report it refused
@@ -226,7 +235,9 @@ class Simulation:
             self.scheduler = Scheduler(
                 models, entry.policy, entry.initial_state, self.forecast or NoForecast(), entry.scores
             )
-        self.timeline: list[tuple[float, float, float, float, int, int]] = []
+        self.timeline: list[FloatArray] = []  # one (models, 6) array per sample
+        horizon = workload.duration_s + config.grace_s
+        self._timeline_every = max(config.timeline_every_s, horizon / max(config.timeline_points - 1, 1))
         self.ticks_run = 0
         self.held_ticks = 0
         self.excluded_ticks = 0
@@ -410,20 +421,25 @@ class Simulation:
         self._after_worker_change(now)
         if now >= self._next_timeline:
             self._record(now, demand)
-            self._next_timeline = now + cfg.timeline_every_s
+            self._next_timeline = now + self._timeline_every
 
     def _record(self, now: float, demand: Mapping[str, Demand]) -> None:
-        model = self.names[0]
-        f = self.forecast.forecasts(now).get(model) if self.forecast is not None else None
-        prewarmed = serving = 0
+        """One timeline sample of every model, at the first scheduler tick ``_timeline_every`` after the
+        last: every ``timeline_every_s``, or further apart so that the run (replay and grace) holds at most
+        ``timeline_points`` samples, whatever its length (memory: models x points x 6 floats)."""
+        forecasts = self.forecast.forecasts(now) if self.forecast is not None else {}
+        row = np.zeros((len(self.names), 6))
+        row[:, 0] = now
+        index = {m: i for i, m in enumerate(self.names)}
+        for i, m in enumerate(self.names):
+            f = forecasts.get(m)
+            row[i, 1:4] = (demand[m].total, *((f.mean, f.peak) if f is not None else (math.nan, math.nan)))
         for w in self.workers.values():
             for r in w.replicas.values():
-                if r.spec.name != model:
-                    continue
-                serving += r.instance is not None
-                prewarmed += r.state is ReplicaState.PREWARMED
-        mean, peak = (f.mean, f.peak) if f is not None else (math.nan, math.nan)
-        self.timeline.append((now, demand[model].total, mean, peak, prewarmed, serving))
+                i = index[r.spec.name]
+                row[i, 4] += r.state is ReplicaState.PREWARMED
+                row[i, 5] += r.instance is not None
+        self.timeline.append(row)
 
     def _drop_expired(self, now: float) -> None:
         limit = now - self.config.hold_timeout_s
@@ -447,6 +463,11 @@ class Simulation:
                 self._owner[rid] = unit.worker
                 self.ready[model].append(replica)
 
+    def _timelines(self) -> dict[str, FloatArray]:
+        """The samples as one (samples, 6) array per model (no rows for a run without a scheduler)."""
+        rows = np.stack(self.timeline) if self.timeline else np.zeros((0, len(self.names), 6))
+        return {m: rows[:, i, :] for i, m in enumerate(self.names)}
+
     def _result(self) -> RunResult:
         busy = sum(inst.busy_s * inst.costing.tp / inst.costing.slowdown for inst in self.instances)
         slo = np.array([self.models[m].slo_ttft_s for m in self.names])[self.workload.model]
@@ -460,8 +481,9 @@ class Simulation:
             cold_starts=sum(w.cold_starts for w in self.workers.values()),
             prewarm_hits=sum(w.prewarm_hits for w in self.workers.values()),
             gpu_busy_s=busy,
-            timeline_model=self.names[0],
-            timeline=tuple(self.timeline),
+            model=self.workload.model,
+            models=tuple(self.names),
+            timeline=self._timelines(),
             ticks_run=self.ticks_run,
             held_ticks=self.held_ticks,
             excluded_ticks=self.excluded_ticks,
