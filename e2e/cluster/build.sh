@@ -19,6 +19,12 @@ if ! command -v go >/dev/null 2>&1; then
     exit 2
 fi
 
+# One build at a time per cache: a second run (another checkout, a parallel job) waits for the first and then
+# finds the binaries there, instead of racing it for the same temporary folders.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+flock 9
+
 have_all() { local dir=$1; shift; for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done; }
 
 k8s_dir="$cache/k8s-$K8S_VERSION"
