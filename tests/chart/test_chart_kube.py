@@ -2,10 +2,9 @@
 server's server-side dry run; ``helm install`` runs the operator and the gateway as Pods (the node agent runs
 them as processes), the example WorkerPool and ModelDeployment then become running worker Pods and a Ready
 model, served by the gateway that found the worker Pods itself; ``helm upgrade`` rolls the gateway onto
-changed values (static workers' URLs) and it serves a completion; ``helm uninstall`` leaves nothing of the release but the CRDs. The RBAC is proven
-least-privilege with the API server's access reviews (the gateway may read Pods, not write them) and a
-denied call made with the operator's own
-token."""
+changed values (static workers' URLs) and it serves a completion; ``helm uninstall`` leaves nothing of the
+release but the CRDs. The RBAC is proven least-privilege with the API server's access reviews (the gateway
+may read Pods, not write them) and a denied call made with the operator's own token."""
 
 from __future__ import annotations
 

@@ -61,6 +61,11 @@ class Gateway:
         self._discovery: Discovery | None = None
         self._proxy: Proxy | None = None
 
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The workers polled for instances now (static, set, or the worker Pods found)."""
+        return self._discovery.workers if self._discovery is not None else self._workers
+
     def set_workers(self, workers: Sequence[str]) -> None:
         """Replace the workers polled for instances (the local runner or scheduler calls this).
 
