@@ -7,8 +7,9 @@ OpenAI's error format, before any instance is involved. Client disconnects cance
 (``handler_cancellation``), which closes the upstream connection so the worker cancels too.
 
 Start it with :func:`run` (the CLI does), or build :class:`Gateway` and run ``gateway.app()`` on an
-``aiohttp`` runner with ``handler_cancellation=True``. The client session (one pooled connector) and the
-discovery loop live exactly as long as the application.
+``aiohttp`` runner with ``handler_cancellation=True``. The client session (one pooled connector), the
+discovery loop and, with ``discover_namespace``, the watch of the worker Pods live exactly as long as the
+application.
 """
 
 from __future__ import annotations
