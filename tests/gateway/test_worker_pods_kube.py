@@ -81,11 +81,12 @@ async def test_a_worker_pod_created_after_the_gateway_serves_through_it_and_leav
 
     answer = await eventually("a completion through the gateway", answered)
     assert answer["usage"]["completion_tokens"] == 2
-    assert [i.worker for i in gateway.gateway.router.table()["m"]] == [url]
+    assert [i.worker for i in gateway.gateway.router.table["m"]] == [url]
 
     await asyncio.to_thread(core.delete_namespaced_pod, "worker-0", ns)
 
     async def left() -> bool | None:
-        return True if gateway.gateway.workers == () and not gateway.gateway.router.table() else None
+        return True if gateway.gateway.workers == () and not gateway.gateway.router.table else None
 
-    await eventually("worker-0 to leave the gateway", left, timeout=10, seen=gateway.gateway.router.table)
+    table = gateway.gateway.router
+    await eventually("worker-0 to leave the gateway", left, timeout=10, seen=lambda: table.table)
