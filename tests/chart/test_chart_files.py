@@ -59,8 +59,28 @@ def test_the_gateway_serves_the_models_and_workers_of_the_values(helm_binary: Pa
     args = container["args"]
     assert args[args.index("--model") + 1] == "llama-2-7b-chat:16"
     assert args[args.index("--worker") + 1] == "http://10.0.0.5:8000"
+    assert "--discover-namespace" not in args
+    rbac = [o["metadata"]["name"] for o in objects if o["kind"] in ("Role", "RoleBinding")]
+    assert "warmserve-gateway" not in rbac  # static workers: the gateway reads no Pods
     assert container["ports"] == [{"name": "http", "containerPort": 8080}]
     assert find(objects, "Service", "warmserve-gateway")["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_the_gateway_finds_the_worker_pods_of_its_namespace_by_default_reading_pods_only(
+    helm_binary: Path, tmp_path: Path
+) -> None:
+    objects = rendered(helm_binary, tmp_path)
+    pod = find(objects, "Deployment", "warmserve-gateway")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "warmserve-gateway"
+    args, env = pod["containers"][0]["args"], pod["containers"][0]["env"]
+    assert args[args.index("--discover-namespace") + 1] == "$(POD_NAMESPACE)" and "--worker" not in args
+    namespace = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    assert namespace in env
+    assert find(objects, "Role", "warmserve-gateway")["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = find(objects, "RoleBinding", "warmserve-gateway")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "warmserve-gateway", "namespace": "ns"}]
 
 
 def test_helm_lint_passes_with_every_option_on(helm_binary: Path, tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
 """The chart on the test control plane's real API server with the real helm: its rendering passes the API
 server's server-side dry run; ``helm install`` runs the operator and the gateway as Pods (the node agent runs
 them as processes), the example WorkerPool and ModelDeployment then become running worker Pods and a Ready
-model; ``helm upgrade`` rolls the gateway onto changed values (the workers' URLs) and it serves a
-completion; ``helm uninstall`` leaves nothing of the release but the CRDs. The RBAC is proven
-least-privilege with the API server's access reviews and a denied call made with the operator's own
-token."""
+model, served by the gateway that found the worker Pods itself; ``helm upgrade`` rolls the gateway onto
+changed values (static workers' URLs) and it serves a completion; ``helm uninstall`` leaves nothing of the
+release but the CRDs. The RBAC is proven least-privilege with the API server's access reviews (the gateway
+may read Pods, not write them) and a denied call made with the operator's own token."""
 
 from __future__ import annotations
 
@@ -115,6 +115,10 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
     assert all(can(worker, v, "pods") for v in ("get", "list", "watch", "patch"))
     assert not can(worker, "create", "pods") and not can(worker, "delete", "pods")
     assert not can(worker, "list", "secrets") and not can(worker, "patch", "pods", namespace="default")
+    gateway = "warmserve-gateway"  # finds the worker Pods: reads Pods, writes nothing
+    assert all(can(gateway, v, "pods") for v in ("get", "list", "watch"))
+    assert not any(can(gateway, v, "pods") for v in ("patch", "update", "create", "delete"))
+    assert not can(gateway, "list", "secrets") and not can(gateway, "list", "pods", namespace="default")
 
     # The same, as the operator itself: its own token lists Pods here and is refused Secrets and elsewhere.
     core = kubernetes.client.CoreV1Api(api)
@@ -171,6 +175,26 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
 
     wait_for("the ModelDeployment Ready", ready, WAIT_S)
 
+    completion = {"model": "llama-2-7b-chat", "prompt": "hi", "max_tokens": 3}
+
+    def answered(gateway: Any) -> Any:
+        request = urllib.request.Request(
+            f"http://{gateway.status.pod_ip}:8080/v1/completions",
+            data=json.dumps(completion).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+        except OSError:  # not ready yet, or a 503 while no instance is free
+            return None
+
+    # The gateway of the first revision found the worker Pods itself (as its own ServiceAccount).
+    first = running("app.kubernetes.io/name=warmserve-gateway", 1)[0]
+    assert "--discover-namespace" in first.spec.containers[0].args
+    answer = wait_for("a completion served through the discovering gateway", lambda: answered(first), WAIT_S)
+    assert answer["usage"]["completion_tokens"] == 3
+
     urls = ",".join(
         f"http://{p.status.pod_ip}:{p.spec.containers[0].ports[0].container_port}" for p in workers
     )
@@ -184,21 +208,7 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
     args = gateway.spec.containers[0].args
     assert sorted(a for a in args if a.startswith("http://")) == sorted(urls.split(","))
     assert [r["revision"] for r in json.loads(run_helm("history", RELEASE, "-o", "json"))] == [1, 2]
-    completion = {"model": "llama-2-7b-chat", "prompt": "hi", "max_tokens": 3}
-
-    def answered() -> Any:
-        request = urllib.request.Request(
-            f"http://{gateway.status.pod_ip}:8080/v1/completions",
-            data=json.dumps(completion).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.load(response)
-        except OSError:  # not ready yet, or a 503 while no instance is free
-            return None
-
-    answer = wait_for("a completion served through the upgraded gateway", answered, WAIT_S)
+    answer = wait_for("a completion served through the upgraded gateway", lambda: answered(gateway), WAIT_S)
     assert answer["usage"]["completion_tokens"] == 3
 
     # The resources go first, while the operator still runs to release their worker Pods (docs/install.md).

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import kubernetes.client
 import pytest
 from aiohttp import web
 
@@ -113,9 +114,11 @@ class RunningGateway:
     runner: web.AppRunner
 
 
-async def start_gateway(config: GatewayConfig) -> RunningGateway:
+async def start_gateway(
+    config: GatewayConfig, kube_api: kubernetes.client.ApiClient | None = None
+) -> RunningGateway:
     sock = bound_socket()
-    gateway = Gateway(config)
+    gateway = Gateway(config, kube_api)
     runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()

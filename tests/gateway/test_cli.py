@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,15 @@ from warmserve.cli import main
         (["gateway", "--model", "m", "--hold-timeout", "0"], "--hold-timeout"),
         (["gateway", "--model", "m", "--queue-limit", "-3"], "--queue-limit"),
         (["gateway", "--model", "m", "--port", "70000"], "--port"),
+        (["gateway", "--model", "m", "--discover-namespace", ""], "--discover-namespace"),
+        (
+            ["gateway", "--model", "m", "--discover-namespace", "ns", "--worker-selector", ""],
+            "--worker-selector",
+        ),
+        (
+            ["gateway", "--model", "m", "--worker", "http://10.0.0.1:8000", "--discover-namespace", "ns"],
+            "--worker and --discover-namespace",
+        ),
     ],
 )
 def test_bad_options_are_one_line_naming_the_option(
@@ -31,6 +41,16 @@ def test_bad_options_are_one_line_naming_the_option(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"warmserve: error: {named}") and "\n" not in err
+
+
+def test_discovery_without_a_cluster_configuration_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert main(["gateway", "--model", "m", "--discover-namespace", "ns"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warmserve: error: no Kubernetes API configuration") and "\n" not in err
 
 
 @pytest.mark.slow

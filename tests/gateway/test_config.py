@@ -44,6 +44,9 @@ def test_worker_urls_are_normalised_and_deduplicated() -> None:
         ({"retry_after_s": 0}, "retry_after_s"),
         ({"models": (DeclaredModel("m"), DeclaredModel("m"))}, "models"),
         ({"models": (DeclaredModel("m", 0),)}, "models[m].max_concurrency"),
+        ({"discover_namespace": ""}, "discover_namespace"),
+        ({"discover_namespace": "ns", "workers": ("http://a:1",)}, "discover_namespace"),
+        ({"worker_selector": ""}, "worker_selector"),
     ],
 )
 def test_bad_config_names_the_field(kwargs: dict[str, object], field: str) -> None:

@@ -191,6 +191,7 @@ async def test_gone_is_retried_with_a_fresh_list(
     async def fail_first_watch() -> None:
         kube_emulator.emulator[kmock.action.WATCH][:1] << 410  # kmock: the first watch answers 410
 
+    caplog.set_level(logging.INFO)  # a 410 is routine (an expired resourceVersion): told at INFO
     kube_emulator.run(fail_first_watch())
     await create_pod(emulator_core, {DESIRED_ANNOTATION: desired(1)})
     async with PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST) as source:

@@ -7,8 +7,9 @@ OpenAI's error format, before any instance is involved. Client disconnects cance
 (``handler_cancellation``), which closes the upstream connection so the worker cancels too.
 
 Start it with :func:`run` (the CLI does), or build :class:`Gateway` and run ``gateway.app()`` on an
-``aiohttp`` runner with ``handler_cancellation=True``. The client session (one pooled connector) and the
-discovery loop live exactly as long as the application.
+``aiohttp`` runner with ``handler_cancellation=True``. The client session (one pooled connector), the
+discovery loop and, with ``discover_namespace``, the watch of the worker Pods live exactly as long as the
+application.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
+import kubernetes.client
 from aiohttp import web
 
 from warmserve.gateway.config import GatewayConfig, check_worker_urls
@@ -27,8 +29,10 @@ from warmserve.gateway.discovery import Discovery
 from warmserve.gateway.metrics import GatewayMetrics
 from warmserve.gateway.proxy import Call, Proxy
 from warmserve.gateway.router import Router
+from warmserve.gateway.worker_pods import follow_worker_pods
 from warmserve.protocol.demand_report import demand_body
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_api import kube_api_client
 from warmserve.protocol.openai_api import Kind, error_body, models_body, parse_request
 from warmserve.protocol.request_body import BodyTimeoutError, check_content_type, read_body
 
@@ -41,15 +45,27 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class Gateway:
-    """One gateway: its configuration, routing state and metrics; ``app()`` serves them over HTTP."""
+    """One gateway: its configuration, routing state and metrics; ``app()`` serves them over HTTP.
 
-    def __init__(self, config: GatewayConfig) -> None:
+    With ``config.discover_namespace`` the workers are that namespace's worker Pods, read with ``kube_api``
+    (default: :func:`~warmserve.protocol.kube_api.kube_api_client`, which raises
+    :class:`InvalidInputError` here, at once, when there is no cluster configuration)."""
+
+    def __init__(self, config: GatewayConfig, kube_api: kubernetes.client.ApiClient | None = None) -> None:
         self.config = config
+        self._kube_api = kube_api
+        if config.discover_namespace is not None and kube_api is None:
+            self._kube_api = kube_api_client()
         self.router = Router(config.models, config.queue_limit)
         self.metrics = GatewayMetrics(self.router.demand)
         self._workers: tuple[str, ...] = config.workers
         self._discovery: Discovery | None = None
         self._proxy: Proxy | None = None
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The workers polled for instances now (static, set, or the worker Pods found)."""
+        return self._discovery.workers if self._discovery is not None else self._workers
 
     def set_workers(self, workers: Sequence[str]) -> None:
         """Replace the workers polled for instances (the local runner or scheduler calls this).
@@ -75,6 +91,18 @@ class Gateway:
         return app
 
     async def _lifetime(self, _: web.Application) -> AsyncIterator[None]:
+        """The session and discovery for the application's life; with discovery on, the worker Pods too."""
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._discovering())
+            if self.config.discover_namespace is not None:
+                assert self._kube_api is not None  # made in __init__
+                namespace, selector = self.config.discover_namespace, self.config.worker_selector
+                pods = follow_worker_pods(self._kube_api, namespace, selector, self.set_workers)
+                await stack.enter_async_context(pods)
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _discovering(self) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.config.upstream_read_timeout_s
         )

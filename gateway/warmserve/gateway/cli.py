@@ -2,7 +2,9 @@
 
 ``warmserve gateway --port 8080 --worker http://10.0.0.5:8000 --model llama-8b:16 --model qwen-7b``
 serves the declared models (``NAME`` or ``NAME:B``, B the requests per instance at once) from the
-serving replicas of the given workers, until interrupted. A bad option is reported in one line naming it.
+serving replicas of the given workers, until interrupted. In a cluster, ``--discover-namespace NS`` finds
+the workers instead: the ready worker Pods of NS (``--worker-selector``, by default every WarmServe worker
+Pod), followed by a list-then-watch of the API server. A bad option is reported in one line naming it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default %(default)s)")
     parser.add_argument(
         "--worker", action="append", default=[], metavar="URL", help="a worker's base URL (repeatable)"
+    )
+    parser.add_argument(
+        "--discover-namespace",
+        metavar="NS",
+        help="find the workers as the ready worker Pods of namespace NS (instead of --worker)",
+    )
+    parser.add_argument(
+        "--worker-selector",
+        default=defaults.worker_selector,
+        metavar="SELECTOR",
+        help="with --discover-namespace: the worker Pods' label selector (default %(default)s)",
     )
     parser.add_argument(
         "--model",
@@ -65,6 +78,8 @@ def register(subparsers: Any) -> None:
 _OPTIONS = {
     "models": "--model",
     "workers": "--worker",
+    "discover_namespace": "--discover-namespace",
+    "worker_selector": "--worker-selector",
     "queue_limit": "--queue-limit",
     "hold_timeout_s": "--hold-timeout",
     "retry_after_s": "--retry-after",
@@ -91,9 +106,16 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         raise InvalidInputError("--model: expected at least one NAME[:B], got none")
     if not 0 < args.port < 65536:
         raise InvalidInputError(f"--port: expected 1 to 65535, got {args.port}")
+    if args.worker and args.discover_namespace is not None:
+        raise InvalidInputError(
+            "--worker and --discover-namespace: expected one of them (static workers, or the worker Pods"
+            " of a namespace), got both"
+        )
     return GatewayConfig(
         models=tuple(parse_model_arg(m) for m in args.model),
         workers=tuple(args.worker),
+        discover_namespace=args.discover_namespace,
+        worker_selector=args.worker_selector,
         queue_limit=args.queue_limit,
         hold_timeout_s=args.hold_timeout,
         retry_after_s=args.retry_after,

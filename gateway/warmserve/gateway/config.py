@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.pods import worker_selector
 from warmserve.protocol.request_body import BODY_TIMEOUT_S
 
 #: B when a model is declared without one; the same default as a ModelSpec's ``max_concurrency``.
@@ -34,10 +35,15 @@ class GatewayConfig:
     the ``Retry-After`` header of those answers says. ``upstream_read_timeout_s`` bounds the silence of
     a worker on one request, so a hung worker cannot hang a client forever. ``body_timeout_s`` bounds
     how long a request's body may take to arrive once its headers are in (then ``408``).
+
+    The workers are either the static ``workers`` or, when ``discover_namespace`` is set, the ready worker
+    Pods ``worker_selector`` matches there (:mod:`.worker_pods`); both at once is an error.
     """
 
     models: tuple[DeclaredModel, ...]
     workers: tuple[str, ...] = ()
+    discover_namespace: str | None = None
+    worker_selector: str = worker_selector()
     queue_limit: int = 256
     hold_timeout_s: float = 30.0
     retry_after_s: int = 1
@@ -52,6 +58,14 @@ class GatewayConfig:
                 raise InvalidFieldError("models", "distinct, non-empty model names", model.name)
             _positive(model.max_concurrency, f"models[{model.name}].max_concurrency")
         object.__setattr__(self, "workers", check_worker_urls(self.workers))
+        if self.discover_namespace is not None:
+            if not self.discover_namespace:
+                raise InvalidFieldError("discover_namespace", "a namespace name", self.discover_namespace)
+            if self.workers:
+                expected = "no static workers alongside (the Pods are the workers)"
+                raise InvalidFieldError("discover_namespace", expected, self.workers)
+        if not self.worker_selector:
+            raise InvalidFieldError("worker_selector", "a label selector", self.worker_selector)
         _positive(self.queue_limit, "queue_limit")
         _positive(self.hold_timeout_s, "hold_timeout_s")
         _positive(self.retry_after_s, "retry_after_s")

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import kubernetes.client
-import kubernetes.watch
 
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
-from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.pod_watch import PodWatch
+from warmserve.protocol.pods import Pod
 from warmserve.protocol.state import DESIRED_ANNOTATION
 from warmserve.worker.desired_feed import Check, DesiredFeed, Rejection
 from warmserve.worker.pod_ref import PodRef
@@ -46,14 +45,13 @@ class FeedSource:
 class PodAnnotationSource(FeedSource):
     """Follows the ``warmserve.io/desired`` annotation of the worker's own Pod.
 
-    One thread runs the synchronous kubernetes client in a loop: list the Pod (the current document
-    and a resourceVersion), then watch from there until the stream ends (the server's timeout, a
-    restart), breaks, or answers 410 Gone; pause (:class:`Backoff`, growing with consecutive
-    failures) and list again. Listing again is what makes a reconnect lossless: whatever was written
-    meanwhile is in the listed object. The API server's field selector is used and the name checked
-    again here, for servers that ignore selectors. Use as ``async with``; runs until the block exits.
-    Leaving the block shuts an open watch at once, but waits for a list in flight (at most
-    ``request_timeout`` seconds).
+    The Pod is followed by a :class:`~warmserve.protocol.pod_watch.PodWatch` on its name (list, then
+    watch from its resourceVersion; list again after the stream ends or a ``410 Gone``, after a
+    :class:`Backoff` when the API server fails), so a reconnect is lossless: whatever was written
+    meanwhile is in the listed object. The name is checked again here, for servers that ignore field
+    selectors. A Pod that is not there (not yet, or deleted) keeps the current desired state. Use as
+    ``async with``; runs until the block exits. Leaving the block shuts an open watch at once, but waits
+    for a list in flight (at most ``request_timeout`` seconds).
     """
 
     def __init__(
@@ -69,95 +67,41 @@ class PodAnnotationSource(FeedSource):
         request_timeout: float = 10.0,
     ) -> None:
         self.feed = DesiredFeed(worker or pod.name, on_reject, check)
-        self._core = kubernetes.client.CoreV1Api(api)
         self._pod = pod
         self._origin = f"pod {pod} annotation {DESIRED_ANNOTATION}"
-        self._backoff = backoff
-        self._watch_timeout = watch_timeout
-        self._request_timeout = request_timeout
-        self._stopping = threading.Event()
-        self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch = PodWatch(
+            api,
+            pod.namespace,
+            "",
+            field_selector=f"metadata.name={pod.name}",
+            on_change=self._changed,
+            request_timeout_s=request_timeout,
+            watch_timeout_s=watch_timeout,
+            backoff=backoff,
+        )
+        self._present = False
         self._last_text: str | None = None
 
     async def __aenter__(self) -> Self:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name=f"desired-watch {self._pod}", daemon=True)
-        self._thread.start()
+        await self._watch.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stopping.set()
-        while self._thread is not None and self._thread.is_alive():
-            # Shuts the streaming socket down, so the thread wakes at once; repeated because a
-            # stream that starts just after a stop() forgets it.
-            self._watch.stop()  # type: ignore[no-untyped-call]
-            await asyncio.to_thread(self._thread.join, 0.05)
+        await self._watch.__aexit__(exc_type, exc, tb)
         self.feed.close()
 
-    def _run(self) -> None:
-        try:
-            self._follow()
-        except Exception as exc:
-            if self._stopping.is_set():  # a socket shut under the client can fail in many ways
-                log.debug("pod %s watch ended while stopping: %r", self._pod, exc)
-            else:  # a bug, not the API: the consumer's iteration ends with it
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(self.feed.fail, exc)
-
-    def _follow(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                self._watch_from(self._list())
-                failures = 0
-            except KUBE_ERRORS as exc:
-                if self._stopping.is_set():
-                    break
-                failures += 1
-                log.warning("watching pod %s failed (%d in a row): %s", self._pod, failures, brief(exc))
-            self._stopping.wait(self._backoff.delay(failures))
-
-    def _list(self) -> str | None:
-        listing = self._core.list_namespaced_pod(
-            self._pod.namespace,
-            field_selector=f"metadata.name={self._pod.name}",
-            _request_timeout=self._request_timeout,
-        )
-        found = [
-            pod.metadata.annotations or {}
-            for pod in listing.items
-            if pod.metadata is not None and pod.metadata.name == self._pod.name
-        ]
-        if not found:
-            log.info("pod %s not found; keeping the current desired state", self._pod)
-        for pod_annotations in found:
-            self._seen(pod_annotations)
-        version: str | None = listing.metadata.resource_version if listing.metadata else None
-        return version
-
-    def _watch_from(self, version: str | None) -> None:
-        events = self._watch.stream(  # type: ignore[no-untyped-call]
-            self._core.list_namespaced_pod,
-            self._pod.namespace,
-            field_selector=f"metadata.name={self._pod.name}",
-            resource_version=version,
-            timeout_seconds=self._watch_timeout,  # also turns off the client's own silent retries
-            _request_timeout=(self._request_timeout, self._watch_timeout + self._request_timeout),
-        )
-        for event in events:
-            if self._stopping.is_set():
-                return
-            metadata = event["raw_object"].get("metadata", {})
-            if metadata.get("name") != self._pod.name:
-                continue
-            if event["type"] == "DELETED":
-                log.warning("pod %s deleted; keeping the current desired state", self._pod)
-                continue
-            self._seen(metadata.get("annotations") or {})
+    def _changed(self, pods: Sequence[Pod]) -> None:
+        """With the Pods listed or watched (on the event loop): find ours and read its annotation."""
+        mine = [p for p in pods if p["metadata"].get("name") == self._pod.name]
+        if not mine:
+            if self._present:
+                log.warning("pod %s gone; keeping the current desired state", self._pod)
+            self._present = False
+            return
+        self._present = True
+        self._seen(mine[0]["metadata"].get("annotations") or {})
 
     def _seen(self, annotations: Mapping[str, Any]) -> None:
         """Hand the annotation to the feed if it changed (most Pod updates leave it alone)."""
@@ -170,8 +114,7 @@ class PodAnnotationSource(FeedSource):
             self._last_text = None
         elif text != self._last_text:
             self._last_text = text
-            assert self._loop is not None  # set before the thread starts
-            self._loop.call_soon_threadsafe(self.feed.offer, str(text), self._origin)
+            self.feed.offer(str(text), self._origin)
 
 
 # --- the local runner: a file -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The same semantics as the local runner's ``LocalCluster``, with Pods for processes (docs/kube-cluster.md):
 
 - ``observe`` reads the worker Pods of one namespace (optionally one pool), found by label and followed
-  by a watch cache (:class:`~warmserve.operator.kube.pod_cache.PodCache`), and each one's
+  by a list-then-watch (:class:`~warmserve.protocol.pod_watch.PodWatch`), and each one's
   ``warmserve.io/observed`` annotation; and it reads ``GET /demand`` from every ready gateway Pod and adds
   the reports up (each request passes through exactly one gateway, so the sum is the cluster's demand).
   The clock is epoch seconds, the one workers stamp ``since`` with.
@@ -35,16 +35,18 @@ from typing import Any, Self
 import aiohttp
 import kubernetes.client
 
-from warmserve.operator.kube.pod_cache import Pod, PodCache
 from warmserve.operator.planning.snapshot import Demand
 from warmserve.operator.ports import Observation
 from warmserve.protocol.demand_report import ModelDemand, parse_demand
 from warmserve.protocol.errors import InvalidFieldError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.pod_watch import PodWatch
 from warmserve.protocol.pods import (
     GATEWAY_DEFAULT_PORT,
     GATEWAY_PORT_NAME,
     GATEWAY_SELECTOR,
+    Pod,
+    pod_url,
     worker_selector,
 )
 from warmserve.protocol.state import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, DesiredState, ObservedState
@@ -82,23 +84,11 @@ def worker_report(pod: Pod) -> ObservedState:
 
 
 def demand_url(pod: Pod) -> str | None:
-    """Where a gateway Pod serves ``/demand``, or ``None`` when it is not ready (or has no IP yet).
-
-    The port is the container port named :data:`GATEWAY_PORT_NAME`, else :data:`GATEWAY_DEFAULT_PORT`."""
-    status = pod.get("status", {})
-    conditions = status.get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    ip = status.get("podIP")
-    if not ready or not ip or pod["metadata"].get("deletionTimestamp") is not None:
-        return None
-    ports = [
-        p["containerPort"]
-        for c in pod["spec"]["containers"]
-        for p in c.get("ports") or []
-        if p.get("name") == GATEWAY_PORT_NAME
-    ]
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{ports[0] if ports else GATEWAY_DEFAULT_PORT}/demand"
+    """Where a gateway Pod serves ``/demand``, or ``None`` when it is not ready (the rule of
+    :func:`~warmserve.protocol.pods.pod_url`; the port named :data:`GATEWAY_PORT_NAME`, else
+    :data:`GATEWAY_DEFAULT_PORT`)."""
+    base = pod_url(pod, GATEWAY_PORT_NAME, GATEWAY_DEFAULT_PORT)
+    return None if base is None else f"{base}/demand"
 
 
 def total_demand(reports: Iterable[Mapping[str, ModelDemand]]) -> dict[str, Demand]:
@@ -140,8 +130,8 @@ class KubeCluster:
         self.session = session
         self.namespace = namespace
         self.timeout_s = timeout_s
-        self._workers = PodCache(self.core, namespace, worker_selector(pool), request_timeout_s=timeout_s)
-        self._gateways = PodCache(self.core, namespace, GATEWAY_SELECTOR, request_timeout_s=timeout_s)
+        self._workers = PodWatch(api, namespace, worker_selector(pool), request_timeout_s=timeout_s)
+        self._gateways = PodWatch(api, namespace, GATEWAY_SELECTOR, request_timeout_s=timeout_s)
         self.excluded: dict[str, str] = {}  # worker Pod → why the last observation left it out
         self._desired_text: dict[str, str] = {}  # worker Pod → its desired annotation when last seen
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from warmserve.operator.kube.cluster import NotReporting, worker_report
-from warmserve.operator.kube.pod_cache import Pod
 from warmserve.operator.kube.registry import ColdStartRecord, Verdict
 from warmserve.operator.planning.snapshot import Snapshot
 from warmserve.operator.resources import WorkerPool
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.pods import Pod
 from warmserve.protocol.state import ReplicaState
 
 Status = dict[str, Any]

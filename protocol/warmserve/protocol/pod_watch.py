@@ -1,24 +1,33 @@
-"""``PodCache``: the Pods one label selector matches in one namespace, kept current by a watch.
+"""``PodWatch``: the Pods one selector matches in one namespace, kept current by one list-then-watch.
+
+The one way every WarmServe component follows Pods (docs/kube-cluster.md): the operator its worker and
+gateway Pods, a worker its own Pod's annotation, the gateway the worker Pods it routes to.
 
 One thread runs the synchronous ``kubernetes`` client: list the Pods (the set and a resourceVersion),
 then watch from there until the stream ends (the server's ``timeout_seconds``), breaks, or answers
 ``410 Gone``; then list again. Listing again is what makes a reconnect lossless: whatever changed
 meanwhile is in the new list, which replaces the set whole. Pods are kept as the API server's JSON (the
-client's model objects cost milliseconds per Pod to build and say nothing more).
+client's model objects cost milliseconds per Pod to build and say nothing more). Use it as ``async with``
+(or :meth:`~PodWatch.start` and :meth:`~PodWatch.stop` it from synchronous code); after each list and each
+event, ``on_change`` (if given) is called with the Pods now on the event loop that entered the block.
 
-A cache that may be stale is never read: :meth:`PodCache.pods` raises :class:`UnavailableError` before
+A set that may be stale is never read: :meth:`PodWatch.pods` raises :class:`UnavailableError` before
 the first list has succeeded, and from a failed list or a broken watch until the next list succeeds
-(retried after a :class:`~warmserve.protocol.kube_api.Backoff` that grows with consecutive failures). A
-stream that ends cleanly is followed by a new list at once and keeps the cache readable meanwhile.
+(retried after a :class:`~warmserve.protocol.backoff.Backoff` that grows with consecutive failures). A
+stream that ends cleanly, or a ``410 Gone``, is followed by a new list at once and keeps the set readable
+meanwhile. A failure that is not the API server's (a bug) is logged with its stack and retried the same
+way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
 
 import kubernetes.client
 from kubernetes.watch.watch import iter_resp_lines
@@ -26,11 +35,9 @@ from kubernetes.watch.watch import iter_resp_lines
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
 from warmserve.protocol.errors import UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.pods import Pod
 
 log = logging.getLogger(__name__)
-
-#: A Pod as the API server's JSON document.
-Pod = Mapping[str, Any]
 
 #: What following Pods may fail with: the API server unreachable or refusing, or an answer that is not JSON
 #: of the expected shape.
@@ -41,43 +48,63 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (``410 Gone``): list again, at once."""
 
 
-class PodCache:
-    """The Pods ``selector`` matches in ``namespace``; :meth:`start` it, :meth:`stop` it when done."""
+class PodWatch:
+    """The Pods ``selector`` (labels; ``field_selector`` too if given) matches in ``namespace``.
+
+    ``async with`` it (``on_change(pods)`` then runs on that event loop), or :meth:`start` and :meth:`stop`
+    it (without ``on_change``)."""
 
     def __init__(
         self,
-        core: kubernetes.client.CoreV1Api,
+        api: kubernetes.client.ApiClient,
         namespace: str,
         selector: str,
         *,
+        field_selector: str | None = None,
+        on_change: Callable[[Sequence[Pod]], None] | None = None,
         request_timeout_s: float,
         watch_timeout_s: int = 60,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
-        self.core = core
+        self.core = kubernetes.client.CoreV1Api(api)
         self.namespace = namespace
         self.selector = selector
+        self.field_selector = field_selector
+        self.on_change = on_change
         self.request_timeout_s = request_timeout_s
         self.watch_timeout_s = watch_timeout_s
         self.backoff = backoff
         self.tried = threading.Event()  # set once the first list has succeeded or failed
+        self._what = f"Pods {' '.join(filter(None, (selector, field_selector)))} in namespace {namespace}"
         self._lock = threading.Lock()
         self._pods: dict[str, Pod] = {}
         self._error: str | None = "not listed yet"
         self._stopping = threading.Event()
         self._stream: Any = None  # the open watch response, shut by stop() to wake the thread
+        self._loop: asyncio.AbstractEventLoop | None = None  # where on_change runs
         self._thread = threading.Thread(target=self._run, name=f"pods {namespace}/{selector}", daemon=True)
 
     def pods(self) -> list[Pod]:
-        """The Pods now; :class:`UnavailableError` when the cache is not known to be current."""
+        """The Pods now; :class:`UnavailableError` when the set is not known to be current."""
         with self._lock:
             if self._error is not None:
-                raise UnavailableError(
-                    f"Pods {self.selector} in namespace {self.namespace} unknown now: {self._error}"
-                )
+                raise UnavailableError(f"{self._what} unknown now: {self._error}")
             return list(self._pods.values())
 
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
     def start(self) -> None:
+        """Start following in the watch's thread; ``on_change`` needs ``async with`` instead."""
+        if self.on_change is not None and self._loop is None:
+            raise RuntimeError("a PodWatch with on_change runs inside `async with`, on its event loop")
         self._thread.start()
 
     def stop(self) -> None:
@@ -96,6 +123,7 @@ class PodCache:
                 self._watch(self._list())
                 failures = 0
             except Gone:
+                log.info("watching %s: resourceVersion expired (410 Gone); listing again", self._what)
                 failures = 0
                 continue
             except Exception as exc:
@@ -106,19 +134,20 @@ class PodCache:
             self._stopping.wait(self.backoff.delay(failures) if failures else 0.0)
 
     def _fail(self, exc: Exception, failures: int) -> None:
-        """Mark the cache unreadable until the next list; a bug (not the API) is logged with its stack."""
+        """Mark the set unreadable until the next list; a bug (not the API) is logged with its stack."""
         with self._lock:
             self._error = brief(exc)
         self.tried.set()
         if isinstance(exc, FOLLOW_ERRORS):
-            log.warning("following Pods %s failed (%d in a row): %s", self.selector, failures, brief(exc))
+            log.warning("following %s failed (%d in a row): %s", self._what, failures, brief(exc))
         else:
-            log.exception("following Pods %s failed", self.selector)
+            log.exception("following %s failed", self._what)
 
     def _list(self) -> str:
         response: Any = self.core.list_namespaced_pod(
             self.namespace,
             label_selector=self.selector,
+            field_selector=self.field_selector,
             _request_timeout=self.request_timeout_s,
             _preload_content=False,
         )
@@ -127,6 +156,7 @@ class PodCache:
             self._pods = {pod["metadata"]["name"]: pod for pod in listing["items"]}
             self._error = None
         self.tried.set()
+        self._changed()
         version: str = listing["metadata"]["resourceVersion"]
         return version
 
@@ -136,6 +166,7 @@ class PodCache:
             self._stream = self.core.list_namespaced_pod(
                 self.namespace,
                 label_selector=self.selector,
+                field_selector=self.field_selector,
                 watch=True,
                 resource_version=version,
                 allow_watch_bookmarks=True,
@@ -172,3 +203,14 @@ class PodCache:
                 self._pods.pop(name, None)
             else:
                 self._pods[name] = obj
+        self._changed()
+
+    def _changed(self) -> None:
+        """Hand the Pods now to ``on_change``, on the event loop (a closed loop: we are stopping)."""
+        if self.on_change is not None and self._loop is not None:
+            with self._lock:
+                pods = list(self._pods.values())
+            try:
+                self._loop.call_soon_threadsafe(self.on_change, pods)
+            except RuntimeError:  # the loop closed under a watch not stopped yet
+                self._stopping.set()
