@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -21,13 +22,16 @@ from typing import Any
 import aiohttp
 import kopf
 
+from warmserve.operator.decisions import decision_records
 from warmserve.operator.kube.cluster import KubeCluster
+from warmserve.operator.kube.events import EventWriter
 from warmserve.operator.kube.handlers import Handlers
+from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
 from warmserve.operator.ports import NoForecast
 from warmserve.operator.resources import GROUP
-from warmserve.operator.scheduler import Scheduler, run
+from warmserve.operator.scheduler import Scheduler, Tick, run
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import kube_api_client
 
@@ -82,6 +86,8 @@ async def operate(options: OperatorOptions) -> None:
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
     scheduler = Scheduler({}, step, entry.initial_state, NoForecast(), entry.scores)
+    registry = Registry(scheduler)
+    metrics = OperatorMetrics()  # metrics.registry: what /metrics serves
     with kube_api_client() as api:
         async with (
             aiohttp.ClientSession() as session,
@@ -89,12 +95,16 @@ async def operate(options: OperatorOptions) -> None:
         ):
             cluster = Recorded(kube)
             handlers = Handlers(
-                api, Registry(scheduler), cold_starts, cluster, _version(), options.status_interval_s
+                api, registry, cold_starts, cluster, _version(), options.status_interval_s, metrics
             )
             kopf.on.login(registry=handlers.kopf)(_login)
             handlers.prime(options.namespace)
+            events = EventWriter(api, options.namespace, registry.reference, metrics)
+            writer = asyncio.create_task(events.run())
             stop = asyncio.Event()
-            loop = asyncio.create_task(run(cluster, scheduler, options.tick_s))
+            loop = asyncio.create_task(
+                run(cluster, scheduler, options.tick_s, _reporting(scheduler, metrics, events))
+            )
             loop.add_done_callback(lambda _: stop.set())
             try:
                 await kopf.operator(
@@ -107,9 +117,21 @@ async def operate(options: OperatorOptions) -> None:
                 )
             finally:
                 loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
+                writer.cancel()
+                await asyncio.gather(loop, writer, return_exceptions=True)
     if not loop.cancelled() and loop.exception() is not None:
         raise RuntimeError("the scheduler loop stopped") from loop.exception()
+
+
+def _reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:
+    """What the loop does after each tick: count it, and queue its decisions' Events (never blocks)."""
+
+    def report(tick: Tick) -> None:
+        metrics.count_tick(tick)
+        if tick.decision is not None and tick.decision.plan and scheduler.snapshot is not None:
+            events.submit(decision_records(scheduler.snapshot, tick.decision.plan))
+
+    return report
 
 
 def _login(**_: Any) -> kopf.ConnectionInfo:
