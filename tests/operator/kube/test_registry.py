@@ -127,7 +127,7 @@ def test_a_status_write_alone_parses_nothing_again() -> None:
 def test_the_events_of_a_served_model_regard_its_deployment_and_none_once_it_is_refused_or_gone() -> None:
     registry = Registry(scheduler())
     obj = deployment()
-    obj["metadata"] |= {"namespace": "ns", "uid": "u-1"}
+    obj["metadata"] |= {"namespace": "default", "uid": "u-1"}
     registry.put_deployment(obj)
     assert registry.reference(SERVED) is None  # refused: no pool holds it yet
     registry.put_pool(pool())
@@ -135,7 +135,7 @@ def test_the_events_of_a_served_model_regard_its_deployment_and_none_once_it_is_
         "apiVersion": "warmserve.io/v1alpha1",
         "kind": "ModelDeployment",
         "name": "llama2-7b",
-        "namespace": "ns",
+        "namespace": "default",
         "uid": "u-1",
     }
     registry.drop_deployment("llama2-7b")
