@@ -103,7 +103,7 @@ async def operate(options: OperatorOptions) -> None:
             writer = asyncio.create_task(events.run())
             stop = asyncio.Event()
             loop = asyncio.create_task(
-                run(cluster, scheduler, options.tick_s, _reporting(scheduler, metrics, events))
+                run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events))
             )
             loop.add_done_callback(lambda _: stop.set())
             try:
@@ -123,7 +123,7 @@ async def operate(options: OperatorOptions) -> None:
         raise RuntimeError("the scheduler loop stopped") from loop.exception()
 
 
-def _reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:
+def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:
     """What the loop does after each tick: count it, and queue its decisions' Events (never blocks)."""
 
     def report(tick: Tick) -> None:
