@@ -4,7 +4,9 @@ kopf watches the namespace's ``WorkerPool`` and ``ModelDeployment`` resources an
 :class:`~warmserve.operator.kube.registry.Registry` (hence the scheduler's models), the worker Pods and every
 status current; beside it :func:`~warmserve.operator.scheduler.run` ticks the scheduler over
 :class:`~warmserve.operator.kube.cluster.KubeCluster`. SIGTERM or SIGINT stops kopf (it handles them), and
-then the loop; a loop that fails stops kopf and its error is raised.
+then the loop; a loop that fails stops kopf and its error is raised. After each tick the loop counts it in
+:class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as Events for the
+:class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events", "Metrics").
 
 Forecasts: none yet (:class:`~warmserve.operator.ports.NoForecast`): the policy plans from the demand the
 gateways report; the online forecast source over the gateways' history is the next step.
