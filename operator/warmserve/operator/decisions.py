@@ -9,6 +9,7 @@ acts on: it has no record (the metrics count it among the plan's actions).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from warmserve.operator.planning.plan import Action, ColdStart, Demote, Evict, Plan, Prewarm, Promote
@@ -41,6 +42,7 @@ def decision_records(snapshot: Snapshot, plan: Plan) -> list[DecisionRecord]:
     """The records of ``plan``'s recorded actions, in plan order. An action naming a replica the snapshot
     does not hold (the plan would not apply) keeps an empty worker rather than fail: records only describe."""
     workers = {r.id: r.worker for r in snapshot.replicas}
+    instances = Counter(r.model for r in snapshot.replicas if r.is_instance)
     records = []
     for action in plan:
         reason = REASONS.get(type(action))
@@ -49,7 +51,8 @@ def decision_records(snapshot: Snapshot, plan: Plan) -> list[DecisionRecord]:
         worker = (
             action.worker if isinstance(action, Prewarm | ColdStart) else workers.get(action.replica_id, "")
         )
-        message = f"{_what(action, worker)}: {action.reason} ({_context(snapshot, action.model)})"
+        context = _context(snapshot, action.model, instances[action.model])
+        message = f"{_what(action, worker)}: {action.reason} ({context})"
         records.append(DecisionRecord(reason, action.model, action.replica_id, worker, message))
     return records
 
@@ -69,10 +72,9 @@ def _what(action: Action, worker: str) -> str:
     return f"evict {where}"
 
 
-def _context(snapshot: Snapshot, model: str) -> str:
-    """The model's forecast (if any) and demand, and its serving instances, at the snapshot's time."""
+def _context(snapshot: Snapshot, model: str, instances: int) -> str:
+    """The model's forecast (if any) and demand at the snapshot's time, and its ``instances``."""
     demand = snapshot.demand_of(model)
-    instances = sum(1 for r in snapshot.replicas if r.model == model and r.is_instance)
     forecast = snapshot.forecasts.get(model)
     seen = f"forecast peak {forecast.peak:.3g} mean {forecast.mean:.3g}" if forecast else "no forecast"
     return (

@@ -113,7 +113,11 @@ class EventWriter:
         while True:
             with contextlib.suppress(TimeoutError):
                 when, regarding, related, record = await asyncio.wait_for(self.queue.get(), self._next_due())
-                await self._write(when, regarding, related, record)
+                try:
+                    await self._write(when, regarding, related, record)
+                except Exception:  # a bug here must not stop the Events that follow
+                    self.metrics.errors.labels("Event").inc()
+                    log.exception("cannot write the %s Event of %s", record.reason, record.model)
             now = time.time()
             for series in list(self.series.values()):
                 if series.count > series.written and now - series.last_write >= self.flush_s:
