@@ -156,7 +156,13 @@ class EventWriter:
         repeat's is."""
         patch = {"series": {"count": series.count, "lastObservedTime": _micro(series.last_seen)}}
         series.last_write, series.written = now, series.count
-        await self._call(self.events.patch_namespaced_event, series.name, self.namespace, patch)
+        await self._call(
+            self.events.patch_namespaced_event,
+            series.name,
+            self.namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
 
     def _forget_old(self, now: float) -> None:
         """Forget the series past their window whose count is written: memory stays bounded."""
@@ -164,10 +170,10 @@ class EventWriter:
             if now - series.first >= self.window_s and series.count == series.written:
                 del self.series[key]
 
-    async def _call(self, call: Callable[..., Any], *args: Any) -> bool:
+    async def _call(self, call: Callable[..., Any], *args: Any, **options: Any) -> bool:
         """One write in a worker thread; False (logged, counted) when it fails."""
         try:
-            await asyncio.to_thread(call, *args, _request_timeout=WRITE_TIMEOUT_S)
+            await asyncio.to_thread(call, *args, _request_timeout=WRITE_TIMEOUT_S, **options)
         except KUBE_ERRORS as exc:
             self.metrics.errors.labels("Event").inc()
             log.warning("cannot write an Event in namespace %s: %s", self.namespace, brief(exc))
