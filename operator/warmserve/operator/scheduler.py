@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -329,6 +329,6 @@ async def run(
             log.warning("scheduler tick skipped: %s", exc)
             tick = Tick(tick.observation, tick.decision, skipped=str(exc))
         if on_tick is not None:
-            on_tick(replace(tick, duration_s=loop.time() - started))
+            on_tick(Tick(tick.observation, tick.decision, tick.skipped, loop.time() - started))
         due = max(due + tick_s, loop.time())
         await asyncio.sleep(due - loop.time())
