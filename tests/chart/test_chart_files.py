@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from tests.chart.helm import CHART, REPO, find, helm, helm_binary, rendered
 from warmserve.gateway.metrics import GatewayMetrics
 from warmserve.operator.kube.handlers import WORKER_RULES
+from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.worker.metrics import WorkerMetrics
 
 __all__ = ["helm_binary"]
@@ -116,7 +117,7 @@ def test_values_outside_the_schema_are_refused_naming_the_field(
 def test_the_dashboard_queries_only_exported_metrics() -> None:
     exported = {
         name
-        for metrics in (WorkerMetrics(), GatewayMetrics(demand=dict))
+        for metrics in (WorkerMetrics(), GatewayMetrics(demand=dict), OperatorMetrics())
         for name in _names(metrics.registry)
     }
     dashboard = json.loads((CHART / "dashboards" / "warmserve.json").read_text())

@@ -18,7 +18,7 @@ from warmserve.operator.planning.snapshot import Demand, Forecast, ModelConfig
 from warmserve.operator.policies.registry import policy_by_name
 from warmserve.operator.policies.warmserve import CONFIGS
 from warmserve.operator.ports import Observation
-from warmserve.operator.scheduler import Scheduler, build_snapshot, run
+from warmserve.operator.scheduler import Scheduler, Tick, build_snapshot, run
 from warmserve.protocol.state import (
     DesiredReplica,
     DesiredState,
@@ -217,6 +217,18 @@ async def test_ticks_keep_their_period_however_long_observing_takes() -> None:
     gaps = [b - a for a, b in itertools.pairwise(cluster.started)]
     assert len(gaps) >= 5
     assert 0.095 < sum(gaps) / len(gaps) < 0.13  # not 0.1 + 0.06 (the margin is for a busy machine)
+
+
+async def test_each_tick_reports_how_long_it_took() -> None:
+    cluster = SlowCluster(observe_s=0.05)
+    scheduler = Scheduler({}, lambda snapshot, state: (Plan(), state), None)
+    ticks: list[Tick] = []
+    loop = asyncio.create_task(run(cluster, scheduler, 0.1, ticks.append))
+    await asyncio.sleep(0.35)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    assert len(ticks) >= 2
+    assert all(0.05 <= t.duration_s < 0.1 for t in ticks)  # the observation, not the wait for the next slot
 
 
 def test_the_snapshot_of_the_last_planned_tick_is_kept_for_status() -> None:

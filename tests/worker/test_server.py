@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.promtool import assert_promtool_passes, needs_promtool
 from warmserve.protocol.state import ObservedState, ReplicaState
 from warmserve.worker.engines.fake import FakeEngine
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
@@ -182,9 +181,7 @@ async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(
     assert "pool exhausted" in failed.reason
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
-)
+@needs_promtool
 async def test_metrics_pass_promtool(client: TestClient[Any, Any]) -> None:
     await client.put(
         "/desired", data=desired(1, {"id": "l0", "model": "llama", "gpus": [0], "role": "serve"})
@@ -192,10 +189,7 @@ async def test_metrics_pass_promtool(client: TestClient[Any, Any]) -> None:
     await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
     await client.post("/v1/completions", json={"model": "llama", "prompt": "hello", "max_tokens": 3})
     text = await (await client.get("/metrics")).text()
-    checked = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert_promtool_passes(text)
 
 
 async def test_serving_replica_lends_idle_kv_to_a_prewarm_and_takes_it_back(

@@ -72,11 +72,12 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Tick:
     """One tick of :func:`run`, for whoever watches the loop: what it saw and decided, or why it was
-    skipped (the cluster could not be observed)."""
+    skipped (the cluster could not be observed), and how long it took (seconds, writes included)."""
 
     observation: Observation | None
     decision: Decision | None
     skipped: str = ""
+    duration_s: float = 0.0
 
 
 class Scheduler:
@@ -312,6 +313,7 @@ async def run(
     due = loop.time()
     unsent: set[str] = set()
     while True:
+        started = loop.time()
         tick = Tick(None, None)
         try:
             observation = await cluster.observe()
@@ -327,6 +329,6 @@ async def run(
             log.warning("scheduler tick skipped: %s", exc)
             tick = Tick(tick.observation, tick.decision, skipped=str(exc))
         if on_tick is not None:
-            on_tick(tick)
+            on_tick(Tick(tick.observation, tick.decision, tick.skipped, loop.time() - started))
         due = max(due + tick_s, loop.time())
         await asyncio.sleep(due - loop.time())

@@ -1,7 +1,8 @@
 """``KubeCluster`` against the test control plane's real API server, with Pods the node agent runs as
 processes: worker Pods found by label and pool, their observed annotations read (a missing, malformed or
 misaddressed one leaves only that Pod out), the ready gateways' demand added up, desired annotations
-merge-patched only when they change; and the scheduler driving a real worker Pod to serve a model."""
+merge-patched only when they change; and the scheduler driving a real worker Pod to serve a model, its
+run counted in the operator's metrics and its cold start written as an Event."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from warmserve.operator.kube.cluster import KubeCluster
+from warmserve.operator.kube.events import EventWriter
+from warmserve.operator.kube.metrics import OperatorMetrics
+from warmserve.operator.kube.operator import reporting
 from warmserve.operator.planning.snapshot import Demand, ModelConfig
 from warmserve.operator.policies.registry import policy_by_name
 from warmserve.operator.ports import NoForecast, Observation
@@ -491,6 +495,7 @@ def let_workers_follow_their_pods(kube_cluster: Cluster, namespace: str) -> None
 async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its_model(
     kube_cluster: Cluster,
     kube_namespace: str,
+    api: kubernetes.client.ApiClient,
     core: kubernetes.client.CoreV1Api,
     clusters: Start,
     session: aiohttp.ClientSession,
@@ -508,7 +513,14 @@ async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its
     entry = policy_by_name("warmserve")
     assert entry.policy is not None
     scheduler = Scheduler(models, entry.policy, entry.initial_state, NoForecast(), entry.scores)
-    loop = asyncio.create_task(run(cluster, scheduler, tick_s=0.2))
+    # What the operator does after each tick: metrics counted, decisions queued as Events (no
+    # ModelDeployment here: they regard the worker Pod).
+    metrics = OperatorMetrics()
+    events = EventWriter(api, ns, lambda model: None, metrics, flush_s=0.5)
+    writer = asyncio.create_task(events.run())
+    loop = asyncio.create_task(
+        run(cluster, scheduler, tick_s=0.2, on_tick=reporting(scheduler, metrics, events))
+    )
     try:
 
         def annotations() -> dict[str, str]:
@@ -536,6 +548,22 @@ async def test_the_scheduler_over_kube_cluster_makes_a_real_worker_pod_serve_its
             f"http://{gateway}:8080/v1/completions", json={"model": "m", "prompt": "hi", "max_tokens": 2}
         ) as answer:
             assert answer.status == 200, await answer.text()
+        # The run, counted: one cold start of m (its first instance, min_instances=1), every tick timed.
+        samples = metrics.registry.get_sample_value
+        assert samples("warmserve_operator_cold_starts_total", {"model": "m"}) == 1
+        assert samples("warmserve_operator_plan_actions_total", {"action": "cold_start"}) == 1
+        assert samples("warmserve_operator_prewarm_hit_ratio") == 0.0
+        ticks = samples("warmserve_operator_ticks_total") or 0
+        assert ticks >= 2 and samples("warmserve_operator_tick_duration_seconds_count") == ticks
+
+        async def cold_start_event() -> Any:
+            listed = kubernetes.client.EventsV1Api(api).list_namespaced_event(ns).items
+            return next((e for e in listed if e.reason == "ColdStart"), None)
+
+        event = await eventually("a ColdStart Event", cold_start_event)
+        assert (event.regarding.kind, event.regarding.name, event.type) == ("Pod", "worker-0", "Normal")
+        assert event.note.startswith("cold start replica m@worker-0:") and "min_instances=1" in event.note
     finally:
         loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
+        writer.cancel()
+        await asyncio.gather(loop, writer, return_exceptions=True)

@@ -160,6 +160,19 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         assert condition(md, "Degraded")["status"] == "False"
         assert "lastColdStart" in status  # the first instance of an always-on model is a cold start
 
+        def cold_start_event() -> list[Any]:
+            listed = kubernetes.client.EventsV1Api(api).list_namespaced_event(ns).items
+            return [e for e in listed if e.reason == "ColdStart" and e.regarding.name == "llama2-7b"]
+
+        (event,) = wait_for("a ColdStart Event on the ModelDeployment", cold_start_event, timeout=10)
+        assert (event.type, event.regarding.kind, event.regarding.uid) == (
+            "Normal",
+            "ModelDeployment",
+            md["metadata"]["uid"],
+        )
+        assert event.related.kind == "Pod" and event.related.name.startswith("fake-gpus-")
+        assert event.note.startswith(f"cold start replica {SERVED}@{event.related.name}:")
+
         def pool_counted() -> dict[str, Any] | None:
             # The serving replica's weights and KV cache show in the pool's bytes at the next status write.
             wp = get(api, ns, "WorkerPool", "fake-gpus")

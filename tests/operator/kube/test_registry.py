@@ -122,3 +122,21 @@ def test_a_status_write_alone_parses_nothing_again() -> None:
     scaled["spec"]["replicas"] = 3  # kubectl scale: a floor of three serving instances
     registry.put_deployment(scaled)
     assert registry.scheduler.models[SERVED].min_instances == 3
+
+
+def test_the_events_of_a_served_model_regard_its_deployment_and_none_once_it_is_refused_or_gone() -> None:
+    registry = Registry(scheduler())
+    obj = deployment()
+    obj["metadata"] |= {"namespace": "default", "uid": "u-1"}
+    registry.put_deployment(obj)
+    assert registry.reference(SERVED) is None  # refused: no pool holds it yet
+    registry.put_pool(pool())
+    assert registry.reference(SERVED) == {
+        "apiVersion": "warmserve.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "llama2-7b",
+        "namespace": "default",
+        "uid": "u-1",
+    }
+    registry.drop_deployment("llama2-7b")
+    assert registry.reference(SERVED) is None

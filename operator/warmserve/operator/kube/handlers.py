@@ -34,6 +34,7 @@ import kopf
 import kubernetes.client
 
 from warmserve.operator.kube import status
+from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.resources import (
     GROUP,
@@ -73,6 +74,7 @@ class Handlers:
         cluster: Recorded,
         version: str,
         interval_s: float,
+        metrics: OperatorMetrics,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(api)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(api)
@@ -80,18 +82,21 @@ class Handlers:
         self.cold_starts = cold_starts
         self.cluster = cluster
         self.version = version
+        self.metrics = metrics
         self.kopf = kopf.OperatorRegistry()
         self._register(interval_s)
 
     def _register(self, interval_s: float) -> None:
         on, reg = kopf.on, self.kopf
-        for kind, changed, timer in (
-            (POOLS, self.pool_changed, self.pool_timer),
-            (MODELS, self.model_changed, self.model_timer),
+        for kind, name, changed, timer in (
+            (POOLS, "WorkerPool", self.pool_changed, self.pool_timer),
+            (MODELS, "ModelDeployment", self.model_changed, self.model_timer),
         ):
             for event in (on.resume, on.create, on.update):
-                event(GROUP, VERSION, kind, registry=reg, id="reconcile")(changed)
-            kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(timer)
+                event(GROUP, VERSION, kind, registry=reg, id="reconcile")(self.metrics.counted(name, changed))
+            kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(
+                self.metrics.counted(name, timer)
+            )
         on.delete(GROUP, VERSION, POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
         on.delete(GROUP, VERSION, MODELS, registry=reg, id="release")(self.model_deleted)
 

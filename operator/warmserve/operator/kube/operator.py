@@ -4,7 +4,9 @@ kopf watches the namespace's ``WorkerPool`` and ``ModelDeployment`` resources an
 :class:`~warmserve.operator.kube.registry.Registry` (hence the scheduler's models), the worker Pods and every
 status current; beside it :func:`~warmserve.operator.scheduler.run` ticks the scheduler over
 :class:`~warmserve.operator.kube.cluster.KubeCluster`. SIGTERM or SIGINT stops kopf (it handles them), and
-then the loop; a loop that fails stops kopf and its error is raised.
+then the loop; a loop that fails stops kopf and its error is raised. After each tick the loop counts it in
+:class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as Events for the
+:class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events", "Metrics").
 
 Forecasts: none yet (:class:`~warmserve.operator.ports.NoForecast`): the policy plans from the demand the
 gateways report; the online forecast source over the gateways' history is the next step.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -21,13 +24,16 @@ from typing import Any
 import aiohttp
 import kopf
 
+from warmserve.operator.decisions import decision_records
 from warmserve.operator.kube.cluster import KubeCluster
+from warmserve.operator.kube.events import EventWriter
 from warmserve.operator.kube.handlers import Handlers
+from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
 from warmserve.operator.ports import NoForecast
 from warmserve.operator.resources import GROUP
-from warmserve.operator.scheduler import Scheduler, run
+from warmserve.operator.scheduler import Scheduler, Tick, run
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import kube_api_client
 
@@ -82,6 +88,8 @@ async def operate(options: OperatorOptions) -> None:
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
     scheduler = Scheduler({}, step, entry.initial_state, NoForecast(), entry.scores)
+    registry = Registry(scheduler)
+    metrics = OperatorMetrics()  # metrics.registry: what /metrics serves
     with kube_api_client() as api:
         async with (
             aiohttp.ClientSession() as session,
@@ -89,12 +97,16 @@ async def operate(options: OperatorOptions) -> None:
         ):
             cluster = Recorded(kube)
             handlers = Handlers(
-                api, Registry(scheduler), cold_starts, cluster, _version(), options.status_interval_s
+                api, registry, cold_starts, cluster, _version(), options.status_interval_s, metrics
             )
             kopf.on.login(registry=handlers.kopf)(_login)
             handlers.prime(options.namespace)
+            events = EventWriter(api, options.namespace, registry.reference, metrics)
+            writer = asyncio.create_task(events.run())
             stop = asyncio.Event()
-            loop = asyncio.create_task(run(cluster, scheduler, options.tick_s))
+            loop = asyncio.create_task(
+                run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events))
+            )
             loop.add_done_callback(lambda _: stop.set())
             try:
                 await kopf.operator(
@@ -107,9 +119,21 @@ async def operate(options: OperatorOptions) -> None:
                 )
             finally:
                 loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
+                writer.cancel()
+                await asyncio.gather(loop, writer, return_exceptions=True)
     if not loop.cancelled() and loop.exception() is not None:
         raise RuntimeError("the scheduler loop stopped") from loop.exception()
+
+
+def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:
+    """What the loop does after each tick: count it, and queue its decisions' Events (never blocks)."""
+
+    def report(tick: Tick) -> None:
+        metrics.count_tick(tick)
+        if tick.decision is not None and tick.decision.plan and scheduler.snapshot is not None:
+            events.submit(decision_records(scheduler.snapshot, tick.decision.plan))
+
+    return report
 
 
 def _login(**_: Any) -> kopf.ConnectionInfo:

@@ -20,6 +20,7 @@ from warmserve.operator.planning.plan import ColdStart, Plan
 from warmserve.operator.planning.snapshot import ModelConfig, Snapshot
 from warmserve.operator.ports import Cluster, Observation, Policy
 from warmserve.operator.resources import (
+    API_VERSION,
     ModelDeployment,
     WorkerPool,
     parse_model_deployment,
@@ -97,6 +98,21 @@ class Registry:
 
     def verdict(self, name: Name) -> Verdict | None:
         return self.verdicts.get(name)
+
+    def reference(self, served: str) -> dict[str, str] | None:
+        """The object reference (as an Event's ``regarding``) of the ModelDeployment serving ``served``;
+        ``None`` when none does (it was deleted, or refused)."""
+        for name, verdict in self.verdicts.items():
+            if verdict.served and verdict.deployment is not None and verdict.deployment.spec.name == served:
+                metadata = self._documents[name]["metadata"]
+                return {
+                    "apiVersion": API_VERSION,
+                    "kind": "ModelDeployment",
+                    "name": name,
+                    "namespace": str(metadata.get("namespace", "")),
+                    "uid": str(metadata.get("uid", "")),
+                }
+        return None
 
     def _refresh(self) -> None:
         """Recompute every verdict and the scheduler's models (the one rule of the module docstring)."""
