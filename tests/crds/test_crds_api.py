@@ -15,13 +15,8 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from tests.crds.crd_objects import CRDS, crd, examples, with_defaults
-from warmserve.operator.resources import (
-    GROUP,
-    VERSION,
-    WORKER_SERVICE_ACCOUNT,
-    parse_model_deployment,
-    parse_worker_pool,
-)
+from warmserve.operator.resources import WORKER_SERVICE_ACCOUNT, parse_model_deployment, parse_worker_pool
+from warmserve.protocol.resource_names import GROUP, VERSION
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
 
 pytestmark = pytest.mark.kube

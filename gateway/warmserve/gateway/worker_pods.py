@@ -1,6 +1,6 @@
 """The gateway's Kubernetes discovery: the workers to poll are the ready worker Pods of one namespace.
 
-A :class:`~warmserve.protocol.pod_watch.PodWatch` follows the Pods a label selector matches (by default
+A :class:`~warmserve.protocol.list_watch.ListWatch` follows the Pods a label selector matches (by default
 every WarmServe worker Pod: :func:`~warmserve.protocol.pods.worker_selector`), listing then watching, so a
 Pod created, becoming ready, deleted or recreated with a new IP changes the worker list within one event.
 Each Pod that is Running and Ready, has an IP and is not being deleted is reached at its container port
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import kubernetes.client
 
-from warmserve.protocol.pod_watch import PodWatch
+from warmserve.protocol.list_watch import ListWatch, pod_lister
 from warmserve.protocol.pods import WORKER_PORT_NAME, Pod, pod_url
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def follow_worker_pods(
     namespace: str,
     selector: str,
     set_workers: Callable[[Sequence[str]], None],
-) -> PodWatch:
+) -> ListWatch:
     """A watch of the worker Pods ``selector`` matches in ``namespace`` that calls ``set_workers`` with their
     URLs whenever those change; run it with ``async with`` (``set_workers`` runs on that event loop)."""
     where = f"{selector} in {namespace}"
@@ -49,4 +49,6 @@ def follow_worker_pods(
             log.info("worker Pods %s: %s", where, list(urls) or "none")
             set_workers(urls)
 
-    return PodWatch(api, namespace, selector, on_change=changed, request_timeout_s=REQUEST_TIMEOUT_S)
+    return ListWatch(
+        pod_lister(api), namespace, selector, on_change=changed, request_timeout_s=REQUEST_TIMEOUT_S
+    )

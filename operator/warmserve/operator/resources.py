@@ -27,18 +27,10 @@ from typing import Any
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.planning.snapshot import ModelConfig
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.pods import NAME_LABEL, POOL_LABEL, WORKER_APP, worker_labels
+from warmserve.protocol.resource_names import API_VERSION
 from warmserve.protocol.state import ModelSpec
 
-GROUP = "warmserve.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-#: Labels every worker Pod carries; the gateway and ``KubeCluster`` find workers by them.
-NAME_LABEL = "app.kubernetes.io/name"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-POOL_LABEL = f"{GROUP}/pool"
-WORKER_NAME = "warmserve-worker"
-MANAGER = "warmserve"
 #: The ServiceAccount worker Pods run as (it may read and annotate its own Pod).
 WORKER_SERVICE_ACCOUNT = "warmserve-worker"
 WORKER_IMAGE = "warmserve/worker"
@@ -200,7 +192,7 @@ class WorkerPool:
 
     def labels(self) -> dict[str, str]:
         """The labels of every worker Pod of this pool."""
-        return {NAME_LABEL: WORKER_NAME, MANAGED_BY_LABEL: MANAGER, POOL_LABEL: self.name}
+        return worker_labels(self.name)
 
     def selector(self) -> str:
         """The label selector of this pool's worker Pods (``status.selector``)."""
@@ -282,7 +274,7 @@ class WorkerPool:
 
 def worker_selector(pools: Sequence[str]) -> str:
     """The label selector of the worker Pods of ``pools`` (every worker Pod when empty)."""
-    selector = f"{NAME_LABEL}={WORKER_NAME}"
+    selector = f"{NAME_LABEL}={WORKER_APP}"
     if len(pools) == 1:
         return f"{selector},{POOL_LABEL}={pools[0]}"
     if pools:

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from warmserve.protocol.resource_names import GROUP
+
 #: A Pod as the API server's JSON document.
 Pod = Mapping[str, Any]
 
 NAME_LABEL = "app.kubernetes.io/name"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-POOL_LABEL = "warmserve.io/pool"
+POOL_LABEL = f"{GROUP}/pool"
 
 WORKER_APP = "warmserve-worker"
 GATEWAY_APP = "warmserve-gateway"

@@ -24,7 +24,7 @@ from e2e.harness.cluster import Cluster
 from e2e.harness.kubeconfig import write_kubeconfig
 from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
 from tests.operator.kube.test_kube_cluster import gateway_pod
-from warmserve.operator.resources import GROUP, VERSION
+from warmserve.protocol.resource_names import GROUP, VERSION
 from warmserve.protocol.state import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, DesiredState, ObservedState
 
 __all__ = ["crds"]  # the CRDs installed once per module (a fixture)

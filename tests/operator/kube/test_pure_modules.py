@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 PURE = "The control plane and the protocol are pure"
 #: The only modules of the two packages that may import the kubernetes client (docs/architecture.md).
-CLIENT_SIDE = {"warmserve.operator.kube", "warmserve.protocol.kube_api", "warmserve.protocol.pod_watch"}
+CLIENT_SIDE = {"warmserve.operator.kube", "warmserve.protocol.kube_api", "warmserve.protocol.list_watch"}
 
 
 def test_every_module_but_the_kubernetes_ones_is_held_pure_by_the_contract() -> None:

@@ -16,7 +16,7 @@ from typing import Any, Self
 import kubernetes.client
 
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
-from warmserve.protocol.pod_watch import PodWatch
+from warmserve.protocol.list_watch import ListWatch, pod_lister
 from warmserve.protocol.pods import Pod
 from warmserve.protocol.state import DESIRED_ANNOTATION
 from warmserve.worker.desired_feed import Check, DesiredFeed, Rejection
@@ -45,7 +45,7 @@ class FeedSource:
 class PodAnnotationSource(FeedSource):
     """Follows the ``warmserve.io/desired`` annotation of the worker's own Pod.
 
-    The Pod is followed by a :class:`~warmserve.protocol.pod_watch.PodWatch` on its name (list, then
+    The Pod is followed by a :class:`~warmserve.protocol.list_watch.ListWatch` on its name (list, then
     watch from its resourceVersion; list again after the stream ends or a ``410 Gone``, after a
     :class:`Backoff` when the API server fails), so a reconnect is lossless: whatever was written
     meanwhile is in the listed object. The name is checked again here, for servers that ignore field
@@ -69,8 +69,8 @@ class PodAnnotationSource(FeedSource):
         self.feed = DesiredFeed(worker or pod.name, on_reject, check)
         self._pod = pod
         self._origin = f"pod {pod} annotation {DESIRED_ANNOTATION}"
-        self._watch = PodWatch(
-            api,
+        self._watch = ListWatch(
+            pod_lister(api),
             pod.namespace,
             "",
             field_selector=f"metadata.name={pod.name}",

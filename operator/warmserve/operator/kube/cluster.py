@@ -3,7 +3,7 @@
 The same semantics as the local runner's ``LocalCluster``, with Pods for processes (docs/kube-cluster.md):
 
 - ``observe`` reads the worker Pods of one namespace (optionally one pool), found by label and followed
-  by a list-then-watch (:class:`~warmserve.protocol.pod_watch.PodWatch`), and each one's
+  by a list-then-watch (:class:`~warmserve.protocol.list_watch.ListWatch`), and each one's
   ``warmserve.io/observed`` annotation; and it reads ``GET /demand`` from every ready gateway Pod and adds
   the reports up (each request passes through exactly one gateway, so the sum is the cluster's demand).
   The clock is epoch seconds, the one workers stamp ``since`` with.
@@ -40,7 +40,7 @@ from warmserve.operator.ports import Observation
 from warmserve.protocol.demand_report import ModelDemand, parse_demand
 from warmserve.protocol.errors import InvalidFieldError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
-from warmserve.protocol.pod_watch import PodWatch
+from warmserve.protocol.list_watch import ListWatch, pod_lister
 from warmserve.protocol.pods import (
     GATEWAY_DEFAULT_PORT,
     GATEWAY_PORT_NAME,
@@ -130,8 +130,9 @@ class KubeCluster:
         self.session = session
         self.namespace = namespace
         self.timeout_s = timeout_s
-        self._workers = PodWatch(api, namespace, worker_selector(pool), request_timeout_s=timeout_s)
-        self._gateways = PodWatch(api, namespace, GATEWAY_SELECTOR, request_timeout_s=timeout_s)
+        pods = pod_lister(api)
+        self._workers = ListWatch(pods, namespace, worker_selector(pool), request_timeout_s=timeout_s)
+        self._gateways = ListWatch(pods, namespace, GATEWAY_SELECTOR, request_timeout_s=timeout_s)
         self.excluded: dict[str, str] = {}  # worker Pod → why the last observation left it out
         self._desired_text: dict[str, str] = {}  # worker Pod → its desired annotation when last seen
 
@@ -157,8 +158,8 @@ class KubeCluster:
     async def observe(self) -> Observation:
         """Every reporting worker Pod's state and the ready gateways' demand (see the module docstring)."""
         now = self.now()
-        listed = self._read_workers(self._workers.pods())
-        demand = await self._demand(self._gateways.pods())
+        listed = self._read_workers(self._workers.items())
+        demand = await self._demand(self._gateways.items())
         self._tell_exclusions(listed.excluded)
         self.excluded = listed.excluded
         self._desired_text = listed.desired_text

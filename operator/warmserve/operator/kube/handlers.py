@@ -37,8 +37,6 @@ from warmserve.operator.kube import status
 from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.resources import (
-    GROUP,
-    VERSION,
     WORKER_SERVICE_ACCOUNT,
     WorkerPool,
     parse_model_deployment,
@@ -46,12 +44,11 @@ from warmserve.operator.resources import (
 )
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.resource_names import GROUP, MODEL_DEPLOYMENTS, VERSION, WORKER_POOLS
 from warmserve.protocol.state import DESIRED_ANNOTATION, DesiredState
 
 log = logging.getLogger(__name__)
 
-POOLS = "workerpools"
-MODELS = "modeldeployments"
 #: Seconds a deleted ModelDeployment waits for its replicas to be released before it lets go.
 RELEASE_TIMEOUT_S = 60.0
 #: Seconds each list at start may take before the operator gives up (exit 75, try again).
@@ -89,16 +86,16 @@ class Handlers:
     def _register(self, interval_s: float) -> None:
         on, reg = kopf.on, self.kopf
         for kind, name, changed, timer in (
-            (POOLS, "WorkerPool", self.pool_changed, self.pool_timer),
-            (MODELS, "ModelDeployment", self.model_changed, self.model_timer),
+            (WORKER_POOLS, "WorkerPool", self.pool_changed, self.pool_timer),
+            (MODEL_DEPLOYMENTS, "ModelDeployment", self.model_changed, self.model_timer),
         ):
             for event in (on.resume, on.create, on.update):
                 event(GROUP, VERSION, kind, registry=reg, id="reconcile")(self.metrics.counted(name, changed))
             kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(
                 self.metrics.counted(name, timer)
             )
-        on.delete(GROUP, VERSION, POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
-        on.delete(GROUP, VERSION, MODELS, registry=reg, id="release")(self.model_deleted)
+        on.delete(GROUP, VERSION, WORKER_POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
+        on.delete(GROUP, VERSION, MODEL_DEPLOYMENTS, registry=reg, id="release")(self.model_deleted)
 
     def prime(self, namespace: str) -> None:
         """Put every WorkerPool and ModelDeployment of ``namespace`` into the registry, before the
@@ -109,20 +106,20 @@ class Handlers:
         custom = kubernetes.client.CustomObjectsApi(self.core.api_client)
         listed: dict[str, list[dict[str, Any]]] = {}
         try:
-            for kind in (POOLS, MODELS):
+            for kind in (WORKER_POOLS, MODEL_DEPLOYMENTS):
                 answer: Any = custom.list_namespaced_custom_object(
                     GROUP, VERSION, namespace, kind, _request_timeout=START_TIMEOUT_S
                 )
                 listed[kind] = answer["items"]
         except KUBE_ERRORS as exc:
             raise UnavailableError(
-                f"cannot list {POOLS} and {MODELS} in namespace {namespace}: {brief(exc)}"
+                f"cannot list {WORKER_POOLS} and {MODEL_DEPLOYMENTS} in namespace {namespace}: {brief(exc)}"
             ) from exc
-        for obj in listed[POOLS]:
+        for obj in listed[WORKER_POOLS]:
             if not obj["metadata"].get("deletionTimestamp"):
                 with contextlib.suppress(InvalidFieldError):  # its handler writes Degraded
                     self.registry.put_pool(obj)
-        for obj in listed[MODELS]:
+        for obj in listed[MODEL_DEPLOYMENTS]:
             if not obj["metadata"].get("deletionTimestamp"):
                 self.registry.put_deployment(obj)
         self._continue_generations(namespace)

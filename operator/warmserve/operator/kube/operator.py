@@ -32,10 +32,10 @@ from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
 from warmserve.operator.ports import NoForecast
-from warmserve.operator.resources import GROUP
 from warmserve.operator.scheduler import Scheduler, Tick, run
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import kube_api_client
+from warmserve.protocol.resource_names import GROUP
 
 log = logging.getLogger(__name__)
 

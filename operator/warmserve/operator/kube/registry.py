@@ -20,7 +20,6 @@ from warmserve.operator.planning.plan import ColdStart, Plan
 from warmserve.operator.planning.snapshot import ModelConfig, Snapshot
 from warmserve.operator.ports import Cluster, Observation, Policy
 from warmserve.operator.resources import (
-    API_VERSION,
     ModelDeployment,
     WorkerPool,
     parse_model_deployment,
@@ -28,6 +27,7 @@ from warmserve.operator.resources import (
 )
 from warmserve.operator.scheduler import Scheduler
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.resource_names import API_VERSION
 from warmserve.protocol.state import DesiredState
 
 #: A resource by name within the operator's namespace.

@@ -1,17 +1,19 @@
-"""``PodWatch``: the Pods one selector matches in one namespace, kept current by one list-then-watch.
+"""``ListWatch``: the objects one selector matches in one namespace, kept current by one list-then-watch.
 
-The one way every WarmServe component follows Pods (docs/kube-cluster.md): the operator its worker and
-gateway Pods, a worker its own Pod's annotation, the gateway the worker Pods it routes to.
+The one way every WarmServe component follows objects of the API (docs/kube-cluster.md): the operator its
+worker and gateway Pods, a worker its own Pod's annotation, the gateway the worker Pods it routes to and
+the ModelDeployments it serves. What is listed is a *lister*: :func:`pod_lister` or
+:func:`custom_lister` (a custom resource's plural).
 
-One thread runs the synchronous ``kubernetes`` client: list the Pods (the set and a resourceVersion),
+One thread runs the synchronous ``kubernetes`` client: list the objects (the set and a resourceVersion),
 then watch from there until the stream ends (the server's ``timeout_seconds``), breaks, or answers
 ``410 Gone``; then list again. Listing again is what makes a reconnect lossless: whatever changed
-meanwhile is in the new list, which replaces the set whole. Pods are kept as the API server's JSON (the
+meanwhile is in the new list, which replaces the set whole. Objects are kept as the API server's JSON (the
 client's model objects cost milliseconds per Pod to build and say nothing more). Use it as ``async with``
-(or :meth:`~PodWatch.start` and :meth:`~PodWatch.stop` it from synchronous code); after each list and each
-event, ``on_change`` (if given) is called with the Pods now on the event loop that entered the block.
+(or :meth:`~ListWatch.start` and :meth:`~ListWatch.stop` it from synchronous code); after each list and each
+event, ``on_change`` (if given) is called with the objects now on the event loop that entered the block.
 
-A set that may be stale is never read: :meth:`PodWatch.pods` raises :class:`UnavailableError` before
+A set that may be stale is never read: :meth:`ListWatch.items` raises :class:`UnavailableError` before
 the first list has succeeded, and from a failed list or a broken watch until the next list succeeds
 (retried after a :class:`~warmserve.protocol.backoff.Backoff` that grows with consecutive failures). A
 stream that ends cleanly, or a ``410 Gone``, is followed by a new list at once and keeps the set readable
@@ -35,11 +37,16 @@ from kubernetes.watch.watch import iter_resp_lines
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
 from warmserve.protocol.errors import UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
-from warmserve.protocol.pods import Pod
 
 log = logging.getLogger(__name__)
 
-#: What following Pods may fail with: the API server unreachable or refusing, or an answer that is not JSON
+#: Lists one namespace's objects, as the client's ``list_namespaced_*`` calls do (keyword arguments:
+#: selectors, ``watch``, ``resource_version``, ``timeout_seconds``, request options).
+Lister = Callable[..., Any]
+#: One object as the API server's JSON.
+Object = Mapping[str, Any]
+
+#: What following objects may fail with: the API server unreachable or refusing, or an answer that is not JSON
 #: of the expected shape.
 FOLLOW_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, ValueError, KeyError, TypeError)
 
@@ -48,25 +55,42 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (``410 Gone``): list again, at once."""
 
 
-class PodWatch:
-    """The Pods ``selector`` (labels; ``field_selector`` too if given) matches in ``namespace``.
+def pod_lister(api: kubernetes.client.ApiClient) -> Lister:
+    """The lister of Pods."""
+    return kubernetes.client.CoreV1Api(api).list_namespaced_pod
 
-    ``async with`` it (``on_change(pods)`` then runs on that event loop), or :meth:`start` and :meth:`stop`
-    it (without ``on_change``)."""
+
+def custom_lister(api: kubernetes.client.ApiClient, group: str, version: str, plural: str) -> Lister:
+    """The lister of one custom resource (``group``/``version``, its ``plural``)."""
+    custom = kubernetes.client.CustomObjectsApi(api)
+
+    def lister(namespace: str, **options: Any) -> Any:
+        return custom.list_namespaced_custom_object(group, version, namespace, plural, **options)
+
+    return lister
+
+
+class ListWatch:
+    """The objects ``lister`` gives that ``selector`` (labels; ``field_selector`` too if given) matches in
+    ``namespace``; ``kind`` names them in logs and errors.
+
+    ``async with`` it (``on_change(objects)`` then runs on that event loop), or :meth:`start` and
+    :meth:`stop` it (without ``on_change``)."""
 
     def __init__(
         self,
-        api: kubernetes.client.ApiClient,
+        lister: Lister,
         namespace: str,
         selector: str,
         *,
         field_selector: str | None = None,
-        on_change: Callable[[Sequence[Pod]], None] | None = None,
+        on_change: Callable[[Sequence[Object]], None] | None = None,
         request_timeout_s: float,
         watch_timeout_s: int = 60,
         backoff: Backoff = DEFAULT_BACKOFF,
+        kind: str = "Pods",
     ) -> None:
-        self.core = kubernetes.client.CoreV1Api(api)
+        self.lister = lister
         self.namespace = namespace
         self.selector = selector
         self.field_selector = field_selector
@@ -75,21 +99,21 @@ class PodWatch:
         self.watch_timeout_s = watch_timeout_s
         self.backoff = backoff
         self.tried = threading.Event()  # set once the first list has succeeded or failed
-        self._what = f"Pods {' '.join(filter(None, (selector, field_selector)))} in namespace {namespace}"
+        self._what = f"{kind} {' '.join(filter(None, (selector, field_selector)))} in namespace {namespace}"
         self._lock = threading.Lock()
-        self._pods: dict[str, Pod] = {}
+        self._objects: dict[str, Object] = {}
         self._error: str | None = "not listed yet"
         self._stopping = threading.Event()
         self._stream: Any = None  # the open watch response, shut by stop() to wake the thread
         self._loop: asyncio.AbstractEventLoop | None = None  # where on_change runs
-        self._thread = threading.Thread(target=self._run, name=f"pods {namespace}/{selector}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{kind} {namespace}/{selector}", daemon=True)
 
-    def pods(self) -> list[Pod]:
-        """The Pods now; :class:`UnavailableError` when the set is not known to be current."""
+    def items(self) -> list[Object]:
+        """The objects now; :class:`UnavailableError` when the set is not known to be current."""
         with self._lock:
             if self._error is not None:
                 raise UnavailableError(f"{self._what} unknown now: {self._error}")
-            return list(self._pods.values())
+            return list(self._objects.values())
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -104,7 +128,7 @@ class PodWatch:
     def start(self) -> None:
         """Start following in the watch's thread; ``on_change`` needs ``async with`` instead."""
         if self.on_change is not None and self._loop is None:
-            raise RuntimeError("a PodWatch with on_change runs inside `async with`, on its event loop")
+            raise RuntimeError("a ListWatch with on_change runs inside `async with`, on its event loop")
         self._thread.start()
 
     def stop(self) -> None:
@@ -144,7 +168,7 @@ class PodWatch:
             log.exception("following %s failed", self._what)
 
     def _list(self) -> str:
-        response: Any = self.core.list_namespaced_pod(
+        response: Any = self.lister(
             self.namespace,
             label_selector=self.selector,
             field_selector=self.field_selector,
@@ -153,7 +177,7 @@ class PodWatch:
         )
         listing = json.loads(response.data)
         with self._lock:
-            self._pods = {pod["metadata"]["name"]: pod for pod in listing["items"]}
+            self._objects = {obj["metadata"]["name"]: obj for obj in listing["items"]}
             self._error = None
         self.tried.set()
         self._changed()
@@ -163,7 +187,7 @@ class PodWatch:
     def _watch(self, version: str) -> None:
         """Apply the watch's events from ``version`` on, until the stream ends; :class:`Gone` for 410."""
         try:
-            self._stream = self.core.list_namespaced_pod(
+            self._stream = self.lister(
                 self.namespace,
                 label_selector=self.selector,
                 field_selector=self.field_selector,
@@ -200,17 +224,17 @@ class PodWatch:
         name = obj["metadata"]["name"]
         with self._lock:
             if kind == "DELETED":
-                self._pods.pop(name, None)
+                self._objects.pop(name, None)
             else:
-                self._pods[name] = obj
+                self._objects[name] = obj
         self._changed()
 
     def _changed(self) -> None:
-        """Hand the Pods now to ``on_change``, on the event loop (a closed loop: we are stopping)."""
+        """Hand the objects now to ``on_change``, on the event loop (a closed loop: we are stopping)."""
         if self.on_change is not None and self._loop is not None:
             with self._lock:
-                pods = list(self._pods.values())
+                objects = list(self._objects.values())
             try:
-                self._loop.call_soon_threadsafe(self.on_change, pods)
+                self._loop.call_soon_threadsafe(self.on_change, objects)
             except RuntimeError:  # the loop closed under a watch not stopped yet
                 self._stopping.set()
