@@ -6,8 +6,9 @@ status current; beside it :func:`~warmserve.operator.scheduler.run` ticks the sc
 :class:`~warmserve.operator.kube.cluster.KubeCluster`. SIGTERM or SIGINT stops kopf (it handles them), and
 then the loop; a loop that fails stops kopf and its error is raised.
 
-Forecasts: none yet (:class:`~warmserve.operator.ports.NoForecast`): the policy plans from the demand the
-gateways report; the online forecast source over the gateways' history is the next step.
+Forecasts: :class:`~warmserve.operator.online_forecast.OnlineForecast` learns each model's demand from the
+scheduler's observations; beside the loop, :class:`~warmserve.operator.kube.forecasting.HistoryKeeper`
+restores and saves its history and runs its fits (docs/operator.md, Forecasts).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import aiohttp
 import kopf
 
 from warmserve.operator.kube.cluster import KubeCluster
+from warmserve.operator.kube.forecasting import HistoryKeeper
 from warmserve.operator.kube.handlers import Handlers
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
+from warmserve.operator.online_forecast import OnlineForecast
 from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
-from warmserve.operator.ports import NoForecast
 from warmserve.operator.resources import GROUP
 from warmserve.operator.scheduler import Scheduler, run
 from warmserve.protocol.errors import InvalidFieldError
@@ -81,21 +83,23 @@ async def operate(options: OperatorOptions) -> None:
     assert entry.policy is not None  # checked by operator_policy
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
-    scheduler = Scheduler({}, step, entry.initial_state, NoForecast(), entry.scores)
+    forecasts = OnlineForecast()
+    scheduler = Scheduler({}, step, entry.initial_state, forecasts, entry.scores)
     with kube_api_client() as api:
         async with (
             aiohttp.ClientSession() as session,
             KubeCluster(api, session, options.namespace) as kube,
         ):
             cluster = Recorded(kube)
-            handlers = Handlers(
-                api, Registry(scheduler), cold_starts, cluster, _version(), options.status_interval_s
-            )
+            registry = Registry(scheduler)
+            handlers = Handlers(api, registry, cold_starts, cluster, _version(), options.status_interval_s)
             kopf.on.login(registry=handlers.kopf)(_login)
             handlers.prime(options.namespace)
             stop = asyncio.Event()
             loop = asyncio.create_task(run(cluster, scheduler, options.tick_s))
             loop.add_done_callback(lambda _: stop.set())
+            keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
+            keeper.add_done_callback(lambda _: stop.set())
             try:
                 await kopf.operator(
                     registry=handlers.kopf,
@@ -107,9 +111,11 @@ async def operate(options: OperatorOptions) -> None:
                 )
             finally:
                 loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
-    if not loop.cancelled() and loop.exception() is not None:
-        raise RuntimeError("the scheduler loop stopped") from loop.exception()
+                keeper.cancel()
+                await asyncio.gather(loop, keeper, return_exceptions=True)
+    for task, what in ((loop, "the scheduler loop"), (keeper, "the forecast history keeper")):
+        if not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"{what} stopped") from task.exception()
 
 
 def _login(**_: Any) -> kopf.ConnectionInfo:

@@ -47,6 +47,14 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """A served model's ``ModelDeployment`` and its uid."""
+
+    deployment: ModelDeployment
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
 class ColdStartRecord:
     """The last cold start the scheduler decided for a model: when (epoch seconds) and why."""
 
@@ -97,6 +105,17 @@ class Registry:
 
     def verdict(self, name: Name) -> Verdict | None:
         return self.verdicts.get(name)
+
+    def served(self) -> dict[str, Served]:
+        """Every served model by served name: its deployment and the resource's uid (what owns the objects
+        kept for it, such as its forecast history)."""
+        return {
+            v.deployment.spec.name: Served(
+                v.deployment, str(self._documents[name]["metadata"].get("uid", ""))
+            )
+            for name, v in self.verdicts.items()
+            if v.served and v.deployment is not None
+        }
 
     def _refresh(self) -> None:
         """Recompute every verdict and the scheduler's models (the one rule of the module docstring)."""
