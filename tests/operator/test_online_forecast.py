@@ -138,12 +138,14 @@ def test_prometheus_answers_become_windows_on_the_grid() -> None:
 
     answer = (matrix([(70.0, "2"), (90.0, "3")]), matrix([(70.0, "4"), (90.0, "3")]))
     history = history_from_prometheus(10, 5, 105.0, [answer])
-    assert (
-        history.first == 6
-        and history.mean[0] == 2.0
-        and history.peak == (4.0, math.nan, 3.0)[:1] + history.peak[1:2] + (3.0,)
+    assert (history.first, history.end, history.mean[0], history.peak[0], history.peak[2]) == (
+        6,
+        9,
+        2.0,
+        4.0,
+        3.0,
     )
-    assert math.isnan(history.mean[1])
+    assert math.isnan(history.mean[1]) and math.isnan(history.peak[1])  # a gap
     assert len(prometheus_queries("m", 1, 25_000, now=30_000.0)) == 3
     with pytest.raises(InvalidInputError):
         history_from_prometheus(10, 5, 105.0, [({"status": "error"}, {})])
