@@ -73,7 +73,7 @@ class _Model:
     saved_end: int = 0  # the history's end when it was last offered for saving
     fit: tuple[FitJob, LoadFit] | None = None
     running: FitJob | None = None
-    cache: tuple[tuple[int, int, int], Forecast] | None = field(default=None, repr=False)
+    cache: tuple[tuple[int, int], Forecast] | None = field(default=None, repr=False)
 
 
 class OnlineForecast:
@@ -174,7 +174,7 @@ class OnlineForecast:
         jobs = []
         for name, state in self._models.items():
             fitted = state.fit[0].history.end if state.fit is not None else None
-            stale = state.history.mean and state.history.end != fitted
+            stale = bool(state.history.mean) and state.history.end != fitted
             if state.settings.enabled and state.running is None and stale:
                 state.running = FitJob(name, state.settings.forecaster, state.history)
                 jobs.append(state.running)
@@ -206,29 +206,24 @@ class OnlineForecast:
         return f"{settings.forecaster} fitted on {len(state.fit[0].history.mean)} windows{short}"
 
     def _forecast(self, name: str, state: _Model, now: float) -> Forecast | None:
-        settings = state.settings
+        """The fit's forecast (cached until a window closes, the horizon reaches a new window or the fit
+        changes), or the fallback (cheap, and changing within the open window)."""
         history = state.history
-        last = math.floor((now + settings.horizon_s) / settings.window_s)
-        key = (history.end, last, id(state.fit))
+        if state.fit is None or not history.mean:
+            return _fallback(state, history)
+        last = math.floor((now + state.settings.horizon_s) / state.settings.window_s)
+        key = (history.end, last)
         if state.cache is not None and state.cache[0] == key:
             return state.cache[1]
-        predicted = _predicted(name, state, history, last)
-        if predicted is not None:
-            state.cache = (key, predicted)
+        job, fit = state.fit
+        series = _since_fit(name, job.history, history)
+        if series is None:
+            return _fallback(state, history)
+        f = forecast(fit, series.mean, series.peak, max(1, last - history.end + 1))
+        mean = max(f.mean)
+        predicted = Forecast(mean, max(max(f.peak), mean))
+        state.cache = (key, predicted)
         return predicted
-
-
-def _predicted(name: str, state: _Model, history: History, last: int) -> Forecast | None:
-    """Windows ``history.end .. last`` from the fit (the largest mean and peak), or the fallback."""
-    if state.fit is None or not history.mean:
-        return _fallback(state, history)
-    job, fit = state.fit
-    series = _since_fit(name, job.history, history)
-    if series is None:
-        return _fallback(state, history)
-    f = forecast(fit, series.mean, series.peak, max(1, last - history.end + 1))
-    mean = max(f.mean)
-    return Forecast(mean, max(max(f.peak), mean))
 
 
 def _since_fit(name: str, fitted: History, now: History) -> LoadSeries | None:

@@ -10,10 +10,12 @@ Every ``period_s`` (:meth:`HistoryKeeper.run`, beside the scheduler loop):
 - the windows closed since are saved to that ConfigMap (for ``source: configMap``; Prometheus keeps its own);
 - the fits due run one by one in a worker thread (:func:`asyncio.to_thread`), never in the tick.
 
-Errors never stop the operator: a history that cannot be read (the API server or Prometheus away, a
+Errors never stop the operator: a history that cannot be restored (Prometheus away or refusing, a
 malformed document) leaves the model forecasting from what it observes from now on, said in the log and
-in a Warning Event on the ModelDeployment (reason ``HistoryUnavailable``); a ConfigMap that cannot be
-written is written again at the next closed window; a fit that raises keeps the previous one.
+in a Warning Event on the ModelDeployment (reason ``HistoryUnavailable``); a ConfigMap the API server
+cannot give now is asked for again at the next round, and the model's windows are not saved until then
+(so a history not yet read is never overwritten); a ConfigMap that cannot be written is written again
+at the next closed window; a fit that raises keeps the previous one.
 """
 
 from __future__ import annotations
@@ -47,8 +49,6 @@ HISTORY_KEY = "history.json"
 REQUEST_TIMEOUT_S = 10.0
 #: The Event reason when a model's history cannot be restored.
 UNAVAILABLE_REASON = "HistoryUnavailable"
-#: What restoring a history may raise: the API server or Prometheus away, a malformed history.
-RESTORE_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, UnavailableError, InvalidInputError)
 
 
 def configmap_name(deployment: str) -> str:
@@ -144,6 +144,7 @@ class HistoryKeeper:
         self.registry = registry
         self.source = source
         self._served: dict[str, Served] = {}
+        self._unrestored: set[str] = set()
 
     async def run(self, period_s: float) -> None:
         """Runs until cancelled (see the module docstring)."""
@@ -155,8 +156,14 @@ class HistoryKeeper:
         """One round: models, restored histories, saved windows, due fits."""
         self._served = self.registry.served()
         new = self.source.set_models({m: s.deployment.forecast for m, s in self._served.items()})
-        for model in sorted(new):
-            self.source.seed(model, await self._restore(model, self._served[model]))
+        self._unrestored = (self._unrestored | new) & self._served.keys()
+        for model in sorted(self._unrestored):
+            try:
+                self.source.seed(model, await self._restore(model, self._served[model]))
+            except KUBE_ERRORS as exc:  # its windows are not saved until it is read: nothing overwritten
+                log.warning("forecast history of %s not read (again next round): %s", model, brief(exc))
+                continue
+            self._unrestored.discard(model)
         for model, history in self.source.unsaved().items():
             served = self._served.get(model)
             if served is not None and served.deployment.forecast.history_source == "configMap":
@@ -176,17 +183,18 @@ class HistoryKeeper:
             log.debug("forecast of %s: %s", job.model, self.source.note(job.model))
 
     async def _restore(self, model: str, served: Served) -> History | None:
-        """The model's kept history, ``None`` when there is none or it cannot be read (said: log, Event)."""
+        """The model's kept history; ``None`` when there is none, or when Prometheus cannot be asked or the
+        document is malformed (said: log, Event). Raises one of :data:`KUBE_ERRORS` when the ConfigMap
+        cannot be read now: the caller asks again rather than overwrite a history it has not read."""
         settings = served.deployment.forecast
+        md = served.deployment
         try:
             if settings.history_source == "prometheus":
                 history: History | None = await prometheus_history(self.session, model, settings, time.time())
             else:
-                history = await asyncio.to_thread(
-                    read_configmap, self.core, served.deployment.namespace, served.deployment.name
-                )
-        except RESTORE_ERRORS as exc:
-            reason = brief(exc) if isinstance(exc, KUBE_ERRORS) else str(exc)
+                history = await asyncio.to_thread(read_configmap, self.core, md.namespace, md.name)
+        except (UnavailableError, InvalidInputError) as exc:
+            reason = str(exc)
             message = (
                 f"forecast history of {model} not restored from {settings.history_source}: {reason}; "
                 "forecasting from the demand observed from now on"
