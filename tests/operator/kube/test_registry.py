@@ -122,3 +122,17 @@ def test_a_status_write_alone_parses_nothing_again() -> None:
     scaled["spec"]["replicas"] = 3  # kubectl scale: a floor of three serving instances
     registry.put_deployment(scaled)
     assert registry.scheduler.models[SERVED].min_instances == 3
+
+
+def test_served_gives_each_served_models_deployment_and_uid_for_the_forecast_source() -> None:
+    registry = Registry(scheduler())
+    registry.put_pool(pool())
+    doc = deployment()
+    doc["metadata"]["uid"] = "u-1"
+    registry.put_deployment(doc)
+    registry.put_deployment(deployment("too-big", servedName="too-big", weightBytes="500Gi"))
+    served = registry.served()
+    assert list(served) == [SERVED]  # the refused one is not served
+    assert served[SERVED].uid == "u-1" and served[SERVED].deployment.forecast.forecaster == "auto"
+    registry.drop_deployment("llama2-7b")
+    assert registry.served() == {}
