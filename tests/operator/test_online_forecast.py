@@ -149,3 +149,13 @@ def test_prometheus_answers_become_windows_on_the_grid() -> None:
     assert len(prometheus_queries("m", 1, 25_000, now=30_000.0)) == 3
     with pytest.raises(InvalidInputError):
         history_from_prometheus(10, 5, 105.0, [({"status": "error"}, {})])
+
+
+def test_epoch_seconds_start_the_history_at_the_first_window_seen() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(window=60, retention=3600)})
+    now = 1_796_000_000.0  # on a cluster ``now`` is epoch seconds: no gap back to window 0
+    feed(source, "m", [(now, 1.0), (now + 60, 2.0), (now + 180, 3.0)])
+    history = source.history("m")
+    assert history is not None and history.first == int(now // 60) and history.mean == (1.0, 2.0)
+    assert source.forecasts(now + 180) == {"m": Forecast(2.0, 2.0)}

@@ -65,11 +65,11 @@ class History:
 
     def appended(self, index: int, mean: float, peak: float) -> History:
         """With window ``index`` (after :attr:`end`) closed; the windows between are gaps (NaN)."""
-        if index < self.end:
+        if self.mean and index < self.end:
             raise InvalidFieldError("index", f"a window after the last closed one ({self.end - 1})", index)
-        gap = (math.nan,) * (index - self.end)
-        if not self.mean:
+        if not self.mean:  # the first window: the history starts there (whatever ``first`` said)
             return History(self.window_s, index, (mean,), (peak,))
+        gap = (math.nan,) * (index - self.end)
         return History(self.window_s, self.first, (*self.mean, *gap, mean), (*self.peak, *gap, peak))
 
     def bounded(self, windows: int) -> History:
