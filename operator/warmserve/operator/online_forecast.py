@@ -16,7 +16,7 @@ per window, and the forecaster its ``ModelDeployment`` names predicts the horizo
   doing; :meth:`~OnlineForecast.note` says so. ``forecaster: none``: no forecast for the model.
 - Models come and go with :meth:`~OnlineForecast.set_models` (served name → settings). A model's history
   restored at start (a ConfigMap, Prometheus) arrives through :meth:`~OnlineForecast.seed`; until it has
-  (:meth:`~OnlineForecast.seeded`), its windows are not offered for saving, so an operator restarted within
+  its windows are not offered for saving, so an operator restarted within
   a window never overwrites the history it has not read yet.
 
 Pure: no I/O; the adapter (``warmserve.operator.kube.forecasting``) reads and writes the history.
@@ -121,11 +121,8 @@ class OnlineForecast:
         state.history = merged.bounded(_retention(state.settings))
         state.fit = state.cache = None
 
-    def seeded(self, model: str) -> bool:
-        state = self._models.get(model)
-        return state is not None and state.seeded
-
     def history(self, model: str) -> History | None:
+        """The model's closed windows (``None``: not a model it forecasts)."""
         state = self._models.get(model)
         return None if state is None else state.history
 
