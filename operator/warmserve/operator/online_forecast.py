@@ -16,8 +16,8 @@ per window, and the forecaster its ``ModelDeployment`` names predicts the horizo
   doing; :meth:`~OnlineForecast.note` says so. ``forecaster: none``: no forecast for the model.
 - Models come and go with :meth:`~OnlineForecast.set_models` (served name → settings). A model's history
   restored at start (a ConfigMap, Prometheus) arrives through :meth:`~OnlineForecast.seed`; until it has
-  its windows are not offered for saving, so an operator restarted within
-  a window never overwrites the history it has not read yet.
+  arrived, the model's windows are not offered for saving (:meth:`~OnlineForecast.unsaved`), so a restarted
+  operator never overwrites a history it has not read yet.
 
 Pure: no I/O; the adapter (``warmserve.operator.kube.forecasting``) reads and writes the history.
 """
