@@ -140,3 +140,17 @@ def test_the_events_of_a_served_model_regard_its_deployment_and_none_once_it_is_
     }
     registry.drop_deployment("llama2-7b")
     assert registry.reference(SERVED) is None
+
+
+def test_served_gives_each_served_models_deployment_and_uid_for_the_forecast_source() -> None:
+    registry = Registry(scheduler())
+    registry.put_pool(pool())
+    doc = deployment()
+    doc["metadata"]["uid"] = "u-1"
+    registry.put_deployment(doc)
+    registry.put_deployment(deployment("too-big", servedName="too-big", weightBytes="500Gi"))
+    served = registry.served()
+    assert list(served) == [SERVED]  # the refused one is not served
+    assert served[SERVED].uid == "u-1" and served[SERVED].deployment.forecast.forecaster == "auto"
+    registry.drop_deployment("llama2-7b")
+    assert registry.served() == {}

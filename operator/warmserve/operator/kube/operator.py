@@ -8,8 +8,9 @@ then the loop; a loop that fails stops kopf and its error is raised. After each 
 :class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as Events for the
 :class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events", "Metrics").
 
-Forecasts: none yet (:class:`~warmserve.operator.ports.NoForecast`): the policy plans from the demand the
-gateways report; the online forecast source over the gateways' history is the next step.
+Forecasts: :class:`~warmserve.operator.online_forecast.OnlineForecast` learns each model's demand from the
+scheduler's observations; beside the loop, :class:`~warmserve.operator.kube.forecasting.HistoryKeeper`
+restores and saves its history and runs its fits (docs/operator.md, Forecasts).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import kopf
 from warmserve.operator.decisions import decision_records
 from warmserve.operator.kube.cluster import KubeCluster
 from warmserve.operator.kube.events import EventWriter
+from warmserve.operator.kube.forecasting import HistoryKeeper
 from warmserve.operator.kube.handlers import Handlers
 from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
+from warmserve.operator.online_forecast import OnlineForecast
 from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
-from warmserve.operator.ports import NoForecast
 from warmserve.operator.scheduler import Scheduler, Tick, run
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.kube_api import kube_api_client
@@ -87,7 +89,8 @@ async def operate(options: OperatorOptions) -> None:
     assert entry.policy is not None  # checked by operator_policy
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
-    scheduler = Scheduler({}, step, entry.initial_state, NoForecast(), entry.scores)
+    forecasts = OnlineForecast()
+    scheduler = Scheduler({}, step, entry.initial_state, forecasts, entry.scores)
     registry = Registry(scheduler)
     metrics = OperatorMetrics()  # metrics.registry: what /metrics serves
     with kube_api_client() as api:
@@ -108,6 +111,8 @@ async def operate(options: OperatorOptions) -> None:
                 run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events))
             )
             loop.add_done_callback(lambda _: stop.set())
+            keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
+            keeper.add_done_callback(lambda _: stop.set())
             try:
                 await kopf.operator(
                     registry=handlers.kopf,
@@ -120,9 +125,11 @@ async def operate(options: OperatorOptions) -> None:
             finally:
                 loop.cancel()
                 writer.cancel()
-                await asyncio.gather(loop, writer, return_exceptions=True)
-    if not loop.cancelled() and loop.exception() is not None:
-        raise RuntimeError("the scheduler loop stopped") from loop.exception()
+                keeper.cancel()
+                await asyncio.gather(loop, writer, keeper, return_exceptions=True)
+    for task, what in ((loop, "the scheduler loop"), (keeper, "the forecast history keeper")):
+        if not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"{what} stopped") from task.exception()
 
 
 def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:

@@ -48,6 +48,14 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """A served model's ``ModelDeployment`` and its uid."""
+
+    deployment: ModelDeployment
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
 class ColdStartRecord:
     """The last cold start the scheduler decided for a model: when (epoch seconds) and why."""
 
@@ -99,20 +107,31 @@ class Registry:
     def verdict(self, name: Name) -> Verdict | None:
         return self.verdicts.get(name)
 
+    def served(self) -> dict[str, Served]:
+        """Every served model by served name: its deployment and the resource's uid (what owns the objects
+        kept for it, such as its forecast history)."""
+        return {
+            v.deployment.spec.name: Served(
+                v.deployment, str(self._documents[name]["metadata"].get("uid", ""))
+            )
+            for name, v in self.verdicts.items()
+            if v.served and v.deployment is not None
+        }
+
     def reference(self, served: str) -> dict[str, str] | None:
         """The object reference (as an Event's ``regarding``) of the ModelDeployment serving ``served``;
         ``None`` when none does (it was deleted, or refused)."""
-        for name, verdict in self.verdicts.items():
-            if verdict.served and verdict.deployment is not None and verdict.deployment.spec.name == served:
-                metadata = self._documents[name]["metadata"]
-                return {
-                    "apiVersion": API_VERSION,
-                    "kind": "ModelDeployment",
-                    "name": name,
-                    "namespace": str(metadata.get("namespace", "")),
-                    "uid": str(metadata.get("uid", "")),
-                }
-        return None
+        entry = self.served().get(served)
+        if entry is None:
+            return None
+        deployment = entry.deployment
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "ModelDeployment",
+            "name": deployment.name,
+            "namespace": deployment.namespace,
+            "uid": entry.uid,
+        }
 
     def _refresh(self) -> None:
         """Recompute every verdict and the scheduler's models (the one rule of the module docstring)."""

@@ -1,0 +1,257 @@
+"""The operator's forecast source: each model's demand, observed every tick, becomes mean and peak concurrency
+per window, and the forecaster its ``ModelDeployment`` names predicts the horizon from them
+(docs/operator.md, Forecasts).
+
+- :meth:`OnlineForecast.observe` adds each tick's ``Demand.total`` (in flight + queued) of every model to the
+  window holding ``now`` (``spec.forecast.windowSeconds``, on a grid since the epoch); a tick in a later
+  window closes the open one: its mean and peak of the samples join the history (windows without a tick
+  are gaps), bounded by ``spec.forecast.history.retentionSeconds``.
+- Fitting is the expensive step (statsmodels), so it never runs in the scheduler's tick: each closed window
+  makes a :class:`FitJob` :meth:`~OnlineForecast.due`, which the adapter runs in a worker thread and hands
+  back (:meth:`~OnlineForecast.install`). :meth:`~OnlineForecast.forecasts` predicts with the last fit
+  (cheap, and cached until a window closes or the horizon reaches a new window).
+- A model's forecast over ``[now, now + horizonSeconds]`` is the largest mean and peak of the windows it
+  touches. Until a first fit (history short, or its fit still running) the forecast repeats the last closed
+  window, or the open window so far when none is closed: what the model does now, it is expected to go on
+  doing; :meth:`~OnlineForecast.note` says so. ``forecaster: none``: no forecast for the model.
+- Models come and go with :meth:`~OnlineForecast.set_models` (served name → settings). A model's history
+  restored at start (a ConfigMap, Prometheus) arrives through :meth:`~OnlineForecast.seed`; until it has
+  arrived, the model's windows are not offered for saving (:meth:`~OnlineForecast.unsaved`), so a restarted
+  operator never overwrites a history it has not read yet.
+
+Pure: no I/O; the adapter (``warmserve.operator.kube.forecasting``) reads and writes the history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from warmserve.operator.forecast.concurrency import LoadSeries
+from warmserve.operator.forecast.forecasters import LoadFit, fit_load, forecast, make_forecaster
+from warmserve.operator.forecast.history import History
+from warmserve.operator.planning.snapshot import Demand, Forecast
+from warmserve.operator.resources import ForecastSettings
+
+
+@dataclass(frozen=True, slots=True)
+class FitJob:
+    """One model's fit to run away from the tick: the forecaster's name and the history it is fitted on."""
+
+    model: str
+    forecaster: str
+    history: History
+
+    def run(self) -> LoadFit:
+        """The expensive step (:func:`fit_load`); safe in a worker thread (it reads only this job)."""
+        load = self.history.load(self.model)
+        return fit_load(make_forecaster(self.forecaster, load.windows_per_day), load.mean, load.peak)
+
+
+@dataclass
+class _Window:
+    index: int
+    total: float = 0.0
+    peak: float = 0.0
+    samples: int = 0
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.peak = max(self.peak, value)
+        self.samples += 1
+
+
+@dataclass
+class _Model:
+    settings: ForecastSettings
+    history: History
+    open: _Window | None = None
+    seeded: bool = False
+    saved_end: int = 0  # the history's end when it was last offered for saving
+    fit: tuple[FitJob, LoadFit] | None = None
+    running: FitJob | None = None
+    cache: tuple[tuple[int, int], Forecast] | None = field(default=None, repr=False)
+
+
+class OnlineForecast:
+    """The :class:`~warmserve.operator.ports.ForecastSource` of a live cluster (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, _Model] = {}
+
+    # --- models and their history -----------------------------------------------------------------
+
+    def set_models(self, settings: Mapping[str, ForecastSettings]) -> set[str]:
+        """The models to forecast now, by served name; returns those that are new (their history is to be
+        seeded). A model whose window changed starts afresh (its history is on another grid); one whose
+        forecaster or retention changed keeps its history and is fitted again at the next closed window.
+        Models absent are forgotten."""
+        for name in self._models.keys() - settings.keys():
+            del self._models[name]
+        new = set()
+        for name, wanted in settings.items():
+            model = self._models.get(name)
+            if model is None or model.settings.window_s != wanted.window_s:
+                self._models[name] = _Model(wanted, History(wanted.window_s, 0))
+                new.add(name)
+            elif model.settings != wanted:
+                model.settings = wanted
+                model.history = model.history.bounded(_retention(wanted))
+                model.fit = model.cache = None
+        return new
+
+    def seed(self, model: str, restored: History | None) -> None:
+        """The history restored for ``model`` at start (``None``: none could be read): windows before those
+        observed since are taken from it, then the model's windows may be saved. Ignored for a model no
+        longer known or a history on another grid."""
+        state = self._models.get(model)
+        if state is None:
+            return
+        state.seeded = True
+        if restored is None or restored.window_s != state.settings.window_s or not restored.mean:
+            return
+        observed = state.history
+        merged = restored.before(observed.first if observed.mean else restored.end)
+        for i, (mean, peak) in enumerate(zip(observed.mean, observed.peak, strict=True)):
+            if math.isfinite(mean):
+                merged = merged.appended(observed.first + i, mean, peak)
+        state.history = merged.bounded(_retention(state.settings))
+        state.fit = state.cache = None
+
+    def history(self, model: str) -> History | None:
+        """The model's closed windows (``None``: not a model it forecasts)."""
+        state = self._models.get(model)
+        return None if state is None else state.history
+
+    def unsaved(self) -> dict[str, History]:
+        """The seeded models whose history gained windows since the last call: to be saved."""
+        found = {}
+        for name, state in self._models.items():
+            if state.seeded and state.history.end > state.saved_end and state.history.mean:
+                state.saved_end = state.history.end
+                found[name] = state.history
+        return found
+
+    # --- the ForecastSource port ------------------------------------------------------------------
+
+    def observe(self, now: float, demand: Mapping[str, Demand]) -> None:
+        """Add each model's demand (absent: 0, nothing in flight) to its open window, closing it first when
+        ``now`` is in a later one. A sample from an earlier window (the clock stepped back) is dropped."""
+        for name, state in self._models.items():
+            index = math.floor(now / state.settings.window_s)
+            window = state.open
+            if window is not None and index < window.index:
+                continue
+            if window is not None and index > window.index:
+                state.history = state.history.appended(
+                    window.index, window.total / window.samples, window.peak
+                ).bounded(_retention(state.settings))
+                window = None
+            if window is None:
+                window = state.open = _Window(index)
+            d = demand.get(name)
+            window.add(d.total if d is not None else 0.0)
+
+    def forecasts(self, now: float) -> Mapping[str, Forecast]:
+        found = {}
+        for name, state in self._models.items():
+            if state.settings.enabled:
+                predicted = self._forecast(name, state, now)
+                if predicted is not None:
+                    found[name] = predicted
+        return found
+
+    # --- fits, run by the adapter in a worker thread ------------------------------------------------
+
+    def due(self) -> list[FitJob]:
+        """A job for each forecasting model whose history grew since its fit and that has none running."""
+        jobs = []
+        for name, state in self._models.items():
+            fitted = state.fit[0].history.end if state.fit is not None else None
+            stale = bool(state.history.mean) and state.history.end != fitted
+            if state.settings.enabled and state.running is None and stale:
+                state.running = FitJob(name, state.settings.forecaster, state.history)
+                jobs.append(state.running)
+        return jobs
+
+    def install(self, job: FitJob, fit: LoadFit | None) -> None:
+        """The result of ``job`` (``None``: it failed; the model keeps its previous fit and is due again).
+        Dropped when the model was forgotten or changed meanwhile."""
+        state = self._models.get(job.model)
+        if state is None or state.running is not job:
+            return
+        state.running = None
+        if fit is not None and job.forecaster == state.settings.forecaster:
+            state.fit, state.cache = (job, fit), None
+
+    def note(self, model: str) -> str:
+        """What the model's forecast rests on, in words (for logs and status)."""
+        state = self._models.get(model)
+        if state is None:
+            return "not a served model"
+        settings = state.settings
+        if not settings.enabled:
+            return "forecaster none: served reactively only"
+        windows = int(np.count_nonzero(np.isfinite(state.history.mean)))
+        if state.fit is None:
+            return f"{windows} windows of history, no fit yet: the forecast repeats the last window"
+        day = state.history.load(model).windows_per_day
+        short = f" (less than a day, {day}: the forecaster falls back)" if windows < day else ""
+        return f"{settings.forecaster} fitted on {len(state.fit[0].history.mean)} windows{short}"
+
+    def _forecast(self, name: str, state: _Model, now: float) -> Forecast | None:
+        """The fit's forecast (cached until a window closes, the horizon reaches a new window or the fit
+        changes), or the fallback (cheap, and changing within the open window)."""
+        history = state.history
+        if state.fit is None or not history.mean:
+            return _fallback(state, history)
+        last = math.floor((now + state.settings.horizon_s) / state.settings.window_s)
+        key = (history.end, last)
+        if state.cache is not None and state.cache[0] == key:
+            return state.cache[1]
+        job, fit = state.fit
+        series = _since_fit(name, job.history, history)
+        if series is None:
+            return _fallback(state, history)
+        f = forecast(fit, series.mean, series.peak, max(1, last - history.end + 1))
+        mean = max(f.mean)
+        predicted = Forecast(mean, max(max(f.peak), mean))
+        state.cache = (key, predicted)
+        return predicted
+
+
+def _since_fit(name: str, fitted: History, now: History) -> LoadSeries | None:
+    """The series :func:`forecast` needs: starting at the fit's first window (the history may have been
+    trimmed since) and running to the newest closed one; ``None`` when the history no longer reaches back
+    to the fit's last window."""
+    if now.first > fitted.end:
+        return None
+    newer = now.bounded(now.end - fitted.end) if now.end > fitted.end else History(now.window_s, now.end)
+    series = fitted.load(name)
+    return LoadSeries(
+        name,
+        series.start_sec,
+        series.window_sec,
+        np.concatenate([series.mean, np.array(newer.mean, dtype=float)]),
+        np.concatenate([series.peak, np.array(newer.peak, dtype=float)]),
+    )
+
+
+def _fallback(state: _Model, history: History) -> Forecast | None:
+    """The last closed window's mean and peak, else the open window's so far, else none."""
+    finite = np.flatnonzero(np.isfinite(history.mean))
+    if len(finite):
+        k = int(finite[-1])
+        return Forecast(history.mean[k], max(history.peak[k], history.mean[k]))
+    window = state.open
+    if window is None or not window.samples:
+        return None
+    return Forecast(window.total / window.samples, window.peak)
+
+
+def _retention(settings: ForecastSettings) -> int:
+    """Windows of history kept (at least one)."""
+    return max(1, settings.retention_s // settings.window_s)

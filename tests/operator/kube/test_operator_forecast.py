@@ -1,0 +1,108 @@
+"""``warmserve operator`` forecasts against the real API server: each ModelDeployment's status carries the
+forecast the scheduler planned with, its history is kept in a ConfigMap it owns, and an operator killed
+with SIGKILL and started again goes on with that history rather than starting a new one. A model whose
+Prometheus cannot be reached still forecasts, from what it observes, and a Warning Event says why."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from e2e.harness.cluster import Cluster, free_port
+from tests.crds.test_crds_api import crds, create, raw, wait_for
+from tests.operator.kube.test_kube_cluster import gateway_pod
+from tests.operator.kube.test_operator import WAIT_S, Start, get, log_tail, start_operator
+from warmserve.operator.forecast.history import History, history_from_json
+from warmserve.operator.kube.forecasting import HISTORY_KEY, UNAVAILABLE_REASON, configmap_name
+
+__all__ = ["crds", "start_operator"]  # fixtures
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+
+def deployment(name: str, served: str, history: dict[str, Any]) -> dict[str, Any]:
+    """The example ModelDeployment with one-second windows (so a test sees many) and ``history``."""
+    md = raw("modeldeployment-llama2-7b.yaml")
+    md["metadata"]["name"] = name
+    md["spec"]["model"]["servedName"] = served
+    md["spec"]["forecast"] = {
+        "forecaster": "last-value",
+        "windowSeconds": 1,
+        "horizonSeconds": 2,
+        "history": {"retentionSeconds": 600, **history},
+    }
+    return md
+
+
+def kept(core: kubernetes.client.CoreV1Api, ns: str) -> History | None:
+    try:
+        cm = core.read_namespaced_config_map(configmap_name("kept"), ns)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return history_from_json(cm.data[HISTORY_KEY])
+
+
+def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
+    kube_cluster: Cluster, kube_namespace: str, start_operator: Start, tmp_path: Path
+) -> None:
+    ns = kube_namespace
+    operator: subprocess.Popen[bytes] = start_operator()
+    with kube_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        core.create_namespaced_pod(ns, gateway_pod("gw"))
+        create(api, ns, raw("workerpool-fake-gpus.yaml"))
+        owner = create(api, ns, deployment("kept", "kept-model", {"source": "configMap"}))
+        away = {"source": "prometheus", "prometheusUrl": f"http://127.0.0.1:{free_port()}"}
+        create(api, ns, deployment("away", "away-model", away))
+
+        def forecast(name: str) -> dict[str, Any]:
+            return dict(get(api, ns, "ModelDeployment", name).get("status", {}).get("lastForecast", {}))
+
+        for name in ("kept", "away"):
+            last = wait_for(f"status.lastForecast of {name}", lambda n=name: forecast(n), timeout=WAIT_S)
+            assert last["peak"] >= last["mean"] >= 0 and last["time"].endswith("Z")
+
+        def three_windows() -> History | None:
+            h = kept(core, ns)
+            return h if h is not None and len(h.mean) >= 3 else None
+
+        history = wait_for("three windows kept", three_windows, timeout=30)
+        cm = core.read_namespaced_config_map(configmap_name("kept"), ns)
+        assert [(o.kind, o.uid) for o in cm.metadata.owner_references] == [
+            ("ModelDeployment", owner["metadata"]["uid"])
+        ]
+
+        def unavailable() -> list[Any]:
+            events = core.list_namespaced_event(ns, field_selector="involvedObject.name=away").items
+            return [e for e in events if e.reason == UNAVAILABLE_REASON]
+
+        (warning,) = wait_for("a HistoryUnavailable Event on away", unavailable, timeout=10)
+        assert warning.type == "Warning" and "prometheus" in warning.message
+
+        # kill -9 and start again: the new operator reads the kept history and appends to it.
+        operator.kill()
+        operator.wait()
+        before = kept(core, ns)
+        assert before is not None
+        operator = start_operator()
+
+        def appended() -> History | None:
+            h = kept(core, ns)
+            return h if h is not None and h.end >= before.end + 3 else None
+
+        after = wait_for("windows appended after the restart", appended, timeout=WAIT_S)
+        assert after.first == before.first  # the same history, kept: not a new one from the restart on
+        assert after.mean[: len(before.mean)] == before.mean
+        assert after.first == history.first
+        restored = f"kept-model: {len(before.mean)} windows restored from configMap"
+        assert restored in (tmp_path / "operator.log").read_text()
+
+    operator.send_signal(signal.SIGTERM)
+    assert operator.wait(timeout=15) == 0, log_tail(tmp_path)

@@ -1,0 +1,161 @@
+"""The operator's online forecast source: windows of observed demand, the bounded history, fits run away
+from the tick, the fallback while there is no fit, ``forecaster: none``, models coming and going, and the
+history's JSON and Prometheus forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from warmserve.operator.forecast.history import (
+    History,
+    history_from_json,
+    history_from_prometheus,
+    prometheus_queries,
+)
+from warmserve.operator.online_forecast import OnlineForecast
+from warmserve.operator.planning.snapshot import Demand, Forecast
+from warmserve.operator.resources import ForecastSettings
+from warmserve.protocol.errors import InvalidInputError
+
+
+def settings(
+    forecaster: str = "last-value", window: int = 10, horizon: int = 10, retention: int = 50
+) -> ForecastSettings:
+    return ForecastSettings(forecaster, window, horizon, "configMap", retention)
+
+
+def run_fits(source: OnlineForecast) -> int:
+    jobs = source.due()
+    for job in jobs:
+        source.install(job, job.run())
+    return len(jobs)
+
+
+def feed(source: OnlineForecast, model: str, samples: list[tuple[float, float]]) -> None:
+    for now, inflight in samples:
+        source.observe(now, {model: Demand(inflight)})
+
+
+def test_a_window_closes_with_the_mean_and_peak_of_its_samples_queued_included() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings()})
+    source.observe(100.0, {"m": Demand(2, queued=2)})  # total 4
+    source.observe(105.0, {"m": Demand(0)})
+    source.observe(109.9, {"m": Demand(2)})
+    assert source.history("m") == History(10, 0)
+    source.observe(110.0, {"m": Demand(1)})  # the next window: window 10 closes
+    assert source.history("m") == History(10, 10, (2.0,), (4.0,))
+    source.observe(131.0, {})  # window 11 closes; 12 saw no tick (a gap); absent demand counts 0
+    source.observe(140.0, {})
+    history = source.history("m")
+    assert history is not None and history.first == 10 and history.peak[:2] == (4.0, 1.0)
+    assert math.isnan(history.mean[2]) and history.mean[3] == 0.0
+
+
+def test_the_history_keeps_only_the_retention() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(retention=30)})  # three windows
+    feed(source, "m", [(10.0 * k, float(k)) for k in range(8)])
+    assert source.history("m") == History(10, 4, (4.0, 5.0, 6.0), (4.0, 5.0, 6.0))
+
+
+def test_the_forecast_repeats_what_is_seen_until_a_fit_then_uses_the_fit() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(forecaster="warmserve")})
+    assert source.forecasts(0.0) == {}  # nothing seen
+    source.observe(0.0, {"m": Demand(3)})
+    assert source.forecasts(0.0) == {"m": Forecast(3.0, 3.0)}  # the open window so far
+    feed(source, "m", [(5.0, 5.0), (10.0, 1.0)])
+    assert source.forecasts(10.0) == {"m": Forecast(4.0, 5.0)}  # the last closed window
+    assert "no fit yet" in source.note("m")
+    assert run_fits(source) == 1 and run_fits(source) == 0  # one fit per closed window
+    assert "warmserve fitted on 1 windows" in source.note("m") and "less than a day" in source.note("m")
+    feed(source, "m", [(20.0, 7.0)])  # window 1 (mean 1) closes; the fit of window 0 still predicts
+    assert source.forecasts(20.0)["m"].mean >= 0 and run_fits(source) == 1
+
+
+def test_the_fit_runs_outside_the_tick_and_a_stale_job_is_dropped() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings()})
+    feed(source, "m", [(0.0, 2.0), (10.0, 2.0)])
+    (job,) = source.due()
+    assert source.due() == []  # one job at a time per model
+    source.set_models({"m": settings(forecaster="ets")})  # changed meanwhile
+    source.install(job, job.run())
+    assert "no fit yet" in source.note("m")
+
+
+def test_forecaster_none_gives_no_forecast_and_no_fit() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(forecaster="none")})
+    feed(source, "m", [(0.0, 2.0), (10.0, 2.0)])
+    assert source.forecasts(10.0) == {} and source.due() == []
+    assert source.history("m") == History(10, 0, (2.0,), (2.0,))  # still observed: kept for a change
+
+
+def test_models_come_and_go_and_a_new_window_starts_afresh() -> None:
+    source = OnlineForecast()
+    assert source.set_models({"a": settings(), "b": settings()}) == {"a", "b"}
+    feed(source, "a", [(0.0, 1.0), (10.0, 1.0)])
+    assert source.set_models({"a": settings(), "b": settings()}) == set()
+    assert source.set_models({"a": settings(window=5)}) == {"a"}  # b gone, a on another grid
+    assert source.history("b") is None and source.history("a") == History(5, 0)
+    source.observe(20.0, {"gone": Demand(9)})
+    assert set(source.forecasts(20.0)) == {"a"}
+
+
+def test_a_seeded_history_comes_before_the_observed_windows_and_only_then_is_saved() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(retention=100)})
+    feed(source, "m", [(50.0, 4.0), (60.0, 4.0)])  # window 5 observed before the seed arrived
+    assert source.unsaved() == {}  # not read yet: never overwrite it
+    source.seed("m", History(10, 1, (1.0, 2.0, 3.0, 9.0, 9.0), (1.0, 2.0, 3.0, 9.0, 9.0)))
+    assert source.history("m") == History(10, 1, (1.0, 2.0, 3.0, 9.0, 4.0), (1.0, 2.0, 3.0, 9.0, 4.0))
+    assert list(source.unsaved()) == ["m"] and source.unsaved() == {}
+    source.seed("other", History(10, 0, (1.0,), (1.0,)))  # unknown: ignored
+    assert source.history("other") is None
+
+
+def test_the_json_form_round_trips_with_gaps_and_refuses_garbage() -> None:
+    history = History(60, 7, (1.0, math.nan, 2.5), (2.0, math.nan, 3.0))
+    again = history_from_json(history.to_json())
+    assert (again.window_s, again.first, again.mean[0], again.peak[2]) == (60, 7, 1.0, 3.0)
+    assert math.isnan(again.mean[1])
+    with pytest.raises(InvalidInputError, match="not a forecast history"):
+        history_from_json('{"windowSeconds": 60}')
+
+
+def test_prometheus_answers_become_windows_on_the_grid() -> None:
+    (query,) = prometheus_queries('m"x', 10, 5, now=105.0)
+    assert query.start == 60.0 and query.end == 100.0 and query.step == 10.0  # windows 5 to 9
+    assert 'model="m\\"x"' in query.mean and query.mean.startswith("avg_over_time(")
+    assert query.peak.startswith("max_over_time(")
+
+    def matrix(points: list[tuple[float, str]]) -> dict[str, object]:
+        return {"status": "success", "data": {"resultType": "matrix", "result": [{"values": points}]}}
+
+    answer = (matrix([(70.0, "2"), (90.0, "3")]), matrix([(70.0, "4"), (90.0, "3")]))
+    history = history_from_prometheus(10, 5, 105.0, [answer])
+    assert (history.first, history.end, history.mean[0], history.peak[0], history.peak[2]) == (
+        6,
+        9,
+        2.0,
+        4.0,
+        3.0,
+    )
+    assert math.isnan(history.mean[1]) and math.isnan(history.peak[1])  # a gap
+    assert len(prometheus_queries("m", 1, 25_000, now=30_000.0)) == 3
+    with pytest.raises(InvalidInputError):
+        history_from_prometheus(10, 5, 105.0, [({"status": "error"}, {})])
+
+
+def test_epoch_seconds_start_the_history_at_the_first_window_seen() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(window=60, retention=3600)})
+    now = 1_796_000_000.0  # on a cluster ``now`` is epoch seconds: no gap back to window 0
+    feed(source, "m", [(now, 1.0), (now + 60, 2.0), (now + 180, 3.0)])
+    history = source.history("m")
+    assert history is not None and history.first == int(now // 60) and history.mean == (1.0, 2.0)
+    assert source.forecasts(now + 180) == {"m": Forecast(2.0, 2.0)}
