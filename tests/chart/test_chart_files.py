@@ -55,7 +55,13 @@ def test_the_operator_runs_for_the_release_namespace_as_its_service_account(
 
 
 def test_the_gateway_serves_the_models_and_workers_of_the_values(helm_binary: Path, tmp_path: Path) -> None:
-    objects = rendered(helm_binary, tmp_path, "gateway.workers={http://10.0.0.5:8000}")
+    objects = rendered(
+        helm_binary,
+        tmp_path,
+        "gateway.workers={http://10.0.0.5:8000}",
+        "gateway.models[0].name=llama-2-7b-chat",
+        "gateway.models[0].concurrency=16",
+    )
     container = find(objects, "Deployment", "warmserve-gateway")["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
     assert args[args.index("--model") + 1] == "llama-2-7b-chat:16"
@@ -74,11 +80,13 @@ def test_the_gateway_finds_the_worker_pods_of_its_namespace_by_default_reading_p
     pod = find(objects, "Deployment", "warmserve-gateway")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "warmserve-gateway"
     args, env = pod["containers"][0]["args"], pod["containers"][0]["env"]
-    assert args[args.index("--discover-namespace") + 1] == "$(POD_NAMESPACE)" and "--worker" not in args
+    assert args[args.index("--discover-namespace") + 1] == "$(POD_NAMESPACE)"
+    assert "--worker" not in args and "--model" not in args  # the ModelDeployments are the models
     namespace = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     assert namespace in env
     assert find(objects, "Role", "warmserve-gateway")["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["warmserve.io"], "resources": ["modeldeployments"], "verbs": ["get", "list", "watch"]},
     ]
     binding = find(objects, "RoleBinding", "warmserve-gateway")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "warmserve-gateway", "namespace": "ns"}]

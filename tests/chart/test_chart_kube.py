@@ -119,8 +119,11 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
     assert all(can(worker, v, "pods") for v in ("get", "list", "watch", "patch"))
     assert not can(worker, "create", "pods") and not can(worker, "delete", "pods")
     assert not can(worker, "list", "secrets") and not can(worker, "patch", "pods", namespace="default")
-    gateway = "warmserve-gateway"  # finds the worker Pods: reads Pods, writes nothing
+    gateway = "warmserve-gateway"  # finds the worker Pods and the models: reads them, writes nothing
     assert all(can(gateway, v, "pods") for v in ("get", "list", "watch"))
+    assert all(can(gateway, v, "modeldeployments", group="warmserve.io") for v in ("get", "list", "watch"))
+    assert not can(gateway, "patch", "modeldeployments/status", group="warmserve.io")
+    assert not can(gateway, "list", "workerpools", group="warmserve.io")
     assert not any(can(gateway, v, "pods") for v in ("patch", "update", "create", "delete"))
     assert not can(gateway, "list", "secrets") and not can(gateway, "list", "pods", namespace="default")
 
@@ -202,7 +205,8 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
     urls = ",".join(
         f"http://{p.status.pod_ip}:{p.spec.containers[0].ports[0].container_port}" for p in workers
     )
-    run_helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"gateway.workers={{{urls}}}")
+    static = ["--set", f"gateway.workers={{{urls}}}", "--set", "gateway.models[0].name=llama-2-7b-chat"]
+    run_helm("upgrade", RELEASE, str(CHART), "--reuse-values", *static)
 
     def rolled() -> list[Any]:
         pods = running("app.kubernetes.io/name=warmserve-gateway", 1)

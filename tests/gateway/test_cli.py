@@ -24,15 +24,13 @@ from warmserve.cli import main
         (["gateway", "--model", "m", "--hold-timeout", "0"], "--hold-timeout"),
         (["gateway", "--model", "m", "--queue-limit", "-3"], "--queue-limit"),
         (["gateway", "--model", "m", "--port", "70000"], "--port"),
-        (["gateway", "--model", "m", "--discover-namespace", ""], "--discover-namespace"),
+        (["gateway", "--discover-namespace", ""], "--discover-namespace"),
+        (["gateway", "--discover-namespace", "ns", "--worker-selector", ""], "--worker-selector"),
         (
-            ["gateway", "--model", "m", "--discover-namespace", "ns", "--worker-selector", ""],
-            "--worker-selector",
-        ),
-        (
-            ["gateway", "--model", "m", "--worker", "http://10.0.0.1:8000", "--discover-namespace", "ns"],
+            ["gateway", "--worker", "http://10.0.0.1:8000", "--discover-namespace", "ns"],
             "--worker and --discover-namespace",
         ),
+        (["gateway", "--model", "m", "--discover-namespace", "ns"], "--model and --discover-namespace"),
     ],
 )
 def test_bad_options_are_one_line_naming_the_option(
@@ -48,7 +46,7 @@ def test_discovery_without_a_cluster_configuration_is_one_clear_line(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    assert main(["gateway", "--model", "m", "--discover-namespace", "ns"]) == 2
+    assert main(["gateway", "--discover-namespace", "ns"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("warmserve: error: no Kubernetes API configuration") and "\n" not in err
 

@@ -89,6 +89,12 @@ class WaitQueue(Generic[T, W]):
                 served += 1
         return served
 
+    def close(self, error: UnavailableError) -> None:
+        """Fail every waiter with ``error`` at once (the model stopped being served)."""
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
     def _expire(self, waiter: _Waiter[T, W]) -> None:
         if not waiter.future.done():
             waiter.future.set_exception(HoldExpired("no instance became free before the deadline"))

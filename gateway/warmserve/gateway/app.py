@@ -24,9 +24,10 @@ import aiohttp
 import kubernetes.client
 from aiohttp import web
 
-from warmserve.gateway.config import GatewayConfig, check_worker_urls
+from warmserve.gateway.config import DeclaredModel, GatewayConfig, check_worker_urls
 from warmserve.gateway.discovery import Discovery
 from warmserve.gateway.metrics import GatewayMetrics
+from warmserve.gateway.model_deployments import follow_model_deployments
 from warmserve.gateway.proxy import Call, Proxy
 from warmserve.gateway.router import Router
 from warmserve.gateway.worker_pods import follow_worker_pods
@@ -78,6 +79,11 @@ class Gateway:
         else:
             self._workers = check_worker_urls(workers)
 
+    def set_models(self, models: Sequence[DeclaredModel]) -> None:
+        """Serve exactly ``models`` from now on (discovery calls this as ModelDeployments change); call it
+        on the gateway's event loop. See :meth:`Router.set_models` for what happens to a dropped model."""
+        self.router.set_models(models)
+
     def app(self) -> web.Application:
         """The aiohttp application; its session and discovery start and stop with it."""
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -99,6 +105,8 @@ class Gateway:
                 namespace, selector = self.config.discover_namespace, self.config.worker_selector
                 pods = follow_worker_pods(self._kube_api, namespace, selector, self.set_workers)
                 await stack.enter_async_context(pods)
+                models = follow_model_deployments(self._kube_api, namespace, self.set_models)
+                await stack.enter_async_context(models)
             yield
 
     @contextlib.asynccontextmanager
@@ -142,7 +150,7 @@ class Gateway:
             return timed_out
         except InvalidFieldError as exc:
             return web.json_response(error_body(str(exc), param=exc.field), status=400)
-        if self.config.model(parsed.model) is None:
+        if parsed.model not in self.router.models:
             message = f"The model {parsed.model!r} does not exist; see /v1/models"
             return web.json_response(error_body(message, param="model", code="model_not_found"), status=404)
         assert self._proxy is not None, "the application is running"
@@ -155,7 +163,7 @@ class Gateway:
         return response
 
     async def _models(self, _: web.Request) -> web.Response:
-        return web.json_response(models_body([m.name for m in self.config.models]))
+        return web.json_response(models_body(list(self.router.models)))
 
     async def _demand(self, _: web.Request) -> web.Response:
         return web.json_response(demand_body(self.router.demand()))

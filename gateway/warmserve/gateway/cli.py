@@ -45,7 +45,8 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="NAME[:B]",
-        help=f"a model to serve and B, its requests per instance (B defaults to {DEFAULT_MAX_CONCURRENCY})",
+        help=f"a model to serve and B, its requests per instance (B defaults to {DEFAULT_MAX_CONCURRENCY});"
+        " not with --discover-namespace, whose ModelDeployments are the models",
     )
     parser.add_argument(
         "--queue-limit",
@@ -102,8 +103,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
-    if not args.model:
-        raise InvalidInputError("--model: expected at least one NAME[:B], got none")
+    if not args.model and args.discover_namespace is None:
+        raise InvalidInputError("--model: expected at least one NAME[:B] (or --discover-namespace), got none")
+    if args.model and args.discover_namespace is not None:
+        raise InvalidInputError(
+            "--model and --discover-namespace: expected one of them (declared models, or the namespace's"
+            " ModelDeployments), got both"
+        )
     if not 0 < args.port < 65536:
         raise InvalidInputError(f"--port: expected 1 to 65535, got {args.port}")
     if args.worker and args.discover_namespace is not None:

@@ -64,6 +64,9 @@ class GatewayConfig:
             if self.workers:
                 expected = "no static workers alongside (the Pods are the workers)"
                 raise InvalidFieldError("discover_namespace", expected, self.workers)
+            if self.models:
+                expected = "no declared models alongside (the namespace's ModelDeployments are the models)"
+                raise InvalidFieldError("discover_namespace", expected, [m.name for m in self.models])
         if not self.worker_selector:
             raise InvalidFieldError("worker_selector", "a label selector", self.worker_selector)
         _positive(self.queue_limit, "queue_limit")
@@ -72,10 +75,6 @@ class GatewayConfig:
         _positive(self.poll_interval_s, "poll_interval_s")
         _positive(self.upstream_read_timeout_s, "upstream_read_timeout_s")
         _positive(self.body_timeout_s, "body_timeout_s")
-
-    def model(self, name: str) -> DeclaredModel | None:
-        """The declared model called ``name``, or None when it is not declared."""
-        return next((m for m in self.models if m.name == name), None)
 
 
 def parse_model_arg(text: str) -> DeclaredModel:

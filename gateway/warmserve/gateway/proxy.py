@@ -25,7 +25,7 @@ from aiohttp import web
 from warmserve.gateway.admission import HoldExpired, QueueFull
 from warmserve.gateway.instances import Instance
 from warmserve.gateway.metrics import GatewayMetrics
-from warmserve.gateway.router import Exclude, Router
+from warmserve.gateway.router import Exclude, ModelDropped, Router
 from warmserve.protocol.openai_api import REPLICA_HEADER, GenerationRequest, error_body, sse
 
 #: Instances one request is tried on before it is answered 503 (the first try included).
@@ -73,6 +73,8 @@ class Proxy:
                 instance = await self._router.acquire(model, exclude, call.deadline)
             except QueueFull:
                 return self.unavailable("too many requests are waiting for this model", "queue_full")
+            except ModelDropped as exc:
+                return self.unavailable(str(exc), "model_removed")
             except HoldExpired:
                 return self.unavailable("no instance of this model became free in time", "no_capacity")
             try:

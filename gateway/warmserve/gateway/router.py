@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from warmserve.gateway.admission import WaitQueue
+from warmserve.gateway.admission import HoldExpired, WaitQueue
 from warmserve.gateway.config import DeclaredModel
 from warmserve.gateway.instances import Incarnation, Instance, InstanceKey, pick_instance
 from warmserve.protocol.demand_report import ModelDemand
@@ -21,18 +21,43 @@ InstanceTable = Mapping[str, tuple[Instance, ...]]  # model → its serving inst
 Exclude = frozenset[Incarnation]  # the instances that failed one request
 
 
+class ModelDropped(HoldExpired):
+    """The model a request waited for stopped being served (its ModelDeployment deleted or refused)."""
+
+
 class Router:
     """Routing state of one gateway; models outside ``models`` are the caller's to refuse."""
 
     def __init__(self, models: Sequence[DeclaredModel], queue_limit: int) -> None:
-        self._caps = {m.name: m.max_concurrency for m in models}
+        self._queue_limit = queue_limit
+        self._caps: dict[str, int] = {}
         self._table: InstanceTable = MappingProxyType({})
         self._inflight: dict[InstanceKey, int] = {}
-        self._model_inflight = dict.fromkeys(self._caps, 0)
-        self._arrivals = dict.fromkeys(self._caps, 0)
-        self._queues: dict[str, WaitQueue[Instance, Exclude]] = {
-            name: WaitQueue(queue_limit, self.release) for name in self._caps
-        }
+        self._model_inflight: dict[str, int] = {}
+        self._arrivals: dict[str, int] = {}
+        self._queues: dict[str, WaitQueue[Instance, Exclude]] = {}
+        self.set_models(models)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The names of the models served now."""
+        return tuple(self._caps)
+
+    def set_models(self, models: Sequence[DeclaredModel]) -> None:
+        """Serve exactly ``models`` from now on. A new model gets its wait queue; a changed B applies to the
+        next pick (and a larger one frees capacity for waiters); a model dropped fails its waiting requests
+        at once (``503``, as for a hold that expires) while its requests in flight finish. Its counts are
+        kept, so a model that comes back continues them."""
+        caps = {m.name: m.max_concurrency for m in models}
+        for name in self._caps.keys() - caps.keys():
+            self._queues.pop(name).close(ModelDropped(f"the model {name!r} is no longer served"))
+        for name in caps.keys() - self._caps.keys():
+            self._queues[name] = WaitQueue(self._queue_limit, self.release)
+            self._model_inflight.setdefault(name, 0)
+            self._arrivals.setdefault(name, 0)
+        self._caps = caps
+        for name in caps:
+            self._hand_out(name)
 
     @property
     def table(self) -> InstanceTable:
@@ -52,9 +77,12 @@ class Router:
         """An instance of ``model`` with a slot reserved, not in ``exclude``; waits until ``deadline``.
 
         Raises :class:`~warmserve.gateway.admission.QueueFull` or
-        :class:`~warmserve.gateway.admission.HoldExpired` when no instance is had.
+        :class:`~warmserve.gateway.admission.HoldExpired` (:class:`ModelDropped` when the model stopped
+        being served) when no instance is had.
         """
-        queue = self._queues[model]
+        queue = self._queues.get(model)
+        if queue is None:  # dropped while this request was being retried
+            raise ModelDropped(f"the model {model!r} is no longer served")
         instance = None if len(queue) else self._take(model, exclude)
         return instance if instance is not None else await queue.wait(exclude, deadline)
 
