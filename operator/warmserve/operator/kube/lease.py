@@ -140,17 +140,23 @@ class LeaseElector:
 
     async def _keep(self) -> str:
         """Renew every ``retry_s``; return why the lease is lost: another holder took it, or no renewal
-        succeeded within the renew deadline (before the lease expires for the others)."""
+        succeeded within the renew deadline. A round is cut short at the deadline too (a request may hang
+        past its timeout), so the holder always stops before the lease expires for the others."""
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.timing.retry_s)
-            outcome = await self._round()
+            left = renewed + self.timing.renew_deadline_s - time.monotonic()
+            try:
+                outcome = await asyncio.wait_for(self._round(), max(left, 0.0))
+            except TimeoutError:
+                outcome = Outcome.FAILED
             if outcome is Outcome.HELD:
                 renewed = time.monotonic()
             elif outcome is Outcome.OTHER:
                 return f"{self._holder!r} holds it"
-            elif time.monotonic() - renewed > self.timing.renew_deadline_s:
-                return f"not renewed for {self.timing.renew_deadline_s:g} s ({self._pulse.lease_error})"
+            elif time.monotonic() - renewed >= self.timing.renew_deadline_s:
+                why = self._pulse.lease_error or "no answer"
+                return f"not renewed for {self.timing.renew_deadline_s:g} s ({why})"
 
     async def _round(self) -> Outcome:
         """Read the Lease and write what :func:`claim` asks for. API errors and a write that lost the race

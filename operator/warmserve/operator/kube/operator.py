@@ -137,8 +137,8 @@ async def _run(
         loop.add_done_callback(lambda _: stop.set())
         ready = asyncio.Event()
         serving = asyncio.create_task(_serving(ready, pulse))
-        try:
-            await kopf.operator(
+        handling = asyncio.create_task(
+            kopf.operator(
                 registry=handlers.kopf,
                 settings=settings(),
                 standalone=True,
@@ -146,10 +146,14 @@ async def _run(
                 stop_flag=stop,
                 ready_flag=ready,
             )
-        finally:
-            for task in (loop, serving):
+        )
+        try:
+            await asyncio.wait({handling})
+        finally:  # cancelled (the Lease lost): the scheduler stops at once, kopf then winds down
+            for task in (loop, serving, handling):
                 task.cancel()
-            await asyncio.gather(loop, serving, return_exceptions=True)
+            await asyncio.gather(loop, serving, handling, return_exceptions=True)
+        handling.result()
     if not loop.cancelled() and loop.exception() is not None:
         raise RuntimeError("the scheduler loop stopped") from loop.exception()
 
