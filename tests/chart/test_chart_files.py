@@ -54,6 +54,33 @@ def test_the_operator_runs_for_the_release_namespace_as_its_service_account(
     assert args[args.index("--tick") + 1] == "2"
 
 
+def test_the_operator_replicas_elect_one_by_the_lease_and_are_probed_on_the_health_port(
+    helm_binary: Path, tmp_path: Path
+) -> None:
+    sets = ("operator.replicas=2", "operator.lease.name=ops", "operator.lease.duration=20")
+    objects = rendered(helm_binary, tmp_path, *sets, "operator.healthPort=9000")
+    deployment = find(objects, "Deployment", "warmserve-operator")["spec"]
+    assert deployment["replicas"] == 2 and "strategy" not in deployment  # rolling: the Lease hands over
+    container = deployment["template"]["spec"]["containers"][0]
+    args = container["args"]
+    options = dict(zip(args[1::2], args[2::2], strict=False))
+    assert options["--lease-name"] == "ops" and options["--lease-duration"] == "20"
+    assert options["--health-host"] == "$(POD_IP)" and options["--health-port"] == "9000"
+    assert container["ports"] == [{"name": "health", "containerPort": 9000}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    leases = [r for r in find(objects, "Role", "warmserve-operator")["rules"] if "leases" in r["resources"]]
+    assert leases == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["ops"],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
 def test_the_gateway_serves_the_models_and_workers_of_the_values(helm_binary: Path, tmp_path: Path) -> None:
     objects = rendered(
         helm_binary,
@@ -104,6 +131,9 @@ def test_helm_lint_passes_with_every_option_on(helm_binary: Path, tmp_path: Path
     ("value", "field"),
     [
         ("operator.policy=fastest", "policy"),
+        ("operator.replicas=0", "replicas"),
+        ("operator.lease.duration=0", "duration"),
+        ("operator.lease.name=Bad_Name", "name"),
         ("gateway.port=0", "port"),
         ("gateway.workers={10.0.0.5}", "workers"),
     ],

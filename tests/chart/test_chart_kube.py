@@ -1,10 +1,11 @@
 """The chart on the test control plane's real API server with the real helm: its rendering passes the API
-server's server-side dry run; ``helm install`` runs the operator and the gateway as Pods (the node agent runs
-them as processes), the example WorkerPool and ModelDeployment then become running worker Pods and a Ready
-model, served by the gateway that found the worker Pods itself; ``helm upgrade`` rolls the gateway onto
-changed values (static workers' URLs) and it serves a completion; ``helm uninstall`` leaves nothing of the
-release but the CRDs. The RBAC is proven least-privilege with the API server's access reviews (the gateway
-may read Pods, not write them) and a denied call made with the operator's own token."""
+server's server-side dry run; ``helm install`` runs two operators (a leader and a ready standby) and the
+gateway as Pods (the node agent runs them as processes), the example WorkerPool and ModelDeployment then
+become running worker Pods and a Ready model, served by the gateway that found the worker Pods and the model
+itself; ``helm upgrade`` rolls the gateway onto changed values (static workers' URLs) and it serves a
+completion; ``helm uninstall`` leaves nothing of the release but the CRDs. The RBAC is proven
+least-privilege with the API server's access reviews (the gateway may read Pods and ModelDeployments, not
+write them) and a denied call made with the operator's own token."""
 
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
                 subject["namespace"] = ns
             kubernetes.utils.create_from_dict(api, obj, namespace=ns)
 
-    def can(account: str, verb: str, resource: str, namespace: str = ns, group: str = "") -> bool:
+    def can(
+        account: str, verb: str, resource: str, namespace: str = ns, group: str = "", name: str = ""
+    ) -> bool:
         review = {
             "spec": {
                 "user": f"system:serviceaccount:{ns}:{account}",
@@ -94,6 +97,7 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
                     "verb": verb,
                     "resource": resource,
                     "group": group,
+                    "name": name,
                 },
             }
         }
@@ -115,6 +119,12 @@ def test_the_roles_allow_what_the_components_use_and_nothing_else(
     assert not can(operator, "create", "deployments", group="apps")
     assert not can(operator, "delete", "roles", group="rbac.authorization.k8s.io")
     assert not can(operator, "list", "pods", namespace="default")
+    lease, coordination = "warmserve-operator", "coordination.k8s.io"  # the Lease electing the active one
+    assert can(operator, "create", "leases", group=coordination)
+    assert all(can(operator, v, "leases", group=coordination, name=lease) for v in ("get", "update"))
+    assert not can(operator, "update", "leases", group=coordination, name="kube-scheduler")
+    assert not can(operator, "delete", "leases", group=coordination, name=lease)
+    assert not can(operator, "list", "leases", group=coordination)
     worker = "warmserve-worker"
     assert all(can(worker, v, "pods") for v in ("get", "list", "watch", "patch"))
     assert not can(worker, "create", "pods") and not can(worker, "delete", "pods")
@@ -159,6 +169,7 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
         return helm(helm_binary, tmp_path, *args, "--namespace", ns, kubeconfig=kube_cluster.kubeconfig)
 
     values = ["--set-json", "operator.tick=0.5", "--set-json", "operator.statusInterval=1"]
+    values += ["--set-json", "operator.replicas=2", "--set-json", "operator.lease.duration=3"]  # one standby
     notes = run_helm("install", RELEASE, str(CHART), *values)
     assert f"kubectl -n {ns} apply -f examples/workerpool-fake-gpus.yaml" in notes  # NOTES.txt's next steps
 
@@ -167,9 +178,22 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
         live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
         return live if len(live) == count else []
 
+    def ready_pods(selector: str, count: int) -> list[Any]:
+        pods = [
+            p
+            for p in running(selector, count)
+            if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        return pods if len(pods) == count else []
+
+    # Both operator Pods pass their readiness probe: the leader, and the standby (so --wait would finish).
     wait_for(
-        "the operator Pod running", lambda: running("app.kubernetes.io/name=warmserve-operator", 1), WAIT_S
+        "the two operator Pods ready",
+        lambda: ready_pods("app.kubernetes.io/name=warmserve-operator", 2),
+        WAIT_S,
     )
+    lease = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease("warmserve-operator", ns)
+    assert lease.spec.holder_identity and lease.spec.lease_duration_seconds == 3
     wait_for(
         "the gateway Pod running", lambda: running("app.kubernetes.io/name=warmserve-gateway", 1), WAIT_S
     )

@@ -1,18 +1,24 @@
 """``warmserve operator`` as a process against the test control plane's real API server, with worker and
-gateway Pods the node agent runs as processes: the example WorkerPool becomes running worker Pods, a
-ModelDeployment is served by them (the scheduler writes the desired annotation, a worker reports the
-model serving, the status says so), a ModelDeployment no pool can hold is Degraded naming the field,
+gateway Pods the node agent runs as processes: two operators start, one holds the Lease and acts while the
+other waits as a ready standby; the example WorkerPool becomes running worker Pods, a ModelDeployment is
+served by them (the scheduler writes the desired annotation, a worker reports the model serving, the
+status says so), a ModelDeployment no pool can hold is Degraded naming the field; after ``kill -9`` of the
+leader the standby takes the Lease within its duration and goes on with the same replica serving;
 deleting a ModelDeployment releases its replicas, scaling the pool in deletes a worker Pod, and SIGTERM
-stops the operator cleanly."""
+stops the operator cleanly, releasing the Lease."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ import kubernetes
 import pytest
 import yaml
 
-from e2e.harness.cluster import Cluster
+from e2e.harness.cluster import Cluster, free_port
 from e2e.harness.kubeconfig import write_kubeconfig
 from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
 from tests.operator.kube.test_kube_cluster import gateway_pod
@@ -34,39 +40,66 @@ WAIT_S = 90.0
 SERVED = "llama-2-7b-chat"  # examples/modeldeployment-llama2-7b.yaml
 ROLE = Path(__file__).resolve().parents[3] / "deploy" / "operator-role.yaml"
 OPERATOR = "warmserve-operator"
+LEASE_S = 5  # --lease-duration: a standby takes over within 1.4 times this after a kill -9
 
 
-Start = Callable[[], subprocess.Popen[bytes]]
+@dataclass(frozen=True)
+class Operator:
+    """One ``warmserve operator`` process: its probes on ``port``, its output in ``log``."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def identity(self) -> str:
+        """Its ``holderIdentity`` in the Lease."""
+        return f"{socket.gethostname()}_{self.process.pid}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        """``GET path`` on its probe port: the status and the text (0 and the error when unreachable)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
+
+
+Start = Callable[[], Operator]
 
 
 @pytest.fixture
 def start_operator(kube_cluster: Cluster, kube_namespace: str, crds: None, tmp_path: Path) -> Iterator[Start]:
     """Starts ``warmserve operator`` for the test's namespace, as a ServiceAccount holding exactly the Role
-    in ``deploy/`` (so a permission missing there fails the test); its output appended to
-    ``operator.log``. Every process still running at the end is killed."""
+    in ``deploy/`` (so a permission missing there fails the test), with a short Lease and its probes on
+    a free port; the output of the n-th in ``operator-n.log``. Every process still running at the end is
+    killed."""
     kubeconfig = operator_kubeconfig(kube_cluster, kube_namespace, tmp_path / "operator.kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     args = ["operator", "--namespace", kube_namespace, "--tick", "0.5", "--status-interval", "1"]
-    started: list[subprocess.Popen[bytes]] = []
+    args += ["--lease-duration", str(LEASE_S), "--health-host", "127.0.0.1"]
+    started: list[Operator] = []
 
-    def start() -> subprocess.Popen[bytes]:
-        with (tmp_path / "operator.log").open("ab") as log:
-            started.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "warmserve.cli", *args],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+    def start() -> Operator:
+        port, log = free_port(), tmp_path / f"operator-{len(started)}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "warmserve.cli", *args, "--health-port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
+        started.append(Operator(process, port, log))
         return started[-1]
 
     yield start
-    print(f"operator log (last lines):\n{log_tail(tmp_path)}")  # shown when the test fails
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    for operator in started:  # shown when the test fails
+        print(f"{operator.log.name} (last lines):\n{log_tail(operator.log)}")
+        if operator.process.poll() is None:
+            operator.process.kill()
+            operator.process.wait()
 
 
 def operator_kubeconfig(kube_cluster: Cluster, namespace: str, path: Path) -> Path:
@@ -86,8 +119,28 @@ def operator_kubeconfig(kube_cluster: Cluster, namespace: str, path: Path) -> Pa
     return write_kubeconfig(path, kube_cluster.server, kube_cluster.pki.ca.cert, {"token": token})
 
 
-def log_tail(tmp_path: Path) -> str:
-    return "\n".join((tmp_path / "operator.log").read_text(errors="replace").splitlines()[-30:])
+def log_tail(log: Path) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+
+
+def lease_holder(api: kubernetes.client.ApiClient, namespace: str) -> str:
+    lease = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease(OPERATOR, namespace)
+    return str(lease.spec.holder_identity or "")
+
+
+def leader_and_standby(
+    api: kubernetes.client.ApiClient, namespace: str, *ops: Operator
+) -> tuple[Operator, ...]:
+    """The operators ordered leader first, once one holds the Lease and says so, and the rest are ready
+    standbys; else ``()``."""
+    try:
+        holder = lease_holder(api, namespace)
+    except kubernetes.client.ApiException:
+        return ()
+    ordered = sorted(ops, key=lambda o: o.identity != holder)
+    roles = [o.get("/readyz") for o in ordered]
+    expected = [(200, "ok (leader)\n")] + [(200, "ok (standby)\n")] * (len(ops) - 1)
+    return tuple(ordered) if ordered[0].identity == holder and roles == expected else ()
 
 
 def get(api: kubernetes.client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any]:
@@ -112,10 +165,9 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
     kube_cluster: Cluster,
     kube_namespace: str,
     start_operator: Start,
-    tmp_path: Path,
 ) -> None:
     ns = kube_namespace
-    operator = start_operator()
+    first, second = start_operator(), start_operator()  # two replicas: one active, one standby
     with kube_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         core.create_namespaced_pod(ns, gateway_pod("gw"))  # the scheduler plans from the gateways' demand
@@ -185,21 +237,34 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
             wp["status"]["poolBytesFree"] == 4 * 80 * 2**30 - wp["status"]["poolBytesUsed"]
         )  # 4 GPUs, 80Gi each
 
-        # kill -9 and start again: the new operator goes on where the old one stopped (its first ticks
-        # know the models already), the same replica serving throughout, not released and loaded again.
+        # One of the two holds the Lease and acts; the other is a ready standby that has done nothing.
+        operator, standby = wait_for(
+            "one operator leading", lambda: leader_and_standby(api, ns, first, second), timeout=30
+        )
+        quiet = standby.log.read_text()
+        assert "Initial authentication has finished" not in quiet and "plan:" not in quiet
+        for one, leading in ((operator, 1.0), (standby, 0.0)):
+            assert one.get("/healthz")[0] == 200
+            assert f"warmserve_operator_leader {leading}" in one.get("/metrics")[1]
+
+        # kill -9 the leader: the standby takes the Lease within its duration and goes on where the old
+        # one stopped (its first ticks know the models already), the same replica serving throughout, not
+        # released and loaded again.
         (replica,) = [r.id for r in observed.replicas if r.model == SERVED]
-        operator.kill()
-        operator.wait()
-        operator = start_operator()
-
-        def restarted() -> bool:
-            return (tmp_path / "operator.log").read_text().count("Initial authentication has finished") == 2
-
-        wait_for("the second operator to start", restarted, timeout=30)
+        operator.process.kill()
+        operator.process.wait()
+        killed = time.monotonic()
+        wait_for(
+            "the standby to take the Lease", lambda: lease_holder(api, ns) == standby.identity, 2 * LEASE_S
+        )
+        took = time.monotonic() - killed
+        print(f"takeover after kill -9: {took:.1f} s (--lease-duration {LEASE_S})")
+        assert took <= LEASE_S * 1.4 + 0.5  # the duration, two retry periods (docs/operator.md), the polling
+        operator = wait_for("the new leader serving", lambda: leader_and_standby(api, ns, standby), 30)[0]
         deadline = time.monotonic() + 3.0  # six ticks of the new scheduler
         while time.monotonic() < deadline:
             now_serving = serving_worker()
-            assert now_serving is not None, "the serving replica was released after the restart"
+            assert now_serving is not None, "the serving replica was released after the takeover"
             assert [r.id for r in now_serving[0].replicas if r.model == SERVED] == [replica]
             time.sleep(0.1)
 
@@ -249,5 +314,7 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         for kind, name in (("ModelDeployment", "too-big"), ("WorkerPool", "fake-gpus")):
             wait_for(f"{kind} {name} deleted", lambda k=kind, n=name: gone(api, ns, k, n), timeout=30)
 
-    operator.send_signal(signal.SIGTERM)
-    assert operator.wait(timeout=15) == 0, log_tail(tmp_path)
+    operator.process.send_signal(signal.SIGTERM)
+    assert operator.process.wait(timeout=15) == 0, log_tail(operator.log)
+    with kube_cluster.api_client() as api:
+        assert lease_holder(api, ns) == ""  # released: a successor need not wait out the duration

@@ -3,10 +3,15 @@
 kopf watches the namespace's ``WorkerPool`` and ``ModelDeployment`` resources and keeps the
 :class:`~warmserve.operator.kube.registry.Registry` (hence the scheduler's models), the worker Pods and every
 status current; beside it :func:`~warmserve.operator.scheduler.run` ticks the scheduler over
-:class:`~warmserve.operator.kube.cluster.KubeCluster`. SIGTERM or SIGINT stops kopf (it handles them), and
-then the loop; a loop that fails stops kopf and its error is raised. After each tick the loop counts it in
-:class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as Events for the
-:class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events", "Metrics").
+:class:`~warmserve.operator.kube.cluster.KubeCluster`. Both run only while this process holds the
+namespace's Lease (:class:`~warmserve.operator.kube.lease.LeaseElector`): a second operator waits as a
+standby and takes over when the first is gone. The probes and the metrics are served throughout
+(:mod:`warmserve.operator.kube.probes`). SIGTERM or SIGINT stops a standby, or kopf (it handles them) and
+then the loop, and the Lease is released; a loop that fails stops kopf and its error is raised; a lost
+Lease stops both at once and raises :class:`~warmserve.protocol.errors.UnavailableError`. After each tick
+the loop counts it in :class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as
+Events for the :class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events",
+"Metrics").
 
 Forecasts: :class:`~warmserve.operator.online_forecast.OnlineForecast` learns each model's demand from the
 scheduler's observations; beside the loop, :class:`~warmserve.operator.kube.forecasting.HistoryKeeper`
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -24,14 +31,19 @@ from typing import Any
 
 import aiohttp
 import kopf
+import kubernetes.client
 
 from warmserve.operator.decisions import decision_records
+from warmserve.operator.health import Pulse
 from warmserve.operator.kube.cluster import KubeCluster
 from warmserve.operator.kube.events import EventWriter
 from warmserve.operator.kube.forecasting import HistoryKeeper
 from warmserve.operator.kube.handlers import Handlers
+from warmserve.operator.kube.lease import LeaseElector
 from warmserve.operator.kube.metrics import OperatorMetrics
+from warmserve.operator.kube.probes import serve_probes
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
+from warmserve.operator.leadership import Timing
 from warmserve.operator.online_forecast import OnlineForecast
 from warmserve.operator.policies.registry import NAMES, SIZED, PolicyEntry, policy_by_name
 from warmserve.operator.scheduler import Scheduler, Tick, run
@@ -51,13 +63,17 @@ FINALIZER = f"{GROUP}/release"
 @dataclass(frozen=True, slots=True)
 class OperatorOptions:
     """What ``warmserve operator`` is asked: the namespace it manages, the scheduler's tick, the policy,
-    the status interval, and the kopf peering to join (``None``: standalone)."""
+    the status interval, the Lease that elects the one active operator and its duration, and where the
+    probes are served."""
 
     namespace: str
     tick_s: float = 1.0
     policy: str = DEFAULT_POLICY
     status_interval_s: float = 2.0
-    peering: str | None = None
+    lease_name: str = "warmserve-operator"
+    lease_duration_s: int = 15
+    health_host: str = "0.0.0.0"
+    health_port: int = 8081
 
 
 def operator_policy(name: str) -> PolicyEntry:
@@ -69,78 +85,114 @@ def operator_policy(name: str) -> PolicyEntry:
     return entry
 
 
-def settings(options: OperatorOptions) -> kopf.OperatorSettings:
-    """kopf's settings: our finalizer and annotation prefix, no CRD scanning, peering only when asked."""
+def settings() -> kopf.OperatorSettings:
+    """kopf's settings: our finalizer and annotation prefix, no CRD scanning, standalone (the Lease, not
+    kopf's peering, decides which operator runs)."""
     s = kopf.OperatorSettings()
     s.persistence.finalizer = FINALIZER
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{GROUP}")
     s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=f"operator.{GROUP}")
     s.scanning.disabled = True  # one namespace, the kinds known: no cluster-wide permission on CRDs needed
-    s.peering.standalone = options.peering is None
-    if options.peering is not None:
-        s.peering.name = options.peering
+    s.peering.standalone = True
     s.posting.level = logging.WARNING  # Events for failures, not for every handler that succeeds
     return s
 
 
 async def operate(options: OperatorOptions) -> None:
-    """Run the handlers and the scheduler loop until a signal stops kopf (or the loop fails)."""
+    """Serve the probes, wait to hold the Lease, then run the handlers and the scheduler loop until a signal
+    stops kopf (or the loop fails, or the Lease is lost: :meth:`LeaseElector.lead`)."""
     entry = operator_policy(options.policy)
+    timing = Timing(options.lease_duration_s)
+    pulse = Pulse(time.monotonic(), timing.retry_s, timing.duration_s, options.tick_s)
+    stop = asyncio.Event()  # kopf's stop flag too: a signal before kopf takes them over is not lost
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    metrics = OperatorMetrics()
+    with kube_api_client() as api:
+        elector = LeaseElector(api, options.namespace, options.lease_name, timing, pulse)
+        async with serve_probes(options.health_host, options.health_port, pulse, metrics.registry):
+            await elector.lead(lambda: _run(api, options, entry, pulse, metrics, stop), stop)
+
+
+async def _run(
+    api: kubernetes.client.ApiClient,
+    options: OperatorOptions,
+    entry: PolicyEntry,
+    pulse: Pulse,
+    metrics: OperatorMetrics,
+    stop: asyncio.Event,
+) -> None:
+    """The handlers, the scheduler loop, the Event writer and the forecast history keeper, until a signal
+    stops kopf (or sets ``stop``) or the loop or the keeper fails."""
     assert entry.policy is not None  # checked by operator_policy
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
     forecasts = OnlineForecast()
     scheduler = Scheduler({}, step, entry.initial_state, forecasts, entry.scores)
     registry = Registry(scheduler)
-    metrics = OperatorMetrics()  # metrics.registry: what /metrics serves
-    with kube_api_client() as api:
-        async with (
-            aiohttp.ClientSession() as session,
-            KubeCluster(api, session, options.namespace) as kube,
-        ):
-            cluster = Recorded(kube)
-            handlers = Handlers(
-                api, registry, cold_starts, cluster, _version(), options.status_interval_s, metrics
+    async with (
+        aiohttp.ClientSession() as session,
+        KubeCluster(api, session, options.namespace) as kube,
+    ):
+        cluster = Recorded(kube)
+        handlers = Handlers(
+            api, registry, cold_starts, cluster, _version(), options.status_interval_s, metrics
+        )
+        kopf.on.login(registry=handlers.kopf)(_login)
+        await asyncio.to_thread(handlers.prime, options.namespace)  # the lease is renewed meanwhile
+        events = EventWriter(api, options.namespace, registry.reference, metrics)
+        pulse.last_tick = time.monotonic()  # the first tick is due now
+        loop = asyncio.create_task(
+            run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events, pulse))
+        )
+        keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
+        writer = asyncio.create_task(events.run())
+        for task in (loop, keeper):
+            task.add_done_callback(lambda _: stop.set())
+        ready = asyncio.Event()
+        serving = asyncio.create_task(_serving(ready, pulse))
+        handling = asyncio.create_task(
+            kopf.operator(
+                registry=handlers.kopf,
+                settings=settings(),
+                standalone=True,
+                namespaces=[options.namespace],
+                stop_flag=stop,
+                ready_flag=ready,
             )
-            kopf.on.login(registry=handlers.kopf)(_login)
-            handlers.prime(options.namespace)
-            events = EventWriter(api, options.namespace, registry.reference, metrics)
-            writer = asyncio.create_task(events.run())
-            stop = asyncio.Event()
-            loop = asyncio.create_task(
-                run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events))
-            )
-            loop.add_done_callback(lambda _: stop.set())
-            keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
-            keeper.add_done_callback(lambda _: stop.set())
-            try:
-                await kopf.operator(
-                    registry=handlers.kopf,
-                    settings=settings(options),
-                    standalone=options.peering is None,
-                    peering_name=options.peering,
-                    namespaces=[options.namespace],
-                    stop_flag=stop,
-                )
-            finally:
-                loop.cancel()
-                writer.cancel()
-                keeper.cancel()
-                await asyncio.gather(loop, writer, keeper, return_exceptions=True)
+        )
+        try:
+            await asyncio.wait({handling})
+        finally:  # cancelled (the Lease lost): the scheduler stops at once, kopf then winds down
+            for task in (loop, keeper, writer, serving, handling):
+                task.cancel()
+            await asyncio.gather(loop, keeper, writer, serving, handling, return_exceptions=True)
+        handling.result()
     for task, what in ((loop, "the scheduler loop"), (keeper, "the forecast history keeper")):
         if not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{what} stopped") from task.exception()
 
 
-def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:
-    """What the loop does after each tick: count it, and queue its decisions' Events (never blocks)."""
+def reporting(
+    scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter, pulse: Pulse
+) -> Callable[[Tick], None]:
+    """What the loop does after each tick: mark the liveness pulse, count the tick, and queue its
+    decisions' Events (never blocks)."""
 
     def report(tick: Tick) -> None:
+        pulse.last_tick = time.monotonic()
         metrics.count_tick(tick)
         if tick.decision is not None and tick.decision.plan and scheduler.snapshot is not None:
             events.submit(decision_records(scheduler.snapshot, tick.decision.plan))
 
     return report
+
+
+async def _serving(ready: asyncio.Event, pulse: Pulse) -> None:
+    """Mark the leader ready once kopf has started (the resources listed and the Pod caches synced
+    before)."""
+    await ready.wait()
+    pulse.serving = True
 
 
 def _login(**_: Any) -> kopf.ConnectionInfo:
