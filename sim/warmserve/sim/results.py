@@ -99,7 +99,7 @@ def model_table(models: dict[str, dict[str, dict[str, Any]]], notes: dict[str, s
                     notes.get(name, ""),
                 )
             )
-    return _aligned(rows)
+    return _aligned(rows, left_last=True)
 
 
 def sweep_table(attained: dict[str, dict[int, float]], smallest: dict[str, int | None], target: float) -> str:
@@ -147,9 +147,16 @@ def table(figures: dict[str, dict[str, Any]]) -> str:
     return _aligned(rows)
 
 
-def _aligned(rows: list[tuple[str, ...]]) -> str:
+def _aligned(rows: list[tuple[str, ...]], left_last: bool = False) -> str:
+    """Columns right-aligned (numbers), the last one left-aligned if it is prose."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    lines = []
+    for row in rows:
+        cells = [c.rjust(w) for c, w in zip(row, widths, strict=True)]
+        if left_last:
+            cells[-1] = row[-1]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None) -> str:
