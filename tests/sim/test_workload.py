@@ -26,12 +26,13 @@ def test_token_lengths_stay_with_their_requests_when_models_interleave(tmp_path:
     times = np.sort(rng.uniform(0, 300, size=60))
     rows = [(float(t), f"m{i % 3}", 10 + i, 1 + 2 * i) for i, t in enumerate(times)]
     plain = build_workload(WorkloadSpec(_write(tmp_path / "plain.csv", rows, False), models=1, day=0))
-    named = build_workload(WorkloadSpec(_write(tmp_path / "named.csv", rows, True), models=1, day=0))
+    named = build_workload(WorkloadSpec(_write(tmp_path / "named.csv", rows, True), day=0))
     np.testing.assert_array_equal(plain.arrival, named.arrival)
     np.testing.assert_array_equal(plain.prompt, named.prompt)
     np.testing.assert_array_equal(plain.output, named.output)
-    # each request keeps its own pair: output = 2 * (prompt - 10) + 1
+    # each request keeps its own pair (output = 2 * (prompt - 10) + 1) and its model (m{i % 3})
     np.testing.assert_array_equal(named.output, 2 * (named.prompt - 10) + 1)
+    assert [named.models[m] for m in named.model] == [f"m{(p - 10) % 3}" for p in named.prompt]
 
 
 def _azure_like(path: Path, seconds: int, per_second: int) -> Path:

@@ -1,7 +1,8 @@
 """The simulated cluster and its models: nodes × GPUs of one timing profile, and a model catalog.
 
 Models take their shapes from the timing model's registry (:data:`MODEL_SHAPES`), cycling through
-``shapes`` (``name`` or ``name:tp``) in popularity order. Every model gets cap ``B`` and TTFT SLO
+``shapes`` (``name`` or ``name:tp``) in popularity order; a log's own models take their sizes from
+:mod:`.sizes` instead (:func:`sized_catalog`, which both build on). Every model gets cap ``B`` and TTFT SLO
 ``slo_ttft_s``; its planner cold-start cost is a load from local disk (what a cold start costs when the
 checkpoint is not in host memory), so prewarm scores rank models by the load a prewarm saves.
 Unknown profile or shape names, a tensor parallelism wider than a node, and nonsensical sizes raise
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from warmserve.operator.planning.snapshot import ModelConfig
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.protocol.state import ModelSpec
+from warmserve.sim.sizes import ModelSize
 from warmserve.worker.timing import GpuProfile, Tier, gpu_profile, load_seconds, model_shape
 
 #: The default catalog: a mix of 7-13B models on one GPU and a 70B model on four.
@@ -66,34 +68,52 @@ def catalog(
     """A :class:`ModelConfig` per name, shapes cycling in order."""
     if not shapes:
         raise InvalidFieldError("shapes", f"at least one of {list(DEFAULT_SHAPES)}", shapes)
+    sizes = {}
+    for i, name in enumerate(names):
+        shape_name, tp = parse_shape(shapes[i % len(shapes)])
+        shape = model_shape(shape_name, "shapes")
+        sizes[name] = ModelSize(shape.weight_bytes, tp, shape.kv_bytes_per_token, shape_name)
+    return sized_catalog(sizes, cluster, max_concurrency, slo_ttft_s, "shapes")
+
+
+def sized_catalog(
+    sizes: Mapping[str, ModelSize],
+    cluster: ClusterSpec,
+    max_concurrency: int,
+    slo_ttft_s: float,
+    option: str = "model-sizes",
+) -> dict[str, ModelConfig]:
+    """A :class:`ModelConfig` per model of ``sizes``; a size the cluster cannot hold (a tensor parallelism
+    wider than a node, a shard as large as a GPU) raises :class:`InvalidFieldError` on ``option``."""
     if max_concurrency < 1:
         raise InvalidFieldError("max-concurrency", "an integer >= 1", max_concurrency)
     if not (math.isfinite(slo_ttft_s) and slo_ttft_s > 0):
         raise InvalidFieldError("slo-ttft", "a finite number of seconds > 0", slo_ttft_s)
     models = {}
-    for i, name in enumerate(names):
-        shape_name, tp = parse_shape(shapes[i % len(shapes)])
-        if tp > cluster.gpus_per_node:
+    for name, size in sizes.items():
+        if size.tensor_parallel > cluster.gpus_per_node:
             raise InvalidFieldError(
-                "shapes",
-                f"a tensor parallelism <= {cluster.gpus_per_node} (GPUs per node)",
-                shapes[i % len(shapes)],
+                option,
+                f"a tensor parallelism <= {cluster.gpus_per_node} (GPUs per node), "
+                f"not {size.tensor_parallel}",
+                name,
             )
-        shape = model_shape(shape_name, "shapes")
         spec = ModelSpec(
             name,
-            f"/cache/{shape_name}",
-            shape.weight_bytes,
-            tensor_parallel=tp,
-            kv_bytes_per_token=shape.kv_bytes_per_token,
+            f"/cache/{size.shape or name}",
+            size.weight_bytes,
+            tensor_parallel=size.tensor_parallel,
+            kv_bytes_per_token=size.kv_bytes_per_token,
             max_concurrency=max_concurrency,
-            engine_args={"shape": shape_name},
+            engine_args={"shape": size.shape} if size.shape else {},
         )
         if spec.shard_bytes >= cluster.gpu.memory_bytes:
             raise InvalidFieldError(
-                "shapes", f"a shard under one GPU's {cluster.gpu.memory_bytes} bytes", shapes[i % len(shapes)]
+                option,
+                f"a shard under one GPU's {cluster.gpu.memory_bytes} bytes, not {spec.shard_bytes}",
+                name,
             )
-        disk = load_seconds(shape.weight_bytes, Tier.DISK, cluster.gpu, tp)
+        disk = load_seconds(size.weight_bytes, Tier.DISK, cluster.gpu, size.tensor_parallel)
         models[name] = ModelConfig(spec, spec.shard_bytes / disk, slo_ttft_s=slo_ttft_s)
     return models
 

@@ -2,9 +2,12 @@
 
 Prints a table per policy, and optionally writes the figures as JSON (keys in docs/simulator.md) and a
 plot. With only ``--trace`` given for the ServeGen language folder, the defaults are the benchmark's
-floor scenario: 8 models, 2 nodes x 8 H100, a 24 h replay of day 8. ``--sweep`` adds each policy's highest
-rate at >= 99 % SLO attainment (``max_rate_rps_at_slo``). Bad options raise errors naming the option and
-what it accepts.
+floor scenario: 8 models, 2 nodes x 8 H100, a 24 h replay of day 8. A per-request log with a model column
+keeps its own models, sized by ``--model-sizes`` or by their names (:mod:`warmserve.sim.sizes`); the reader
+options are ``warmserve forecast``'s. ``--sweep`` adds each policy's highest rate at >= 99 % SLO attainment
+(``max_rate_rps_at_slo``), ``--sweep-gpus`` the fewest GPUs at which it attains 99 %. Bad options raise
+errors naming the option and what it accepts; an option the trace's kind does not take is refused
+(:func:`warmserve.sim.workload.refuse_options`).
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ from typing import Any
 
 from tqdm import tqdm
 
+from warmserve.operator.forecast.cli import add_reader_arguments, reader_options
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.policies.registry import NAMES
 from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidInputError
 from warmserve.replay.forecasts import history_notes
 from warmserve.sim.catalog import DEFAULT_SHAPES, ClusterSpec
-from warmserve.sim.results import summarize, table
+from warmserve.sim.results import model_table, per_model, summarize, sweep_table, table
 from warmserve.sim.scenario import (
     DEFAULT_POLICIES,
+    SLO_TARGET,
     Scenario,
     check_policies,
+    gpus_at_slo,
     max_rate_at_slo,
+    model_sizes,
     prepare,
     run_policy,
 )
@@ -57,6 +64,14 @@ def forecaster_name(text: str) -> str:
     return text
 
 
+def gpu_counts(text: str) -> list[int]:
+    """An argparse ``type`` for ``--sweep-gpus``: comma-separated positive GPU counts."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated GPU counts such as 8,16,24, got {text!r}")
+    return [int(part) for part in parts]
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("simulate", help="replay a trace against policies in the simulator")
     add = parser.add_argument
@@ -64,8 +79,9 @@ def register(subparsers: Any) -> None:
         "--trace",
         type=Path,
         required=True,
-        help="a trace file or folder (ServeGen, rate CSV, Azure, Mooncake)",
+        help="a trace file or folder (ServeGen, rate CSV, Azure, Mooncake, a request log with models)",
     )
+    add_reader_arguments(parser)
     add(
         "--policies",
         default=",".join(DEFAULT_POLICIES),
@@ -77,8 +93,18 @@ def register(subparsers: Any) -> None:
         default="warmserve",
         help=f"the forecaster of the online policies (warmserve), one of {', '.join(FORECASTERS)}",
     )
-    add("--models", type=bounded(int, 1), default=8, help="number of models the trace is split into")
-    add("--alpha", type=bounded(float, 0), default=1.0, help="power-law popularity exponent")
+    add(
+        "--models",
+        type=bounded(int, 1),
+        help="number of models the trace is split into (default 8; a log with a model column keeps its own)",
+    )
+    add("--alpha", type=bounded(float, 0), help="power-law popularity exponent (default 1)")
+    add(
+        "--model-sizes",
+        type=Path,
+        metavar="FILE",
+        help="YAML or CSV: each of the log's models' weight, tp and kv_bytes_per_token (default: by name)",
+    )
     add(
         "--rate",
         type=bounded(float, 0, strict=True),
@@ -120,21 +146,27 @@ def register(subparsers: Any) -> None:
     add(
         "--max-cv",
         type=bounded(float, 0, strict=True),
-        default=4.0,
-        help="clip on the trace's inter-arrival CV",
+        help="clip on a rate trace's inter-arrival CV (default 4)",
     )
     add("--nodes", type=bounded(int, 1), default=2, help="workers (nodes) in the simulated cluster")
     add("--gpus", type=bounded(int, 1), default=8, help="GPUs per node")
     add("--gpu-profile", default="h100", help=f"GPU model, one of {', '.join(GPU_PROFILES)}")
     add(
         "--shapes",
-        default=",".join(DEFAULT_SHAPES),
-        help=f"model shapes (name or name:tp), cycled; names: {', '.join(MODEL_SHAPES)}",
+        help=f"synthetic models' shapes (name or name:tp), cycled (default {','.join(DEFAULT_SHAPES)}); "
+        f"names: {', '.join(MODEL_SHAPES)}",
     )
     add("--max-concurrency", type=bounded(int, 1), default=16, help="B, requests in flight per instance")
     add("--slo-ttft", type=bounded(float, 0, strict=True), default=2.0, help="TTFT SLO in seconds")
     add("--seed", type=bounded(int, 0), default=0, help="workload sampling seed")
     add("--sweep", action="store_true", help="also find each policy's max rate at >= 99%% SLO")
+    add(
+        "--sweep-gpus",
+        type=gpu_counts,
+        metavar="COUNTS",
+        help="also run each policy on clusters of these total GPU counts (multiples of --gpus) and report "
+        "the fewest at >= 99%% SLO",
+    )
     add("--json", type=output_file, help="write the figures here")
     add("--plot", type=plot_file, help="write the plot here (.png, .svg, .pdf, ...)")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -156,11 +188,12 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         lengths=args.lengths,
         max_cv=args.max_cv,
         seed=args.seed,
+        reader=reader_options(args),
     )
     cluster = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, profile=args.gpu_profile)
-    shapes = tuple(s.strip() for s in args.shapes.split(",") if s.strip())
+    shapes = tuple(s.strip() for s in args.shapes.split(",") if s.strip()) if args.shapes else None
     sim = SimConfig(forecaster=args.forecaster)
-    return Scenario(workload, cluster, shapes, args.max_concurrency, args.slo_ttft, sim)
+    return Scenario(workload, cluster, shapes, args.max_concurrency, args.slo_ttft, sim, args.model_sizes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("warmserve.operator.scheduler").setLevel(logging.ERROR)
     runs: dict[str, RunResult] = {}
     figures: dict[str, dict[str, Any]] = {}
+    models_figures: dict[str, dict[str, dict[str, Any]]] = {}
     for name in policies:
         with tqdm(
             total=round(workload.duration_s), desc=name, unit="s", disable=args.no_progress or None
@@ -180,10 +214,24 @@ def run(args: argparse.Namespace) -> int:
 
             runs[name] = run_policy(scenario, workload, models, name, advance)
         figures[name] = summarize(runs[name])
+        models_figures[name] = per_model(runs[name])
     if args.sweep:
         for name in policies:
             figures[name]["max_rate_rps_at_slo"] = max_rate_at_slo(scenario, name)
+    sweep: dict[str, Any] = {}
+    if args.sweep_gpus:
+        for name in policies:
+            smallest, shares = gpus_at_slo(scenario, workload, models, name, args.sweep_gpus, SLO_TARGET)
+            sweep[name] = {"fewest_gpus": smallest, "slo_attainment": shares}
+    sizes = model_sizes(scenario, workload)
+    size_notes = {m: size.guess or "from --model-sizes" for m, size in sizes.items()}
     print(table(figures))
+    print()
+    print(model_table(models_figures, size_notes))
+    if sweep:
+        print()
+        attained = {name: s["slo_attainment"] for name, s in sweep.items()}
+        print(sweep_table(attained, {name: s["fewest_gpus"] for name, s in sweep.items()}, SLO_TARGET))
     notes = history_notes(workload.history, workload.replay_start_s, workload.models)
     for model, why in notes.items():
         print(f"{model}: {why}")
@@ -199,6 +247,17 @@ def run(args: argparse.Namespace) -> int:
                 "models": list(workload.models),
                 "policies": figures,
                 "forecast_notes": notes,
+                "per_model": models_figures,
+                "model_sizes": {
+                    m: {
+                        "weight_bytes": size.weight_bytes,
+                        "tensor_parallel": size.tensor_parallel,
+                        "kv_bytes_per_token": size.kv_bytes_per_token,
+                        "guessed": size.guess or None,
+                    }
+                    for m, size in sizes.items()
+                },
+                "sweep_gpus": {"slo_target": SLO_TARGET, "policies": sweep} if sweep else None,
             }
             args.json.write_text(json.dumps(document, indent=2, sort_keys=True))
         if args.plot:

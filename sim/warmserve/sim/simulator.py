@@ -113,6 +113,9 @@ class RunResult:
     held_ticks: int = 0  # ticks at which the scheduler refused its snapshot and held steady
     excluded_ticks: int = 0  # ticks at which it planned without a worker whose report it refused
     measured_from_s: float = 0.0  # requests arriving earlier are the warm-up's: served, not measured
+    gpu_held_s: float = (
+        0.0  # GPU-seconds with a replica on them (loading, prewarmed or serving) in the replay
+    )
 
     def measured(self) -> npt.NDArray[np.bool_]:
         """Which requests the figures count: those that arrived after the warm-up."""
@@ -247,6 +250,10 @@ class Simulation:
         self._same = 0
         self._last_run = -math.inf
         self._next_timeline = 0.0
+        self.gpu_held_s = 0.0
+        self._gpus_held = 0  # GPUs with a replica on them since _held_since
+        self._held_since = 0.0
+        self._held_epoch = -1
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -284,6 +291,7 @@ class Simulation:
     def run(self) -> RunResult:
         if self.entry.colocated:
             self._place_static()
+            self._account(0.0)
         else:
             self._push(0.0, _TICK, "", "", 0)
         end = self.workload.duration_s + self.config.grace_s
@@ -362,7 +370,22 @@ class Simulation:
             self.workers[worker].reconcile(now)
             self._after_worker_change(now)
 
+    def _account(self, now: float) -> None:
+        """Add the GPU-seconds held since the last change (up to the replay's end), then count the GPUs
+        held from ``now`` if a replica changed: a GPU counts once whatever shares it (a borrowed load)."""
+        until = min(now, self.workload.duration_s)
+        self.gpu_held_s += self._gpus_held * max(until - self._held_since, 0.0)
+        self._held_since = max(until, self._held_since)
+        epoch = sum(w.epoch for w in self.workers.values())
+        if epoch != self._held_epoch:
+            self._held_epoch = epoch
+            self._gpus_held = sum(
+                len({(name, g) for r in w.replicas.values() for g in r.gpus})
+                for name, w in self.workers.items()
+            ) + len({(w, g) for (w, _), r in self.static.items() for g in r.gpus})
+
     def _after_worker_change(self, now: float) -> None:
+        self._account(now)
         if any(w.changed for w in self.workers.values()):
             self._discover(now)
 
@@ -469,6 +492,7 @@ class Simulation:
         return {m: rows[:, i, :] for i, m in enumerate(self.names)}
 
     def _result(self) -> RunResult:
+        self._account(self.workload.duration_s)
         busy = sum(inst.busy_s * inst.costing.tp / inst.costing.slowdown for inst in self.instances)
         slo = np.array([self.models[m].slo_ttft_s for m in self.names])[self.workload.model]
         return RunResult(
@@ -488,4 +512,5 @@ class Simulation:
             held_ticks=self.held_ticks,
             excluded_ticks=self.excluded_ticks,
             measured_from_s=self.workload.measured_from_s,
+            gpu_held_s=self.gpu_held_s,
         )

@@ -20,21 +20,30 @@ their requests are not measured (``Workload.measured_from_s``); for a rate trace
 whole windows of the trace, and the rates are scaled to their means over the measured span. ``time_scale`` > 1
 replays the trace faster (trace seconds per simulated second; rates are multiplied by it).
 
-Per-request traces (Azure, Mooncake): arrivals are the trace's own, each assigned a model by the same power
-law; their token counts are used. ``day`` and ``offset_s`` count from the trace's first request (day 0 by
+Per-request traces (Azure, Mooncake): arrivals are the trace's own; their token counts are used. A log
+with a model column (:func:`~warmserve.operator.forecast.traces.model_column`, read with ``reader``, the
+options ``warmserve forecast`` takes) keeps its own models: each request stays with its model and its token
+counts, and the models keep the log's names (sorted). A log without one has each request assigned a model by
+the same power law as a rate trace. ``day`` and ``offset_s`` count from the trace's first request (day 0 by
 default: such traces rarely span days), ``rate_multiplier`` replays the arrivals that much faster (a sweep's
 load), and ``mean_rate_rps`` is refused: the trace's own rate is kept. Token lengths for rate traces come from
 ``lengths``, a per-request trace sampled with the seed (input and output paired), or else 1024 in / 256 out.
 
-Bad input (an empty trace, a replay past the trace's end, a non-positive rate) raises
-:class:`InvalidFieldError` naming the option and what is accepted.
+Which options make sense depends on the kind of trace (:func:`trace_kind`): :data:`REFUSED` lists, per kind,
+the options refused when set (``--rate`` on a per-request log, ``--models`` on a log with its own models, a
+column name on a rate trace, ...), and :func:`refuse_options` is the one check, here and in
+:mod:`.scenario` alike. Bad input (an empty trace, a replay past the trace's end, a non-positive rate, an
+option the trace's kind does not take) raises :class:`InvalidFieldError` naming the option and what is
+accepted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +55,7 @@ from warmserve.operator.forecast.traces import (
     ReaderOptions,
     RequestSeries,
     detect_format,
+    model_column,
     read_trace,
 )
 from warmserve.protocol.errors import InvalidFieldError
@@ -55,6 +65,24 @@ IntArray = npt.NDArray[np.int64]
 DEFAULT_LENGTHS = (1024, 256)
 DEFAULT_RATE_RPS = 4.0
 DEFAULT_RATE_DAY = 7
+DEFAULT_MODELS = 8
+DEFAULT_ALPHA = 1.0
+DEFAULT_MAX_CV = 4.0
+
+#: A rate trace; a per-request log without a model column; a per-request log with one.
+TraceKind = Literal["rates", "requests", "models"]
+_COLUMNS = ("timestamp-column", "model-column", "input-column", "output-column", "duration-column")
+#: Per kind of trace, the options that make no sense for it and are refused when set (the one rule).
+REFUSED: Mapping[TraceKind, tuple[str, ...]] = {
+    "rates": (*_COLUMNS, "timestamp-unit", "model-sizes"),
+    "requests": ("rate", "max-cv", "lengths", "per-client", "model-sizes"),
+    "models": ("rate", "max-cv", "lengths", "per-client", "models", "alpha", "shapes"),
+}
+_WHY: Mapping[TraceKind, str] = {
+    "rates": "a rate trace (it has no request columns and its models are synthetic)",
+    "requests": "a per-request log (it keeps its own arrivals and token counts)",
+    "models": "a per-request log with a model column (it keeps its own models, arrivals and token counts)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +90,8 @@ class WorkloadSpec:
     """How to build the workload from ``trace``; see the module docstring for each option."""
 
     trace: Path
-    models: int = 8
-    alpha: float = 1.0
+    models: int | None = None  # None: 8 (a log with its own models takes none)
+    alpha: float | None = None  # None: 1.0
     mean_rate_rps: float | None = None  # a rate trace's total mean rate (None: 4 requests/s)
     rate_multiplier: float = 1.0
     day: int | None = None  # None: day 7 of a rate trace (history before it), day 0 of a request trace
@@ -73,9 +101,10 @@ class WorkloadSpec:
     lengths: Path | None = None
     max_input_tokens: int = 4096
     max_output_tokens: int = 2048
-    max_cv: float = 4.0
+    max_cv: float | None = None  # None: 4.0 (rate traces only)
     seed: int = 0
     warmup_s: float = 0.0
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
 
     def __post_init__(self) -> None:
         positive = {"rate": self.rate_rps, "rate-multiplier": self.rate_multiplier}
@@ -85,10 +114,40 @@ class WorkloadSpec:
                 raise InvalidFieldError(option, "a finite number > 0", value)
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             raise InvalidFieldError("warmup", "a finite number of seconds >= 0", self.warmup_s)
-        if self.models < 1:
+        if self.model_count < 1:
             raise InvalidFieldError("models", "an integer >= 1", self.models)
-        if (self.day or 0) < 0 or self.offset_s < 0 or not math.isfinite(self.alpha) or self.alpha < 0:
+        alpha = self.popularity_alpha
+        if (self.day or 0) < 0 or self.offset_s < 0 or not math.isfinite(alpha) or alpha < 0:
             raise InvalidFieldError("day/offset/alpha", "day >= 0, offset >= 0, alpha >= 0", self.day)
+
+    @property
+    def model_count(self) -> int:
+        """How many synthetic models a rate trace or a log without models is split into."""
+        return DEFAULT_MODELS if self.models is None else self.models
+
+    @property
+    def popularity_alpha(self) -> float:
+        return DEFAULT_ALPHA if self.alpha is None else self.alpha
+
+    @property
+    def cv_clip(self) -> float:
+        return DEFAULT_MAX_CV if self.max_cv is None else self.max_cv
+
+    def given(self) -> dict[str, object]:
+        """The options set by the user (not left to their default), by their command-line names."""
+        r = self.reader
+        options: dict[str, object] = {
+            "rate": self.mean_rate_rps,
+            "models": self.models,
+            "alpha": self.alpha,
+            "max-cv": self.max_cv,
+            "lengths": self.lengths,
+            "per-client": r.per_client or None,
+            "timestamp-unit": None if r.timestamp_unit == "auto" else r.timestamp_unit,
+        }
+        columns = (r.timestamp_column, r.model_column, r.input_column, r.output_column, r.duration_column)
+        options |= dict(zip(_COLUMNS, columns, strict=True))
+        return {name: value for name, value in options.items() if value is not None}
 
     @property
     def rate_rps(self) -> float:
@@ -117,6 +176,7 @@ class Workload:
     time_scale: float
     measured_from_s: float = 0.0
     mean_rate_rps: float = 0.0  # the total mean rate of the measured requests (requests per simulated second)
+    kind: TraceKind = "rates"
 
     @property
     def requests(self) -> int:
@@ -126,15 +186,35 @@ class Workload:
 def build_workload(spec: WorkloadSpec) -> Workload:
     """The workload ``spec`` describes (deterministic for ``spec.seed``)."""
     rng = np.random.default_rng(spec.seed)
-    if not spec.trace.exists():
-        raise InvalidFieldError("trace", "an existing trace file or folder", str(spec.trace))
-    per_client = detect_format(spec.trace) == "servegen" and _servegen_models(spec.trace) < spec.models
-    trace = read_trace(spec.trace, ReaderOptions(per_client=per_client))
+    kind = trace_kind(spec.trace, spec.reader)
+    refuse_options(kind, spec.given())
+    fmt = detect_format(spec.trace) if spec.reader.format == "auto" else spec.reader.format
+    few = fmt == "servegen" and _servegen_models(spec.trace) < spec.model_count
+    trace = read_trace(spec.trace, replace(spec.reader, per_client=spec.reader.per_client or few))
     if not trace:
         raise InvalidFieldError("trace", "a trace with at least one model", str(spec.trace))
     if isinstance(trace[0], RequestSeries):
-        return _from_requests([s for s in trace if isinstance(s, RequestSeries)], spec, rng)
+        requests = [s for s in trace if isinstance(s, RequestSeries)]
+        return _from_requests(requests, spec, rng, own_models=kind == "models")
     return _from_rates([s for s in trace if isinstance(s, RateSeries)], spec, rng)
+
+
+def trace_kind(trace: Path, reader: ReaderOptions) -> TraceKind:
+    """Which kind of trace ``trace`` is, from its path and header alone (cheap: before any reading)."""
+    if not trace.exists():
+        raise InvalidFieldError("trace", "an existing trace file or folder", str(trace))
+    fmt = detect_format(trace) if reader.format == "auto" else reader.format
+    if fmt in ("servegen", "rates"):
+        return "rates"
+    return "requests" if model_column(trace, reader) is None else "models"
+
+
+def refuse_options(kind: TraceKind, given: Mapping[str, object]) -> None:
+    """Raise :class:`InvalidFieldError` on the first option in ``given`` (set by the user) that
+    :data:`REFUSED` says makes no sense for ``kind``."""
+    for option in REFUSED[kind]:
+        if option in given:
+            raise InvalidFieldError(option, f"no --{option} with {_WHY[kind]}", given[option])
 
 
 def _servegen_models(path: Path) -> int:
@@ -168,13 +248,13 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
     measured = slice(first + lead, first + count)
     volume = [float(np.nansum(s.rate_rps[measured])) for s in series]
     ranked = [s for v, s in sorted(zip(volume, series, strict=True), key=lambda p: -p[0]) if v > 0]
-    if len(ranked) < spec.models:
+    if len(ranked) < spec.model_count:
         raise InvalidFieldError(
-            "models", f"at most {len(ranked)} (sources with load in the replay)", spec.models
+            "models", f"at most {len(ranked)} (sources with load in the replay)", spec.model_count
         )
-    chosen = ranked[: spec.models]
-    shares = popularity(spec.models, spec.alpha) * spec.rate_rps
-    names = tuple(f"model-{i:02d}" for i in range(spec.models))
+    chosen = ranked[: spec.model_count]
+    shares = popularity(spec.model_count, spec.popularity_alpha) * spec.rate_rps
+    names = tuple(f"model-{i:02d}" for i in range(spec.model_count))
     history = []
     for name, source, share in zip(names, chosen, shares, strict=True):
         replay_mean = float(np.nanmean(source.rate_rps[measured]))
@@ -184,7 +264,7 @@ def _from_rates(series: list[RateSeries], spec: WorkloadSpec, rng: np.random.Gen
     warmup = lead * series[0].window_sec / spec.time_scale
     for index, s in enumerate(history):
         until = warmup + spec.duration_s
-        t = window_arrivals(s, first, count, spec.time_scale, spec.max_cv, until, rng, WindowStart.PHASE)
+        t = window_arrivals(s, first, count, spec.time_scale, spec.cv_clip, until, rng, WindowStart.PHASE)
         times.append(t)
         models.append(np.full(len(t), index, dtype=np.int64))
     arrival = np.concatenate(times)
@@ -231,21 +311,20 @@ def _clip(values: FloatArray, most: int) -> IntArray:
     return np.asarray(np.clip(np.round(values), 1, most), dtype=np.int64)
 
 
-def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.random.Generator) -> Workload:
-    if spec.mean_rate_rps is not None:
-        raise InvalidFieldError(
-            "rate",
-            "no --rate with a per-request trace: it keeps its own arrivals "
-            "(--rate-multiplier replays them faster)",
-            spec.mean_rate_rps,
-        )
-    # One order for all three columns: sorting the arrivals alone would hand one request's token counts to
-    # another whenever the trace's models are read one after the other.
+def _from_requests(
+    series: list[RequestSeries], spec: WorkloadSpec, rng: np.random.Generator, own_models: bool
+) -> Workload:
+    """The log's arrivals; with ``own_models`` each keeps its model (only the models with a request in the
+    replay are kept), else each is assigned one of ``spec.model_count`` synthetic models."""
+    # One order for all four columns: sorting the arrivals alone would hand one request's token counts (or
+    # model) to another whenever the trace's models are read one after the other.
     arrival = np.concatenate([s.arrival_sec for s in series])
     order = np.argsort(arrival, kind="stable")
     arrival = arrival[order]
     inputs = np.concatenate([s.input_tokens for s in series])[order]
     outputs = np.concatenate([s.output_tokens for s in series])[order]
+    source = np.concatenate([np.full(len(s.arrival_sec), i, dtype=np.int64) for i, s in enumerate(series)])
+    source = source[order]
     if arrival.size == 0:
         raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
     start = arrival[0] + (spec.day or 0) * SECONDS_PER_DAY + spec.offset_s  # days from the first request
@@ -255,14 +334,20 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
     keep &= np.isfinite(inputs) & np.isfinite(outputs)
     if not keep.any():
         raise InvalidFieldError("offset/duration", "a span of the trace holding requests", spec.offset_s)
-    n = int(keep.sum())
-    model = rng.choice(spec.models, size=n, p=popularity(spec.models, spec.alpha)).astype(np.int64)
-    names = tuple(f"model-{i:02d}" for i in range(spec.models))
+    if own_models:
+        present, model = np.unique(source[keep], return_inverse=True)
+        names = tuple(series[i].model for i in present)
+        sources = tuple(f"{spec.trace.name} model {name}" for name in names)
+    else:
+        shares = popularity(spec.model_count, spec.popularity_alpha)
+        model = rng.choice(spec.model_count, size=int(keep.sum()), p=shares)
+        names = tuple(f"model-{i:02d}" for i in range(spec.model_count))
+        sources = tuple(f"{spec.trace.name} share {i}" for i in range(spec.model_count))
     return Workload(
         names,
-        tuple(f"{spec.trace.name} share {i}" for i in range(spec.models)),
+        sources,
         np.asarray(arrival[keep], dtype=float),
-        model,
+        np.asarray(model, dtype=np.int64),
         _clip(inputs[keep], spec.max_input_tokens),
         _clip(outputs[keep], spec.max_output_tokens),
         spec.warmup_s + span,
@@ -271,6 +356,7 @@ def _from_requests(series: list[RequestSeries], spec: WorkloadSpec, rng: np.rand
         spec.time_scale * spec.rate_multiplier,
         spec.warmup_s,
         float(np.count_nonzero(arrival[keep] >= spec.warmup_s)) / span,
+        "models" if own_models else "requests",
     )
 
 

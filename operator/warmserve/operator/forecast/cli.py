@@ -47,19 +47,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="ServeGen folder, rate-series CSV, request CSV or JSONL (default: the shipped ServeGen sample)",
     )
-    reader = parser.add_argument_group("reader options (override what the path implies)")
-    reader.add_argument(
-        "--format", choices=get_args(TraceFormat), default="auto", help="trace format (auto: from the path)"
-    )
-    reader.add_argument("--per-client", action="store_true", help="ServeGen: treat each client as a model")
-    for field in ("timestamp", "model", "input", "output", "duration"):
-        reader.add_argument(f"--{field}-column", metavar="NAME", help=f"column holding the {field}")
-    reader.add_argument(
-        "--timestamp-unit",
-        choices=get_args(TimestampUnit),
-        default="auto",
-        help="unit of numeric timestamps (auto: from their magnitude)",
-    )
+    add_reader_arguments(parser)
     latency = parser.add_argument_group("latency model (turns arrivals into concurrency)")
     for option, help_text in (
         ("prefill-sec-per-token", "seconds of prefill per input token"),
@@ -91,6 +79,39 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """The reader options group (format, ServeGen clients, column names, timestamp unit), shared by every
+    command that reads a trace so that each option has one spelling and one meaning. A column option left
+    out is ``None`` (detect), so a command can tell which options the user set."""
+    reader = parser.add_argument_group("reader options (override what the path implies)")
+    reader.add_argument(
+        "--format", choices=get_args(TraceFormat), default="auto", help="trace format (auto: from the path)"
+    )
+    reader.add_argument("--per-client", action="store_true", help="ServeGen: treat each client as a model")
+    for field in ("timestamp", "model", "input", "output", "duration"):
+        reader.add_argument(f"--{field}-column", metavar="NAME", help=f"column holding the {field}")
+    reader.add_argument(
+        "--timestamp-unit",
+        choices=get_args(TimestampUnit),
+        default="auto",
+        help="unit of numeric timestamps (auto: from their magnitude)",
+    )
+
+
+def reader_options(args: argparse.Namespace) -> ReaderOptions:
+    """The :class:`ReaderOptions` the group of :func:`add_reader_arguments` parsed."""
+    return ReaderOptions(
+        format=args.format,
+        per_client=args.per_client,
+        timestamp_column=args.timestamp_column,
+        model_column=args.model_column,
+        input_column=args.input_column,
+        output_column=args.output_column,
+        duration_column=args.duration_column,
+        timestamp_unit=args.timestamp_unit,
+    )
+
+
 def _forecaster_names(text: str) -> list[str]:
     """An argparse ``type``: known forecaster names, checked before the trace is read."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -103,16 +124,7 @@ def _forecaster_names(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the backtest. Bad input raises an ``InvalidInputError``, which the ``warmserve`` entry point prints
     in one line."""
-    options = ReaderOptions(
-        format=args.format,
-        per_client=args.per_client,
-        timestamp_column=args.timestamp_column,
-        model_column=args.model_column,
-        input_column=args.input_column,
-        output_column=args.output_column,
-        duration_column=args.duration_column,
-        timestamp_unit=args.timestamp_unit,
-    )
+    options = reader_options(args)
     latency = LatencyModel(
         args.prefill_sec_per_token, args.decode_sec_per_token, args.mean_input_tokens, args.mean_output_tokens
     )

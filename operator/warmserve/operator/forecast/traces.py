@@ -302,6 +302,26 @@ def read_requests(
     return tuple(_request_series(str(model), group) for model, group in frame.groupby("model", sort=True))
 
 
+def model_column(path: Path, options: ReaderOptions = ReaderOptions()) -> str | None:
+    """The column a per-request trace names its models by (``options.model_column``, which must exist, or
+    the first default present), or ``None``: one model named after the file. Only the header (a JSONL
+    file's first object) is read, so a command can tell a multi-model log from a single-model one before
+    the expensive reading; a header without a timestamp column raises as :func:`read_requests` would."""
+    fmt = detect_format(path) if options.format == "auto" else options.format
+    if fmt == "jsonl":
+        with path.open() as handle:
+            number, first = next(((n, line) for n, line in enumerate(handle, 1) if line.strip()), (1, "{}"))
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(path, number, str(exc.colno), f"invalid JSON ({exc.msg})") from None
+        header = list(row) if isinstance(row, dict) else []
+    else:
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+    return _resolve_columns(pd.DataFrame(columns=header), path, options)[1]["model"]
+
+
 def _request_series(model: str, group: pd.DataFrame) -> RequestSeries:
     ordered = group.sort_values("arrival", kind="stable")
     return RequestSeries(
