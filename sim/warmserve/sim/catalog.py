@@ -116,8 +116,3 @@ def sized_catalog(
         disk = load_seconds(size.weight_bytes, Tier.DISK, cluster.gpu, size.tensor_parallel)
         models[name] = ModelConfig(spec, spec.shard_bytes / disk, slo_ttft_s=slo_ttft_s)
     return models
-
-
-def shapes_of(models: Mapping[str, ModelConfig]) -> dict[str, str]:
-    """The shape each model is costed with (for reports)."""
-    return {name: m.spec.engine_args["shape"] for name, m in models.items()}
