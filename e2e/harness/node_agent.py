@@ -160,10 +160,11 @@ class NodeAgent:
         stop_all([c.proc for run in runs for c in run.containers if c.proc is not None], grace=2.0)
         self.client.close()
 
-    def pids(self) -> list[int]:
-        """The pids of the running Pod processes."""
+    def pids(self, namespace: str | None = None) -> list[int]:
+        """The pids of the running Pod processes (of ``namespace``'s Pods only, if given)."""
         with self.lock:
-            return [p.pid for run in self.runs.values() for p in run.alive()]
+            runs = [r for r in self.runs.values() if namespace is None or r.namespace == namespace]
+            return [p.pid for run in runs for p in run.alive()]
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         """The Pod IP the agent gave that Pod, if it runs it."""

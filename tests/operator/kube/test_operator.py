@@ -54,7 +54,7 @@ class Operator:
     @property
     def identity(self) -> str:
         """Its ``holderIdentity`` in the Lease."""
-        return f"{socket.gethostname()}_{self.process.pid}"
+        return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{self.process.pid}"
 
     def get(self, path: str) -> tuple[int, str]:
         """``GET path`` on its probe port: the status and the text (0 and the error when unreachable)."""

@@ -46,9 +46,10 @@ class Outcome(Enum):
 
 
 def identity() -> str:
-    """This process's name in ``holderIdentity``: the host name (a Pod's name, in a Pod) and the process id,
-    so that two processes on one machine are two candidates."""
-    return f"{socket.gethostname()}_{os.getpid()}"
+    """This process's name in ``holderIdentity``: the host name (a Pod's name, in a Pod: ``HOSTNAME`` as
+    container runtimes set it, else the system's) and the process id, so that two processes on one machine
+    are two candidates."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{os.getpid()}"
 
 
 def micro_time(moment: datetime | None) -> str | None:
