@@ -79,6 +79,8 @@ class Container:
     env: dict[str, str]
     readiness: Probe | None
     liveness: Probe | None
+    startup: Probe | None = None
+    started: bool = False  # the start-up probe has succeeded since the process started (or there is none)
     proc: subprocess.Popen[bytes] | None = None
     started_at: str = ""
     restarts: int = 0
@@ -355,6 +357,7 @@ class NodeAgent:
                         env=env,
                         readiness=_probe(spec.readiness_probe, spec, "readinessProbe"),
                         liveness=_probe(spec.liveness_probe, spec, "livenessProbe"),
+                        startup=_probe(spec.startup_probe, spec, "startupProbe"),
                     )
                 )
         except UnknownImageError as exc:
@@ -431,11 +434,18 @@ class NodeAgent:
         if c.proc is None and c.terminated is None and now >= c.next_start:
             c.proc = spawn(c.argv, log=run.directory / f"{c.name}.log", env=c.env, cwd=run.directory)
             c.started_at = _now()
-            for probe in (c.readiness, c.liveness):
+            c.started = c.startup is None
+            for probe in (c.readiness, c.liveness, c.startup):
                 if probe is not None:
                     probe.successes = probe.failures = 0
                     probe.next_at = now + probe.initial_delay
         if c.proc is None:
+            return
+        if c.startup is not None and not c.started:  # readiness and liveness wait for it, as in Kubernetes
+            if now >= c.startup.next_at:
+                c.started = _run_probe(c.startup, run.ip, ready=False)
+                if not c.started and c.startup.failures >= c.startup.failure_threshold:
+                    signal_group(c.proc, signal.SIGKILL)
             return
         if c.readiness is None:
             c.ready = True
