@@ -15,6 +15,7 @@ import datetime
 import http.client
 import logging
 import os
+import random
 import re
 import signal
 import subprocess
@@ -39,6 +40,7 @@ HOST_IP = "127.0.0.1"
 LEASE_S = 40
 HEARTBEAT_S = 10.0
 SYNC_S = 0.25
+POD_IPS = 254 * 200  # 127.0.1.1 to 127.0.200.254
 TOKEN_S = 3600
 NODE_PREFIX = "warmserve-node-"
 
@@ -77,6 +79,8 @@ class Container:
     env: dict[str, str]
     readiness: Probe | None
     liveness: Probe | None
+    startup: Probe | None = None
+    started: bool = False  # the start-up probe has succeeded since the process started (or there is none)
     proc: subprocess.Popen[bytes] | None = None
     started_at: str = ""
     restarts: int = 0
@@ -106,6 +110,15 @@ class PodRun:
         return [c.proc for c in self.containers if c.proc is not None and c.proc.poll() is None]
 
 
+def pod_ips(start: int) -> list[str]:
+    """The loopback addresses Pods get, in the order handed out: from the ``start``-th on, round the
+    range. Each agent starts at a random one, so that clusters running at once on one machine (parallel
+    test runs) do not give their Pods the same address, where the same port could not be bound twice and
+    a probe would reach the other cluster's Pod."""
+    ips = [f"127.0.{i // 254 + 1}.{i % 254 + 1}" for i in range(POD_IPS)]
+    return ips[start:] + ips[:start]
+
+
 class NodeAgent:
     """Runs in two threads of the harness process: a Pod watch and a sync loop (processes, probes, status,
     Leases). :meth:`stop` kills every Pod process."""
@@ -129,7 +142,7 @@ class NodeAgent:
         self.gpus = gpus_per_node
         self.pods: dict[str, V1Pod] = {}
         self.runs: dict[str, PodRun] = {}
-        self.free_ips = [f"127.0.{i // 254 + 1}.{i % 254 + 1}" for i in range(254 * 200)]
+        self.free_ips = pod_ips(random.randrange(POD_IPS))
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -345,6 +358,7 @@ class NodeAgent:
                         env=env,
                         readiness=_probe(spec.readiness_probe, spec, "readinessProbe"),
                         liveness=_probe(spec.liveness_probe, spec, "livenessProbe"),
+                        startup=_probe(spec.startup_probe, spec, "startupProbe"),
                     )
                 )
         except UnknownImageError as exc:
@@ -421,11 +435,18 @@ class NodeAgent:
         if c.proc is None and c.terminated is None and now >= c.next_start:
             c.proc = spawn(c.argv, log=run.directory / f"{c.name}.log", env=c.env, cwd=run.directory)
             c.started_at = _now()
-            for probe in (c.readiness, c.liveness):
+            c.started = c.startup is None
+            for probe in (c.readiness, c.liveness, c.startup):
                 if probe is not None:
                     probe.successes = probe.failures = 0
                     probe.next_at = now + probe.initial_delay
         if c.proc is None:
+            return
+        if c.startup is not None and not c.started:  # readiness and liveness wait for it, as in Kubernetes
+            if now >= c.startup.next_at:
+                c.started = _run_probe(c.startup, run.ip, ready=False)
+                if not c.started and c.startup.failures >= c.startup.failure_threshold:
+                    signal_group(c.proc, signal.SIGKILL)
             return
         if c.readiness is None:
             c.ready = True

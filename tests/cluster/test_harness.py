@@ -153,6 +153,31 @@ def test_a_deployment_becomes_a_process_and_a_deleted_pod_is_replaced(
     wait_for("the deleted Pod object to be released", released)
 
 
+def test_a_start_up_probe_holds_the_liveness_probe_back_until_the_process_answers(
+    kube_cluster: Cluster, kube_namespace: str, core: Any
+) -> None:
+    # The server answers after 4 s; a liveness probe allowed one failure a second would kill it long before,
+    # were it not held back by the start-up probe (30 failures allowed) until the first answer.
+    slow = ["sh", "-c", "sleep 4; exec python3 -m http.server --bind $(POD_IP) 8080"]
+    probe = {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
+    manifest = pod("slow", slow)
+    manifest["spec"]["containers"][0] |= {
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "failureThreshold": 3},
+        "startupProbe": {**probe, "failureThreshold": 30},
+    }
+    core.create_namespaced_pod(kube_namespace, manifest)
+
+    def ready() -> Any:
+        status = core.read_namespaced_pod("slow", kube_namespace).status
+        conditions = status.conditions or []
+        return status if any(c.type == "Ready" and c.status == "True" for c in conditions) else None
+
+    status = wait_for("the slow Pod to be Ready", ready)
+    assert status.container_statuses[0].restart_count == 0
+
+
 LIST_PODS = textwrap.dedent(
     """
     import sys, kubernetes

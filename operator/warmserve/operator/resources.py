@@ -264,6 +264,13 @@ class WorkerPool:
             "ports": [{"name": "http", "containerPort": self.port}],
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": self.port}, "periodSeconds": 2},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": self.port}, "periodSeconds": 10},
+            # Liveness waits until the worker first answers (up to 5 minutes): a worker slow to start (a
+            # loaded node, an engine's imports) is not killed while starting, which would only start it again.
+            "startupProbe": {
+                "httpGet": {"path": "/healthz", "port": self.port},
+                "periodSeconds": 1,
+                "failureThreshold": 300,
+            },
         }
         if resources:
             container["resources"] = resources

@@ -17,6 +17,11 @@ fitted (too little history, see each class; a failed optimisation) uses the Warm
 output is finally clipped to ``[0, ∞)`` with non-finite values replaced by the last observed value.
 
 The scheduler's call is :func:`fit_load` once in a while, then :func:`forecast` every window.
+
+pandas and statsmodels are imported by the functions that use them, on first use: this module's names are
+read wherever a ``ModelDeployment`` is parsed (its ``spec.forecast.forecaster``), and importing them up
+front cost every process of the ``warmserve`` command, each worker and gateway Pod included, about 150 MB
+and seconds of CPU at start (docs/operator.md, "Floors").
 """
 
 from __future__ import annotations
@@ -26,17 +31,15 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from statsmodels.tsa.arima.model import ARIMA
-from statsmodels.tsa.holtwinters import ExponentialSmoothing
-from statsmodels.tsa.seasonal import STL
 
-from warmserve.operator.forecast.traces import FloatArray
 from warmserve.protocol.errors import InvalidFieldError
+
+if TYPE_CHECKING:  # the trace readers import pandas (see the module docstring)
+    from warmserve.operator.forecast.traces import FloatArray
 
 #: The paper's correction uses the last ≤ 10 residuals with weights 2^-d (d = 1 for the latest).
 RESIDUALS = 10
@@ -94,6 +97,8 @@ def _sanitize(values: FloatArray, history: FloatArray) -> FloatArray:
 
 def _fill_gaps(history: FloatArray) -> FloatArray:
     """NaN windows take the last observed value (0 before any), so statsmodels sees a gapless series."""
+    import pandas as pd
+
     return np.asarray(pd.Series(history, dtype=float).ffill().fillna(0.0), dtype=np.float64)
 
 
@@ -125,7 +130,7 @@ class SeasonalNaive(Forecaster):
     def one_step(self, fitted: Any, history: FloatArray, start: int) -> FloatArray:
         lag = self.min_history
         lagged = np.concatenate([np.full(lag, np.nan), history])[start : len(history)]
-        fallback = pd.Series(history).ffill().fillna(0.0).shift(1, fill_value=0.0).to_numpy()[start:]
+        fallback = _last_values_before(history)[start:]
         return _sanitize(np.where(np.isfinite(lagged), lagged, fallback), history[:start])
 
 
@@ -207,6 +212,8 @@ def _running_phase_mean(history: FloatArray, period: int) -> FloatArray:
 
 def _last_values_before(history: FloatArray) -> FloatArray:
     """For each window i, :func:`last_value` of ``history[:i]`` (0 before any finite value)."""
+    import pandas as pd
+
     filled = pd.Series(history, dtype=float).ffill().fillna(0.0).to_numpy()
     return np.concatenate([[0.0], filled[:-1]]) if len(history) else np.zeros(0)
 
@@ -245,6 +252,8 @@ class Ets(Forecaster):
         """(AIC, fit) of one candidate model, ``None`` if statsmodels cannot fit it."""
         if len(history) < 10:
             return None
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -270,6 +279,8 @@ class Ets(Forecaster):
         return (float(result.aic), fit) if usable else None
 
     def _filtered(self, fitted: EtsFit, history: FloatArray) -> Any:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
         seasonal = fitted.seasonal_periods is not None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -322,6 +333,9 @@ class StlArima(Forecaster):
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
             return None
+        from statsmodels.tsa.arima.model import ARIMA
+        from statsmodels.tsa.seasonal import STL
+
         filled = _fill_gaps(history)
         jump = self.period // 12 + 1  # LOESS every `jump` points: same fit, ~10x faster
         with warnings.catch_warnings():

@@ -70,6 +70,9 @@ class Registry:
         self.scheduler = scheduler
         self.pools: dict[Name, WorkerPool] = {}
         self._documents: dict[Name, Mapping[str, Any]] = {}  # ModelDeployment name -> its last document
+        # ModelDeployment name -> its document parsed, or the parser's refusal: parsed once per change,
+        # not once per refresh (a refresh over n resources at each of n changes would parse n² times).
+        self._parsed: dict[Name, ModelDeployment | InvalidFieldError] = {}
         self.verdicts: dict[Name, Verdict] = {}
 
     def put_pool(self, obj: Mapping[str, Any]) -> WorkerPool:
@@ -96,12 +99,14 @@ class Registry:
         essence = _essence(obj)
         if self._documents.get(name) != essence:
             self._documents[name] = essence
+            self._parsed[name] = _parsed(essence)
             self._refresh()
         return self.verdicts[name]
 
     def drop_deployment(self, name: Name) -> None:
         """Forget a deleted ModelDeployment: the scheduler stops serving it from the next tick."""
         if self._documents.pop(name, None) is not None:
+            del self._parsed[name]
             self._refresh()
 
     def verdict(self, name: Name) -> Verdict | None:
@@ -139,11 +144,10 @@ class Registry:
         configs: dict[str, ModelConfig] = {}
         owners: dict[str, Name] = {}
         pools = [self.pools[n] for n in sorted(self.pools)]
-        for name in sorted(self._documents):  # the same order every time: a served name's owner is stable
-            try:
-                deployment = parse_model_deployment(self._documents[name])
-            except InvalidFieldError as exc:
-                verdicts[name] = Verdict(None, str(exc))
+        for name in sorted(self._parsed):  # the same order every time: a served name's owner is stable
+            deployment = self._parsed[name]
+            if isinstance(deployment, InvalidFieldError):
+                verdicts[name] = Verdict(None, str(deployment))
                 continue
             served = deployment.spec.name
             try:
@@ -163,6 +167,14 @@ class Registry:
         self.verdicts = verdicts
         if configs != dict(self.scheduler.models):
             self.scheduler.set_models(configs)
+
+
+def _parsed(essence: Mapping[str, Any]) -> ModelDeployment | InvalidFieldError:
+    """The resource parsed, or why the parser refused it (kept for its verdict)."""
+    try:
+        return parse_model_deployment(essence)
+    except InvalidFieldError as exc:
+        return exc
 
 
 def _essence(obj: Mapping[str, Any]) -> dict[str, Any]:
