@@ -152,7 +152,11 @@ class Scenario:
         self.running("app.kubernetes.io/name=warmserve-gateway", 1)
         self.core.create_namespaced_config_map(self.ns, ramp_history(time.time()))
         self.ramp_at = time.time() + RAMP_IN_S
-        self.create(WORKER_POOLS, example("workerpool-fake-gpus.yaml"))
+        pool = example("workerpool-fake-gpus.yaml")
+        pool["spec"]["fakeGpu"] = (
+            False  # Pods ask for nvidia.com/gpu, as on a GPU cluster (the engine is fake)
+        )
+        self.create(WORKER_POOLS, pool)
         self.create(MODEL_DEPLOYMENTS, deployment("ramp", "seasonal-naive-1d"))
         self.create(MODEL_DEPLOYMENTS, deployment("cold", "none"))
         self.running(f"warmserve.io/pool={POOL}", 2)
