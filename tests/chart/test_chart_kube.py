@@ -276,7 +276,17 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
         }
         return {kind: names for kind, names in left.items() if names}
 
-    wait_for("no object of the release left", lambda: not nothing_left(), WAIT_S)
+    left: dict[str, list[str]] = {}
+
+    def nothing() -> bool:
+        left.clear()
+        left.update(nothing_left())
+        return not left
+
+    try:
+        wait_for("no object of the release left", nothing, WAIT_S)
+    except pytest.fail.Exception:
+        pytest.fail(f"objects of the release left {WAIT_S:.0f} s after uninstall: {left}")
     crd_names = {
         c.metadata.name
         for c in kubernetes.client.ApiextensionsV1Api(api).list_custom_resource_definition().items

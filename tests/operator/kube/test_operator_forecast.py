@@ -6,7 +6,6 @@ Prometheus cannot be reached still forecasts, from what it observes, and a Warni
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
     kube_cluster: Cluster, kube_namespace: str, start_operator: Start, tmp_path: Path
 ) -> None:
     ns = kube_namespace
-    operator: subprocess.Popen[bytes] = start_operator()
+    operator = start_operator()
     with kube_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         core.create_namespaced_pod(ns, gateway_pod("gw"))
@@ -87,8 +86,8 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
         assert warning.type == "Warning" and "prometheus" in warning.message
 
         # kill -9 and start again: the new operator reads the kept history and appends to it.
-        operator.kill()
-        operator.wait()
+        operator.process.kill()
+        operator.process.wait()
         before = kept(core, ns)
         assert before is not None
         operator = start_operator()
@@ -102,7 +101,7 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
         assert after.mean[: len(before.mean)] == before.mean
         assert after.first == history.first
         restored = f"kept-model: {len(before.mean)} windows restored from configMap"
-        assert restored in (tmp_path / "operator.log").read_text()
+        assert restored in operator.log.read_text()
 
-    operator.send_signal(signal.SIGTERM)
-    assert operator.wait(timeout=15) == 0, log_tail(tmp_path)
+    operator.process.send_signal(signal.SIGTERM)
+    assert operator.process.wait(timeout=15) == 0, log_tail(operator.log)

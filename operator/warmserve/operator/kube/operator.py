@@ -141,10 +141,14 @@ async def _run(
         kopf.on.login(registry=handlers.kopf)(_login)
         await asyncio.to_thread(handlers.prime, options.namespace)  # the lease is renewed meanwhile
         events = EventWriter(api, options.namespace, registry.reference, metrics)
+        report = reporting(scheduler, metrics, events)
+
+        def ticked(tick: Tick) -> None:
+            pulse.last_tick = time.monotonic()  # what the liveness probe reads: the loop ticks
+            report(tick)
+
         pulse.last_tick = time.monotonic()  # the first tick is due now
-        loop = asyncio.create_task(
-            run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events, pulse))
-        )
+        loop = asyncio.create_task(run(cluster, scheduler, options.tick_s, ticked))
         keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
         writer = asyncio.create_task(events.run())
         for task in (loop, keeper):
@@ -173,14 +177,10 @@ async def _run(
             raise RuntimeError(f"{what} stopped") from task.exception()
 
 
-def reporting(
-    scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter, pulse: Pulse
-) -> Callable[[Tick], None]:
-    """What the loop does after each tick: mark the liveness pulse, count the tick, and queue its
-    decisions' Events (never blocks)."""
+def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWriter) -> Callable[[Tick], None]:
+    """What the loop does after each tick: count it, and queue its decisions' Events (never blocks)."""
 
     def report(tick: Tick) -> None:
-        pulse.last_tick = time.monotonic()
         metrics.count_tick(tick)
         if tick.decision is not None and tick.decision.plan and scheduler.snapshot is not None:
             events.submit(decision_records(scheduler.snapshot, tick.decision.plan))
