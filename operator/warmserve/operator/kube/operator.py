@@ -145,7 +145,9 @@ async def _run(
         loop = asyncio.create_task(
             run(cluster, scheduler, options.tick_s, reporting(scheduler, metrics, events, pulse))
         )
-        keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
+        keeper = asyncio.create_task(
+            HistoryKeeper(api, session, registry, forecasts, metrics).run(options.tick_s)
+        )
         writer = asyncio.create_task(events.run())
         for task in (loop, keeper):
             task.add_done_callback(lambda _: stop.set())
