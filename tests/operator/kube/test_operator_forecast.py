@@ -1,13 +1,13 @@
 """``warmserve operator`` forecasts against the real API server: each ModelDeployment's status carries the
 forecast the scheduler planned with, its history is kept in a ConfigMap it owns, and an operator killed
 with SIGKILL and started again goes on with that history rather than starting a new one. A model whose
-Prometheus cannot be reached still forecasts, from what it observes, and a Warning Event says why."""
+Prometheus cannot be reached still forecasts, from what it observes, and a Warning Event says why. Each
+closed window's forecast and actual peak show in the operator's ``/metrics``."""
 
 from __future__ import annotations
 
+import re
 import signal
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -50,10 +50,10 @@ def kept(core: kubernetes.client.CoreV1Api, ns: str) -> History | None:
 
 
 def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
-    kube_cluster: Cluster, kube_namespace: str, start_operator: Start, tmp_path: Path
+    kube_cluster: Cluster, kube_namespace: str, start_operator: Start
 ) -> None:
     ns = kube_namespace
-    operator: subprocess.Popen[bytes] = start_operator()
+    operator = start_operator()
     with kube_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         core.create_namespaced_pod(ns, gateway_pod("gw"))
@@ -86,9 +86,18 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
         (warning,) = wait_for("a HistoryUnavailable Event on away", unavailable, timeout=10)
         assert warning.type == "Warning" and "prometheus" in warning.message
 
+        def checked() -> dict[str, float]:
+            text = operator.get("/metrics")[1]
+            names = "forecast_peak|actual_peak|forecast_peak_error"
+            pattern = rf'warmserve_operator_({names})_requests\{{model="kept-model"\}} (\S+)'
+            return {name: float(value) for name, value in re.findall(pattern, text)}
+
+        gauges = wait_for("the forecast checked against the actual peak", checked, timeout=30)
+        assert gauges["forecast_peak_error"] == abs(gauges["forecast_peak"] - gauges["actual_peak"])
+
         # kill -9 and start again: the new operator reads the kept history and appends to it.
-        operator.kill()
-        operator.wait()
+        operator.process.kill()
+        operator.process.wait()
         before = kept(core, ns)
         assert before is not None
         operator = start_operator()
@@ -102,7 +111,7 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
         assert after.mean[: len(before.mean)] == before.mean
         assert after.first == history.first
         restored = f"kept-model: {len(before.mean)} windows restored from configMap"
-        assert restored in (tmp_path / "operator.log").read_text()
+        assert restored in operator.log.read_text()
 
-    operator.send_signal(signal.SIGTERM)
-    assert operator.wait(timeout=15) == 0, log_tail(tmp_path)
+    operator.process.send_signal(signal.SIGTERM)
+    assert operator.process.wait(timeout=15) == 0, log_tail(operator.log)
