@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from warmserve.cli import build_parser
+from warmserve.cli import SUBCOMMANDS, build_parser
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.kube.operator import OPERATOR_POLICIES
 from warmserve.operator.policies.registry import NAMES
@@ -54,3 +54,9 @@ def test_options_that_take_a_name_list_the_accepted_ones() -> None:
     assert all(n in forecast for n in FORECASTERS)
     operator = " ".join(PARSERS["operator"].format_help().split())
     assert all(n in operator for n in OPERATOR_POLICIES) and "oracle" not in operator
+
+
+def test_each_subcommand_alone_is_registered_by_the_module_named_for_it() -> None:
+    assert list(dict(subcommands(build_parser()))) == list(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        assert name in dict(subcommands(build_parser(name)))

@@ -14,7 +14,7 @@ from warmserve.operator.forecast.history import (
     history_from_prometheus,
     prometheus_queries,
 )
-from warmserve.operator.online_forecast import OnlineForecast
+from warmserve.operator.online_forecast import ForecastCheck, OnlineForecast
 from warmserve.operator.planning.snapshot import Demand, Forecast
 from warmserve.operator.resources import ForecastSettings
 from warmserve.protocol.errors import InvalidInputError
@@ -74,6 +74,27 @@ def test_the_forecast_repeats_what_is_seen_until_a_fit_then_uses_the_fit() -> No
     assert "warmserve fitted on 1 windows" in source.note("m") and "less than a day" in source.note("m")
     feed(source, "m", [(20.0, 7.0)])  # window 1 (mean 1) closes; the fit of window 0 still predicts
     assert source.forecasts(20.0)["m"].mean >= 0 and run_fits(source) == 1
+
+
+def test_a_closed_window_is_checked_against_the_peak_forecast_for_it_before_it_started() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings(window=10, horizon=5)})
+    source.observe(0.0, {"m": Demand(3)})
+    assert source.forecasts(0.0)["m"].peak == 3.0  # window 0's first forecast: it had none before
+    source.observe(4.0, {"m": Demand(6)})
+    assert source.forecasts(4.0)["m"].peak == 6.0  # the horizon (to 9) does not reach window 1
+    source.observe(6.0, {"m": Demand(2)})
+    assert source.forecasts(6.0)["m"].peak == 6.0  # reaches window 1: its forecast so far
+    source.observe(8.0, {"m": Demand(8)})
+    assert source.forecasts(8.0)["m"].peak == 8.0  # the newest before window 1 starts
+    assert source.checked() == []  # nothing closed yet
+    source.observe(10.0, {"m": Demand(1)})  # window 0 closes: forecast 3 (its first), peak 8
+    assert source.checked() == [ForecastCheck("m", 3.0, 8.0)] and source.checked() == []
+    source.forecasts(10.0)  # window 1 keeps the forecast made before it started
+    source.observe(20.0, {"m": Demand(0)})
+    assert source.checked() == [ForecastCheck("m", 8.0, 1.0)]
+    source.observe(50.0, {"m": Demand(0)})  # window 2 closes with no forecast made for it: not checked
+    assert source.checked() == []
 
 
 def test_the_fit_runs_outside_the_tick_and_a_stale_job_is_dropped() -> None:

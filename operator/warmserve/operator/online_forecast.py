@@ -18,6 +18,10 @@ per window, and the forecaster its ``ModelDeployment`` names predicts the horizo
   restored at start (a ConfigMap, Prometheus) arrives through :meth:`~OnlineForecast.seed`; until it has
   arrived, the model's windows are not offered for saving (:meth:`~OnlineForecast.unsaved`), so a restarted
   operator never overwrites a history it has not read yet.
+- Each forecast is checked against what came: a window remembers the forecast peak of the last tick
+  before it started whose horizon reached it (or, when none did, of the first tick within it); when the
+  window closes, :meth:`~OnlineForecast.checked` reports that peak beside the peak seen
+  (:class:`ForecastCheck`), for the adapter's metrics.
 
 Pure: no I/O; the adapter (``warmserve.operator.kube.forecasting``) reads and writes the history.
 """
@@ -51,6 +55,15 @@ class FitJob:
         return fit_load(make_forecaster(self.forecaster, load.windows_per_day), load.mean, load.peak)
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastCheck:
+    """A closed window of ``model``: the peak concurrency forecast for it and the peak seen in it."""
+
+    model: str
+    forecast_peak: float
+    actual_peak: float
+
+
 @dataclass
 class _Window:
     index: int
@@ -74,6 +87,7 @@ class _Model:
     fit: tuple[FitJob, LoadFit] | None = None
     running: FitJob | None = None
     cache: tuple[tuple[int, int], Forecast] | None = field(default=None, repr=False)
+    promised: dict[int, float] = field(default_factory=dict)  # window index -> forecast peak for it
 
 
 class OnlineForecast:
@@ -81,6 +95,7 @@ class OnlineForecast:
 
     def __init__(self) -> None:
         self._models: dict[str, _Model] = {}
+        self._checks: list[ForecastCheck] = []
 
     # --- models and their history -----------------------------------------------------------------
 
@@ -149,6 +164,7 @@ class OnlineForecast:
                 state.history = state.history.appended(
                     window.index, window.total / window.samples, window.peak
                 ).bounded(_retention(state.settings))
+                self._check(name, state, window)
                 window = None
             if window is None:
                 window = state.open = _Window(index)
@@ -162,7 +178,21 @@ class OnlineForecast:
                 predicted = self._forecast(name, state, now)
                 if predicted is not None:
                     found[name] = predicted
+                    _promise(state, now, predicted.peak)
         return found
+
+    def checked(self) -> list[ForecastCheck]:
+        """The windows closed since the last call that had a forecast, oldest first (then forgotten)."""
+        checks, self._checks = self._checks, []
+        return checks
+
+    def _check(self, name: str, state: _Model, closed: _Window) -> None:
+        """Report the forecast peak of the window just closed beside its actual peak, and drop the
+        forecasts of windows before it (they closed without a tick: gaps)."""
+        forecast_peak = state.promised.pop(closed.index, None)
+        state.promised = {k: v for k, v in state.promised.items() if k > closed.index}
+        if forecast_peak is not None:
+            self._checks.append(ForecastCheck(name, forecast_peak, closed.peak))
 
     # --- fits, run by the adapter in a worker thread ------------------------------------------------
 
@@ -238,6 +268,17 @@ def _since_fit(name: str, fitted: History, now: History) -> LoadSeries | None:
         np.concatenate([series.mean, np.array(newer.mean, dtype=float)]),
         np.concatenate([series.peak, np.array(newer.peak, dtype=float)]),
     )
+
+
+def _promise(state: _Model, now: float, peak: float) -> None:
+    """Remember ``peak`` as the forecast of the window under way, unless it has one (the forecast it
+    started with), and of the next window when the horizon from ``now`` reaches it (the newest forecast
+    before it starts wins). Constant work per tick whatever the horizon."""
+    window_s = state.settings.window_s
+    current = math.floor(now / window_s)
+    state.promised.setdefault(current, peak)
+    if now + state.settings.horizon_s >= (current + 1) * window_s:
+        state.promised[current + 1] = peak
 
 
 def _fallback(state: _Model, history: History) -> Forecast | None:

@@ -82,14 +82,14 @@ def test_the_forecast_source_sets_each_models_peak_error_and_a_bad_value_names_i
     metrics.record_forecast_error("b", forecast_peak=4.0, actual_peak=1.5)
     assert value(metrics, "forecast_peak_error_requests", model="a") == 2.0
     assert value(metrics, "forecast_peak_error_requests", model="b") == 2.5
+    assert value(metrics, "forecast_peak_requests", model="b") == 4.0
+    assert value(metrics, "actual_peak_requests", model="b") == 1.5
     with pytest.raises(InvalidFieldError, match="actual_peak"):
         metrics.record_forecast_error("a", forecast_peak=3.0, actual_peak=math.nan)
     metrics.forget_model("b")
     metrics.forget_model("never-seen")
-    assert (
-        metrics.registry.get_sample_value("warmserve_operator_forecast_peak_error_requests", {"model": "b"})
-        is None
-    )
+    for name in ("forecast_peak_error_requests", "forecast_peak_requests", "actual_peak_requests"):
+        assert metrics.registry.get_sample_value(f"warmserve_operator_{name}", {"model": "b"}) is None
 
 
 async def test_handler_runs_are_counted_by_kind_and_a_failure_is_counted_and_raised() -> None:

@@ -1,23 +1,25 @@
 """``warmserve operator`` forecasts against the real API server: each ModelDeployment's status carries the
 forecast the scheduler planned with, its history is kept in a ConfigMap it owns, and an operator killed
 with SIGKILL and started again goes on with that history rather than starting a new one. A model whose
-Prometheus cannot be reached still forecasts, from what it observes, and a Warning Event says why."""
+Prometheus cannot be reached still forecasts, from what it observes, and a Warning Event says why. Each
+closed window's forecast and actual peak show in the operator's ``/metrics``, until the model goes."""
 
 from __future__ import annotations
 
+import re
 import signal
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 
 from e2e.harness.cluster import Cluster, free_port
-from tests.crds.test_crds_api import crds, create, raw, wait_for
+from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
 from tests.operator.kube.test_kube_cluster import gateway_pod
 from tests.operator.kube.test_operator import WAIT_S, Start, get, log_tail, start_operator
 from warmserve.operator.forecast.history import History, history_from_json
 from warmserve.operator.kube.forecasting import HISTORY_KEY, UNAVAILABLE_REASON, configmap_name
+from warmserve.protocol.resource_names import GROUP, VERSION
 
 __all__ = ["crds", "start_operator"]  # fixtures
 
@@ -49,7 +51,7 @@ def kept(core: kubernetes.client.CoreV1Api, ns: str) -> History | None:
 
 
 def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
-    kube_cluster: Cluster, kube_namespace: str, start_operator: Start, tmp_path: Path
+    kube_cluster: Cluster, kube_namespace: str, start_operator: Start
 ) -> None:
     ns = kube_namespace
     operator = start_operator()
@@ -84,6 +86,19 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
 
         (warning,) = wait_for("a HistoryUnavailable Event on away", unavailable, timeout=10)
         assert warning.type == "Warning" and "prometheus" in warning.message
+
+        def checked(model: str) -> dict[str, float]:
+            text = operator.get("/metrics")[1]
+            names = "forecast_peak|actual_peak|forecast_peak_error"
+            pattern = rf'warmserve_operator_({names})_requests\{{model="{model}"\}} (\S+)'
+            return {name: float(value) for name, value in re.findall(pattern, text)}
+
+        gauges = wait_for("the forecast checked against the actual peak", lambda: checked("kept-model"), 30)
+        assert gauges["forecast_peak_error"] == abs(gauges["forecast_peak"] - gauges["actual_peak"])
+        wait_for("away-model's forecast checked", lambda: checked("away-model"), timeout=30)
+        custom = kubernetes.client.CustomObjectsApi(api)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"], "away")
+        wait_for("away-model's forecast gauges gone", lambda: not checked("away-model"), timeout=30)
 
         # kill -9 and start again: the new operator reads the kept history and appends to it.
         operator.process.kill()

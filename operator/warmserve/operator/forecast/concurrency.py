@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from warmserve.operator.forecast.traces import FloatArray, RateSeries, RequestSeries, Trace
+from warmserve.operator.forecast.series import FloatArray, RateSeries, RequestSeries, Trace
 from warmserve.protocol.errors import InvalidFieldError
 
 SECONDS_PER_DAY = 86_400.0

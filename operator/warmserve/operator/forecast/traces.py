@@ -14,6 +14,9 @@ A malformed file raises :class:`TraceFormatError` naming the file, the line and 
 cannot be interpreted (an empty folder, an unknown column) raises ``InvalidFieldError``. Readers never
 drop or repair bad rows silently. A window missing from a rate trace is kept as NaN ("no data"), which the
 forecasters treat as a gap.
+
+The two shapes live in :mod:`warmserve.operator.forecast.series`, so the operator, which only uses them,
+does not load pandas with the readers.
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from warmserve.operator.forecast.series import FloatArray as FloatArray  # re-exported: the readers' shapes
+from warmserve.operator.forecast.series import RateSeries as RateSeries
+from warmserve.operator.forecast.series import RequestSeries as RequestSeries
+from warmserve.operator.forecast.series import Trace as Trace
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError
 
-FloatArray = npt.NDArray[np.float64]
 TraceFormat = Literal["auto", "servegen", "rates", "csv", "jsonl"]
 TimestampUnit = Literal["auto", "s", "ms", "us", "ns", "datetime"]
 
@@ -59,36 +65,6 @@ class TraceFormatError(InvalidInputError):
         self.line = line
         self.column = column
         super().__init__(f"{path}:{line}: column {column}: {problem}")
-
-
-@dataclass(frozen=True)
-class RateSeries:
-    """One model's mean request rate per window, on a regular grid.
-
-    ``rate_rps[i]`` covers ``[start_sec + i*window_sec, start_sec + (i+1)*window_sec)``; NaN means the trace
-    has no row for that window. ``cv`` is the coefficient of variation of inter-arrival times in the window
-    (1 for Poisson arrivals; an aggregate of several clients, see :func:`aggregate_cv`).
-    """
-
-    model: str
-    start_sec: float
-    window_sec: float
-    rate_rps: FloatArray
-    cv: FloatArray
-
-
-@dataclass(frozen=True)
-class RequestSeries:
-    """One model's requests, sorted by arrival; token counts or duration are NaN when the trace lacks them."""
-
-    model: str
-    arrival_sec: FloatArray
-    input_tokens: FloatArray
-    output_tokens: FloatArray
-    duration_sec: FloatArray
-
-
-Trace = tuple[RateSeries, ...] | tuple[RequestSeries, ...]
 
 
 @dataclass(frozen=True)

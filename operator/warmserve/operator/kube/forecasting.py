@@ -8,7 +8,9 @@ Every ``period_s`` (:meth:`HistoryKeeper.run`, beside the scheduler loop):
   ``<ModelDeployment>-forecast-history`` (owned by the ModelDeployment, so it goes with it), or Prometheus
   (``query_range`` over the gateways' demand gauges at ``prometheusUrl``);
 - the windows closed since are saved to that ConfigMap (for ``source: configMap``; Prometheus keeps its own);
-- the fits due run one by one in a worker thread (:func:`asyncio.to_thread`), never in the tick.
+- the fits due run one by one in a worker thread (:func:`asyncio.to_thread`), never in the tick;
+- each window closed since is checked against its forecast (:meth:`OnlineForecast.checked`): the forecast
+  and actual peaks and their error go to the operator's metrics, and a model no longer served loses them.
 
 Errors never stop the operator: a history that cannot be restored (Prometheus away or refusing, a
 malformed document) leaves the model forecasting from what it observes from now on, said in the log and
@@ -35,10 +37,11 @@ from warmserve.operator.forecast.history import (
     history_from_prometheus,
     prometheus_queries,
 )
+from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import Registry, Served
 from warmserve.operator.online_forecast import OnlineForecast
 from warmserve.operator.resources import ForecastSettings
-from warmserve.protocol.errors import InvalidInputError, UnavailableError
+from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
 from warmserve.protocol.pods import MANAGED_BY, MANAGED_BY_LABEL
 from warmserve.protocol.resource_names import API_VERSION, GROUP
@@ -140,11 +143,13 @@ class HistoryKeeper:
         session: aiohttp.ClientSession,
         registry: Registry,
         source: OnlineForecast,
+        metrics: OperatorMetrics,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(api)
         self.session = session
         self.registry = registry
         self.source = source
+        self.metrics = metrics
         self._served: dict[str, Served] = {}
         self._unrestored: set[str] = set()
 
@@ -155,9 +160,11 @@ class HistoryKeeper:
             await asyncio.sleep(period_s)
 
     async def step(self) -> None:
-        """One round: models, restored histories, saved windows, due fits."""
+        """One round: models, forecasts checked, restored histories, saved windows, due fits."""
+        gone = self._served.keys()
         self._served = self.registry.served()
         new = self.source.set_models({m: s.deployment.forecast for m, s in self._served.items()})
+        self._check_forecasts(gone - self._served.keys())
         self._unrestored = (self._unrestored | new) & self._served.keys()
         for model in sorted(self._unrestored):
             try:
@@ -183,6 +190,19 @@ class HistoryKeeper:
                 fit = None
             self.source.install(job, fit)
             log.debug("forecast of %s: %s", job.model, self.source.note(job.model))
+
+    def _check_forecasts(self, gone: set[str]) -> None:
+        """Each closed window's forecast and actual peak to the metrics (a model gone meanwhile skipped);
+        the models in ``gone`` lose theirs."""
+        for check in self.source.checked():
+            if check.model not in self._served:
+                continue
+            try:
+                self.metrics.record_forecast_error(check.model, check.forecast_peak, check.actual_peak)
+            except InvalidFieldError as exc:  # a forecaster's NaN or negative peak: said, not counted
+                log.warning("forecast of %s not checked: %s", check.model, exc)
+        for model in gone:
+            self.metrics.forget_model(model)
 
     async def _restore(self, model: str, served: Served) -> History | None:
         """The model's kept history; ``None`` when there is none, or when Prometheus cannot be asked or the

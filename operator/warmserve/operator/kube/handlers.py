@@ -3,8 +3,10 @@ status subresource (docs/operator.md).
 
 - ``WorkerPool`` created, changed or found at start-up (resume), and every ``interval_s`` (a timer, so a
   deleted Pod comes back and the status follows the Pods): parsed, the workers' ServiceAccount, Role and
-  RoleBinding ensured, Pods ``<pool>-<i>`` for ``i < spec.pods`` created and the others deleted, status
-  written. Deleted: forgotten (its Pods go with it, by their owner reference).
+  RoleBinding ensured (by a change always; by the timer once per pool generation, since it may run before
+  the change handler and a Pod whose ServiceAccount is missing is refused), Pods ``<pool>-<i>`` for
+  ``i < spec.pods`` created and the others deleted, status written. Deleted: forgotten (its Pods go with
+  it, by their owner reference).
 - ``ModelDeployment`` created, changed or resumed, and every ``interval_s``: handed to the registry (which
   sets the scheduler's models), status written from the scheduler's last snapshot. Deleted: forgotten at
   once (the scheduler drops its replicas at the next tick), and the finalizer waits until no worker still
@@ -80,6 +82,7 @@ class Handlers:
         self.cluster = cluster
         self.version = version
         self.metrics = metrics
+        self._rbac_ensured: dict[tuple[str, str], int] = {}  # (namespace, pool) -> its generation
         self.kopf = kopf.OperatorRegistry()
         self._register(interval_s)
 
@@ -157,21 +160,25 @@ class Handlers:
     async def pool_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await self._pool(body, patch, permanent=False)
 
-    async def pool_deleted(self, name: str, **_: Any) -> None:
+    async def pool_deleted(self, name: str, namespace: str | None, **_: Any) -> None:
         self.registry.drop_pool(name)
+        self._rbac_ensured.pop((str(namespace), name), None)
 
     async def _pool(self, body: kopf.Body, patch: kopf.Patch, *, permanent: bool) -> None:
-        """Reconcile one pool. From a change (``permanent``): the workers' RBAC ensured too, and a spec
-        that does not parse raises PermanentError after its Degraded status is written (the timer only
-        writes it, and leaves the RBAC objects, made once, alone)."""
+        """Reconcile one pool. The workers' RBAC is ensured before any Pod is created: from a change
+        (``permanent``) always, from the timer when not yet done for this generation of the pool (a timer
+        running first would otherwise see its Pods refused, 403). From a change, a spec that does not parse
+        raises PermanentError after its Degraded status is written (the timer only writes it)."""
         try:
             pool: WorkerPool | None = self.registry.put_pool(body)
             error = ""
         except InvalidFieldError as exc:
             pool, error = None, str(exc)
         generation = int(body["metadata"].get("generation", 0))
-        if pool is not None and permanent:
+        key = (str(body["metadata"]["namespace"]), str(body["metadata"]["name"]))
+        if pool is not None and (permanent or self._rbac_ensured.get(key) != generation):
             await _adapted(self._ensure_rbac, pool.namespace)
+            self._rbac_ensured[key] = generation
         pods = await _adapted(self._list_pods, body["metadata"]["namespace"], str(body["metadata"]["name"]))
         if pool is not None and await _adapted(self._ensure_pods, pool, pods):
             pods = await _adapted(self._list_pods, pool.namespace, pool.name)

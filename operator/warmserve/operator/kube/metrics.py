@@ -105,7 +105,19 @@ class OperatorMetrics:
         self.hit_ratio.set_function(self._hit_ratio)
         self.forecast_error = Gauge(
             f"{PREFIX}_forecast_peak_error_requests",
-            "|forecast peak - actual peak| concurrency of a model's last forecast horizon, in requests.",
+            "|forecast peak - actual peak| of a model's last closed forecast window, in requests.",
+            ["model"],
+            registry=r,
+        )
+        self.forecast_peak = Gauge(
+            f"{PREFIX}_forecast_peak_requests",
+            "Peak concurrency forecast for a model's last closed forecast window, in requests.",
+            ["model"],
+            registry=r,
+        )
+        self.actual_peak = Gauge(
+            f"{PREFIX}_actual_peak_requests",
+            "Peak concurrency seen in a model's last closed forecast window, in requests.",
             ["model"],
             registry=r,
         )
@@ -144,18 +156,21 @@ class OperatorMetrics:
                 self.cold_starts.labels(action.model).inc()
 
     def record_forecast_error(self, model: str, forecast_peak: float, actual_peak: float) -> None:
-        """Set ``model``'s forecast error: the forecast source calls this once a horizon has passed, with
-        the peak it forecast for it and the peak demand seen. A value that is not a finite number >= 0
-        raises :class:`InvalidFieldError` naming it."""
+        """Set ``model``'s forecast and actual peak and their error: the forecast source's adapter calls
+        this once a window has closed, with the peak forecast for it and the peak demand seen. A value that
+        is not a finite number >= 0 raises :class:`InvalidFieldError` naming it (nothing is set)."""
         for name, value in (("forecast_peak", forecast_peak), ("actual_peak", actual_peak)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise InvalidFieldError(name, "a finite number >= 0", value)
+        self.forecast_peak.labels(model).set(forecast_peak)
+        self.actual_peak.labels(model).set(actual_peak)
         self.forecast_error.labels(model).set(abs(forecast_peak - actual_peak))
 
     def forget_model(self, model: str) -> None:
-        """Drop a model's forecast error (the model is no longer served); unknown: nothing happens."""
-        with contextlib.suppress(KeyError):
-            self.forecast_error.remove(model)
+        """Drop a model's forecast gauges (the model is no longer served); unknown: nothing happens."""
+        for gauge in (self.forecast_error, self.forecast_peak, self.actual_peak):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model)
 
     def counted(self, kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         """``handler``, counted as a reconcile of ``kind`` and, when it raises, as an error (re-raised)."""

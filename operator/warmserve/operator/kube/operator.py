@@ -149,7 +149,9 @@ async def _run(
 
         pulse.last_tick = time.monotonic()  # the first tick is due now
         loop = asyncio.create_task(run(cluster, scheduler, options.tick_s, ticked))
-        keeper = asyncio.create_task(HistoryKeeper(api, session, registry, forecasts).run(options.tick_s))
+        keeper = asyncio.create_task(
+            HistoryKeeper(api, session, registry, forecasts, metrics).run(options.tick_s)
+        )
         writer = asyncio.create_task(events.run())
         for task in (loop, keeper):
             task.add_done_callback(lambda _: stop.set())
