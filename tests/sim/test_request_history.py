@@ -48,6 +48,20 @@ def test_the_log_binned_per_window_is_the_history_and_the_oracle_knows_the_repla
     assert history_notes(workload.history, workload.replay_start_s, workload.models) == {}
 
 
+def test_a_log_without_a_model_column_has_the_history_of_its_synthetic_models(tmp_path: Path) -> None:
+    """Each request of the whole log is given its synthetic model once, so history and replay agree."""
+    log = _daily_log(tmp_path / "log.csv", 3)
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != 1) for line in lines))
+    workload = build_workload(WorkloadSpec(log, models=2, day=2, offset_s=OFFSET_S, duration_s=DURATION_S))
+    assert workload.kind == "requests" and [s.model for s in workload.history] == list(workload.models)
+    for index, series in enumerate(workload.history):
+        first = round((workload.replay_start_s - series.start_sec) / series.window_sec)
+        last = first + math.ceil(workload.duration_s * workload.time_scale / series.window_sec)
+        assert round(series.rate_rps[first:last].sum() * series.window_sec) == np.sum(workload.model == index)
+        assert first * series.window_sec >= SECONDS_PER_DAY
+
+
 def test_warmserve_and_the_oracle_forecast_a_log_and_differ_from_no_forecast(tmp_path: Path) -> None:
     """One GPU for three models busy one after the other: with the log's own past the forecast sees each
     busy hour coming (the day before had it), which a run without forecast cannot."""

@@ -169,8 +169,8 @@ class Workload:
 
     ``history`` holds each model's scaled rate series over the whole trace (trace time; a per-request log's
     arrivals counted per window, in seconds from the replay's start); the replay starts at trace second
-    ``replay_start_s`` (0 for a per-request log). ``duration_s`` is
-    the whole replay, warm-up included; requests arriving before ``measured_from_s`` are the warm-up's.
+    ``replay_start_s`` (0 for a per-request log). ``duration_s`` is the whole replay, warm-up included;
+    requests arriving before ``measured_from_s`` are the warm-up's.
     """
 
     models: tuple[str, ...]
