@@ -10,8 +10,8 @@ import pytest
 from tests.operator.test_traces import SHARED_TRACES
 from warmserve.local.arrivals import ReplaySlice
 from warmserve.local.forecasts import trace_forecasts
-from warmserve.local.traces import binned, load_rates
-from warmserve.operator.forecast.traces import RateSeries, RequestSeries
+from warmserve.local.traces import load_rates
+from warmserve.operator.forecast.traces import RateSeries, RequestSeries, binned
 from warmserve.protocol.errors import InvalidFieldError
 from warmserve.replay.forecasts import ReplayClock
 

@@ -129,9 +129,9 @@ def test_sizes_are_guessed_from_the_name_and_say_so() -> None:
 
 def test_the_gpu_sweep_finds_the_fewest_gpus_each_policy_needs(tmp_path: Path) -> None:
     """The four models' weights (7B + 13B + 8B + 8B) fit one H100 together, so the static colocation
-    (muxserve) holds the SLO on one GPU; WarmServe, with no forecast from a per-request log and one model
-    per GPU, misses it on one GPU and holds it with one per model, where one static replica per model
-    (dedicated) still misses it."""
+    (muxserve) holds the SLO on one GPU; WarmServe, whose forecast has no history before the replay (it
+    repeats the last window of it) and one model per GPU, misses it on one GPU and holds it with one per
+    model, where one static replica per model (dedicated) still misses it."""
     trace, _ = _log(tmp_path / "log.csv", 900.0)
     scenario = Scenario(WorkloadSpec(trace), ClusterSpec(nodes=1, gpus_per_node=1))
     workload, models = prepare(scenario)

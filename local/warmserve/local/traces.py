@@ -13,9 +13,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
-from warmserve.operator.forecast.traces import RateSeries, RequestSeries, read_trace
+from warmserve.operator.forecast.traces import RateSeries, RequestSeries, binned, read_trace
 from warmserve.protocol.errors import InvalidFieldError
 
 SAMPLE = "servegen_language_600s.csv"
@@ -36,16 +34,3 @@ def load_rates(path: Path | None) -> tuple[RateSeries, ...]:
     if not out:
         raise InvalidFieldError("trace", "a trace with at least one model", str(path))
     return out
-
-
-def binned(series: RequestSeries, window_sec: float, start: float | None = None) -> RateSeries:
-    """Arrival counts per window as a rate series from ``start`` (at most the first arrival; default: the
-    start of the window holding it). The models of one trace are binned from one start, so that their
-    windows line up."""
-    if len(series.arrival_sec) == 0:
-        raise InvalidFieldError("trace", f"requests for model {series.model}", 0)
-    if start is None:
-        start = math.floor(float(series.arrival_sec[0]) / window_sec) * window_sec
-    index = np.floor((series.arrival_sec - start) / window_sec).astype(int)
-    counts = np.bincount(index, minlength=int(index.max()) + 1).astype(float)
-    return RateSeries(series.model, start, window_sec, counts / window_sec, np.ones(len(counts)))

@@ -25,7 +25,8 @@ The forecaster is the paper's (``warmserve``) unless another name from
 an unknown name raises ``InvalidFieldError`` before any series is built.
 
 Only models with a latency model get a forecast; a window without data (a trace gap) gives none for that
-model; ``observe`` records nothing (the history is the trace's). No history (a per-request trace) gives no
+model; ``observe`` records nothing (the history is the trace's). A per-request log's history is its
+arrivals counted per window (:func:`~warmserve.operator.forecast.traces.binned`); an empty history gives no
 forecasts at all.
 """
 
@@ -66,21 +67,18 @@ class ForecastMode(enum.StrEnum):
 def history_notes(
     history: Sequence[RateSeries], replay_start_s: float, models: Sequence[str]
 ) -> dict[str, str]:
-    """Why a model's forecast is not a forecast: no rate history at all (a per-request trace), or less than
-    a day of it before the replay, where the forecaster can only repeat the last window. Said beside the
-    figures, because ``warmserve`` and ``oracle`` then plan like ``no-forecast`` for that model."""
-    by_model = {s.model: s for s in history}
+    """Why a model's forecast is not a forecast: less than a day of rate history before the replay (a log of
+    a few hours, or a replay early in it), where the forecaster can only repeat the last window. Said beside
+    the figures, because ``warmserve`` then plans about like ``no-forecast`` for that model."""
     notes = {}
-    for model in models:
-        series = by_model.get(model)
-        if series is None:
-            notes[model] = "no rate history (a per-request trace): no forecast, not even the oracle's"
+    for series in history:
+        if series.model not in models:
             continue
         before = max(0, int((replay_start_s - series.start_sec) // series.window_sec))
         seen = int(np.count_nonzero(np.isfinite(series.rate_rps[:before])))
         day = max(1, round(SECONDS_PER_DAY / series.window_sec))
         if seen < day:
-            notes[model] = (
+            notes[series.model] = (
                 f"{seen} windows of history before the replay, less than the day ({day}) a forecast needs: "
                 "the online forecast repeats the last window (the oracle still knows the replay)"
             )

@@ -146,8 +146,8 @@ def trace_forecast(
     horizon_s: float,
     forecaster: str = "warmserve",
 ) -> TraceForecast:
-    """The replay library's forecast source over ``workload``'s rate history (none from a request trace),
-    predicted by the forecaster called ``forecaster``."""
+    """The replay library's forecast source over ``workload``'s rate history (a per-request log's binned
+    arrivals, a rate trace's series), predicted by the forecaster called ``forecaster``."""
     return TraceForecast(
         workload.history,
         workload.replay_start_s,
@@ -161,8 +161,9 @@ def trace_forecast(
 
 
 def sizing(forecast: TraceForecast, workload: Workload, latency: Mapping[str, LatencyModel]) -> Sizing:
-    """Mean and peak concurrency per model over the replay (the oracle's table; without rate history,
-    the mean from the request count and the peak taken as twice the mean)."""
+    """Mean and peak concurrency per model over the replay: the oracle's table, from the same rate history
+    the forecasts read (a rate trace's or a per-request log's). A model the table lacks (a workload built
+    without history) gets the mean from its request count and the peak taken as twice the mean."""
     mean, peak = {}, {}
     for i, name in enumerate(workload.models):
         if name in forecast.table:

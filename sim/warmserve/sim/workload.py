@@ -26,8 +26,13 @@ options ``warmserve forecast`` takes) keeps its own models: each request stays w
 counts, and the models keep the log's names (sorted). A log without one has each request assigned a model by
 the same power law as a rate trace. ``day`` and ``offset_s`` count from the trace's first request (day 0 by
 default: such traces rarely span days), ``rate_multiplier`` replays the arrivals that much faster (a sweep's
-load), and ``mean_rate_rps`` is refused: the trace's own rate is kept. Token lengths for rate traces come from
-``lengths``, a per-request trace sampled with the seed (input and output paired), or else 1024 in / 256 out.
+load), and ``mean_rate_rps`` is refused: the trace's own rate is kept. The whole log, each model's arrivals
+counted per 300 s window, is the rate history, as a rate trace's series are: the days before the replay are
+the forecaster's history and the replay's windows the oracle's, and the baselines are sized from the same
+series (a log of a few hours has less than a day of history before any replay: ``history_notes`` says so).
+
+Token lengths for rate traces come from ``lengths``, a per-request trace sampled with the seed (input and
+output paired), or else 1024 in / 256 out.
 
 Which options make sense depends on the kind of trace (:func:`trace_kind`): :data:`REFUSED` lists, per kind,
 the options refused when set (``--rate`` on a per-request log, ``--models`` on a log with its own models, a
@@ -48,12 +53,13 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY
+from warmserve.operator.forecast.concurrency import DEFAULT_WINDOW_SEC, SECONDS_PER_DAY
 from warmserve.operator.forecast.traces import (
     FloatArray,
     RateSeries,
     ReaderOptions,
     RequestSeries,
+    binned,
     detect_format,
     model_column,
     read_trace,
@@ -68,6 +74,8 @@ DEFAULT_RATE_DAY = 7
 DEFAULT_MODELS = 8
 DEFAULT_ALPHA = 1.0
 DEFAULT_MAX_CV = 4.0
+#: The windows a per-request log's arrivals are counted in for its rate history: the forecast's own.
+HISTORY_WINDOW_SEC = DEFAULT_WINDOW_SEC
 
 #: A rate trace; a per-request log without a model column; a per-request log with one.
 TraceKind = Literal["rates", "requests", "models"]
@@ -159,9 +167,10 @@ class WorkloadSpec:
 class Workload:
     """Requests sorted by arrival (simulated seconds from 0), and the scaled rate series behind them.
 
-    ``history`` holds each model's scaled rate series over the whole trace (trace time; empty for a
-    per-request trace); the replay starts at trace second ``replay_start_s``. ``duration_s`` is the whole
-    replay, warm-up included; requests arriving before ``measured_from_s`` are the warm-up's.
+    ``history`` holds each model's scaled rate series over the whole trace (trace time; a per-request log's
+    arrivals counted per window, in seconds from the replay's start); the replay starts at trace second
+    ``replay_start_s`` (0 for a per-request log). ``duration_s`` is the whole replay, warm-up included;
+    requests arriving before ``measured_from_s`` are the warm-up's.
     """
 
     models: tuple[str, ...]
@@ -315,7 +324,8 @@ def _from_requests(
     series: list[RequestSeries], spec: WorkloadSpec, rng: np.random.Generator, own_models: bool
 ) -> Workload:
     """The log's arrivals; with ``own_models`` each keeps its model (only the models with a request in the
-    replay are kept), else each is assigned one of ``spec.model_count`` synthetic models."""
+    replay are kept), else each is assigned one of ``spec.model_count`` synthetic models. The whole log,
+    binned per model (:func:`_request_history`), is the rate history the forecasts and the sizing read."""
     # One order for all four columns: sorting the arrivals alone would hand one request's token counts (or
     # model) to another whenever the trace's models are read one after the other.
     arrival = np.concatenate([s.arrival_sec for s in series])
@@ -327,37 +337,64 @@ def _from_requests(
     source = source[order]
     if arrival.size == 0:
         raise InvalidFieldError("trace", "a trace with at least one request", str(spec.trace))
+    scale = spec.time_scale * spec.rate_multiplier
     start = arrival[0] + (spec.day or 0) * SECONDS_PER_DAY + spec.offset_s  # days from the first request
-    arrival = (arrival - start) / (spec.time_scale * spec.rate_multiplier) + spec.warmup_s
-    span = _replayed_span(arrival, spec)
-    keep = (arrival >= 0) & (arrival < spec.warmup_s + span)
-    keep &= np.isfinite(inputs) & np.isfinite(outputs)
+    replayed = (arrival - start) / scale + spec.warmup_s
+    span = _replayed_span(replayed, spec)
+    usable = np.isfinite(inputs) & np.isfinite(outputs)
+    keep = (replayed >= 0) & (replayed < spec.warmup_s + span) & usable
     if not keep.any():
         raise InvalidFieldError("offset/duration", "a span of the trace holding requests", spec.offset_s)
     if own_models:
-        present, model = np.unique(source[keep], return_inverse=True)
+        present = np.unique(source[keep])
         names = tuple(series[i].model for i in present)
         sources = tuple(f"{spec.trace.name} model {name}" for name in names)
+        model = np.searchsorted(present, source)  # past the end for a model absent from the replay
+        model[~np.isin(source, present)] = len(names)
     else:
         shares = popularity(spec.model_count, spec.popularity_alpha)
-        model = rng.choice(spec.model_count, size=int(keep.sum()), p=shares)
+        model = rng.choice(spec.model_count, size=len(arrival), p=shares)  # the whole log's, history too
         names = tuple(f"model-{i:02d}" for i in range(spec.model_count))
         sources = tuple(f"{spec.trace.name} share {i}" for i in range(spec.model_count))
+    since = arrival - (start - spec.warmup_s * scale)  # trace seconds from the replay's start (its clock's 0)
+    history = _request_history(since[usable], model[usable], names, (spec.warmup_s + span) * scale)
     return Workload(
         names,
         sources,
-        np.asarray(arrival[keep], dtype=float),
-        np.asarray(model, dtype=np.int64),
+        np.asarray(replayed[keep], dtype=float),
+        np.asarray(model[keep], dtype=np.int64),
         _clip(inputs[keep], spec.max_input_tokens),
         _clip(outputs[keep], spec.max_output_tokens),
         spec.warmup_s + span,
-        (),
+        history,
         0.0,
-        spec.time_scale * spec.rate_multiplier,
+        scale,
         spec.warmup_s,
-        float(np.count_nonzero(arrival[keep] >= spec.warmup_s)) / span,
+        float(np.count_nonzero(replayed[keep] >= spec.warmup_s)) / span,
         "models" if own_models else "requests",
     )
+
+
+def _request_history(
+    since: FloatArray, model: IntArray, names: tuple[str, ...], replay_end: float
+) -> tuple[RateSeries, ...]:
+    """Each model's arrivals (trace seconds from the replay's start, negative before it) binned into
+    :data:`HISTORY_WINDOW_SEC` windows by the one binning ``warmserve local`` uses
+    (:func:`~warmserve.operator.forecast.traces.binned`), every model on one grid from the log's first
+    request to ``replay_end``: the days before the replay are the forecaster's history and the windows after
+    its start the oracle's knowledge, as for a rate trace. The grid has a bound at the replay's start (0, so
+    whole windows count exactly), so no history window holds a replayed request."""
+    window = HISTORY_WINDOW_SEC
+    # The 1e-9 keeps a log whose first request lies a whole number of windows before the replay (an
+    # --offset in whole windows) from gaining an empty window before it by a rounding error.
+    grid = -math.ceil(max(0.0, -float(since[0])) / window - 1e-9) * window
+    windows = math.ceil(replay_end / window - grid / window)
+    history = []
+    for index, name in enumerate(names):
+        times = np.maximum(since[model == index], grid)  # that rounding error's request: in window 0
+        none = np.full(len(times), np.nan)
+        history.append(binned(RequestSeries(name, times, none, none, none), window, grid, windows))
+    return tuple(history)
 
 
 def _replayed_span(arrival: FloatArray, spec: WorkloadSpec) -> float:

@@ -234,6 +234,26 @@ def write_rate_csv(series: Sequence[RateSeries], path: Path) -> None:
     path.write_text("\n".join(["t_sec,model,rate_rps,cv", *rows]) + "\n")
 
 
+def binned(
+    series: RequestSeries, window_sec: float, start: float | None = None, windows: int | None = None
+) -> RateSeries:
+    """A per-request series as arrival counts per window, a rate series from ``start`` (at most the first
+    arrival; default: the start of the window holding it) over at least ``windows`` windows (default: up to
+    the last arrival's), ``cv`` 1 (Poisson: a count per window says nothing of the burstiness within it). The
+    models of one trace are binned from one start, so that their windows line up; a window without arrivals
+    is a rate of 0 (the log covered it), not a gap. A series without requests and without ``start`` raises
+    ``InvalidFieldError`` (with ``start`` it is all zeros: a model the log never asked for in that span)."""
+    if start is None:
+        if len(series.arrival_sec) == 0:
+            raise InvalidFieldError("trace", f"requests for model {series.model}", 0)
+        start = math.floor(float(series.arrival_sec[0]) / window_sec) * window_sec
+    index = np.floor((series.arrival_sec - start) / window_sec).astype(int)
+    last = int(index.max()) + 1 if len(index) else 0
+    counts = np.bincount(index, minlength=max(last, windows or 0)).astype(float)
+    rates, cv = _frozen(counts / window_sec), _frozen(np.ones(len(counts)))
+    return RateSeries(series.model, start, window_sec, rates, cv)
+
+
 def _grid(times: FloatArray, source: Path) -> tuple[float, float]:
     """Start and step of the regular grid the window starts lie on (the smallest gap between them)."""
     if len(times) < 2:
