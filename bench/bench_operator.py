@@ -51,7 +51,8 @@ import kubernetes
 import kubernetes.watch
 
 from e2e.harness.cluster import Cluster, start_cluster
-from warmserve.operator.resources import GROUP, VERSION, parse_model_deployment, parse_worker_pool
+from warmserve.operator.resources import parse_model_deployment, parse_worker_pool
+from warmserve.protocol.resource_names import GROUP, VERSION
 from warmserve.protocol.state import (
     DESIRED_ANNOTATION,
     OBSERVED_ANNOTATION,
