@@ -27,7 +27,8 @@ replay`). Every half second, each ModelDeployment's ``status.replicas``. A *rise
 window whose expected concurrency (the trace's) needs more instances (``ceil(L / (threshold·B))``, the
 reactive rule's count) than any window before it in the slice, the first window included; its replicas
 *appeared* when ``serving + prewarmed`` first reached that count; the lead is the rise's time minus that
-(positive: ready ahead). Floors: every request answered; prewarmed replicas ahead of the ramps (more rises
+(positive: ready ahead). The workers' failed replicas (from their observed annotations) are printed with
+their reasons. Floors: every request answered; prewarmed replicas ahead of the ramps (more rises
 met ahead than not, with ``warmserve``); the p99 TTFT of both policies printed side by side.
 
 Usage, from the repo root: ``python -m bench.bench_e2e [--quick] [--json]``; the load average is printed
@@ -54,7 +55,7 @@ import kubernetes
 import numpy as np
 import openai
 
-from bench.bench_operator import create_namespace, install_crds, list_models, percentile, verdict
+from bench.bench_operator import create_namespace, install_crds, list_models, list_pods, percentile, verdict
 from bench.bench_operator import load as load_average
 from e2e.harness.binaries import cluster_binaries
 from e2e.harness.cluster import Cluster, start_cluster
@@ -69,6 +70,7 @@ from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY, LatencyMode
 from warmserve.operator.forecast.traces import RateSeries
 from warmserve.operator.planning.reactive import ReactiveConfig
 from warmserve.protocol.resource_names import GROUP, MODEL_DEPLOYMENTS, VERSION, WORKER_POOLS
+from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState, ReplicaState
 from warmserve.worker.timing import Tier
 
 WINDOW_S = 5  # wall seconds of one forecast window, and of one 600 s trace window
@@ -108,6 +110,7 @@ class RunResult:
     policy: str
     outcomes: list[Outcome]
     rises: list[Rise]
+    failures: list[str] = field(default_factory=list)
 
     @property
     def answered(self) -> int:
@@ -237,6 +240,7 @@ class Watcher:
     def __init__(self, api: kubernetes.client.ApiClient, ns: str, zero: float) -> None:
         self.api, self.ns, self.zero = api, ns, zero
         self.timeline = Timeline()
+        self.failures: set[str] = set()  # failed replicas the workers reported, with their reasons
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -248,6 +252,11 @@ class Watcher:
                 replicas = (md.get("status") or {}).get("replicas") or {}
                 ready = replicas.get("serving", 0) + replicas.get("prewarmed", 0)
                 self.timeline.samples.setdefault(md["metadata"]["name"], []).append((now, ready))
+            for pod in list_pods(self.api, self.ns, label_selector=f"warmserve.io/pool={POOL}"):
+                report = (pod["metadata"].get("annotations") or {}).get(OBSERVED_ANNOTATION)
+                for replica in ObservedState.from_json(report).replicas if report else ():
+                    if replica.state is ReplicaState.FAILED:
+                        self.failures.add(f"{replica.id}: {replica.reason}")
 
     def stop(self) -> Timeline:
         self.stopping.set()
@@ -288,7 +297,7 @@ def run_policy(cluster: Cluster, setup: Setup, policy: str, home: Path, logs: Pa
     config = ClientConfig(max_tokens=setup.local.max_tokens, timeout_s=60.0)
     outcomes = asyncio.run(replay(gateway, arrivals, config, start=start))
     timeline = watcher.stop()
-    result = RunResult(policy, outcomes, rises(setup, timeline))
+    result = RunResult(policy, outcomes, rises(setup, timeline), sorted(watcher.failures))
     if logs is not None:
         for pod in (cluster.workdir / "pods").glob(f"{ns}_*"):
             shutil.copytree(pod, logs / pod.name, ignore=shutil.ignore_patterns("kubeconfig"))
@@ -328,6 +337,8 @@ def report(results: Sequence[RunResult], setup: Setup, as_json: bool) -> None:
                 f"  {model} ({setup.local.shape_name(model)}): answered {mine.answered}/"
                 f"{len(mine.outcomes)}, p99 TTFT {mine.p99_ttft():.3f} s, leads {lead}"
             )
+        for failure in r.failures[:5]:
+            print(f"  failed replica {failure[:200]}")
         errors = sorted({o.error[:120] for o in r.outcomes if not o.ok})
         for error in errors[:5]:
             print(f"  error: {error}")
@@ -335,7 +346,7 @@ def report(results: Sequence[RunResult], setup: Setup, as_json: bool) -> None:
             "sent": sent,
             "answered": r.answered,
             "p99_ttft_s": r.p99_ttft(),
-            "p99_ttft_sent_s": r.p99_ttft_sent(),
+            "p99_ttft_sent_s": r.p99_ttft_sent() if math.isfinite(r.p99_ttft_sent()) else None,
             "rises": len(r.rises),
             "ahead": len(ahead),
             "median_lead_s": float(np.median(leads)) if leads else None,
