@@ -181,6 +181,25 @@ async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(
     assert "pool exhausted" in failed.reason
 
 
+async def test_a_load_in_the_memory_of_a_cancelled_load_waits_for_it_instead_of_failing() -> None:
+    """One desired state drops a replica still loading and loads another in its memory: the new load
+    starts once the cancelled copy has given the memory back (it failed with "pool exhausted" before)."""
+    config = WorkerConfig(name="w0", gpus=1, gpu_memory_bytes=24 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.5))
+    async with TestClient(TestServer(create_app(runtime))) as client:
+        await client.put(
+            "/desired", data=desired(1, {"id": "a", "model": "llama", "gpus": [0], "role": "prewarm"})
+        )
+        await wait_for(client, lambda s: states(s) == {"a": ReplicaState.LOADING})
+        await client.put(
+            "/desired", data=desired(2, {"id": "b", "model": "llama", "gpus": [0], "role": "prewarm"})
+        )
+        observed = await wait_for(
+            client, lambda s: states(s).get("b") in (ReplicaState.PREWARMED, ReplicaState.FAILED)
+        )
+        assert states(observed) == {"b": ReplicaState.PREWARMED}, observed
+
+
 @needs_promtool
 async def test_metrics_pass_promtool(client: TestClient[Any, Any]) -> None:
     await client.put(

@@ -112,6 +112,7 @@ class _Replica:
     prepared: Prepared | None = None
     instance: Instance | None = None
     task: asyncio.Task[None] | None = None
+    cancelling: bool = False  # its load was cancelled; its memory is freed once the copy has stopped
 
     @property
     def kv_offset(self) -> int:
@@ -313,6 +314,7 @@ class WorkerRuntime:
         elif r is None:
             return
         elif step.kind is StepKind.CANCEL_LOAD and r.task is not None:
+            r.cancelling = True  # a load waiting for this memory waits for it (_memory_being_freed)
             r.task.cancel()  # the load drops the replica once its copy thread has stopped
         elif step.kind is StepKind.RELEASE:
             self._spawn(r, self._release(r))
@@ -386,18 +388,22 @@ class WorkerRuntime:
 
     async def _load(self, r: _Replica, checkpoint: Checkpoint | None) -> None:
         started = time.monotonic()
+        weights = None
         try:
             if checkpoint is not None:
                 await self._copy_from_store(r, checkpoint)
+            weights = r.slots[0].view(0, r.weight_bytes) if checkpoint is not None else None
+            layout = checkpoint.layout if checkpoint is not None else None
+            # With no weights (fake-GPU mode) the engine itself plays the load time of the timing model.
+            # The engine reads config and tokenizer from the checkpoint the store resolved under its root.
+            spec = replace(r.spec, weights=str(checkpoint.path)) if checkpoint is not None else r.spec
+            r.prepared = await self.engine.prepare(spec, weights, layout)
         except asyncio.CancelledError:
-            self._drop(r)  # cancelled because it is no longer wanted
+            # Cancelled because it is no longer wanted, while copying or while the engine prepares (where
+            # a fake-GPU load spends all its time): the view goes first, then the replica and its memory.
+            weights = None
+            self._drop(r)
             raise
-        weights = r.slots[0].view(0, r.weight_bytes) if checkpoint is not None else None
-        layout = checkpoint.layout if checkpoint is not None else None
-        # With no weights (fake-GPU mode) the engine itself plays the load time of the timing model.
-        # The engine reads config and tokenizer from the checkpoint the store resolved under its root.
-        spec = replace(r.spec, weights=str(checkpoint.path)) if checkpoint is not None else r.spec
-        r.prepared = await self.engine.prepare(spec, weights, layout)
         del weights
         self.metrics.load_seconds.labels(r.spec.name).observe(time.monotonic() - started)
         r.progress = 1.0
@@ -416,9 +422,13 @@ class WorkerRuntime:
         return self.store.inspect(spec.weights)
 
     def _memory_being_freed(self, gpus: Sequence[int]) -> bool:
-        """True if a replica on these GPUs is draining or has a release or demotion in flight."""
+        """True if a replica on these GPUs is draining, has a release or demotion in flight, or is a
+        cancelled load not yet stopped (a new load on its memory in the same pass must wait, not fail)."""
         return any(
-            (o.state is ReplicaState.DRAINING or (o.task is not None and o.state is not ReplicaState.LOADING))
+            (
+                o.state is ReplicaState.DRAINING
+                or (o.task is not None and (o.state is not ReplicaState.LOADING or o.cancelling))
+            )
             and set(o.gpus) & set(gpus)
             for o in self._replicas.values()
         )
