@@ -50,7 +50,7 @@ from typing import Any
 import kubernetes
 import kubernetes.watch
 
-from e2e.harness.cluster import Cluster, start_cluster
+from e2e.harness.cluster import Cluster, free_port, start_cluster
 from warmserve.operator.resources import parse_model_deployment, parse_worker_pool
 from warmserve.protocol.resource_names import GROUP, VERSION
 from warmserve.protocol.state import (
@@ -242,6 +242,8 @@ def start_operator(
 ) -> subprocess.Popen[bytes]:
     """``warmserve operator`` for ``ns`` with the admin kubeconfig, its output appended to ``log``."""
     args = ["--namespace", ns, "--tick", str(tick_s), "--status-interval", str(status_interval_s)]
+    # Probes on a free loopback port: the default 0.0.0.0:8081 clashes with any other operator on the host.
+    args += ["--health-host", "127.0.0.1", "--health-port", str(free_port())]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -251,7 +253,15 @@ def start_operator(
             stderr=subprocess.STDOUT,
         )
     started = "Initial authentication has finished"
-    wait("the operator to start", lambda: started in log.read_text(errors="replace"), timeout=60)
+
+    def running() -> bool:
+        text = log.read_text(errors="replace")
+        if process.poll() is not None:
+            tail = "\n".join(text.splitlines()[-20:])
+            raise RuntimeError(f"the operator exited {process.returncode} before it started:\n{tail}")
+        return started in text
+
+    wait("the operator to start", running, timeout=60)
     return process
 
 
