@@ -289,3 +289,7 @@ def test_a_model_far_over_its_line_takes_a_gpu_from_a_quieter_models_spare_insta
     # Nor is a GPU taken for a model over its line whose instances still hold its load (B = 8 each).
     near = snapshot(models, replicas, demand={"large": 7.5, "mid": 5.0, "small": 5.0})
     assert not of(step(near), Demote)
+    # Nor while its instance is still loading (a worker started again): that capacity is on its way.
+    loading = [replace(replicas[0], state=ReplicaState.LOADING), *replicas[1:]]
+    reloading = snapshot(models, loading, demand={"large": 24.5, "mid": 5.0, "small": 5.0})
+    assert not of(step(reloading), Demote)

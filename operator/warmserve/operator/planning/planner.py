@@ -177,8 +177,9 @@ class _Step:
         of a model that keeps another one (unprotected; fewest requests in flight first).
 
         ``loads`` is ``None`` when ``model`` has requests waiting and no instance: any spare instance
-        will do. Otherwise ``model`` must have more load than its instances hold, and only instances
-        whose models stay under their scale-out line without them are taken (:meth:`_relieves`).
+        will do. Otherwise ``model``'s requests must queue for want of instances (:meth:`_queues`),
+        and only instances whose models stay under their scale-out line without them are taken
+        (:meth:`_relieves`).
 
         Serving replicas are otherwise never moved, so without this a wide model waits for a scale-in
         that busy narrow models may not do for hours; and after a fault that left the GPUs to the wrong
@@ -187,8 +188,8 @@ class _Step:
         its requests queued. ``False`` when no such set exists."""
         occ, now = self.occ, self.occ.now
         spec = self.snapshot.models[model].spec
-        if loads is not None and loads[model] <= spec.max_concurrency * self.count(model):
-            return False  # its instances hold its load: over its line only, a GPU is not worth a switch
+        if loads is not None and not self._queues(model, loads[model]):
+            return False
         tp = spec.tensor_parallel
         best: tuple[tuple[float, int, int, int], list[Replica]] | None = None
         for windex, worker in enumerate(occ.workers):
@@ -216,6 +217,15 @@ class _Step:
                 )
             self.demote(victim, why)
         return True
+
+    def _queues(self, model: str, load: float) -> bool:
+        """Whether ``model``'s requests queue for want of instances: its load is more than its instances
+        hold (B each; over its scale-out line only, a GPU is not worth a switch) and every one of them
+        serves (one still loading is capacity on its way: after a worker restarts, taking for its models
+        then took GPUs from models whose own instances were loading too, and gave them back 3 s later)."""
+        current = self.instances(model)
+        held = self.snapshot.models[model].spec.max_concurrency * len(current)
+        return load > held and all(r.state is ReplicaState.SERVING for r in current)
 
     def _relieves(self, victims: list[Replica], loads: dict[str, float]) -> bool:
         """Whether each victim's model, left with its other instances, stays under its scale-out line:
