@@ -269,3 +269,27 @@ def test_tensor_parallel_replicas_stay_in_one_worker_on_aligned_gpus() -> None:
     snap = snapshot([model("t", 16, tp=4)], cluster=cluster, forecasts={"t": (16, 16)})
     prewarms = of(step(snap), Prewarm)
     assert [(p.worker, p.gpus) for p in prewarms] == [("big", (0, 1, 2, 3)), ("big", (4, 5, 6, 7))]
+
+
+def test_a_model_far_over_its_line_takes_a_gpu_from_a_quieter_models_spare_instance() -> None:
+    # The soak benchmark after a fault: the busiest model on one instance at three times its line, a
+    # quiet one holding two GPUs; before, the busy model waited for the quiet one's scale-in window.
+    replicas = [serving("l0", "large", [0], 8, inflight=8), serving("m1", "mid", [1], 8, inflight=5)]
+    replicas += [serving("s2", "small", [2], 8, inflight=3), serving("s3", "small", [3], 8, inflight=1)]
+    models = [model("large"), model("mid"), model("small")]
+    snap = snapshot(models, replicas, demand={"large": 24.5, "mid": 5.0, "small": 5.0})
+    plan = step(snap)
+    (demoted,) = of(plan, Demote)  # small's least busy instance; mid keeps its only one
+    assert demoted.replica_id == "s3" and "large has more load than its instances hold" in demoted.reason
+    (start,) = of(plan, ColdStart)
+    assert start.model == "large" and start.gpus == (3,)
+    # A model that would be over its own line (0.8 x B) on one instance keeps both: no thrash.
+    busy = snapshot(models, replicas, demand={"large": 24.5, "mid": 5.0, "small": 7.0})
+    assert not of(step(busy), Demote)
+    # Nor is a GPU taken for a model over its line whose instances still hold its load (B = 8 each).
+    near = snapshot(models, replicas, demand={"large": 7.5, "mid": 5.0, "small": 5.0})
+    assert not of(step(near), Demote)
+    # Nor while its instance is still loading (a worker started again): that capacity is on its way.
+    loading = [replace(replicas[0], state=ReplicaState.LOADING), *replicas[1:]]
+    reloading = snapshot(models, loading, demand={"large": 24.5, "mid": 5.0, "small": 5.0})
+    assert not of(step(reloading), Demote)

@@ -20,6 +20,7 @@ nothing else: the next tick tries again.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass, field
 
 from warmserve.operator.planning.kv_reservation import Borrower, KvConfig, lend_change, reclaim_victims
@@ -163,28 +164,41 @@ class _Step:
         for name, target in targets.items():
             for _ in range(target.instances - self.count(name)):
                 rid = self.scale_out(name, target.reason)
-                if rid is None and name in starving and self.preempt(name, state):
+                if rid is None and self.preempt(name, state, None if name in starving else loads):
                     rid = self.scale_out(name, target.reason)
                 if rid is None:
                     break
                 started.append(rid)
         return started
 
-    def preempt(self, model: str, state: ReactiveState) -> bool:
-        """Make room for ``model``, whose requests wait with no instance and no GPU set to start one:
-        demote every serving instance on the aligned set of its size where each of them is the spare
-        instance of a model that keeps another one (unprotected; fewest requests in flight first).
+    def preempt(self, model: str, state: ReactiveState, loads: dict[str, float] | None) -> bool:
+        """Make room for ``model``, which needs another instance and has no GPU set to start one: demote
+        every serving instance on the aligned set of its size where each of them is the spare instance
+        of a model that keeps another one (unprotected; fewest requests in flight first).
+
+        ``loads`` is ``None`` when ``model`` has requests waiting and no instance: any spare instance
+        will do. Otherwise ``model``'s requests must queue for want of instances (:meth:`_queues`),
+        and only instances whose models stay under their scale-out line without them are taken
+        (:meth:`_relieves`).
 
         Serving replicas are otherwise never moved, so without this a wide model waits for a scale-in
-        that busy narrow models may not do for hours. ``False`` when no such set exists."""
+        that busy narrow models may not do for hours; and after a fault that left the GPUs to the wrong
+        models (the soak benchmark: the busiest model on one instance at three times its line, a quiet
+        one holding two), the busy model waited for the quiet one's scale-in window, 25 s and more, with
+        its requests queued. ``False`` when no such set exists."""
         occ, now = self.occ, self.occ.now
-        tp = self.snapshot.models[model].spec.tensor_parallel
+        spec = self.snapshot.models[model].spec
+        if loads is not None and not self._queues(model, loads[model]):
+            return False
+        tp = spec.tensor_parallel
         best: tuple[tuple[float, int, int, int], list[Replica]] | None = None
         for windex, worker in enumerate(occ.workers):
             for gpus in occ.blocks(worker, tp):
                 owners = sorted({occ.owner_of[k] for g in gpus if (k := (worker.name, g)) in occ.owner_of})
                 victims = [occ.replicas[rid] for rid in owners]
                 if not victims or not self._spare(victims, state, now):
+                    continue
+                if loads is not None and not self._relieves(victims, loads):
                     continue
                 key = (sum(v.inflight for v in victims), len(victims), windex, gpus[0])
                 if best is None or key < best[0]:
@@ -193,9 +207,36 @@ class _Step:
             return False
         for victim in best[1]:
             left = self.count(victim.model) - 1
-            why = f"{model} has requests waiting, no instance and no GPUs: {victim.model} keeps {left}"
+            if loads is None:
+                why = f"{model} has requests waiting, no instance and no GPUs: {victim.model} keeps {left}"
+            else:
+                why = (
+                    f"{model} has more load than its instances hold (smoothed load {loads[model]:.2f} on"
+                    f" {self.count(model)} instances) with no GPUs: {victim.model} keeps {left}"
+                    f" (smoothed load {loads[victim.model]:.2f})"
+                )
             self.demote(victim, why)
         return True
+
+    def _queues(self, model: str, load: float) -> bool:
+        """Whether ``model``'s requests queue for want of instances: its load is more than its instances
+        hold (B each; over its scale-out line only, a GPU is not worth a switch) and every one of them
+        serves (one still loading is capacity on its way: after a worker restarts, taking for its models
+        then took GPUs from models whose own instances were loading too, and gave them back 3 s later)."""
+        current = self.instances(model)
+        held = self.snapshot.models[model].spec.max_concurrency * len(current)
+        return load > held and all(r.state is ReplicaState.SERVING for r in current)
+
+    def _relieves(self, victims: list[Replica], loads: dict[str, float]) -> bool:
+        """Whether each victim's model, left with its other instances, stays under its scale-out line:
+        the GPU does not come back at the giver's next tick. (Taking for a model merely over its own
+        line, rather than over what its instances hold, moved GPUs back and forth between models whose
+        loads wander around that line.)"""
+        models, threshold = self.snapshot.models, self.config.reactive.scale_out_threshold
+        return all(
+            loads[name] <= threshold * models[name].spec.max_concurrency * (self.count(name) - n)
+            for name, n in Counter(v.model for v in victims).items()
+        )
 
     def _spare(self, victims: list[Replica], state: ReactiveState, now: float) -> bool:
         """Whether all of ``victims`` may be demoted at once: serving, unprotected, and each model
