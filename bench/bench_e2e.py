@@ -26,8 +26,8 @@ window a day before, i.e. the trace's previous day.
 replay`). Every half second, each ModelDeployment's ``status.replicas``. A *rise* of a model is a replayed
 window whose expected concurrency (the trace's) needs more instances (``ceil(L / (threshold·B))``, the
 reactive rule's count) than any window before it in the slice, the first window included; its replicas
-*appeared* when ``serving + prewarmed`` first reached that count; the lead is the rise's time minus that
-(positive: ready ahead). The workers' failed replicas (from their observed annotations) are printed with
+*appeared* when ``serving + prewarmed`` first reached that count; how early they were is the rise's time
+minus that (positive: ready ahead). The workers' failed replicas (from their observed annotations) are printed with
 their reasons. Floors: every request answered; prewarmed replicas ahead of the ramps (more rises
 met ahead than not, with ``warmserve``); the p99 TTFT of both policies printed side by side.
 

@@ -39,37 +39,13 @@ sys.path.insert(0, str(REPO))
 from e2e.harness.cluster import free_port, running_cluster  # noqa: E402
 from e2e.harness.processes import stop_all  # noqa: E402
 from e2e.scenario import Scenario  # noqa: E402
+from e2e.test_scenario import LocalTarget  # noqa: E402
 
 DASHBOARD = REPO / "charts" / "warmserve" / "dashboards" / "warmserve.json"
 STEP_S = 2.0
 
 
-class Target:
-    """The local control plane as the scenario's target (as ``e2e/test_scenario.py``)."""
-
-    def __init__(self, cluster: Any, namespace: str, helm: Path, home: Path) -> None:
-        self.cluster, self.namespace, self.helm_binary, self.home = cluster, namespace, helm, home
-        self.api = cluster.api_client()
-
-    def helm(self, *args: str) -> str:
-        command = [str(self.helm_binary), *args, "--namespace", self.namespace]
-        env = {
-            "KUBECONFIG": str(self.cluster.kubeconfig),
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-            "PATH": "/usr/bin:/bin",
-        }
-        return subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-
-    def gateway_url(self, pod: Any) -> str:
-        return f"http://{pod.status.pod_ip}:{pod.spec.containers[0].ports[0].container_port}"
-
-    def processes_of_namespace(self) -> list[int] | None:
-        return self.cluster.agent.pids(self.namespace)
-
-
-def follow_pods(target: Target, targets_file: Path, stop: threading.Event) -> None:
+def follow_pods(target: LocalTarget, targets_file: Path, stop: threading.Event) -> None:
     """Keep Prometheus's file of scrape targets equal to the namespace's running Pods and their ports."""
     import kubernetes
 
@@ -142,7 +118,7 @@ def main() -> int:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("create", "namespace", "demo")
         time.sleep(6)  # the namespace's default ServiceAccount
-        target = Target(cluster, "demo", helm, work)
+        target = LocalTarget(cluster, "demo", helm, work)
         targets = work / "targets.json"
         targets.write_text("[]")
         config = {
