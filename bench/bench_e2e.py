@@ -27,8 +27,8 @@ replay`). Every half second, each ModelDeployment's ``status.replicas``. A *rise
 window whose expected concurrency (the trace's) needs more instances (``ceil(L / (threshold·B))``, the
 reactive rule's count) than any window before it in the slice, the first window included; its replicas
 *appeared* when ``serving + prewarmed`` first reached that count; how early they were is the rise's time
-minus that (positive: ready ahead). The workers' failed replicas (from their observed annotations) are printed with
-their reasons. Floors: every request answered; prewarmed replicas ahead of the ramps (more rises
+minus that (positive: ready ahead). The workers' failed replicas (from their observed annotations) are
+printed with their reasons. Floors: every request answered; prewarmed replicas ahead of the ramps (more rises
 met ahead than not, with ``warmserve``); the p99 TTFT of both policies printed side by side.
 
 Usage, from the repo root: ``python -m bench.bench_e2e [--quick] [--json]``; the load average is printed
