@@ -18,7 +18,14 @@ from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
 from tests.operator.kube.test_kube_cluster import gateway_pod
 from tests.operator.kube.test_operator import WAIT_S, Start, get, log_tail, start_operator
 from warmserve.operator.forecast.history import History, history_from_json
-from warmserve.operator.kube.forecasting import HISTORY_KEY, UNAVAILABLE_REASON, configmap_name
+from warmserve.operator.kube.forecasting import (
+    HISTORY_KEY,
+    UNAVAILABLE_REASON,
+    configmap_name,
+    write_configmap,
+)
+from warmserve.operator.kube.registry import Served
+from warmserve.operator.resources import parse_model_deployment
 from warmserve.protocol.resource_names import GROUP, VERSION
 
 __all__ = ["crds", "start_operator"]  # fixtures
@@ -120,3 +127,49 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
 
     operator.process.send_signal(signal.SIGTERM)
     assert operator.process.wait(timeout=15) == 0, log_tail(operator.log)
+
+
+def test_a_history_is_created_only_while_its_model_deployment_lives(
+    kube_cluster: Cluster, kube_namespace: str, crds: None
+) -> None:
+    """The keeper learns of a deletion a round late: a write then must not create a ConfigMap that would
+    outlive its owner (found after an uninstall), while a living owner's history is created and patched."""
+    ns = kube_namespace
+    history = History(window_s=1, first=100, mean=(1.0, 2.0), peak=(2.0, 3.0))
+    with kube_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        custom = kubernetes.client.CustomObjectsApi(api)
+        held = deployment("kept", "kept-model", {"source": "configMap"})
+        held["metadata"]["finalizers"] = ["test.warmserve.io/hold"]
+        obj = create(api, ns, held)
+        served = Served(parse_model_deployment(obj), obj["metadata"]["uid"])
+
+        write_configmap(core, custom, served, history)
+        assert kept(core, ns) == history
+        core.delete_namespaced_config_map(configmap_name("kept"), ns)
+
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"], "kept")
+        write_configmap(core, custom, served, history)  # being deleted: held by its finalizer
+        assert kept(core, ns) is None
+
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURALS["ModelDeployment"], "kept", {"metadata": {"finalizers": None}}
+        )
+        wait_for(
+            "kept gone",
+            lambda: (
+                not custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURALS["ModelDeployment"])[
+                    "items"
+                ]
+            ),
+            timeout=WAIT_S,
+        )
+        write_configmap(core, custom, served, history)
+        assert kept(core, ns) is None
+
+        again = create(api, ns, deployment("kept", "kept-model", {"source": "configMap"}))
+        write_configmap(core, custom, served, history)  # same name, another uid: not the owner
+        assert kept(core, ns) is None
+        renewed = Served(parse_model_deployment(again), again["metadata"]["uid"])
+        write_configmap(core, custom, renewed, history)
+        assert kept(core, ns) == history

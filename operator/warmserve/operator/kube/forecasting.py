@@ -44,7 +44,7 @@ from warmserve.operator.resources import ForecastSettings
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
 from warmserve.protocol.pods import MANAGED_BY, MANAGED_BY_LABEL
-from warmserve.protocol.resource_names import API_VERSION, GROUP
+from warmserve.protocol.resource_names import API_VERSION, GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,34 @@ def read_configmap(core: kubernetes.client.CoreV1Api, namespace: str, deployment
     return history_from_json(text) if text else None
 
 
-def write_configmap(core: kubernetes.client.CoreV1Api, served: Served, history: History) -> None:
+def owner_alive(custom: kubernetes.client.CustomObjectsApi, served: Served) -> bool:
+    """Whether ``served``'s ModelDeployment still exists, with its uid and not being deleted. A history
+    ConfigMap created for an owner already gone would outlive it until the garbage collector finds the
+    dangling reference, which can take minutes after the owner's kind was installed. Raises one of
+    :data:`KUBE_ERRORS` (a 404 is an answer: gone)."""
+    md = served.deployment
+    try:
+        answer: Any = custom.get_namespaced_custom_object(
+            GROUP, VERSION, md.namespace, "modeldeployments", md.name, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    metadata = answer.get("metadata", {})
+    return bool(metadata.get("uid") == served.uid and metadata.get("deletionTimestamp") is None)
+
+
+def write_configmap(
+    core: kubernetes.client.CoreV1Api,
+    custom: kubernetes.client.CustomObjectsApi,
+    served: Served,
+    history: History,
+) -> None:
     """Replace the kept history of ``served`` by ``history``, creating the ConfigMap (owned by the
-    ModelDeployment) the first time. Raises one of :data:`KUBE_ERRORS`."""
+    ModelDeployment) the first time, and only while that ModelDeployment lives (:func:`owner_alive`):
+    the keeper learns of a deletion a round late and must not leave a history behind it. Raises one of
+    :data:`KUBE_ERRORS`."""
     md = served.deployment
     name = configmap_name(md.name)
     data = {HISTORY_KEY: history.to_json()}
@@ -104,6 +129,9 @@ def write_configmap(core: kubernetes.client.CoreV1Api, served: Served, history: 
         },
         "data": data,
     }
+    if not owner_alive(custom, served):
+        log.info("forecast history not kept: ModelDeployment %s is gone", md.name)
+        return
     core.create_namespaced_config_map(md.namespace, body, _request_timeout=REQUEST_TIMEOUT_S)
 
 
@@ -146,6 +174,7 @@ class HistoryKeeper:
         metrics: OperatorMetrics,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
         self.session = session
         self.registry = registry
         self.source = source
@@ -177,7 +206,7 @@ class HistoryKeeper:
             served = self._served.get(model)
             if served is not None and served.deployment.forecast.history_source == "configMap":
                 try:
-                    await asyncio.to_thread(write_configmap, self.core, served, history)
+                    await asyncio.to_thread(write_configmap, self.core, self.custom, served, history)
                 except KUBE_ERRORS as exc:
                     log.warning(
                         "forecast history of %s not saved (again at its next window): %s", model, brief(exc)
