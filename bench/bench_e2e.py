@@ -59,7 +59,8 @@ from bench.bench_operator import create_namespace, install_crds, list_models, li
 from bench.bench_operator import load as load_average
 from e2e.harness.binaries import cluster_binaries
 from e2e.harness.cluster import Cluster, start_cluster
-from e2e.scenario import CHART, POOL, Scenario, deployment, example, wait_for
+from e2e.harness.waiting import wait_for
+from e2e.scenario import CHART, POOL, WAIT_S, Scenario, deployment, example
 from e2e.test_scenario import LocalTarget
 from warmserve.local.arrivals import ReplaySlice, replay_rates, sample_arrivals
 from warmserve.local.client import ClientConfig, Outcome, replay
@@ -288,7 +289,9 @@ def run_policy(cluster: Cluster, setup: Setup, policy: str, home: Path, logs: Pa
     scenario.running(f"warmserve.io/pool={POOL}", PODS)
     gateway = scenario.gateway()
     client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=10)
-    wait_for("the gateway to list every model", lambda: scenario.listed(client, set(setup.local.models)))
+    wait_for(
+        "the gateway to list every model", lambda: scenario.listed(client, set(setup.local.models)), WAIT_S
+    )
     watcher = Watcher(target.api, ns, zero)
     arrivals = sample_arrivals(setup.series, setup.replay)
     start = time.monotonic() + (zero - time.time())
@@ -312,9 +315,9 @@ def teardown(scenario: Scenario, target: LocalTarget) -> None:
         GROUP, VERSION, target.namespace, MODEL_DEPLOYMENTS
     )
     scenario.custom.delete_namespaced_custom_object(GROUP, VERSION, target.namespace, WORKER_POOLS, POOL)
-    wait_for("the WorkerPool gone", lambda: not scenario.listed_custom(WORKER_POOLS))
+    wait_for("the WorkerPool gone", lambda: not scenario.listed_custom(WORKER_POOLS), WAIT_S)
     target.helm("uninstall", "ws", "--wait", "--timeout", "60s")
-    wait_for("no Pod left", lambda: not scenario.core.list_namespaced_pod(target.namespace).items)
+    wait_for("no Pod left", lambda: not scenario.core.list_namespaced_pod(target.namespace).items, WAIT_S)
     scenario.core.delete_namespace(target.namespace)
 
 

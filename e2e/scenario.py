@@ -9,7 +9,8 @@ leading operator's Pod deleted: serving goes on and the standby takes the Lease 
 object of the release is left (and, where the cluster can say, no process).
 
 The cluster is a :class:`Target`: the local real control plane of ``e2e/harness`` (``e2e/test_scenario.py``)
-or kind (``e2e/kind/``). Every step raises :class:`ScenarioError` naming what did not happen in time.
+or kind (``e2e/kind/``). Every step raises :class:`ScenarioError` naming what went wrong, or
+:class:`e2e.harness.waiting.TimedOut` naming what did not happen in time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import kubernetes.client
 import openai
 import yaml
 
+from e2e.harness.waiting import wait_for
 from warmserve.protocol.resource_names import GROUP, MODEL_DEPLOYMENTS, VERSION, WORKER_POOLS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,17 +74,6 @@ class Figures:
     requests_during_pod_deletion: int = 0
     requests_during_operator_kill: int = 0
     takeover_s: float = math.nan
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT_S) -> T:
-    """``check()`` until it returns something truthy; :class:`ScenarioError` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def example(name: str) -> dict[str, Any]:
@@ -165,7 +156,9 @@ class Scenario:
         """The official client, plain and streamed, on the model nothing has loaded yet: ``cold``'s first
         request is a cold start (its TTFT is measured), the next ones are served warm."""
         client = openai.OpenAI(base_url=f"{self.gateway()}/v1", api_key="unused", max_retries=0, timeout=60)
-        models = wait_for("the gateway to list both models", lambda: self.listed(client, {"ramp", "cold"}))
+        models = wait_for(
+            "the gateway to list both models", lambda: self.listed(client, {"ramp", "cold"}), WAIT_S
+        )
         assert {"ramp", "cold"} <= models
         started = time.monotonic()
         stream = client.chat.completions.create(
@@ -236,7 +229,7 @@ class Scenario:
         if any(not ok for ok, _ in results):
             raise ScenarioError("requests failed while the leading operator was killed")
         new = wait_for(
-            "another operator to take the Lease", lambda: (h := self.lease_holder()) != holder and h
+            "another operator to take the Lease", lambda: (h := self.lease_holder()) != holder and h, WAIT_S
         )
         self.figures.takeover_s = time.monotonic() - killed_at
         if not new:
@@ -246,10 +239,12 @@ class Scenario:
         """The resources first (the operator releases their workers), then the release: nothing is left."""
         for plural, name in ((MODEL_DEPLOYMENTS, "ramp"), (MODEL_DEPLOYMENTS, "cold"), (WORKER_POOLS, POOL)):
             self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
-        wait_for("the WorkerPool gone", lambda: not self.listed_custom(WORKER_POOLS))
+        wait_for("the WorkerPool gone", lambda: not self.listed_custom(WORKER_POOLS), WAIT_S)
         self.t.helm("uninstall", "ws", "--wait", "--timeout", "60s")
-        wait_for("no Pod of the release left", lambda: not self.core.list_namespaced_pod(self.ns).items)
-        wait_for("no process of the release left", lambda: not self.t.processes_of_namespace())
+        wait_for(
+            "no Pod of the release left", lambda: not self.core.list_namespaced_pod(self.ns).items, WAIT_S
+        )
+        wait_for("no process of the release left", lambda: not self.t.processes_of_namespace(), WAIT_S)
 
     # -- helpers -----------------------------------------------------------------------------------------
     def create(self, plural: str, obj: dict[str, Any]) -> None:
@@ -275,7 +270,7 @@ class Scenario:
             ]
             return ready if len(ready) == count else []
 
-        return wait_for(f"{count} ready Pods {selector}", live)
+        return wait_for(f"{count} ready Pods {selector}", live, WAIT_S)
 
     def gateway(self) -> str:
         return self.t.gateway_url(self.running("app.kubernetes.io/name=warmserve-gateway", 1)[0])

@@ -20,8 +20,9 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.kubeconfig import write_kubeconfig
+from e2e.harness.waiting import TimedOut, wait_for
 from tests.chart.helm import CHART, helm, helm_binary, rendered
-from tests.crds.test_crds_api import crds, create, raw, wait_for
+from tests.crds.test_crds_api import crds, create, raw
 from tests.operator.kube.test_operator import condition, get, gone
 
 __all__ = ["crds", "helm_binary"]
@@ -285,7 +286,7 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
 
     try:
         wait_for("no object of the release left", nothing, WAIT_S)
-    except pytest.fail.Exception:
+    except TimedOut:
         pytest.fail(f"objects of the release left {WAIT_S:.0f} s after uninstall: {left}")
     crd_names = {
         c.metadata.name

@@ -6,10 +6,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import textwrap
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +15,11 @@ import kubernetes
 import pytest
 
 from e2e.harness.cluster import Cluster, start_cluster
+from e2e.harness.waiting import wait_for
 
 pytestmark = pytest.mark.kube
 WAIT_S = 30.0
 SLEEPER = ["python", "-c", "import time; time.sleep(3600)"]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """Polls ``check`` until it returns something truthy; fails naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def pod(name: str, command: list[str], *, gpus: int = 0, sa: str = "default", **spec: Any) -> dict[str, Any]:

@@ -6,14 +6,14 @@ bad object with the schema's or the CEL rule's message naming the field, prints 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 
 from e2e.harness.cluster import Cluster
+from e2e.harness.waiting import wait_for
 from tests.crds.crd_objects import CRDS, crd, examples, with_defaults
 from warmserve.operator.resources import WORKER_SERVICE_ACCOUNT, parse_model_deployment, parse_worker_pool
 from warmserve.protocol.resource_names import GROUP, VERSION
@@ -22,17 +22,6 @@ from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
 pytestmark = pytest.mark.kube
 WAIT_S = 30.0
 PLURALS = {"ModelDeployment": "modeldeployments", "WorkerPool": "workerpools"}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """Polls ``check`` until it returns something truthy; fails naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

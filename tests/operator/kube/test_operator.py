@@ -28,7 +28,8 @@ import yaml
 
 from e2e.harness.cluster import Cluster, free_port
 from e2e.harness.kubeconfig import write_kubeconfig
-from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
+from e2e.harness.waiting import wait_for
+from tests.crds.test_crds_api import PLURALS, crds, create, raw
 from tests.operator.kube.test_kube_cluster import gateway_pod
 from warmserve.protocol.resource_names import GROUP, VERSION
 from warmserve.protocol.state import DESIRED_ANNOTATION, OBSERVED_ANNOTATION, DesiredState, ObservedState

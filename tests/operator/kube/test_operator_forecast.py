@@ -14,7 +14,8 @@ import kubernetes
 import pytest
 
 from e2e.harness.cluster import Cluster, free_port
-from tests.crds.test_crds_api import PLURALS, crds, create, raw, wait_for
+from e2e.harness.waiting import wait_for
+from tests.crds.test_crds_api import PLURALS, crds, create, raw
 from tests.operator.kube.test_kube_cluster import gateway_pod
 from tests.operator.kube.test_operator import WAIT_S, Start, get, log_tail, start_operator
 from warmserve.operator.forecast.history import History, history_from_json
