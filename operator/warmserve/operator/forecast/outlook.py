@@ -2,9 +2,11 @@
 
 A user planning capacity wants the forecast itself, not only how past forecasts scored: for each model
 this fits the chosen forecaster on the model's whole history and forecasts the window after it. The choice
-is the forecaster with the lowest peak MASE on the model's backtest (the planner provisions for the peak),
-then the lowest peak MAPE; a model the backtest skipped, or one where no forecaster has a finite score, gets
-the last value and says so.
+is the forecaster with the lowest peak loss on the model's backtest (the planner provisions for the peak;
+the test span is in the past of the window forecast, so choosing on it peeks at nothing), then the lowest
+peak MASE, then peak MAPE; its peak times the factor calibrated in the backtest is the upper bound
+(``peak_bound``). A model the backtest skipped, or one where no forecaster has a finite score, gets the
+last value (and a factor of 1) and says so.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ class Outlook:
     forecaster: str
     mean: float
     peak: float
+    peak_bound: float  # the peak times the forecaster's calibration factor on this model
     why: str  # why this forecaster
 
 
 def choose(scores: Mapping[str, Scores]) -> tuple[str, str] | None:
-    """The forecaster with the lowest finite peak MASE, else peak MAPE, with the reason; ``None`` if none
-    of them has a finite peak score."""
-    for metric, label in (("peak_mase", "peak MASE"), ("peak_mape", "peak MAPE")):
+    """The forecaster with the lowest finite peak loss, else peak MASE, else peak MAPE, with the reason;
+    ``None`` if none of them has a finite peak score."""
+    for metric, label in (("peak_loss", "peak loss"), ("peak_mase", "peak MASE"), ("peak_mape", "peak MAPE")):
         finite = {name: getattr(s, metric) for name, s in scores.items() if math.isfinite(getattr(s, metric))}
         if finite:
             return min(finite, key=lambda name: finite[name]), f"lowest backtest {label}"
@@ -46,12 +49,14 @@ def outlooks(loads: Sequence[LoadSeries], result: BacktestResult) -> list[Outloo
 
 
 def _outlook(load: LoadSeries, result: BacktestResult) -> Outlook:
-    picked = choose(result.models[load.model]) if load.model in result.models else None
+    scores = result.models.get(load.model, {})
+    picked = choose(scores)
     if picked is None:
         reason = result.skipped.get(load.model, "no forecaster had a finite backtest score")
         picked = (LastValue.name, f"last value ({reason})")
     name, why = picked
+    factor = scores[name].peak_factor if name in scores else 1.0
     fitted = fit_load(make_forecaster(name, load.windows_per_day), load.mean, load.peak)
     ahead = forecast(fitted, load.mean, load.peak, 1)
     start = load.start_sec + len(load.mean) * load.window_sec
-    return Outlook(load.model, start, name, ahead.mean[0], ahead.peak[0], why)
+    return Outlook(load.model, start, name, ahead.mean[0], ahead.peak[0], factor * ahead.peak[0], why)
