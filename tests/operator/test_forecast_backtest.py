@@ -10,6 +10,7 @@ import pytest
 from warmserve.operator.forecast.backtest import backtest, exceeded, mape, mase, rolling_one_step
 from warmserve.operator.forecast.concurrency import LoadSeries
 from warmserve.operator.forecast.forecasters import FORECASTERS, make_forecaster
+from warmserve.operator.forecast.outlook import outlooks
 from warmserve.protocol.errors import InvalidFieldError
 
 
@@ -141,3 +142,17 @@ def test_auto_gives_a_tie_to_the_simplest_forecaster() -> None:
     peak[128:192] = 0.0  # the validation span
     result = backtest([LoadSeries("idle", 0.0, 3600.0, peak / 2, peak)], list(FORECASTERS), 0.5)
     assert result.chosen == {"idle": "last-value"}
+
+
+def test_a_model_too_short_to_backtest_borrows_the_daily_shape_of_the_others() -> None:
+    """Two models busy at the same hours; a third with two windows of history (too few to backtest): its
+    next window is its own level times the shape the others share at that hour, not its last value."""
+    hours = np.arange(96)
+    shape = np.where(hours % 24 < 12, 1.0, 3.0)  # quiet mornings, busy afternoons
+    busy = [LoadSeries(m, 0.0, 3600.0, k * shape, 2 * k * shape) for m, k in (("a", 5.0), ("b", 50.0))]
+    new = LoadSeries("new", 13 * 3600.0, 3600.0, np.array([6.0, 6.0]), np.array([9.0, 9.0]))
+    loads = [*busy, new]
+    (ahead,) = [o for o in outlooks(loads, backtest(loads, ["last-value"], 0.5)) if o.model == "new"]
+    # It starts at 13:00 and has 2 windows: its next window is 15:00, an afternoon slot (3 / mean 2 = 1.5).
+    assert ahead.forecaster == "pooled-shape" and "daily shape of 2 models" in ahead.why
+    assert (ahead.mean, ahead.peak) == pytest.approx((6.0 * 1.5, 9.0 * 1.5))

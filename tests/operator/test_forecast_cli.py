@@ -137,7 +137,8 @@ def test_a_sparse_model_is_reported_not_fatal_and_every_model_gets_a_next_window
     assert set(result["fallbacks"]["a"]) == {"seasonal-naive-7d"}
     ahead = result["next_window"]
     assert set(ahead) == {"a", "b", "rare"}
-    assert ahead["rare"]["forecaster"] == "last-value" and "too few" in ahead["rare"]["why"]
+    # The one-window model borrows the daily shape of the two others, at its own level.
+    assert ahead["rare"]["forecaster"] == "pooled-shape" and "too few" in ahead["rare"]["why"]
     assert ahead["a"]["forecaster"] in {"last-value", "seasonal-naive-7d"}
     assert ahead["a"]["start_sec"] == 72 * 3600
     assert 0 <= ahead["a"]["mean"] <= ahead["a"]["peak"]

@@ -5,8 +5,9 @@ this fits the chosen forecaster on the model's whole history and forecasts the w
 is the forecaster with the lowest peak loss on the model's backtest (the planner provisions for the peak;
 the test span is in the past of the window forecast, so choosing on it peeks at nothing), then the lowest
 peak MASE, then peak MAPE; its peak times the factor calibrated in the backtest is the upper bound
-(``peak_bound``). A model the backtest skipped, or one where no forecaster has a finite score, gets the
-last value (and a factor of 1) and says so.
+(``peak_bound``). A model the backtest skipped for too little history borrows the daily shape of the
+others (:mod:`~warmserve.operator.forecast.pooled`) when some have a full day; one with no score otherwise
+gets the last value (both with a factor of 1) and says so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from dataclasses import dataclass
 from warmserve.operator.forecast.backtest import BacktestResult, Scores
 from warmserve.operator.forecast.concurrency import LoadSeries
 from warmserve.operator.forecast.forecasters import LastValue, fit_load, forecast, make_forecaster
+from warmserve.operator.forecast.pooled import borrowed, daily_shape
+from warmserve.operator.forecast.series import FloatArray
+
+#: The name the next-window table gives a forecast borrowed from the pooled daily shape.
+POOLED = "pooled-shape"
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,18 @@ def choose(scores: Mapping[str, Scores]) -> tuple[str, str] | None:
 
 def outlooks(loads: Sequence[LoadSeries], result: BacktestResult) -> list[Outlook]:
     """The next window of every series in ``loads``."""
-    return [_outlook(load, result) for load in loads]
+    shape = daily_shape(loads, loads[0].window_sec) if loads else None
+    return [_outlook(load, result, shape) for load in loads]
 
 
-def _outlook(load: LoadSeries, result: BacktestResult) -> Outlook:
+def _outlook(load: LoadSeries, result: BacktestResult, shape: tuple[FloatArray, int] | None) -> Outlook:
     scores = result.models.get(load.model, {})
     picked = choose(scores)
+    start = load.start_sec + len(load.mean) * load.window_sec
+    if picked is None and load.model in result.skipped and shape is not None:
+        mean, peak = borrowed(load, shape[0])
+        why = f"its level times the daily shape of {shape[1]} models ({result.skipped[load.model]})"
+        return Outlook(load.model, start, POOLED, mean, peak, peak, why)
     if picked is None:
         reason = result.skipped.get(load.model, "no forecaster had a finite backtest score")
         picked = (LastValue.name, f"last value ({reason})")
@@ -58,5 +70,4 @@ def _outlook(load: LoadSeries, result: BacktestResult) -> Outlook:
     factor = scores[name].peak_factor if name in scores else 1.0
     fitted = fit_load(make_forecaster(name, load.windows_per_day), load.mean, load.peak)
     ahead = forecast(fitted, load.mean, load.peak, 1)
-    start = load.start_sec + len(load.mean) * load.window_sec
     return Outlook(load.model, start, name, ahead.mean[0], ahead.peak[0], factor * ahead.peak[0], why)
