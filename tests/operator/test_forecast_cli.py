@@ -10,7 +10,16 @@ import pytest
 
 from warmserve.cli import main
 
-METRICS = {"mean_mape", "peak_mape", "mean_mase", "peak_mase", "peak_exceeded"}
+METRICS = {
+    "mean_mape",
+    "peak_mape",
+    "mean_mase",
+    "peak_mase",
+    "peak_exceeded",
+    "peak_loss",
+    "bound_exceeded",
+    "peak_factor",
+}
 
 
 def write_requests(path: Path) -> None:
@@ -116,16 +125,20 @@ def test_a_sparse_model_is_reported_not_fatal_and_every_model_gets_a_next_window
     argv = ["forecast", "--trace", str(trace), "--model-column", "llm", "--window", "3600"]
     assert main([*argv, "--forecasters", "last-value,seasonal-naive-7d", "--json", str(out_json)]) == 0
     printed = capsys.readouterr().out
-    assert "not backtested:\n  rare: " in printed and "too few for a training and a test part" in printed
+    assert (
+        "not backtested:\n  rare: " in printed
+        and "too few for a training, a validation and a test part" in printed
+    )
     assert "overall (mean over 2 models)" in printed
-    # 36 training windows of an hour are far from the week seasonal-naive-7d needs: said per model.
-    assert "seasonal-naive-7d fell back: needs 168 windows of history, had 36" in printed
+    # 24 windows of an hour before the validation span are far from the week seasonal-naive-7d needs.
+    assert "seasonal-naive-7d fell back: needs 168 windows of history, had 24" in printed
     result = json.loads(out_json.read_text())
     assert set(result["skipped"]) == {"rare"}
     assert set(result["fallbacks"]["a"]) == {"seasonal-naive-7d"}
     ahead = result["next_window"]
     assert set(ahead) == {"a", "b", "rare"}
-    assert ahead["rare"]["forecaster"] == "last-value" and "too few" in ahead["rare"]["why"]
+    # The one-window model borrows the daily shape of the two others, at its own level.
+    assert ahead["rare"]["forecaster"] == "pooled-shape" and "too few" in ahead["rare"]["why"]
     assert ahead["a"]["forecaster"] in {"last-value", "seasonal-naive-7d"}
     assert ahead["a"]["start_sec"] == 72 * 3600
     assert 0 <= ahead["a"]["mean"] <= ahead["a"]["peak"]
@@ -138,7 +151,9 @@ def test_a_trace_where_no_model_can_be_backtested_is_one_line(
     trace.write_text("t_sec,rate_rps\n0,1\n600,2\n")
     assert main(["forecast", "--trace", str(trace), "--forecasters", "last-value"]) == 2
     err = capsys.readouterr().err
-    assert "trace: expected at least one model with windows for a training and a test part" in err
+    assert (
+        "trace: expected at least one model with windows for a training, a validation and a test part" in err
+    )
 
 
 def test_a_malformed_trace_names_file_line_and_column(

@@ -26,6 +26,7 @@ from warmserve.operator.forecast.concurrency import (
 )
 from warmserve.operator.forecast.forecasters import FORECASTERS
 from warmserve.operator.forecast.outlook import Outlook, outlooks
+from warmserve.operator.forecast.quantile import QUANTILE
 from warmserve.operator.forecast.traces import ReaderOptions, TimestampUnit, TraceFormat, read_trace
 from warmserve.protocol.command import bounded, output_file
 from warmserve.protocol.errors import InvalidInputError
@@ -39,8 +40,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "forecast",
         help="backtest load forecasters on a trace",
-        description="Backtest every forecaster (train on the first part of the trace, rolling one window "
-        "ahead over the rest) and print MAPE and MASE of the window mean and peak concurrency.",
+        description="Backtest every forecaster (train on the first part of the trace, whose last third is "
+        "validation, rolling one window ahead over the rest) and print MAPE and MASE of the window mean and "
+        "peak concurrency, and the pinball loss and calibration of the peak's upper bound.",
     )
     parser.add_argument(
         "--trace",
@@ -146,10 +148,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(result: BacktestResult, window_sec: float) -> str:
-    """One table per model (with its forecasters that ran as their fallback), the models left out and why,
-    then the overall table (mean over the models backtested)."""
+    """One table per model (with ``auto``'s pick and its forecasters that ran as their fallback), the models
+    left out and why, then the overall table (mean over the models backtested)."""
     blocks = [
-        _table(f"{model}: {result.train_windows[model]} training windows of {window_sec:g} s", scores)
+        _table(
+            f"{model}: {result.train_windows[model]} training windows of {window_sec:g} s "
+            f"(the last {result.validation_windows[model]} to validate)",
+            scores,
+        )
+        + (f"\n  auto chose {result.chosen[model]} (validation peak loss)" if model in result.chosen else "")
         + "".join(f"\n  {name} fell back: {why}" for name, why in result.fallbacks[model].items())
         for model, scores in result.models.items()
     ]
@@ -166,11 +173,13 @@ def format_outlook(ahead: Sequence[Outlook]) -> str:
     width = max(len(o.model) for o in ahead) + 2
     lines = [
         "next window (concurrency, requests in flight)",
-        f"{'model':<{width}}{'starts at (s)':>15}  {'forecaster':<20}{'mean':>9}{'peak':>9}  why",
+        f"{'model':<{width}}{'starts at (s)':>15}  {'forecaster':<20}{'mean':>9}{'peak':>9}"
+        f"{f'peak q{QUANTILE * 100:g}':>10}  why",
     ]
     for o in ahead:
         lines.append(
-            f"{o.model:<{width}}{o.start_sec:>15.0f}  {o.forecaster:<20}{o.mean:>9.2f}{o.peak:>9.2f}  {o.why}"
+            f"{o.model:<{width}}{o.start_sec:>15.0f}  {o.forecaster:<20}{o.mean:>9.2f}{o.peak:>9.2f}"
+            f"{o.peak_bound:>10.2f}  {o.why}"
         )
     return "\n".join(lines)
 
@@ -180,22 +189,27 @@ def _table(title: str, scores: Mapping[str, Scores]) -> str:
     lines = [
         title,
         f"{'forecaster':<{width}}{'mean MAPE%':>12}{'peak MAPE%':>12}{'mean MASE':>11}{'peak MASE':>11}"
-        f"{'peak > fc %':>13}",
+        f"{'peak > fc %':>13}{f'peak q{QUANTILE * 100:g} loss':>17}{'bound factor':>14}"
+        f"{'peak > bound %':>16}",
     ]
     for name, s in scores.items():
         lines.append(
             f"{name:<{width}}{s.mean_mape:>12.1f}{s.peak_mape:>12.1f}{s.mean_mase:>11.3f}{s.peak_mase:>11.3f}"
-            f"{s.peak_exceeded:>13.1f}"
+            f"{s.peak_exceeded:>13.1f}{s.peak_loss:>17.3f}{s.peak_factor:>14.2f}{s.bound_exceeded:>16.1f}"
         )
     return "\n".join(lines)
 
 
 def to_json(result: BacktestResult, window_sec: float, ahead: Sequence[Outlook]) -> dict[str, Any]:
     """``forecasters.<name>`` overall and ``models.<model>.<name>`` (an undefined metric is ``null``),
-    ``skipped.<model>`` and ``fallbacks.<model>.<name>`` (reasons), ``next_window.<model>``."""
+    ``skipped.<model>`` and ``fallbacks.<model>.<name>`` (reasons), ``auto_chose.<model>``,
+    ``next_window.<model>``."""
     return {
         "window_sec": window_sec,
+        "quantile": QUANTILE,
         "train_windows": dict(result.train_windows),
+        "validation_windows": dict(result.validation_windows),
+        "auto_chose": dict(result.chosen),
         "skipped": dict(result.skipped),
         "fallbacks": {model: dict(names) for model, names in result.fallbacks.items()},
         "next_window": {o.model: {k: v for k, v in asdict(o).items() if k != "model"} for o in ahead},

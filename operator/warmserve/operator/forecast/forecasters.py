@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from warmserve.operator.forecast.quantile import calibrated_loss
 from warmserve.protocol.errors import InvalidFieldError
 
 if TYPE_CHECKING:  # the trace readers import pandas (see the module docstring)
@@ -53,6 +54,12 @@ class Forecaster(ABC):
     name: ClassVar[str]
     #: Days of history it needs to forecast as itself rather than through its fallback.
     history_days: ClassVar[int] = 0
+    #: Trailing days of history a fit reads (``None``: all of it): a refit then costs the same however long
+    #: the history has grown, and a rolling forecast stays linear in the windows.
+    fit_days: ClassVar[int | None] = None
+    #: How often (days) :func:`~warmserve.operator.forecast.backtest.rolling_one_step` refits it; between
+    #: refits the fit's parameters filter the new windows. ``None``: it has nothing to fit, one causal pass.
+    refit_days: ClassVar[int | None] = None
 
     def __init__(self, period: int) -> None:
         if period < 1:
@@ -63,6 +70,10 @@ class Forecaster(ABC):
     def min_history(self) -> int:
         """Windows of history it needs to forecast as itself (at least one)."""
         return max(1, self.history_days * self.period)
+
+    def fit_start(self, history: FloatArray) -> int:
+        """The first window of ``history`` a fit reads (see :attr:`fit_days`)."""
+        return 0 if self.fit_days is None else max(0, len(history) - self.fit_days * self.period)
 
     def fit(self, history: FloatArray) -> Any:
         """Estimate parameters from ``history``; the default has none. Never raises on short or gappy data."""
@@ -95,11 +106,13 @@ def _sanitize(values: FloatArray, history: FloatArray) -> FloatArray:
     return np.maximum(cleaned, 0.0).astype(np.float64)
 
 
-def _fill_gaps(history: FloatArray) -> FloatArray:
-    """NaN windows take the last observed value (0 before any), so statsmodels sees a gapless series."""
+def _fill_gaps(history: FloatArray, first: int = 0) -> FloatArray:
+    """``history[first:]`` with NaN windows taking the last observed value (that before ``first`` included;
+    0 before any), so statsmodels sees a gapless series."""
     import pandas as pd
 
-    return np.asarray(pd.Series(history, dtype=float).ffill().fillna(0.0), dtype=np.float64)
+    filled = pd.Series(history[first:], dtype=float).ffill().fillna(last_value(history[:first]))
+    return np.asarray(filled, dtype=np.float64)
 
 
 class LastValue(Forecaster):
@@ -218,11 +231,16 @@ def _last_values_before(history: FloatArray) -> FloatArray:
     return np.concatenate([[0.0], filled[:-1]]) if len(history) else np.zeros(0)
 
 
+#: The fewest windows ``ets`` fits (simple exponential smoothing) on.
+_ETS_MIN_WINDOWS = 10
+
+
 @dataclass(frozen=True)
 class EtsFit:
-    """A fitted additive ETS model without trend: its season length (``None``: no season), smoothing weights
-    and initial states."""
+    """A fitted additive ETS model without trend: the window its initial states belong to, its season length
+    (``None``: no season), smoothing weights and initial states."""
 
+    first: int
     seasonal_periods: int | None
     smoothing_level: float
     smoothing_seasonal: float | None
@@ -231,26 +249,34 @@ class EtsFit:
 
 
 class Ets(Forecaster):
-    """statsmodels exponential smoothing (Holt-Winters): at each fit, the lowest-AIC of no season, a daily
-    additive season (≥ 2 days of history) and a weekly one (≥ 2 weeks). A season that does not pay for its
-    parameters is left out, so on a noisy series this is simple exponential smoothing.
+    """statsmodels exponential smoothing (Holt-Winters): at each fit, on the last :attr:`fit_days` days, the
+    lower-AIC of no season and a daily additive season (≥ 2 days of history). A season that does not pay for
+    its parameters is left out, so on a noisy series this is simple exponential smoothing.
 
-    Predicting re-runs the filter from the fit's initial states with the weights fixed
-    (``optimized=False``), which costs milliseconds. Under 10 windows of history, or if no model can be
-    fitted, it behaves as the WarmServe forecaster.
+    Predicting re-runs the filter from the fit's initial states (at the start of its span) with the weights
+    fixed (``optimized=False``), which costs milliseconds. Under 10 windows of history, or if no model can
+    be fitted, it behaves as the WarmServe forecaster.
     """
 
     name = "ets"
-    history_days = 2
+    fit_days = 7
+    refit_days = 14  # a fit (two candidate models) costs ~0.1 s; the filter tracks level and season between
+
+    @property
+    def min_history(self) -> int:
+        """Windows it needs to fit as itself (a daily season needs two days more)."""
+        return _ETS_MIN_WINDOWS
 
     def fit(self, history: FloatArray) -> EtsFit | None:
-        seasons = [p for p in (self.period, 7 * self.period) if p >= 2 and len(history) >= 2 * p]
-        fits = [f for f in (self._fit_one(history, p) for p in (None, *seasons)) if f is not None]
+        first = self.fit_start(history)
+        span = len(history) - first
+        seasons = [self.period] if self.period >= 2 and span >= 2 * self.period else []
+        fits = [f for f in (self._fit_one(history, first, p) for p in (None, *seasons)) if f is not None]
         return min(fits, key=lambda fit: fit[0])[1] if fits else None
 
-    def _fit_one(self, history: FloatArray, periods: int | None) -> tuple[float, EtsFit] | None:
-        """(AIC, fit) of one candidate model, ``None`` if statsmodels cannot fit it."""
-        if len(history) < 10:
+    def _fit_one(self, history: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
+        """(AIC, fit) of one candidate model on ``history[first:]``, ``None`` if statsmodels cannot fit it."""
+        if len(history) - first < _ETS_MIN_WINDOWS:
             return None
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
@@ -258,7 +284,7 @@ class Ets(Forecaster):
             warnings.simplefilter("ignore")
             try:
                 result = ExponentialSmoothing(
-                    _fill_gaps(history),
+                    _fill_gaps(history, first),
                     seasonal=None if periods is None else "add",
                     seasonal_periods=periods,
                     initialization_method="estimated" if periods is None else "heuristic",
@@ -267,6 +293,7 @@ class Ets(Forecaster):
                 return None
         params = result.params
         fit = EtsFit(
+            first,
             periods,
             float(params["smoothing_level"]),
             None if periods is None else float(params["smoothing_seasonal"]),
@@ -285,7 +312,7 @@ class Ets(Forecaster):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ExponentialSmoothing(
-                _fill_gaps(history),
+                _fill_gaps(history, fitted.first),
                 seasonal="add" if seasonal else None,
                 seasonal_periods=fitted.seasonal_periods,
                 initialization_method="known",
@@ -305,20 +332,23 @@ class Ets(Forecaster):
     def one_step(self, fitted: EtsFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).one_step(None, history, start)
-        values = np.asarray(self._filtered(fitted, history).fittedvalues, dtype=float)[start:]
+        values = np.asarray(self._filtered(fitted, history).fittedvalues, dtype=float)[start - fitted.first :]
         return _sanitize(values, history[:start])
 
 
 @dataclass(frozen=True)
 class StlArimaFit:
-    """STL's seasonal component over the fit, and an ARIMA fitted to the deseasonalised series."""
+    """The first window of the fit's span, STL's seasonal component over the span, and an ARIMA fitted to the
+    deseasonalised span."""
 
+    first: int
     seasonal: FloatArray
     arima: Any  # statsmodels ARIMAResults; treated as immutable
 
 
 class StlArima(Forecaster):
-    """statsmodels STL (daily period) + ARIMA(1,0,1) with a constant on the seasonally adjusted series.
+    """statsmodels STL (daily period) + ARIMA(1,0,1) with a constant on the seasonally adjusted series, both
+    fitted on the last :attr:`fit_days` days.
 
     Windows after the fit get the last fitted day of the seasonal component (seasonal naive), and the
     ARIMA is extended over them with fixed parameters (``append(refit=False)``). Under two days of
@@ -327,6 +357,8 @@ class StlArima(Forecaster):
 
     name = "stl-arima"
     history_days = 2
+    fit_days = 7
+    refit_days = 14  # a fit costs ~0.1 s; the appended filter tracks the level in between
     order: ClassVar[tuple[int, int, int]] = (1, 0, 1)
     _trend = "c"
 
@@ -336,7 +368,8 @@ class StlArima(Forecaster):
         from statsmodels.tsa.arima.model import ARIMA
         from statsmodels.tsa.seasonal import STL
 
-        filled = _fill_gaps(history)
+        first = self.fit_start(history)
+        filled = _fill_gaps(history, first)
         jump = self.period // 12 + 1  # LOESS every `jump` points: same fit, ~10x faster
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -346,24 +379,29 @@ class StlArima(Forecaster):
                     .fit()
                     .seasonal
                 )
-                arima = ARIMA(filled - seasonal, order=self.order, trend=self._trend).fit()
+                arima = ARIMA(filled - seasonal, order=self.order, trend=self._trend).fit(
+                    method="hannan_rissanen", cov_type="none"
+                )
             except (ValueError, np.linalg.LinAlgError):
                 return None
-        return StlArimaFit(np.asarray(seasonal, dtype=float), arima)
+        return StlArimaFit(first, np.asarray(seasonal, dtype=float), arima)
 
     def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
+        """The seasonal component at ``indices`` (windows of the history, not of the fit's span)."""
         fitted_len = len(fitted.seasonal)
         last_day = fitted.seasonal[fitted_len - self.period :]
-        ahead = np.asarray(indices, dtype=int) - fitted_len
-        inside = fitted.seasonal[np.clip(np.asarray(indices, dtype=int), 0, fitted_len - 1)]
+        relative = np.asarray(indices, dtype=int) - fitted.first
+        ahead = relative - fitted_len
+        inside = fitted.seasonal[np.clip(relative, 0, fitted_len - 1)]
         seasonal: FloatArray = np.where(ahead < 0, inside, last_day[ahead % self.period])
         return seasonal
 
     def _extended(self, fitted: StlArimaFit, history: FloatArray) -> Any:
-        new = np.arange(len(fitted.seasonal), len(history))
+        end = fitted.first + len(fitted.seasonal)
+        new = np.arange(end, len(history))
         if len(new) == 0:
             return fitted.arima
-        adjusted = _fill_gaps(history)[new] - self._seasonal(fitted, new)
+        adjusted = _fill_gaps(history, end) - self._seasonal(fitted, new)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return fitted.arima.append(adjusted, refit=False)
@@ -381,7 +419,10 @@ class StlArima(Forecaster):
         if start >= len(history):
             return np.zeros(0)
         targets = np.arange(start, len(history))
-        adjusted = np.asarray(self._extended(fitted, history).predict(start=start, end=len(history) - 1))
+        extended = self._extended(fitted, history)
+        adjusted = np.asarray(
+            extended.predict(start=start - fitted.first, end=len(history) - 1 - fitted.first)
+        )
         return _sanitize(adjusted + self._seasonal(fitted, targets), history[:start])
 
 
@@ -394,11 +435,13 @@ class AutoFit:
 
 
 class Auto(Forecaster):
-    """Picks, at each fit, the candidate with the lowest *median* absolute one-window-ahead error over the
-    last ``evaluation_days`` days of the history (at most half of it; each candidate fitted once on the
-    history before that stretch), then fits that candidate on all of it. Only candidates that can run as
-    themselves on the shorter history take part, so a fallback never wins in another's name. The median keeps
-    one outage or burst in the evaluation stretch from deciding the pick.
+    """Picks, at each fit, the candidate whose one-window-ahead forecasts over the last ``evaluation_days``
+    days of the history (at most half of it; each candidate fitted once on the history before that stretch)
+    make the best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on
+    that stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is
+    judged by. It then fits that candidate on the history. Only
+    candidates that can run as themselves on the shorter history take part, so a fallback never wins in
+    another's name.
 
     Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day of
     history there is nothing to compare and it uses the WarmServe forecaster.
@@ -406,10 +449,13 @@ class Auto(Forecaster):
 
     name = "auto"
     evaluation_days: ClassVar[int] = 3
+    refit_days = 1
 
     def candidates(self, history_windows: int) -> tuple[Forecaster, ...]:
-        """Every other forecaster that can run as itself (not its fallback) on that much history."""
-        every = (cls(self.period) for name, cls in FORECASTERS.items() if name != self.name)
+        """Every other forecaster that can run as itself (not its fallback) on that much history, the simplest
+        first: a tie (a stretch with nothing to tell them apart, e.g. a model idle throughout) goes to the
+        simplest, since a richer model's fit then rests on nothing."""
+        every = (FORECASTERS[name](self.period) for name in _SIMPLEST_FIRST)
         return tuple(f for f in every if f.min_history <= history_windows)
 
     def fit(self, history: FloatArray) -> AutoFit:
@@ -420,10 +466,8 @@ class Auto(Forecaster):
         errors: dict[str, float] = {}
         for candidate in self.candidates(split):
             predicted = candidate.one_step(candidate.fit(history[:split]), history, split)
-            scored = np.isfinite(actual)
-            errors[candidate.name] = (
-                float(np.median(np.abs(predicted - actual)[scored])) if scored.any() else math.inf
-            )
+            loss = calibrated_loss(actual, predicted)
+            errors[candidate.name] = loss if math.isfinite(loss) else math.inf
         chosen = min(errors, key=lambda name: errors[name])
         return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
 
@@ -448,6 +492,7 @@ FORECASTERS: Mapping[str, type[Forecaster]] = {
     )
 }
 BASELINES: tuple[str, ...] = (SeasonalNaiveDay.name, SeasonalNaiveWeek.name, LastValue.name)
+_SIMPLEST_FIRST = (*BASELINES[::-1], WarmServeForecaster.name, Ets.name, StlArima.name)
 
 
 def make_forecaster(name: str, period: int) -> Forecaster:
