@@ -11,17 +11,17 @@ while one is ready) and ``warmserve operator`` as a process with the admin kubec
    ``observedGeneration`` equal to its ``metadata.generation`` and ``Ready=True`` (so a replica of it is
    serving), every worker Pod is ready, and the WorkerPool is ``Ready=True``. Floor: 30 s. The operator's
    peak RSS over the run (``VmHWM`` in ``/proc/<pid>/status``): floor 300 MB.
-2. **Latency.** A desired-annotation change reaching the worker's action, over ``--changes`` changes.
-   A probe worker Pod (the pool's own worker manifest, labelled so that the operator does not manage it)
-   runs beside the pool while the operator keeps its models; the benchmark writes its
-   ``warmserve.io/desired`` annotation with the merge patch ``KubeCluster.apply`` sends, alternately
-   prewarming a model on GPU 0 and releasing it, each time a new generation. The clock starts when the
-   patch returns. **Applied**: the worker's ``GET /state`` (polled every 5 ms) reports
-   ``observed_generation`` at least the new generation, i.e. the worker saw the annotation through its
-   watch, accepted it and finished acting on it. Floor: p99 1 s. **Reported**: the worker's
+2. **Latency.** A desired-annotation change reaching the worker's action, over ``--changes`` changes. A probe
+   worker Pod (the pool's own worker manifest, labelled so that the operator does not manage it, with a
+   ServiceAccount of its own allowed its own Pod only) runs beside the pool while the operator keeps its
+   models; the benchmark writes its ``warmserve.io/desired`` annotation with the merge patch
+   ``KubeCluster.apply`` sends, alternately prewarming a model on GPU 0 and releasing it, each time a new
+   generation. The clock starts when the patch returns. **Applied**: the worker's ``GET /state`` (polled every
+   5 ms) reports ``observed_generation`` at least the new generation, i.e. the worker saw the annotation
+   through its watch, accepted it and finished acting on it. Floor: p99 1 s. **Reported**: the worker's
    ``warmserve.io/observed`` annotation, followed by a watch, carries that generation (the round trip the
-   scheduler sees at its next tick; no floor, printed for context: the worker patches its report at most
-   once a second, so it includes that coalescing).
+   scheduler sees at its next tick; no floor, printed for context: the worker patches its report at most once
+   a second, so it includes that coalescing).
 
 Usage, from the repo root (which holds ``e2e``):
 ``python -m bench.bench_operator [--pods 32] [--models 200] [--changes 100] [--quick] [--json]``.
@@ -43,7 +43,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -351,12 +351,20 @@ class Reports:
 
 def probe_worker(api: kubernetes.client.ApiClient, ns: str) -> str:
     """Start the probe: the pool's own worker manifest under another name and a label the operator does
-    not select (so nothing but this benchmark writes its desired state); its ``/state`` URL once ready."""
+    not select (so nothing but this benchmark writes its desired state), running as a ServiceAccount whose
+    Role names the probe's Pod only (the pool's names only the pool's Pods); its ``/state`` URL once
+    ready."""
     custom = kubernetes.client.CustomObjectsApi(api)
     pool = parse_worker_pool(custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workerpools", POOL))
-    manifest = pool.worker_pod(0, "bench")
+    probe = replace(pool, name=PROBE, uid="")
+    core, rbac = kubernetes.client.CoreV1Api(api), kubernetes.client.RbacAuthorizationV1Api(api)
+    account, role, binding = probe.worker_rbac([PROBE])
+    core.create_namespaced_service_account(ns, account)
+    rbac.create_namespaced_role(ns, role)
+    rbac.create_namespaced_role_binding(ns, binding)
+    manifest = probe.worker_pod(0, "bench")
     manifest["metadata"] = {"name": PROBE, "labels": {"app.kubernetes.io/name": "warmserve-bench-probe"}}
-    kubernetes.client.CoreV1Api(api).create_namespaced_pod(ns, manifest)
+    core.create_namespaced_pod(ns, manifest)
 
     def ready() -> dict[str, Any] | None:
         (pod,) = list_pods(api, ns, field_selector=f"metadata.name={PROBE}")

@@ -15,7 +15,7 @@ import pytest
 from e2e.harness.cluster import Cluster
 from e2e.harness.waiting import wait_for
 from tests.crds.crd_objects import CRDS, crd, examples, with_defaults
-from warmserve.operator.resources import WORKER_SERVICE_ACCOUNT, parse_model_deployment, parse_worker_pool
+from warmserve.operator.resources import parse_model_deployment, parse_worker_pool
 from warmserve.protocol.resource_names import GROUP, VERSION
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
 
@@ -348,29 +348,12 @@ def test_the_worker_pod_of_a_pool_runs_and_reports_its_gpus(
 ) -> None:
     core = kubernetes.client.CoreV1Api(api)
     rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(kube_namespace, {"metadata": {"name": WORKER_SERVICE_ACCOUNT}})
-    rbac.create_namespaced_role(
-        kube_namespace,
-        {
-            "metadata": {"name": WORKER_SERVICE_ACCOUNT},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        kube_namespace,
-        {
-            "metadata": {"name": WORKER_SERVICE_ACCOUNT},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": WORKER_SERVICE_ACCOUNT,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": WORKER_SERVICE_ACCOUNT, "namespace": kube_namespace}
-            ],
-        },
-    )
     pool = parse_worker_pool(create(api, kube_namespace, raw("workerpool-fake-gpus.yaml")))
+    # The pool's own RBAC, naming its Pod only: the worker's list-then-watch on its name and its patch pass.
+    account, role, binding = pool.worker_rbac([pool.pod_name(0)])
+    core.create_namespaced_service_account(kube_namespace, account)
+    rbac.create_namespaced_role(kube_namespace, role)
+    rbac.create_namespaced_role_binding(kube_namespace, binding)
     core.create_namespaced_pod(kube_namespace, pool.worker_pod(0, "test"))
 
     def observed() -> ObservedState | None:

@@ -278,7 +278,34 @@ def test_the_worker_pod_of_a_fake_gpu_pool() -> None:
     }
     assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}}  # no GPU: fake mode
     assert "nodeSelector" not in pod["spec"] and "volumes" not in pod["spec"]
-    assert pod["spec"]["serviceAccountName"] == "warmserve-worker"
+    assert pod["spec"]["serviceAccountName"] == "warmserve-worker-fake-gpus"
+
+
+def test_the_workers_role_names_only_the_pods_given_and_none_grants_nothing() -> None:
+    obj = example("WorkerPool", "fake-gpus")
+    obj["metadata"]["uid"] = "1234"
+    wp = parse_worker_pool(obj)
+    account, role, binding = wp.worker_rbac(["fake-gpus-1", "fake-gpus-0", "fake-gpus-1"])
+    assert account["metadata"]["name"] == role["metadata"]["name"] == binding["metadata"]["name"]
+    assert account["metadata"]["name"] == wp.service_account == "warmserve-worker-fake-gpus"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["pods"],
+            "resourceNames": ["fake-gpus-0", "fake-gpus-1"],
+            "verbs": ["get", "list", "watch", "patch"],
+        }
+    ]
+    assert binding["roleRef"]["name"] == wp.service_account
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": wp.service_account, "namespace": "default"}
+    ]
+    for obj in (account, role, binding):
+        ((owner),) = obj["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("WorkerPool", "1234")
+    assert wp.worker_rbac([])[1]["rules"] == []  # no resourceNames would mean every Pod
+    assert wp.owns(wp.worker_pod(0, "0.1.0"))
+    assert not wp.owns(pool().worker_pod(0, "0.1.0"))  # same labels, no owner: never named in the Role
 
 
 def test_the_worker_command_line_is_one_the_worker_accepts() -> None:

@@ -3,7 +3,8 @@
 A ``ModelDeployment`` becomes a :class:`ModelDeployment` (its :class:`~warmserve.protocol.state.ModelSpec`
 plus its bounds, priority, SLO, pools and forecast settings) and, against the pools that may hold it, the
 decision core's :class:`~warmserve.operator.planning.snapshot.ModelConfig`. A ``WorkerPool`` becomes a
-:class:`WorkerPool`, which writes the manifest of its ``i``-th worker Pod. The CRDs in ``crds/`` are the one
+:class:`WorkerPool`, which writes the manifest of its ``i``-th worker Pod and those of its workers'
+ServiceAccount, Role and RoleBinding. The CRDs in ``crds/`` are the one
 source of the fields and their defaults (docs/resources.md): parsing takes an object as the API server
 returns it, defaults filled in, and checks what the decision core relies on rather than repeating every
 bound of the schema.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
@@ -31,8 +32,11 @@ from warmserve.protocol.pods import NAME_LABEL, POOL_LABEL, WORKER_APP, worker_l
 from warmserve.protocol.resource_names import API_VERSION
 from warmserve.protocol.state import ModelSpec
 
-#: The ServiceAccount worker Pods run as (it may read and annotate its own Pod).
-WORKER_SERVICE_ACCOUNT = "warmserve-worker"
+#: The start of the name of a pool's ServiceAccount, Role and RoleBinding: ``warmserve-worker-<pool>``.
+WORKER_SERVICE_ACCOUNT_PREFIX = "warmserve-worker-"
+#: What a worker may do to its own Pod: read and watch it (a list or watch with the field selector
+#: ``metadata.name=<pod>`` is authorized as that one Pod), patch its observed annotation.
+WORKER_VERBS = ("get", "list", "watch", "patch")
 WORKER_IMAGE = "warmserve/worker"
 #: The node label NVIDIA's GPU feature discovery puts the GPU product in (``spec.gpuType`` selects it).
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -198,6 +202,54 @@ class WorkerPool:
         """The label selector of this pool's worker Pods (``status.selector``)."""
         return worker_selector((self.name,))
 
+    @property
+    def service_account(self) -> str:
+        """The ServiceAccount this pool's workers run as; its Role and RoleBinding have the same name."""
+        return WORKER_SERVICE_ACCOUNT_PREFIX + self.name
+
+    def worker_rbac(self, pods: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The manifests of this pool's ServiceAccount, Role and RoleBinding, owned by the pool. The Role
+        lets the workers get, list, watch and patch the Pods named in ``pods`` and no other: the
+        operator passes the pool's Pods, those wanted and those still present. No Pod named, no rule
+        (a rule with no ``resourceNames`` would allow every Pod)."""
+        names = sorted(set(pods))
+        rules = [
+            {"apiGroups": [""], "resources": ["pods"], "resourceNames": names, "verbs": list(WORKER_VERBS)}
+        ]
+        name = self.service_account
+        account = {"metadata": self._metadata(name)}
+        role = {"metadata": self._metadata(name), "rules": rules if names else []}
+        binding = {
+            "metadata": self._metadata(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": self.namespace}],
+        }
+        return account, role, binding
+
+    def owns(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` (a Pod as the API server returns it) has this pool as its owner: only such Pods
+        may stay named in the workers' Role while they go (a Pod that merely carries the pool's labels
+        is deleted by the operator, but its workers get no access to it)."""
+        owners = obj.get("metadata", {}).get("ownerReferences") or []
+        return bool(self.uid) and any(o.get("uid") == self.uid for o in owners)
+
+    def _metadata(self, name: str) -> dict[str, Any]:
+        """The metadata of an object of this pool: its name, namespace, labels and, when the pool has a
+        uid, the owner reference that makes it go with the pool."""
+        metadata: dict[str, Any] = {"name": name, "namespace": self.namespace, "labels": self.labels()}
+        if self.uid:
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "WorkerPool",
+                    "name": self.name,
+                    "uid": self.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        return metadata
+
     def worker_args(self) -> list[str]:
         """The ``warmserve`` command line of a worker of this pool (the image's entrypoint is
         ``warmserve``); it binds its Pod IP and follows its own Pod's annotations."""
@@ -216,24 +268,9 @@ class WorkerPool:
         image. Raises :class:`InvalidFieldError` on ``index`` outside the pool."""
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.pods:
             raise InvalidFieldError("index", f"a Pod index in [0, {self.pods})", index)
-        metadata: dict[str, Any] = {
-            "name": self.pod_name(index),
-            "namespace": self.namespace,
-            "labels": self.labels(),
-        }
-        if self.uid:
-            metadata["ownerReferences"] = [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "WorkerPool",
-                    "name": self.name,
-                    "uid": self.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ]
+        metadata = self._metadata(self.pod_name(index))
         spec: dict[str, Any] = {
-            "serviceAccountName": WORKER_SERVICE_ACCOUNT,
+            "serviceAccountName": self.service_account,
             "restartPolicy": "Always",
             "containers": [self._container(version)],
         }

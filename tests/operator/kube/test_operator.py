@@ -186,7 +186,7 @@ def test_the_operator_runs_the_pool_serves_the_model_degrades_a_bad_one_and_rele
         pods = wait_for("two running worker Pods", workers, timeout=WAIT_S)
         assert sorted(p.metadata.name for p in pods) == ["fake-gpus-0", "fake-gpus-1"]
         assert all(p.metadata.owner_references[0].uid == pool["metadata"]["uid"] for p in pods)
-        assert all(p.spec.service_account_name == "warmserve-worker" for p in pods)
+        assert all(p.spec.service_account_name == "warmserve-worker-fake-gpus" for p in pods)
 
         def serving_worker() -> tuple[DesiredState, ObservedState] | None:
             for pod in core.list_namespaced_pod(ns, label_selector="warmserve.io/pool=fake-gpus").items:

@@ -2,11 +2,13 @@
 status subresource (docs/operator.md).
 
 - ``WorkerPool`` created, changed or found at start-up (resume), and every ``interval_s`` (a timer, so a
-  deleted Pod comes back and the status follows the Pods): parsed, the workers' ServiceAccount, Role and
-  RoleBinding ensured (by a change always; by the timer once per pool generation, since it may run before
-  the change handler and a Pod whose ServiceAccount is missing is refused), Pods ``<pool>-<i>`` for
-  ``i < spec.pods`` created and the others deleted, status written. Deleted: forgotten (its Pods go with
-  it, by their owner reference).
+  deleted Pod comes back and the status follows the Pods): parsed, the pool's ServiceAccount, Role and
+  RoleBinding ``warmserve-worker-<pool>`` ensured, the Role naming exactly the pool's Pods, those wanted
+  and those it still owns (by a change always; by the timer when those names changed, since it may run
+  before the change handler and a Pod whose ServiceAccount is missing is refused), Pods ``<pool>-<i>``
+  for ``i < spec.pods`` created and the others deleted, status written. So a new Pod is named in the
+  Role before it exists, and a Pod scaled away keeps its access until it is gone. Deleted: forgotten
+  (its Pods and RBAC go with it, by their owner references).
 - ``ModelDeployment`` created, changed or resumed, and every ``interval_s``: handed to the registry (which
   sets the scheduler's models), status written from the scheduler's last snapshot. Deleted: forgotten at
   once (the scheduler drops its replicas at the next tick), and the finalizer waits until no worker still
@@ -38,12 +40,7 @@ import kubernetes.client
 from warmserve.operator.kube import status
 from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
-from warmserve.operator.resources import (
-    WORKER_SERVICE_ACCOUNT,
-    WorkerPool,
-    parse_model_deployment,
-    worker_selector,
-)
+from warmserve.operator.resources import WorkerPool, parse_model_deployment, worker_selector
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
 from warmserve.protocol.kube_api import KUBE_ERRORS, brief
 from warmserve.protocol.resource_names import GROUP, MODEL_DEPLOYMENTS, VERSION, WORKER_POOLS
@@ -55,8 +52,6 @@ log = logging.getLogger(__name__)
 RELEASE_TIMEOUT_S = 60.0
 #: Seconds each list at start may take before the operator gives up (exit 75, try again).
 START_TIMEOUT_S = 10.0
-#: What a worker's ServiceAccount may do: read and watch its own Pod, patch its observed annotation.
-WORKER_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -82,7 +77,7 @@ class Handlers:
         self.cluster = cluster
         self.version = version
         self.metrics = metrics
-        self._rbac_ensured: dict[tuple[str, str], int] = {}  # (namespace, pool) -> its generation
+        self._rbac_ensured: dict[tuple[str, str], frozenset[str]] = {}  # (namespace, pool) -> Pods named
         self.kopf = kopf.OperatorRegistry()
         self._register(interval_s)
 
@@ -165,23 +160,28 @@ class Handlers:
         self._rbac_ensured.pop((str(namespace), name), None)
 
     async def _pool(self, body: kopf.Body, patch: kopf.Patch, *, permanent: bool) -> None:
-        """Reconcile one pool. The workers' RBAC is ensured before any Pod is created: from a change
-        (``permanent``) always, from the timer when not yet done for this generation of the pool (a timer
-        running first would otherwise see its Pods refused, 403). From a change, a spec that does not parse
-        raises PermanentError after its Degraded status is written (the timer only writes it)."""
+        """Reconcile one pool. The workers' RBAC is ensured before any Pod is created, naming the Pods
+        wanted and those the pool still owns: from a change (``permanent``) always, from the timer when
+        those names differ from the last ensured (a timer running first would otherwise see its Pods
+        refused, 403; a Pod scaled away and now gone leaves the Role). From a change, a spec that does not
+        parse raises PermanentError after its Degraded status is written (the timer only writes it)."""
         try:
             pool: WorkerPool | None = self.registry.put_pool(body)
             error = ""
         except InvalidFieldError as exc:
             pool, error = None, str(exc)
         generation = int(body["metadata"].get("generation", 0))
-        key = (str(body["metadata"]["namespace"]), str(body["metadata"]["name"]))
-        if pool is not None and (permanent or self._rbac_ensured.get(key) != generation):
-            await _adapted(self._ensure_rbac, pool.namespace)
-            self._rbac_ensured[key] = generation
         pods = await _adapted(self._list_pods, body["metadata"]["namespace"], str(body["metadata"]["name"]))
-        if pool is not None and await _adapted(self._ensure_pods, pool, pods):
-            pods = await _adapted(self._list_pods, pool.namespace, pool.name)
+        if pool is not None:
+            key = (pool.namespace, pool.name)
+            names = frozenset(pool.pod_name(i) for i in range(pool.pods)) | {
+                p["metadata"]["name"] for p in pods if pool.owns(p)
+            }
+            if permanent or self._rbac_ensured.get(key) != names:
+                await _adapted(self._ensure_rbac, pool, names)
+                self._rbac_ensured[key] = names
+            if await _adapted(self._ensure_pods, pool, pods):
+                pods = await _adapted(self._list_pods, pool.namespace, pool.name)
         _write_status(
             body,
             patch,
@@ -191,19 +191,14 @@ class Handlers:
             kopf.warn(body, reason="InvalidSpec", message=error)
             raise kopf.PermanentError(error)
 
-    def _ensure_rbac(self, namespace: str) -> None:
-        """The ServiceAccount every worker Pod runs as, its Role and the RoleBinding between them."""
-        name = WORKER_SERVICE_ACCOUNT
-        role = {"metadata": {"name": name}, "rules": WORKER_RULES}
-        binding = {
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        }
-        _create(self.core.create_namespaced_service_account, namespace, {"metadata": {"name": name}})
-        if not _create(self.rbac.create_namespaced_role, namespace, role):
-            self.rbac.patch_namespaced_role(name, namespace, {"rules": WORKER_RULES})
-        _create(self.rbac.create_namespaced_role_binding, namespace, binding)
+    def _ensure_rbac(self, pool: WorkerPool, pods: frozenset[str]) -> None:
+        """The pool's ServiceAccount, its Role on the Pods named ``pods`` and the RoleBinding between
+        them, created when missing; the Role's rules are patched when it exists already."""
+        account, role, binding = pool.worker_rbac(pods)
+        _create(self.core.create_namespaced_service_account, pool.namespace, account)
+        if not _create(self.rbac.create_namespaced_role, pool.namespace, role):
+            self.rbac.patch_namespaced_role(pool.service_account, pool.namespace, {"rules": role["rules"]})
+        _create(self.rbac.create_namespaced_role_binding, pool.namespace, binding)
 
     def _ensure_pods(self, pool: WorkerPool, pods: list[dict[str, Any]]) -> bool:
         """Create the pool's missing worker Pods, delete those beyond ``spec.pods``; whether any changed.
