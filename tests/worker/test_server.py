@@ -154,6 +154,24 @@ async def test_bad_or_stale_desired_state_keeps_the_previous_one(client: TestCli
     assert "replicas[0].gpus" in observed.error
 
 
+async def test_with_a_control_token_only_its_holder_may_write_desired_state() -> None:
+    """A stray writer cannot push a generation of 10^9 (which would lock the scheduler out until it
+    reads it back) nor empty the worker: it is a 401 naming Authorization, and the holder goes on."""
+    config = WorkerConfig(name="w0", gpus=2, gpu_memory_bytes=80 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.0))
+    async with TestClient(TestServer(create_app(runtime, control_token="s3cret"))) as c:
+        owner = {"Authorization": "Bearer s3cret"}
+        prewarm = {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"}
+        assert (await c.put("/desired", data=desired(1, prewarm), headers=owner)).status == 202
+        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "s3cret"}):
+            resp = await c.put("/desired", data=desired(10**9), headers=headers)
+            assert resp.status == 401
+            assert (await resp.json())["error"]["param"] == "Authorization"
+        assert (await c.put("/desired", data=desired(2, prewarm), headers=owner)).status == 202
+        observed = await wait_for(c, lambda s: s.observed_generation == 2)
+        assert states(observed) == {"l0": ReplicaState.PREWARMED}
+
+
 async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(
     client: TestClient[Any, Any],
 ) -> None:

@@ -22,6 +22,8 @@ from warmserve.protocol.errors import InvalidFieldError
 
 DESIRED_ANNOTATION = "warmserve.io/desired"
 OBSERVED_ANNOTATION = "warmserve.io/observed"
+#: The environment variable holding the token a writer of ``PUT /desired`` must send (docs/worker-api.md).
+CONTROL_TOKEN_ENV = "WARMSERVE_CONTROL_TOKEN"
 SCHEMA_VERSION = 1
 
 
