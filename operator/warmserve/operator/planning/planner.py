@@ -62,7 +62,7 @@ from warmserve.operator.planning.reactive import (
     target_instances,
 )
 from warmserve.operator.planning.snapshot import Replica, Snapshot
-from warmserve.protocol.state import ReplicaState, Role
+from warmserve.protocol.state import ReplicaState, Role, kept_kv_bytes
 
 GIB = float(1 << 30)
 
@@ -308,10 +308,12 @@ class _Step:
         for owner in owners:
             counts[owner.model] = counts.get(owner.model, 0) + 1
         for owner in owners:
-            b = self.snapshot.models[owner.model].spec.max_concurrency
+            spec = self.snapshot.models[owner.model].spec
+            b = spec.max_concurrency
             share = loads.get(owner.model, 0.0) / counts[owner.model]
             lending = self.config.kv_reservation and owner.state is ReplicaState.SERVING
-            target = lend_change(owner, b, share, self.config.kv) if lending else 0
+            kept = kept_kv_bytes(spec, spec.kv_bytes_per_token, self.config.kv.chunk_bytes)
+            target = lend_change(owner, b, share, self.config.kv, kept) if lending else 0
             if target is None or target == owner.kv_lent_bytes:
                 continue
             if target < owner.kv_lent_bytes:
