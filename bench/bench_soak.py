@@ -290,6 +290,11 @@ async def drive(gateway: str, load: Sequence[LoadRequest], clock: Record) -> lis
 # --- malformed requests ----------------------------------------------------------------------------
 
 
+#: Marks the one desired-state body sent as a stray writer would; the others carry the run's control token
+#: (a writer that may write but sends garbage), so that the worker's checks of the body are what is tested.
+UNAUTHORIZED = "without the control token"
+
+
 def nasty_bodies(model: str, worker: str, accepted: int) -> list[tuple[str, bytes, str]]:
     """(description, body, content type): the fixed list, for the OpenAI endpoints and for PUT /desired."""
     deep = b"[" * 100_000 + b"]" * 100_000
@@ -335,7 +340,7 @@ def nasty_bodies(model: str, worker: str, accepted: int) -> list[tuple[str, byte
     desired = [(d, b, "application/json") for d, b in plain]
     jump = DesiredState(worker, accepted + 10**9, {}, ()).to_json().encode()
     desired += [
-        ("generation 10^9 above the accepted one", jump, "application/json"),
+        (f"generation 10^9 above the accepted one, {UNAUTHORIZED}", jump, "application/json"),
         (
             "5,000-digit generation",
             b'{"worker": "%s", "generation": %s}' % (worker.encode(), huge_int),
@@ -462,10 +467,11 @@ async def malformed_burst(
         async def one(method: str, url: str, description: str, body: bytes, kind: str) -> None:
             async with slots:
                 status = 0
+                headers = {"Content-Type": kind}
+                if method == "PUT" and UNAUTHORIZED not in description:
+                    headers["Authorization"] = f"Bearer {local.endpoints.control_token}"
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.request(
-                        method, url, data=body, headers={"Content-Type": kind}
-                    ) as response:
+                    async with session.request(method, url, data=body, headers=headers) as response:
                         status = response.status
                 target = url.split("//", 1)[1].split("/", 1)[1]
                 clock.fuzz.append(

@@ -78,7 +78,7 @@ def test_a_deployment_becomes_the_decision_cores_model_config() -> None:
 
 def test_the_deployments_own_settings() -> None:
     md = deployment()
-    assert (md.namespace, md.name, md.engine, md.pools, md.context_length) == (
+    assert (md.namespace, md.name, md.engine, md.pools, md.spec.context_length) == (
         "default",
         "llama2-7b",
         "fake",

@@ -25,7 +25,7 @@ async def test_observe_apply_and_a_held_request_served_after_scale_out(
 ) -> None:
     _, ends = processes
     async with aiohttp.ClientSession() as session:
-        cluster = LocalCluster(session, ends.workers, ends.gateway)
+        cluster = LocalCluster(session, ends.workers, ends.gateway, ends.control_token)
         first = await cluster.observe()
         assert sorted(first.workers) == ["w0", "w1"] and not any(w.replicas for w in first.workers.values())
         assert {m: (d.inflight, d.queued) for m, d in first.demand.items()} == {"m-a": (0, 0), "m-b": (0, 0)}
@@ -59,12 +59,32 @@ async def test_an_unreadable_gateway_is_unavailable_so_the_tick_is_skipped(
             await cluster.observe()
 
 
+async def test_a_huge_generation_from_a_writer_without_the_run_s_token_is_refused_and_the_scheduler_goes_on(
+    processes: tuple[Children, Endpoints],
+) -> None:
+    _, ends = processes
+    async with aiohttp.ClientSession() as session:
+        stray = DesiredState(worker="w0", generation=10**9, models={}, replicas=())
+        async with session.put(f"{ends.workers['w0']}/desired", json=stray.to_dict()) as response:
+            assert response.status == 401
+            assert (await response.json())["error"]["param"] == "Authorization"
+        cluster = LocalCluster(session, ends.workers, ends.gateway, ends.control_token)
+        choice = policy("no-forecast")
+        scheduler = Scheduler(FAST.model_configs(), choice.step, choice.initial_state)
+        before = (await cluster.observe()).workers["w0"].observed_generation
+        assert before < 10**9
+        ours = DesiredState(worker="w0", generation=before + 1, models={}, replicas=())
+        assert await cluster.apply({"w0": ours}) == set()
+        scheduler.tick(await cluster.observe())
+        assert scheduler.last_error == "" and scheduler.generation < 10**9
+
+
 async def test_a_killed_worker_leaves_the_observation_and_is_reported_unreachable(
     processes: tuple[Children, Endpoints],
 ) -> None:
     children, ends = processes
     async with aiohttp.ClientSession() as session:
-        cluster = LocalCluster(session, ends.workers, ends.gateway, timeout_s=1.0)
+        cluster = LocalCluster(session, ends.workers, ends.gateway, ends.control_token, timeout_s=1.0)
         choice = policy("no-forecast")
         scheduler = Scheduler(FAST.model_configs(), choice.step, choice.initial_state)
         scheduler.tick(await cluster.observe())

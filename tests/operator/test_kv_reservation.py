@@ -41,6 +41,18 @@ def test_the_lend_target_is_the_free_space_beyond_the_reserve_in_whole_chunks() 
     assert lend_target(full, 8, 0.0, CONFIG) == 0
 
 
+def test_the_room_for_one_request_of_the_maximum_length_is_never_lent() -> None:
+    """The planner lends by the worker's rule (``kept_kv_bytes``): an idle replica with no reserve keeps
+    the KV space of one longest request, so what it is asked to lend is what the worker lends."""
+    config = KvConfig(min_reserve_fraction=0)
+    idle = serving("s", "a", [0], 10)
+    assert lend_target(idle, 8, 0.0, config) == 10 * GIB
+    assert lend_target(idle, 8, 0.0, config, kept_bytes=GIB) == 9 * GIB
+    assert lend_change(idle, 8, 0.0, config, kept_bytes=GIB) == 9 * GIB - 10 * GIB // 8
+    busy = serving("s", "a", [0], 10, kv_used_bytes=5 * GIB, kv_lent_bytes=5 * GIB)
+    assert lend_target(busy, 8, 0.0, config, kept_bytes=GIB) == 5 * GIB  # what requests use counts in
+
+
 @given(st.integers(0, 64), st.integers(0, 64), st.floats(0, 40), st.integers(1, 16))
 def test_lending_never_touches_used_or_reserved_space(total: int, used: int, share: float, b: int) -> None:
     replica = serving(

@@ -16,6 +16,7 @@ from warmserve.operator.planning.snapshot import Gpu, Replica, Worker
 from warmserve.protocol.state import ReplicaState
 
 CONFIG = PlacementConfig()
+MIB = 1 << 20
 SINGLE = [model("new", 4), model("p", 4), model("q", 4), model("big", 12)]
 MODELS = [*SINGLE, model("t", 8, tp=2), model("u", 8, tp=2)]
 
@@ -114,7 +115,19 @@ def test_a_cold_start_needs_room_for_weights_and_some_kv() -> None:
     cluster = (Worker("w0", (Gpu(0, 12 * GIB),)),)
     occ = occupancy([], {}, cluster=cluster)
     assert choose_cold(occ, "big", CONFIG) is None  # exactly its weights, no KV left
-    assert choose_cold(occ, "big", PlacementConfig(min_serving_kv_bytes=0)) is not None
+    roomy = (Worker("w0", (Gpu(0, 12 * GIB + 2 * MIB),)),)
+    assert choose_cold(occupancy([], {}, cluster=roomy), "big", CONFIG) is not None  # one chunk
+
+
+def test_serving_needs_room_for_one_request_of_the_models_maximum_length() -> None:
+    """The worker never lends (and refuses to promote with less than) the KV space of one request of
+    ``context_length`` tokens: the planner places a serving replica only where that fits."""
+    big = SINGLE[3]
+    longest = replace(big, spec=replace(big.spec, context_length=1024, kv_bytes_per_token=4096))  # 4 MiB
+    cluster = (Worker("w0", (Gpu(0, 12 * GIB + 2 * MIB), Gpu(1, 12 * GIB + 4 * MIB))),)
+    occ = Occupancy(snapshot([longest], [prewarmed("b0", "big", [0])], cluster=cluster), {"b0": 1.0})
+    assert choose_promotion(occ, "big", CONFIG) is None  # 2 MiB of KV beside its weights: too little
+    assert choose_cold(occ, "big", CONFIG).gpus == (1,)  # type: ignore[union-attr]
 
 
 def test_promotion_prefers_loaded_replicas_then_the_least_overlapped() -> None:

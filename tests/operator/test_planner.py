@@ -293,3 +293,21 @@ def test_a_model_far_over_its_line_takes_a_gpu_from_a_quieter_models_spare_insta
     loading = [replace(replicas[0], state=ReplicaState.LOADING), *replicas[1:]]
     reloading = snapshot(models, loading, demand={"large": 24.5, "mid": 5.0, "small": 5.0})
     assert not of(step(reloading), Demote)
+
+
+def test_a_gpu_is_not_taken_from_a_model_whose_load_was_over_its_line_within_the_scale_in_window() -> None:
+    """The soak benchmark after the SIGKILL of a worker: ``mid``, queued while its instance was down,
+    took a GPU from ``large``, whose load was briefly low, and ``large`` took it back 3 s later. A giver
+    is judged as scale-in judges it, by its highest smoothed load over the scale-in window."""
+    replicas = [serving("l0", "large", [0], 8, inflight=2), serving("l1", "large", [1], 8, inflight=2)]
+    replicas += [serving("m2", "mid", [2], 8, inflight=8), serving("s3", "small", [3], 8, inflight=1)]
+    models = [model("large"), model("mid"), model("small")]
+    snap = snapshot(models, replicas, demand={"large": 5.0, "mid": 12.0, "small": 1.0})
+    # 10 s ago large ran at 14 (two instances' worth), in the last 2 s at 5 (one instance holds it, under
+    # the line of 0.8 x B = 6.4, but too much to scale in by itself); mid and small steady.
+    history = {"large": (14.0,) * 20 + (5.0,) * 3, "mid": (12.0,) * 23, "small": (1.0,) * 23}
+    assert not of(step(snap, ReactiveState(history)), Demote)
+    # Once large stayed low for the whole window, its spare instance goes to mid.
+    quiet = {**history, "large": (5.0,) * 23}
+    (demoted,) = of(step(snap, ReactiveState(quiet)), Demote)
+    assert demoted.model == "large" and "mid has more load than its instances hold" in demoted.reason

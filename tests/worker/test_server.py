@@ -154,6 +154,24 @@ async def test_bad_or_stale_desired_state_keeps_the_previous_one(client: TestCli
     assert "replicas[0].gpus" in observed.error
 
 
+async def test_with_a_control_token_only_its_holder_may_write_desired_state() -> None:
+    """A stray writer cannot push a generation of 10^9 (which would lock the scheduler out until it
+    reads it back) nor empty the worker: it is a 401 naming Authorization, and the holder goes on."""
+    config = WorkerConfig(name="w0", gpus=2, gpu_memory_bytes=80 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.0))
+    async with TestClient(TestServer(create_app(runtime, control_token="s3cret"))) as c:
+        owner = {"Authorization": "Bearer s3cret"}
+        prewarm = {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"}
+        assert (await c.put("/desired", data=desired(1, prewarm), headers=owner)).status == 202
+        for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "s3cret"}):
+            resp = await c.put("/desired", data=desired(10**9), headers=headers)
+            assert resp.status == 401
+            assert (await resp.json())["error"]["param"] == "Authorization"
+        assert (await c.put("/desired", data=desired(2, prewarm), headers=owner)).status == 202
+        observed = await wait_for(c, lambda s: s.observed_generation == 2)
+        assert states(observed) == {"l0": ReplicaState.PREWARMED}
+
+
 async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(
     client: TestClient[Any, Any],
 ) -> None:
@@ -334,6 +352,32 @@ async def test_a_replica_promoted_beside_another_keeps_its_kv_space_and_lends_th
     body = {"model": "llama", "prompt": "x", "max_tokens": 200}
     resp = await client.post("/v1/completions", json=body)
     assert resp.status == 200, await resp.text()
+
+
+async def test_a_request_of_the_maximum_length_is_served_beside_prewarmed_neighbours_however_much_is_lent(
+    client: TestClient[Any, Any],
+) -> None:
+    """A serving replica never lends the KV space of one request of its model's ``context_length``
+    (``protocol.state.kept_kv_bytes``): asked to lend all of it, with a neighbour prewarmed in it, it kept
+    one 2 MiB chunk (16 tokens) and refused such a request with a 503 however long it was retried."""
+    models = {**TWO_MODELS, "llama": {**MODEL, "context_length": 4096}}  # 128 KiB a token: 512 MiB kept
+    llama = {"id": "l0", "model": "llama", "gpus": [0], "role": "prewarm"}
+    await client.put("/desired", data=desired(1, llama, GUEST, models=models))
+    await wait_for(
+        client, lambda s: states(s) == {"l0": ReplicaState.PREWARMED, "q0": ReplicaState.PREWARMED}
+    )
+    greedy = {**llama, "role": "serve", "kv_lend_bytes": 64 * GIB}
+    await client.put("/desired", data=desired(2, greedy, GUEST, models=models))
+    promoted = await wait_for(client, lambda s: states(s).get("l0") is ReplicaState.SERVING)
+    assert promoted.gpus[0].lent_bytes == 64 * GIB - 512 * 2**20
+    longest = {"model": "llama", "prompt": [5], "max_tokens": 4095}
+    resp = await client.post("/v1/completions", json=longest)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["usage"]["completion_tokens"] == 4095
+    resp = await client.post("/v1/completions", json={**longest, "max_tokens": 4096})
+    answer = await resp.json()
+    assert resp.status == 400 and answer["error"]["param"] == "max_tokens", answer
+    assert "context length (4096 tokens)" in answer["error"]["message"]
 
 
 async def serving_client(client: TestClient[Any, Any]) -> None:

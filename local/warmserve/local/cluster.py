@@ -35,16 +35,19 @@ REQUEST_TIMEOUT_S = 2.0
 
 class LocalCluster:
     """Workers by name → base URL, and the gateway's base URL. ``started`` (monotonic, for pacing the
-    replay) and ``started_at`` (epoch seconds, the scheduler's clock) mark the same instant."""
+    replay) and ``started_at`` (epoch seconds, the scheduler's clock) mark the same instant. Desired
+    states are written with ``control_token``, the one the workers were started with (empty: none)."""
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         workers: Mapping[str, str],
         gateway: str,
+        control_token: str = "",
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.session = session
+        self.authorization = {"Authorization": f"Bearer {control_token}"} if control_token else {}
         self.workers = dict(workers)
         self.gateway = gateway.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -101,7 +104,9 @@ class LocalCluster:
     async def _put(self, name: str, desired: DesiredState) -> bool:
         url = f"{self.workers[name].rstrip('/')}/desired"
         try:
-            async with self.session.put(url, json=desired.to_dict(), timeout=self.timeout) as response:
+            async with self.session.put(
+                url, json=desired.to_dict(), headers=self.authorization, timeout=self.timeout
+            ) as response:
                 if response.status == 202:
                     return True
                 log.warning(

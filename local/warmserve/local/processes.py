@@ -27,8 +27,8 @@ import types
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmserve.protocol.backoff import Backoff
@@ -52,11 +52,14 @@ def free_port() -> int:
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """One child to start: a name for messages and logs, its argv, and the URL that says it is ready."""
+    """One child to start: a name for messages and logs, its argv, the URL that says it is ready, and
+    what it gets in its environment besides this process's (a secret is passed here, never in argv, which
+    any local user can read)."""
 
     name: str
     argv: tuple[str, ...]
     ready_url: str
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class Children:
@@ -101,6 +104,7 @@ class Children:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    env={**os.environ, **spec.env},
                 )
             self.procs[spec.name] = proc
             self.specs[spec.name] = spec

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,6 +37,7 @@ from warmserve.local.results import Summary, summarize
 from warmserve.local.setup import LocalSetup
 from warmserve.operator.ports import ForecastSource
 from warmserve.operator.scheduler import Scheduler, Tick, run
+from warmserve.protocol.state import CONTROL_TOKEN_ENV
 from warmserve.replay.forecasts import ReplayClock
 
 #: Seconds the scheduler runs before the replay starts (its first tick has been written).
@@ -51,6 +53,7 @@ class Endpoints:
 
     gateway: str
     workers: dict[str, str]
+    control_token: str  # what each worker's PUT /desired requires (docs/worker-api.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,9 @@ def child_specs(
     setup: LocalSetup, gateway_port: int | None = None, host: str = "127.0.0.1"
 ) -> tuple[tuple[ChildSpec, ...], Endpoints]:
     """The worker and gateway processes of ``setup`` on free loopback ports (the gateway last, on
-    ``gateway_port`` if given)."""
+    ``gateway_port`` if given); the workers take desired state only from a writer with the run's fresh
+    control token."""
+    token = secrets.token_urlsafe(32)
     workers: dict[str, str] = {}
     specs = []
     for i in range(setup.workers):
@@ -78,7 +83,7 @@ def child_specs(
             *("--gpu-memory", f"{setup.gpu_memory_gib}GiB", *_engine_args(setup)),
             python=setup.worker_python,
         )
-        specs.append(ChildSpec(name, argv, f"{workers[name]}/readyz"))
+        specs.append(ChildSpec(name, argv, f"{workers[name]}/readyz", {CONTROL_TOKEN_ENV: token}))
     port = gateway_port or free_port()
     gateway = f"http://{host}:{port}"
     argv = python_module(
@@ -89,7 +94,7 @@ def child_specs(
         *("--hold-timeout", str(setup.hold_timeout_s(HOLD_TIMEOUT_S))),
     )
     specs.append(ChildSpec("gateway", argv, f"{gateway}/healthz"))
-    return tuple(specs), Endpoints(gateway, workers)
+    return tuple(specs), Endpoints(gateway, workers, token)
 
 
 def _engine_args(setup: LocalSetup) -> tuple[str, ...]:
@@ -155,7 +160,7 @@ async def local_cluster(
     with Children(log_dir) as children:
         await asyncio.to_thread(children.start_all, specs)
         async with aiohttp.ClientSession() as session:
-            cluster = LocalCluster(session, endpoints.workers, endpoints.gateway)
+            cluster = LocalCluster(session, endpoints.workers, endpoints.gateway, endpoints.control_token)
             step = counting(choice.step, counts)
             # The replay starts SETTLE_S after the cluster: forecasts are read on the replay's clock.
             replay_start = cluster.started_at + SETTLE_S

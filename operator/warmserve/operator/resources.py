@@ -94,7 +94,6 @@ class ModelDeployment:
     max_replicas: int
     priority: float
     slo_ttft_s: float
-    context_length: int | None
     pools: tuple[str, ...]
     forecast: ForecastSettings
 
@@ -342,15 +341,14 @@ def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:
     engine = _choice(spec.get("engine"), "spec.engine", ENGINES)
     serving = _mapping(spec.get("serving"), "spec.serving")
     concurrency = _int(serving.get("maxConcurrency"), "spec.serving.maxConcurrency", minimum=1)
-    model_spec = _model_spec(model, name, engine, concurrency)
+    given = serving.get("contextLength")
+    context_length = 0 if given is None else _int(given, "spec.serving.contextLength", minimum=1)
+    model_spec = _model_spec(model, name, engine, concurrency, context_length)
     min_replicas = _int(spec.get("minReplicas"), "spec.minReplicas")
     max_replicas = _int(spec.get("maxReplicas"), "spec.maxReplicas", minimum=max(1, min_replicas))
     replicas = spec.get("replicas")
     if replicas is not None:
         replicas = _int(replicas, "spec.replicas", minimum=min_replicas, maximum=max_replicas)
-    context_length = serving.get("contextLength")
-    if context_length is not None:
-        context_length = _int(context_length, "spec.serving.contextLength", minimum=1)
     slo = _mapping(spec.get("slo"), "spec.slo")
     ttft = _number(slo.get("ttftSeconds"), "spec.slo.ttftSeconds")
     if ttft <= 0:
@@ -367,15 +365,17 @@ def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:
         max_replicas=max_replicas,
         priority=_number(spec.get("priority"), "spec.priority"),
         slo_ttft_s=ttft,
-        context_length=context_length,
         pools=tuple(_str(p, f"spec.pools[{i}]") for i, p in enumerate(pools)),
         forecast=_forecast(_mapping(spec.get("forecast"), "spec.forecast")),
     )
 
 
-def _model_spec(model: Mapping[str, Any], name: str, engine: str, max_concurrency: int) -> ModelSpec:
+def _model_spec(
+    model: Mapping[str, Any], name: str, engine: str, max_concurrency: int, context_length: int
+) -> ModelSpec:
     """``spec.model`` as the workers' :class:`ModelSpec`, serving ``max_concurrency`` requests at once
-    per instance; named ``servedName``, else the resource's ``name``."""
+    per instance, each at most ``context_length`` tokens long (0: not given); named ``servedName``, else
+    the resource's ``name``."""
     served = _str(model.get("servedName", name), "spec.model.servedName")
     if any(c.isspace() for c in served):
         raise InvalidFieldError("spec.model.servedName", "a name without whitespace", served)
@@ -394,6 +394,7 @@ def _model_spec(model: Mapping[str, Any], name: str, engine: str, max_concurrenc
         tensor_parallel=tp,
         kv_bytes_per_token=_int(model.get("kvBytesPerToken"), "spec.model.kvBytesPerToken"),
         max_concurrency=max_concurrency,
+        context_length=context_length,
         engine_args=MappingProxyType(
             {_str(k, "spec.model.engineArgs"): _str(v, f"spec.model.engineArgs.{k}") for k, v in args.items()}
         ),

@@ -22,6 +22,8 @@ from warmserve.protocol.errors import InvalidFieldError
 
 DESIRED_ANNOTATION = "warmserve.io/desired"
 OBSERVED_ANNOTATION = "warmserve.io/observed"
+#: The environment variable holding the token a writer of ``PUT /desired`` must send (docs/worker-api.md).
+CONTROL_TOKEN_ENV = "WARMSERVE_CONTROL_TOKEN"
 SCHEMA_VERSION = 1
 
 
@@ -63,6 +65,20 @@ def load_json(text: str | bytes, field: str) -> Any:
     raise InvalidFieldError(field, "a JSON document", got)
 
 
+def kept_kv_bytes(spec: ModelSpec, kv_bytes_per_token: int, chunk_bytes: int) -> int:
+    """Per-GPU KV bytes a serving replica of ``spec`` never lends: room for one request of the model's
+    maximum length (``context_length`` tokens of ``kv_bytes_per_token`` bytes, split over its tensor-parallel
+    GPUs), in whole chunks, and at least one chunk (all that is kept when no ``context_length`` is given).
+
+    The one rule for how far lending may go, used by the worker (with its engine's bytes per token), the
+    planner and the simulated worker (with the spec's): a request the engine accepts, being at most
+    ``context_length`` tokens long, can then always be admitted once the requests before it finish, never
+    refused as a 503 for want of space lent to prewarmed models.
+    """
+    per_gpu = -(-spec.context_length * kv_bytes_per_token // spec.tensor_parallel)
+    return max(-(-per_gpu // chunk_bytes) * chunk_bytes, chunk_bytes)
+
+
 def loads_borrowed(role: Role, gpus: Collection[int], lenders: Iterable[Collection[int]]) -> bool:
     """Whether a replica whose load starts now sits in KV space that a serving replica lends.
 
@@ -87,6 +103,7 @@ class ModelSpec:
     kv_bytes_per_token: int = 0  # total over all shards; 0 = derive from the config
     max_concurrency: int = 8  # B: in-flight requests per instance
     engine_args: Mapping[str, str] = field(default_factory=dict)
+    context_length: int = 0  # longest prompt + completion in tokens; 0: none given (the KV space bounds it)
 
     @property
     def shard_bytes(self) -> int:
@@ -350,6 +367,7 @@ def _parse_spec(value: object, name: str, model: str) -> ModelSpec:
         kv_bytes_per_token=_int(doc.get("kv_bytes_per_token", 0), f"{name}.kv_bytes_per_token"),
         max_concurrency=_int(doc.get("max_concurrency", 8), f"{name}.max_concurrency", minimum=1),
         engine_args={k: _str(v, f"{name}.engine_args.{k}", allow_empty=True) for k, v in args.items()},
+        context_length=_int(doc.get("context_length", 0), f"{name}.context_length"),
     )
 
 

@@ -31,9 +31,11 @@ from warmserve.protocol.state import (
     ObservedState,
     ReplicaState,
     Role,
+    kept_kv_bytes,
     loads_borrowed,
 )
 from warmserve.sim.instance import SimInstance
+from warmserve.worker.pool.base import DEFAULT_CHUNK_BYTES
 from warmserve.worker.reconcile import Current, StepKind, converge
 from warmserve.worker.timing import GpuProfile, Tier, load_seconds
 
@@ -206,12 +208,16 @@ class SimWorker:
         self.schedule(at, self.name, replica.id, replica.version)
 
     def _set_lending(self, replica: SimReplica, lend: int, now: float) -> None:
+        """Lend what the scheduler asks (``lend`` is what it asked, as the real worker reports it), but
+        never the room for one request of the model's maximum length (``protocol.state.kept_kv_bytes``)."""
         replica.lend = lend
         inst = replica.instance
         if inst is not None:
-            kv_per_gpu = self.capacity - replica.spec.shard_bytes
+            spec = replica.spec
+            kv_per_gpu = self.capacity - spec.shard_bytes
+            kept = kept_kv_bytes(spec, spec.kv_bytes_per_token, DEFAULT_CHUNK_BYTES)
             version = inst.version
-            inst.resize(max(kv_per_gpu - lend, 0) * replica.spec.tensor_parallel, now)
+            inst.resize(max(kv_per_gpu - min(lend, kv_per_gpu - kept), 0) * spec.tensor_parallel, now)
             if inst.version != version and inst.seg_end < math.inf:
                 self.segment(inst.seg_end, self.name, replica.id, inst.version)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from warmserve.protocol.state import CONTROL_TOKEN_ENV
 from warmserve.worker import process
 from warmserve.worker.timing import Tier
 from warmserve.worker.tiny_model import TinyModelSize, make_tiny_model
@@ -63,6 +65,11 @@ def _register_worker(subparsers: Any) -> None:
         default=None,
         help="write the observed state to this file (local runner)",
     )
+    add(
+        "--control-token",
+        default=os.environ.get(CONTROL_TOKEN_ENV, ""),
+        help=f"the bearer token PUT /desired must send (default: ${CONTROL_TOKEN_ENV}; empty: anyone may)",
+    )
     add("--kube", action="store_true", help="follow and report through the own Pod's annotations")
     add("--kube-api", default=None, help="API server URL (default: in-cluster, else kubeconfig)")
     parser.set_defaults(func=_worker)
@@ -88,6 +95,7 @@ def _worker(args: argparse.Namespace) -> int:
         kube=args.kube,
         kube_api=args.kube_api,
         endpoint=args.endpoint,
+        control_token=args.control_token,
     )
     return process.run(options)
 

@@ -86,6 +86,7 @@ class WorkerOptions:
     kube: bool = False
     kube_api: str | None = None  # the API server's URL; None: in-cluster, else kubeconfig
     endpoint: str | None = None  # the URL others reach this worker at; None: http://host:port
+    control_token: str = ""  # what a PUT /desired must send as its bearer token; empty: no check
 
     @property
     def pool_backend(self) -> str:
@@ -207,7 +208,8 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
     """
     runtime = build_runtime(options)
     async with channels(options, runtime) as (feed, sink):
-        runner = web.AppRunner(create_app(runtime, feed), handler_cancellation=True, access_log=None)
+        app = create_app(runtime, feed, control_token=options.control_token)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, options.host, options.port).start()

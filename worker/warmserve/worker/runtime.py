@@ -38,6 +38,7 @@ from warmserve.protocol.state import (
     ObservedReplica,
     ObservedState,
     ReplicaState,
+    kept_kv_bytes,
     loads_borrowed,
 )
 from warmserve.worker.engines.base import Engine, Instance, Prepared
@@ -327,6 +328,8 @@ class WorkerRuntime:
             self._spawn(r, self._demote(r))
         elif step.kind is StepKind.PROMOTE and step.desired is not None:
             r.kv_lend_wanted = step.desired.kv_lend_bytes
+            if self._kv_room_short(r) and self._memory_being_freed(r.gpus):
+                return  # the neighbours' release wakes the loop, and the promotion is tried again
             self._spawn(r, self._promote(r))
         elif step.kind is StepKind.SET_LENDING and step.desired is not None:
             r.kv_lend_wanted = step.desired.kv_lend_bytes
@@ -452,10 +455,10 @@ class WorkerRuntime:
         started = time.monotonic()
         r.borrowed = False  # a promoted replica owns its memory (protocol.loads_borrowed)
         self._transition(r, ReplicaState.PROMOTING)
-        chunk = r.slots[0].pool.chunk_bytes
+        chunk = self._chunk(r)
         room = min(self._kv_room(r, slot) for slot in r.slots)
-        if room < chunk:
-            raise PoolExhaustedError(1, 0, chunk)
+        if room < self._kept(r):  # room for one request of the model's maximum length, else refused
+            raise PoolExhaustedError(self._kept(r) // chunk, room // chunk, chunk)
         # The KV space is everything the weights leave (as the scheduler counts it); what other replicas
         # on these GPUs hold is lent from the start, so they become its guests.
         r.kv_space = min(slot.pool.capacity_bytes - r.kv_offset for slot in r.slots) // chunk * chunk
@@ -471,6 +474,10 @@ class WorkerRuntime:
         self.metrics.promotion_seconds.labels(r.spec.name).observe(time.monotonic() - started)
         self._transition(r, ReplicaState.SERVING)
 
+    def _kv_room_short(self, r: _Replica) -> bool:
+        """Whether promoting ``r`` now would leave it less KV space than it never lends."""
+        return min(self._kv_room(r, slot) for slot in r.slots) < self._kept(r)
+
     def _kv_room(self, r: _Replica, slot: Slot) -> int:
         """The KV space a promotion can map now in one slot: the pool's free memory after the weights."""
         pool = slot.pool
@@ -478,9 +485,17 @@ class WorkerRuntime:
         return room // pool.chunk_bytes * pool.chunk_bytes
 
     def _lendable(self, r: _Replica) -> int:
-        """The wanted lending in whole chunks (rounded up), always leaving the instance one chunk of KV."""
-        chunk = r.slots[0].pool.chunk_bytes
-        return max(0, min(align_up(r.kv_lend_wanted, chunk), r.kv_space - chunk))
+        """The wanted lending in whole chunks (rounded up), always leaving the instance room for one
+        request of the model's maximum length (``protocol.state.kept_kv_bytes``)."""
+        return max(0, min(align_up(r.kv_lend_wanted, self._chunk(r)), r.kv_space - self._kept(r)))
+
+    def _chunk(self, r: _Replica) -> int:
+        return r.slots[0].pool.chunk_bytes
+
+    def _kept(self, r: _Replica) -> int:
+        """Per-GPU KV bytes ``r`` never lends while it serves."""
+        assert r.prepared is not None
+        return kept_kv_bytes(r.spec, r.prepared.kv_bytes_per_token, self._chunk(r))
 
     def _lent_as_wanted(self, r: _Replica) -> bool:
         return r.instance is None or r.kv_lend_bytes == self._lendable(r)

@@ -10,6 +10,7 @@ request's KV space in the engine.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -40,6 +41,7 @@ RUNTIME_KEY = web.AppKey("runtime", WorkerRuntime)
 FEED_KEY = web.AppKey("feed", DesiredFeed)
 FOLLOW_KEY = web.AppKey("follow", asyncio.Task[None])
 BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
+TOKEN_KEY = web.AppKey("control_token", str)
 #: Seconds a client is told to wait before retrying a replica that is not serving yet.
 RETRY_AFTER_S = 1
 
@@ -59,18 +61,23 @@ def desired_feed(runtime: WorkerRuntime) -> DesiredFeed:
 
 
 def create_app(
-    runtime: WorkerRuntime, feed: DesiredFeed | None = None, body_timeout_s: float = BODY_TIMEOUT_S
+    runtime: WorkerRuntime,
+    feed: DesiredFeed | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    control_token: str = "",
 ) -> web.Application:
     """The aiohttp application of one worker; the runtime's convergence loop starts with the app.
 
     ``PUT /desired`` offers documents to ``feed`` — the one a file or Pod channel also feeds, so that one
     set of generation rules orders them all (default: :func:`desired_feed`, HTTP only). While the app
     runs, every state the feed accepts is handed to the runtime. A request body must arrive within
-    ``body_timeout_s`` of its headers.
+    ``body_timeout_s`` of its headers. With a ``control_token``, ``PUT /desired`` is only for a writer
+    that sends it as ``Authorization: Bearer <token>`` (docs/worker-api.md); empty: anyone may write.
     """
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app[RUNTIME_KEY] = runtime
     app[BODY_TIMEOUT_KEY] = body_timeout_s
+    app[TOKEN_KEY] = control_token
     app[FEED_KEY] = feed if feed is not None else desired_feed(runtime)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/chat/completions", _chat)
@@ -295,8 +302,12 @@ async def _state(request: web.Request) -> web.Response:
 
 async def _put_desired(request: web.Request) -> web.Response:
     """Accept a desired state (202; a repeat of the accepted generation too), or say which field is
-    wrong (400) or that it is older than the accepted one (409); the feed decides, the runtime follows."""
+    wrong (400) or that it is older than the accepted one (409), or that the writer lacks the control
+    token (401, before the body is read); the feed decides, the runtime follows."""
     feed = request.app[FEED_KEY]
+    if not _authorized(request):
+        message = "Authorization: expected 'Bearer <the worker's control token>'"
+        return _error(401, message, param="Authorization", code="unauthorized")
     try:
         document = await _body(request)
     except BodyTimeoutError as exc:
@@ -311,6 +322,14 @@ async def _put_desired(request: web.Request) -> web.Response:
             pass
     body: dict[str, Any] = {"accepted_generation": feed.generation}
     return web.Response(text=json.dumps(body), status=202, content_type="application/json")
+
+
+def _authorized(request: web.Request) -> bool:
+    """Whether the request may write desired state: no token configured, or the right one sent (compared
+    in constant time, so the answer's timing does not reveal how much of a guess was right)."""
+    token = request.app[TOKEN_KEY]
+    sent = request.headers.get("Authorization", "")
+    return not token or hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
 
 
 async def _metrics(request: web.Request) -> web.Response:

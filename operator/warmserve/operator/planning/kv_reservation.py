@@ -5,7 +5,8 @@ A serving instance keeps ``kv_total × load / B`` of its KV space free for the r
 and never less than ``min_reserve_fraction`` of the total) and lends the rest of its free space to the
 pool, where other models can be prewarmed. Unlike the paper's prototype we give it back: when its free
 KV falls under that reserve the lent amount shrinks, and the borrowed replicas that no longer fit
-are evicted, lowest score first. Nothing a serving request uses is ever lent.
+are evicted, lowest score first. Nothing a serving request uses is ever lent, nor the room for one request
+of the model's maximum length (``protocol.state.kept_kv_bytes``, the rule the worker applies too).
 
 The lent amount does not follow that target tick by tick: it is set ``slack`` below it (``slack`` is
 ``lend_slack_requests`` requests' share of the KV space, kv_total/B each) and moves again only when the
@@ -60,21 +61,28 @@ def reserve_bytes(replica: Replica, max_concurrency: int, load_share: float, con
     return math.ceil(replica.kv_total_bytes * fraction)
 
 
-def lend_target(replica: Replica, max_concurrency: int, load_share: float, config: KvConfig) -> int:
-    """Per-GPU bytes the serving ``replica`` should lend: its free KV beyond the reserve, in whole chunks."""
+def lend_target(
+    replica: Replica, max_concurrency: int, load_share: float, config: KvConfig, kept_bytes: int = 0
+) -> int:
+    """Per-GPU bytes the serving ``replica`` should lend: its free KV beyond the reserve, in whole chunks,
+    and never the last ``kept_bytes`` of its KV space (``protocol.state.kept_kv_bytes``: room for one
+    request of the model's maximum length, the bound the worker holds to as well)."""
     free = replica.kv_total_bytes - replica.kv_used_bytes
-    spare = max(free - reserve_bytes(replica, max_concurrency, load_share, config), 0)
+    reserve = reserve_bytes(replica, max_concurrency, load_share, config)
+    spare = max(min(free - reserve, replica.kv_total_bytes - kept_bytes), 0)
     return spare // config.chunk_bytes * config.chunk_bytes
 
 
-def lend_change(replica: Replica, max_concurrency: int, load_share: float, config: KvConfig) -> int | None:
+def lend_change(
+    replica: Replica, max_concurrency: int, load_share: float, config: KvConfig, kept_bytes: int = 0
+) -> int | None:
     """The new per-GPU lent amount of the serving ``replica``, or ``None`` to keep what it lends.
 
     A reclaim when the target (:func:`lend_target`) fell under the lent amount; more lending when the
     target rose more than two slacks (and ``min_lend_change_bytes``) above it; either way to one slack
     below the target, so that the next swing of one request either way changes nothing.
     """
-    target = lend_target(replica, max_concurrency, load_share, config)
+    target = lend_target(replica, max_concurrency, load_share, config, kept_bytes)
     slack = _chunks(replica.kv_total_bytes * config.lend_slack_requests / max_concurrency, config)
     lent = replica.kv_lent_bytes
     wanted = max(target - slack, 0)

@@ -162,9 +162,6 @@ class Occupancy:
     def shard(self, replica: Replica) -> int:
         return self._shards[replica.model]
 
-    def shard_of(self, model: str) -> int:
-        return self._shards[model]
-
     def add(self, replica: Replica) -> None:
         self.replicas[replica.id] = replica
         self.of_model[replica.model].add(replica.id)

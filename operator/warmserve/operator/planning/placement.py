@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from warmserve.operator.planning.kv_reservation import MIB
 from warmserve.operator.planning.occupancy import GpuKey, Occupancy, gpu_mask, is_laminar_with
 from warmserve.operator.planning.snapshot import Replica, SnapshotError
-from warmserve.protocol.state import ReplicaState
+from warmserve.protocol.state import ModelSpec, ReplicaState, kept_kv_bytes
 
 
 @dataclass(frozen=True, slots=True)
 class PlacementConfig:
     """Constants of placement.
 
-    ``min_serving_kv_bytes``: the KV space per GPU a replica must have besides its weights to be
-    served there (a cold start or promotion onto a GPU smaller than this is refused).
+    ``min_serving_kv_bytes``: the least KV space per GPU a replica must have besides its weights to be
+    served there, the worker's pool chunk (a cold start or promotion onto a GPU smaller than this, or than
+    the room for one request of the model's maximum length in such chunks, is refused: :func:`serving_need`).
     ``evict_aware``: whether a prewarm may evict lower-score prewarmed replicas to fit (the paper's
     prototype did not; off only for the ablation).
     """
@@ -36,6 +37,15 @@ class PlacementConfig:
             raise SnapshotError(
                 "placement.min_serving_kv_bytes", "an integer >= 0", self.min_serving_kv_bytes
             )
+
+
+def serving_need(spec: ModelSpec, config: PlacementConfig) -> int:
+    """Per-GPU bytes a serving replica of ``spec`` needs: its weights and the KV space it never lends
+    (``protocol.state.kept_kv_bytes``, the worker's rule, which refuses a promotion with less)."""
+    chunk = max(config.min_serving_kv_bytes, 1)
+    return spec.shard_bytes + max(
+        config.min_serving_kv_bytes, kept_kv_bytes(spec, spec.kv_bytes_per_token, chunk)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +169,7 @@ def choose_cold(occ: Occupancy, model: str, config: PlacementConfig) -> Choice |
     already serves (:meth:`Occupancy.breaks_block`), then covered by the lowest total score, then the
     fewest prewarmed replicas, all of which it evicts. ``None`` if no set qualifies."""
     spec = occ.models[model].spec
-    need = spec.shard_bytes + config.min_serving_kv_bytes
+    need = serving_need(spec, config)
     best: tuple[tuple[bool, float, int, int, int], Choice] | None = None
     for site in occ.sites(spec.tensor_parallel):
         if site.lender is not None:
@@ -191,7 +201,7 @@ def choose_promotion(occ: Occupancy, model: str, config: PlacementConfig) -> Pro
     then one that breaks no block of the widest model (:meth:`Occupancy.breaks_block`), then the one
     whose promotion drops the least score of other prewarmed replicas on its GPUs.
     Borrowed replicas (in a serving replica's lent space) cannot be served there and are skipped."""
-    need = occ.shard_of(model) + config.min_serving_kv_bytes
+    need = serving_need(occ.models[model].spec, config)
     best: tuple[tuple[bool, float, bool, float, str], Promotion] | None = None
     for rid in occ.of_model[model]:
         replica = occ.replicas[rid]

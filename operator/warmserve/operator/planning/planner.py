@@ -62,7 +62,7 @@ from warmserve.operator.planning.reactive import (
     target_instances,
 )
 from warmserve.operator.planning.snapshot import Replica, Snapshot
-from warmserve.protocol.state import ReplicaState, Role
+from warmserve.protocol.state import ReplicaState, Role, kept_kv_bytes
 
 GIB = float(1 << 30)
 
@@ -164,22 +164,24 @@ class _Step:
         for name, target in targets.items():
             for _ in range(target.instances - self.count(name)):
                 rid = self.scale_out(name, target.reason)
-                if rid is None and self.preempt(name, state, None if name in starving else loads):
+                if rid is None and self.preempt(name, state, None if name in starving else loads, peaks):
                     rid = self.scale_out(name, target.reason)
                 if rid is None:
                     break
                 started.append(rid)
         return started
 
-    def preempt(self, model: str, state: ReactiveState, loads: dict[str, float] | None) -> bool:
+    def preempt(
+        self, model: str, state: ReactiveState, loads: dict[str, float] | None, peaks: dict[str, float]
+    ) -> bool:
         """Make room for ``model``, which needs another instance and has no GPU set to start one: demote
         every serving instance on the aligned set of its size where each of them is the spare instance
         of a model that keeps another one (unprotected; fewest requests in flight first).
 
         ``loads`` is ``None`` when ``model`` has requests waiting and no instance: any spare instance
         will do. Otherwise ``model``'s requests must queue for want of instances (:meth:`_queues`),
-        and only instances whose models stay under their scale-out line without them are taken
-        (:meth:`_relieves`).
+        and only instances whose models stayed under their scale-out line without them over the whole
+        scale-in window (``peaks``: :func:`recent_peaks`) are taken (:meth:`_relieves`).
 
         Serving replicas are otherwise never moved, so without this a wide model waits for a scale-in
         that busy narrow models may not do for hours; and after a fault that left the GPUs to the wrong
@@ -198,7 +200,7 @@ class _Step:
                 victims = [occ.replicas[rid] for rid in owners]
                 if not victims or not self._spare(victims, state, now):
                     continue
-                if loads is not None and not self._relieves(victims, loads):
+                if loads is not None and not self._relieves(victims, peaks):
                     continue
                 key = (sum(v.inflight for v in victims), len(victims), windex, gpus[0])
                 if best is None or key < best[0]:
@@ -213,7 +215,7 @@ class _Step:
                 why = (
                     f"{model} has more load than its instances hold (smoothed load {loads[model]:.2f} on"
                     f" {self.count(model)} instances) with no GPUs: {victim.model} keeps {left}"
-                    f" (smoothed load {loads[victim.model]:.2f})"
+                    f" (smoothed load at most {peaks[victim.model]:.2f} over the scale-in window)"
                 )
             self.demote(victim, why)
         return True
@@ -227,14 +229,16 @@ class _Step:
         held = self.snapshot.models[model].spec.max_concurrency * len(current)
         return load > held and all(r.state is ReplicaState.SERVING for r in current)
 
-    def _relieves(self, victims: list[Replica], loads: dict[str, float]) -> bool:
-        """Whether each victim's model, left with its other instances, stays under its scale-out line:
-        the GPU does not come back at the giver's next tick. (Taking for a model merely over its own
-        line, rather than over what its instances hold, moved GPUs back and forth between models whose
-        loads wander around that line.)"""
+    def _relieves(self, victims: list[Replica], peaks: dict[str, float]) -> bool:
+        """Whether each victim's model, left with its other instances, stays under its scale-out line at
+        its highest smoothed load over the scale-in window (``peaks``), as scale-in judges it: the GPU
+        does not come back at the giver's next rise. (Taking for a model merely over its own line,
+        rather than over what its instances hold, moved GPUs back and forth between models whose loads
+        wander around that line; judging the giver by its load now, a model briefly quiet after a
+        worker's restart gave a GPU to another and took it back 3 s later.)"""
         models, threshold = self.snapshot.models, self.config.reactive.scale_out_threshold
         return all(
-            loads[name] <= threshold * models[name].spec.max_concurrency * (self.count(name) - n)
+            peaks[name] <= threshold * models[name].spec.max_concurrency * (self.count(name) - n)
             for name, n in Counter(v.model for v in victims).items()
         )
 
@@ -308,10 +312,12 @@ class _Step:
         for owner in owners:
             counts[owner.model] = counts.get(owner.model, 0) + 1
         for owner in owners:
-            b = self.snapshot.models[owner.model].spec.max_concurrency
+            spec = self.snapshot.models[owner.model].spec
+            b = spec.max_concurrency
             share = loads.get(owner.model, 0.0) / counts[owner.model]
             lending = self.config.kv_reservation and owner.state is ReplicaState.SERVING
-            target = lend_change(owner, b, share, self.config.kv) if lending else 0
+            kept = kept_kv_bytes(spec, spec.kv_bytes_per_token, self.config.kv.chunk_bytes)
+            target = lend_change(owner, b, share, self.config.kv, kept) if lending else 0
             if target is None or target == owner.kv_lent_bytes:
                 continue
             if target < owner.kv_lent_bytes:

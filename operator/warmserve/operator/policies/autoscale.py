@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from warmserve.operator.planning.occupancy import Occupancy
-from warmserve.operator.planning.placement import PlacementConfig
+from warmserve.operator.planning.placement import PlacementConfig, serving_need
 from warmserve.operator.planning.plan import Action, ColdStart, Evict, Plan, replica_id
 from warmserve.operator.planning.reactive import (
     ReactiveConfig,
@@ -149,7 +149,7 @@ def _cold_start(
     on its lowest-numbered idle GPUs with room for the weights: ServerlessLLM asks for any N free GPUs of
     one server, not an aligned block. ``None`` if no worker has enough of them."""
     spec = occ.models[model].spec
-    need = spec.shard_bytes + config.placement.min_serving_kv_bytes
+    need = serving_need(spec, config.placement)
     best: tuple[tuple[bool, int], tuple[str, tuple[int, ...]]] | None = None
     for windex, node in enumerate(occ.workers):
         keys = [(node.name, g.index) for g in sorted(node.gpus, key=lambda g: g.index)]

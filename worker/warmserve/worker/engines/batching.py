@@ -151,20 +151,24 @@ class BatchingInstance(Instance, Generic[S]):
             self._scheduler = None
 
     def _check_fits(self, seq: S, request: GenerateRequest) -> None:
-        """Refuse a request whose KV reservation cannot fit (bad input), or cannot fit while KV space is
-        lent (temporary)."""
+        """Refuse a request longer than the model's context length or the whole KV space (bad input), or
+        one that cannot fit while KV space is lent (temporary; never one within the context length, for
+        which a serving replica keeps room: ``protocol.state.kept_kv_bytes``)."""
         per_token = max(self.prepared.kv_bytes_per_token, 1)
-        whole = self._whole_kv_bytes // per_token
-        if seq.prompt_tokens >= whole:  # no max_tokens could fit: the prompt is what is too long
+        limit, what = self._whole_kv_bytes // per_token, "the KV space"
+        context = self.prepared.spec.context_length
+        if 0 < context <= limit:
+            limit, what = context, "the model's context length"
+        if seq.prompt_tokens >= limit:  # no max_tokens could fit: the prompt is what is too long
             raise InvalidFieldError(
                 "prompt",
-                f"a prompt shorter than the KV space ({whole} tokens)",
+                f"a prompt shorter than {what} ({limit} tokens)",
                 f"{seq.prompt_tokens} tokens",
             )
-        if seq.reserved_tokens > whole:
+        if seq.reserved_tokens > limit:
             raise InvalidFieldError(
                 "max_tokens",
-                f"prompt ({seq.prompt_tokens} tokens) + max_tokens within the KV space ({whole} tokens)",
+                f"prompt ({seq.prompt_tokens} tokens) + max_tokens within {what} ({limit} tokens)",
                 request.max_tokens,
             )
         if seq.reserved_tokens > self._space.capacity // per_token:
