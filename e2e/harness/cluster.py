@@ -21,7 +21,7 @@ import kubernetes
 from e2e.harness.binaries import Binaries, cluster_binaries
 from e2e.harness.certs import CertPair, Pki, generate_pki
 from e2e.harness.kubeconfig import write_kubeconfig
-from e2e.harness.node_agent import NodeAgent
+from e2e.harness.node_agent import SYNC_THREADS, NodeAgent
 from e2e.harness.processes import spawn, stop_all
 
 SERVICE_CIDR = "10.0.0.0/24"
@@ -57,6 +57,8 @@ class Cluster:
         """A new admin client (close it, or use it as a context manager)."""
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=config)  # type: ignore[no-untyped-call]
+        # Connections kept for reuse: enough for the node agent's Pod syncs, each a thread of one client.
+        config.connection_pool_maxsize = SYNC_THREADS
         return kubernetes.client.ApiClient(config)
 
     def kubectl(self, *args: str, check: bool = True) -> str:
