@@ -44,10 +44,11 @@ SYNC_S = 0.25
 #: Pods synced at once: a Pod's sync waits on the API server (TokenRequest, status) and on its probes (up
 #: to their timeout), and one Pod's wait must not hold back the start or the readiness of the others.
 SYNC_THREADS = 16
-#: The niceness of every Pod process. A real cluster's control plane has machines of its own, and a kubelet
-#: gives each Pod CPU shares by its request; here Pods share the harness's cores with the API server, and a
-#: burst of Pods starting at once must not starve it (its answers late by seconds, an operator would lose
-#: its Lease).
+#: The niceness of every Pod process by default. A real cluster's control plane has machines of its own, and
+#: a kubelet gives each Pod CPU shares by its request; here Pods share the harness's cores with the API
+#: server, and a burst of Pods starting at once must not starve it (its answers late by seconds, an operator
+#: would lose its Lease). Not more by default: on a machine shared with other jobs, Pods much nicer than
+#: those would hardly run.
 POD_NICENESS = 5
 POD_IPS = 254 * 200  # 127.0.1.1 to 127.0.200.254
 TOKEN_S = 3600
@@ -141,8 +142,10 @@ class NodeAgent:
         directory: Path,
         nodes: int,
         gpus_per_node: int,
+        pod_niceness: int = POD_NICENESS,
     ) -> None:
         self.client = client_factory()
+        self.pod_niceness = pod_niceness
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.coord = kubernetes.client.CoordinationV1Api(self.client)
         self.server = server
@@ -469,7 +472,7 @@ class NodeAgent:
                 log=run.directory / f"{c.name}.log",
                 env=c.env,
                 cwd=run.directory,
-                niceness=POD_NICENESS,
+                niceness=self.pod_niceness,
             )
             c.started_at = _now()
             c.started = c.startup is None
