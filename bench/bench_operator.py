@@ -2,14 +2,17 @@
 
 Starts the control plane (``e2e.harness``: etcd, kube-apiserver, scheduler, controller-manager, and the node
 agent running every Pod as local processes; docs/test-cluster.md), a gateway Pod (the scheduler plans only
-while one is ready) and ``warmserve operator`` as a process with the admin kubeconfig, then measures:
+while one is ready) and ``warmserve operator`` as a process with the admin kubeconfig (a Lease of
+:data:`LEASE_S`), then measures:
 
 1. **Scale.** From the moment the first object is sent, one ``WorkerPool`` of ``--pods`` worker Pods
    (fake engine, fake GPUs, ``speed: 0`` so loads take no simulated time) and ``--models`` small
    ``ModelDeployment`` resources (``minReplicas: 1``, 1 GiB fake weights) until everything is reconciled:
    every ModelDeployment has ``status.observedGeneration`` and its ``Ready`` condition's
    ``observedGeneration`` equal to its ``metadata.generation`` and ``Ready=True`` (so a replica of it is
-   serving), every worker Pod is ready, and the WorkerPool is ``Ready=True``. Floor: 30 s. The operator's
+   serving), every worker Pod is ready, and the WorkerPool is ``Ready=True``. Floor: 30 s. Also printed:
+   when each milestone of :data:`PHASES` was first seen, and per worker Pod the seconds from its creation
+   to its container's start and from there to Ready (where the time goes). The operator's
    peak RSS over the run (``VmHWM`` in ``/proc/<pid>/status``): floor 300 MB.
 2. **Latency.** A desired-annotation change reaching the worker's action, over ``--changes`` changes. A probe
    worker Pod (the pool's own worker manifest, labelled so that the operator does not manage it, with a
@@ -44,11 +47,13 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import kubernetes.watch
+import urllib3.exceptions
 
 from e2e.harness.cluster import Cluster, free_port, start_cluster
 from warmserve.operator.resources import parse_model_deployment, parse_worker_pool
@@ -70,6 +75,14 @@ NAMESPACE = "bench"  # the namespace main() creates
 POOL = "bench"
 PROBE = "bench-probe"
 WAIT_S = 300.0
+#: The operator's --lease-duration. One operator runs: a failover is not what is measured, and with the
+#: default 15 s an API server slowed by the Pods starting beside it (answers late by 5 s and more on a
+#: loaded 2-core machine) cost the operator its Lease, so that it exited and nothing became Ready.
+LEASE_S = 60
+#: The Pod processes' niceness: the control plane first, as on a cluster whose control plane has machines
+#: of its own (with the node agent's default 5, 32 workers starting at once still took most of the CPU,
+#: and sending the objects took 50 s instead of 33).
+POD_NICENESS = 19
 #: --quick: worker Pods, ModelDeployments, changes.
 QUICK = (2, 5, 5)
 
@@ -78,25 +91,75 @@ QUICK = (2, 5, 5)
 class Sampler:
     """The operator process's resident memory: the peak the kernel keeps (``VmHWM``)."""
 
-    pid: int
+    process: subprocess.Popen[bytes]
     peak_mb: float = 0.0
 
-    def sample(self) -> None:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+    def sample(self) -> bool:
+        """Reads the peak; False once the operator has exited (it no longer has one, nor will anything
+        become Ready)."""
+        if self.process.poll() is not None:
+            return False
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+        return True
 
 
 @dataclass
 class ScaleResult:
-    """Seconds from the first object sent: all sent, and each part reconciled (``None``: not in time)."""
+    """Seconds from the first object sent: all sent, each milestone first seen by a poll (:data:`PHASES`;
+    absent: not in time), and the worker Pods' own timestamps (:func:`pod_lags`)."""
 
     apply_s: float = 0.0
-    pods_ready_s: float | None = None
-    pool_ready_s: float | None = None
-    models_ready_s: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    lags: dict[str, tuple[float, float]] = field(default_factory=dict)
     all_ready_s: float | None = None
     last: str = ""
+
+
+#: The milestones of the scale phase, in the order they are expected: each is a test of one poll.
+PHASES = (
+    "worker Pods created",
+    "worker Pods running",
+    "worker Pods ready",
+    "WorkerPool Ready",
+    "ModelDeployments with a status of their generation",
+    "first ModelDeployment Ready",
+    "half the ModelDeployments Ready",
+    "ModelDeployments Ready",
+)
+
+
+@dataclass
+class Poll:
+    """What one poll of the scale phase counted."""
+
+    pods: int
+    running: int
+    ready_pods: int
+    restarts: int
+    pool_ready: bool
+    current_models: int
+    ready_models: int
+
+    def reached(self, pods: int, models: int) -> dict[str, bool]:
+        """Each milestone of :data:`PHASES`: whether this poll shows it."""
+        return dict(
+            zip(
+                PHASES,
+                (
+                    self.pods >= pods,
+                    self.running >= pods,
+                    self.ready_pods >= pods,
+                    self.pool_ready,
+                    self.current_models >= models,
+                    self.ready_models >= 1,
+                    self.ready_models >= models / 2,
+                    self.ready_models >= models,
+                ),
+                strict=True,
+            )
+        )
 
 
 @dataclass
@@ -191,12 +254,19 @@ def condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     return next((c for c in conditions if c.get("type") == kind), {})
 
 
+def model_current(md: Mapping[str, Any]) -> bool:
+    """The status describes the current generation (the operator has written it since the last change)."""
+    return bool((md.get("status") or {}).get("observedGeneration") == md["metadata"].get("generation"))
+
+
 def model_ready(md: Mapping[str, Any]) -> bool:
     """Ready=True, and both the status and the condition describe the current generation."""
-    generation = md["metadata"].get("generation")
     ready = condition(md, "Ready")
-    current = (md.get("status") or {}).get("observedGeneration") == generation
-    return current and ready.get("status") == "True" and ready.get("observedGeneration") == generation
+    return (
+        model_current(md)
+        and ready.get("status") == "True"
+        and ready.get("observedGeneration") == md["metadata"].get("generation")
+    )
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -238,10 +308,11 @@ def create_namespace(api: kubernetes.client.ApiClient, ns: str) -> None:
 
 
 def start_operator(
-    cluster: Cluster, ns: str, log: Path, tick_s: float, status_interval_s: float
+    cluster: Cluster, ns: str, log: Path, tick_s: float, status_interval_s: float, lease_s: int
 ) -> subprocess.Popen[bytes]:
     """``warmserve operator`` for ``ns`` with the admin kubeconfig, its output appended to ``log``."""
     args = ["--namespace", ns, "--tick", str(tick_s), "--status-interval", str(status_interval_s)]
+    args += ["--lease-duration", str(lease_s)]
     # Probes on a free loopback port: the default 0.0.0.0:8081 clashes with any other operator on the host.
     args += ["--health-host", "127.0.0.1", "--health-port", str(free_port())]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
@@ -281,37 +352,71 @@ def scale(api: kubernetes.client.ApiClient, ns: str, pods: int, models: int, sam
             pass
     result.apply_s = time.monotonic() - began
     printed = began
+    workers: list[dict[str, Any]] = []
     while (now := time.monotonic() - began) < WAIT_S:
-        sampler.sample()
+        if not sampler.sample():
+            result.last += f"; the operator exited ({sampler.process.returncode}) at {now:.1f} s"
+            break
         mds = list_models(api, ns)
         workers = list_pods(api, ns, label_selector=f"warmserve.io/pool={POOL}")
         pool = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "workerpools", POOL)
-        ready_models = sum(model_ready(md) for md in mds)
-        ready_pods = sum(pod_ready(p) for p in workers)
-        restarts = sum(
-            c.get("restartCount", 0)
-            for p in workers
-            for c in p.get("status", {}).get("containerStatuses") or []
+        poll = Poll(
+            pods=len(workers),
+            running=sum(p.get("status", {}).get("phase") == "Running" for p in workers),
+            ready_pods=sum(pod_ready(p) for p in workers),
+            restarts=sum(
+                c.get("restartCount", 0)
+                for p in workers
+                for c in p.get("status", {}).get("containerStatuses") or []
+            ),
+            pool_ready=condition(pool, "Ready").get("status") == "True",
+            current_models=sum(model_current(md) for md in mds),
+            ready_models=sum(model_ready(md) for md in mds),
         )
-        pool_ready = condition(pool, "Ready").get("status") == "True"
-        if ready_pods >= pods and result.pods_ready_s is None:
-            result.pods_ready_s = now
-        if pool_ready and result.pool_ready_s is None:
-            result.pool_ready_s = now
-        if ready_models >= models and result.models_ready_s is None:
-            result.models_ready_s = now
+        for phase, reached in poll.reached(pods, models).items():
+            if reached:
+                result.phases.setdefault(phase, now)
         result.last = (
-            f"{now:5.1f} s: {ready_pods}/{pods} worker Pods ready ({restarts} restarts), "
-            f"WorkerPool Ready={pool_ready}, {ready_models}/{models} ModelDeployments Ready"
+            f"{now:5.1f} s: {poll.ready_pods}/{pods} worker Pods ready ({poll.restarts} restarts), "
+            f"WorkerPool Ready={poll.pool_ready}, {poll.ready_models}/{models} ModelDeployments Ready"
         )
         if time.monotonic() - printed >= 5.0:
             printed = time.monotonic()
             print(result.last, flush=True)
-        if ready_pods >= pods and pool_ready and ready_models >= models:
+        if all(poll.reached(pods, models).values()):
             result.all_ready_s = now
             break
         time.sleep(0.5)  # each poll lists every ModelDeployment: not more often, on a machine this full
+    result.lags = pod_lags(workers)
     return result
+
+
+def pod_lags(pods: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Median and maximum over the worker Pods of the seconds (the API's timestamps have whole seconds)
+    from the Pod's creation to its container's start (the node agent saw it and spawned the process), and
+    from that start to the Pod's Ready condition (the worker's start-up, then the probes and the status
+    report). Pods not ready are left out."""
+    created_started: list[float] = []
+    started_ready: list[float] = []
+    for pod in pods:
+        statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+        started = statuses[0].get("state", {}).get("running", {}).get("startedAt")
+        ready = condition(pod, "Ready")
+        if started and ready.get("status") == "True":
+            created_started.append(_stamp(started) - _stamp(pod["metadata"]["creationTimestamp"]))
+            started_ready.append(_stamp(ready["lastTransitionTime"]) - _stamp(started))
+    return {
+        what: (percentile(values, 0.5), max(values))
+        for what, values in (
+            ("Pod created to container started", created_started),
+            ("container started to Pod Ready", started_ready),
+        )
+        if values
+    }
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 class Reports:
@@ -326,22 +431,30 @@ class Reports:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        """Watches until stopped; a watch the API server ends with an error (a loaded one answers 500,
+        context deadline exceeded) is started again (each listing reports the current annotation)."""
         while not self.stopping.is_set():
-            watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-            for event in watch.stream(
-                self.core.list_namespaced_pod,
-                self.ns,
-                field_selector=f"metadata.name={PROBE}",
-                timeout_seconds=5,
-            ):
-                at = time.monotonic()
-                text = (event["object"].metadata.annotations or {}).get(OBSERVED_ANNOTATION)
-                if text:
-                    generation = ObservedState.from_json(text).observed_generation
-                    with self.lock:
-                        self.seen.setdefault(generation, at)
-                if self.stopping.is_set():
-                    watch.stop()
+            try:
+                self._watch()
+            except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError):
+                self.stopping.wait(0.1)
+
+    def _watch(self) -> None:
+        watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        for event in watch.stream(
+            self.core.list_namespaced_pod,
+            self.ns,
+            field_selector=f"metadata.name={PROBE}",
+            timeout_seconds=5,
+        ):
+            at = time.monotonic()
+            text = (event["object"].metadata.annotations or {}).get(OBSERVED_ANNOTATION)
+            if text:
+                generation = ObservedState.from_json(text).observed_generation
+                with self.lock:
+                    self.seen.setdefault(generation, at)
+            if self.stopping.is_set():
+                watch.stop()
 
     def first_at_least(self, generation: int) -> float | None:
         with self.lock:
@@ -417,6 +530,7 @@ def measure(
     log: Path,
     tick_s: float = 1.0,
     status_interval_s: float = 2.0,
+    lease_s: int = LEASE_S,
 ) -> Figures:
     """Both phases in namespace ``ns`` (existing, with its default ServiceAccount) of a running cluster;
     the operator's output goes to ``log``, and it is stopped (SIGTERM) before this returns."""
@@ -424,9 +538,9 @@ def measure(
     with cluster.api_client() as api:
         kubernetes.client.CoreV1Api(api).create_namespaced_pod(ns, gateway_manifest())
         wait("the gateway Pod ready", lambda: any(pod_ready(p) for p in list_pods(api, ns)))
-        operator = start_operator(cluster, ns, log, tick_s, status_interval_s)
+        operator = start_operator(cluster, ns, log, tick_s, status_interval_s, lease_s)
         try:
-            sampler = Sampler(operator.pid)
+            sampler = Sampler(operator)
             figures = Figures(scale(api, ns, pods, models, sampler), 0.0)
             if figures.scaled.all_ready_s is not None:
                 figures.applied, figures.reported = latency(api, ns, changes)
@@ -473,7 +587,7 @@ def main() -> None:
     if args.quick:
         args.pods, args.models, args.changes = QUICK
     print(f"load average at start: {load()} ({os.cpu_count()} CPUs)", flush=True)
-    cluster = start_cluster(nodes=2, gpus_per_node=0)
+    cluster = start_cluster(nodes=2, gpus_per_node=0, pod_niceness=POD_NICENESS)
     try:
         with cluster.api_client() as api:
             create_namespace(api, NAMESPACE)
@@ -498,12 +612,14 @@ def print_figures(args: argparse.Namespace, figures: Figures) -> None:
         f"{args.pods} worker Pods, {args.models} ModelDeployments; all objects sent in {scaled.apply_s:.1f} s"
     )
     print(f"  last seen: {scaled.last}")
-    for what, value in (
-        ("worker Pods ready", scaled.pods_ready_s),
-        ("WorkerPool Ready", scaled.pool_ready_s),
-        ("ModelDeployments Ready", scaled.models_ready_s),
-    ):
-        print(f"  {what}: {'never' if value is None else f'{value:.1f} s'}")
+    print("  phases (seconds from the first object sent, as the polls saw them):")
+    for phase, at in sorted(scaled.phases.items(), key=lambda item: item[1]):
+        print(f"    {at:5.1f} s  {phase}")
+    for phase in PHASES:
+        if phase not in scaled.phases:
+            print(f"    never  {phase}")
+    for what, (median, most) in scaled.lags.items():
+        print(f"  per worker Pod, {what}: median {median:.0f} s, max {most:.0f} s")
     done = scaled.all_ready_s
     print(
         f"reconciled to Ready: {f'not within {WAIT_S:.0f} s' if done is None else f'{done:.1f} s'} "
@@ -516,8 +632,7 @@ def print_figures(args: argparse.Namespace, figures: Figures) -> None:
         "models": args.models,
         "apply_s": scaled.apply_s,
         "ready_s": done,
-        "pods_ready_s": scaled.pods_ready_s,
-        "models_ready_s": scaled.models_ready_s,
+        "phases_s": scaled.phases,
         "rss_peak_mb": rss,
     }
     if figures.applied:

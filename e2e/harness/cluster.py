@@ -21,7 +21,7 @@ import kubernetes
 from e2e.harness.binaries import Binaries, cluster_binaries
 from e2e.harness.certs import CertPair, Pki, generate_pki
 from e2e.harness.kubeconfig import write_kubeconfig
-from e2e.harness.node_agent import NodeAgent
+from e2e.harness.node_agent import POD_NICENESS, SYNC_THREADS, NodeAgent
 from e2e.harness.processes import spawn, stop_all
 
 SERVICE_CIDR = "10.0.0.0/24"
@@ -57,6 +57,8 @@ class Cluster:
         """A new admin client (close it, or use it as a context manager)."""
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=config)  # type: ignore[no-untyped-call]
+        # Connections kept for reuse: enough for the node agent's Pod syncs, each a thread of one client.
+        config.connection_pool_maxsize = SYNC_THREADS
         return kubernetes.client.ApiClient(config)
 
     def kubectl(self, *args: str, check: bool = True) -> str:
@@ -104,11 +106,13 @@ def _wait_ready(url: str, pki: Pki, procs: dict[str, subprocess.Popen[bytes]], t
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s: {last}")
 
 
-def start_cluster(nodes: int = 2, gpus_per_node: int = 4, workdir: Path | None = None) -> Cluster:
+def start_cluster(
+    nodes: int = 2, gpus_per_node: int = 4, workdir: Path | None = None, pod_niceness: int = POD_NICENESS
+) -> Cluster:
     """Builds (or reuses) the binaries, starts the control plane and a node agent with ``nodes`` Nodes of
-    ``gpus_per_node`` ``nvidia.com/gpu`` each, and waits until the API server's ``/readyz`` answers and the
-    Nodes are registered. On failure everything started is stopped and the error names the component;
-    each component's log is ``<workdir>/<name>.log``."""
+    ``gpus_per_node`` ``nvidia.com/gpu`` each (Pod processes at ``pod_niceness``), and waits until the API
+    server's ``/readyz`` answers and the Nodes are registered. On failure everything started is stopped and
+    the error names the component; each component's log is ``<workdir>/<name>.log``."""
     binaries = cluster_binaries()
     work = workdir or Path(tempfile.mkdtemp(prefix="warmserve-cluster-"))
     pki = generate_pki(work / "pki")
@@ -125,7 +129,7 @@ def start_cluster(nodes: int = 2, gpus_per_node: int = 4, workdir: Path | None =
     try:
         _start_components(cluster, api_port)
         cluster.agent = NodeAgent(
-            cluster.api_client, server, pki.ca.cert, work / "pods", nodes, gpus_per_node
+            cluster.api_client, server, pki.ca.cert, work / "pods", nodes, gpus_per_node, pod_niceness
         )
         cluster.agent.start()
     except BaseException:

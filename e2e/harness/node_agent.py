@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,15 @@ HOST_IP = "127.0.0.1"
 LEASE_S = 40
 HEARTBEAT_S = 10.0
 SYNC_S = 0.25
+#: Pods synced at once: a Pod's sync waits on the API server (TokenRequest, status) and on its probes (up
+#: to their timeout), and one Pod's wait must not hold back the start or the readiness of the others.
+SYNC_THREADS = 16
+#: The niceness of every Pod process by default. A real cluster's control plane has machines of its own, and
+#: a kubelet gives each Pod CPU shares by its request; here Pods share the harness's cores with the API
+#: server, and a burst of Pods starting at once must not starve it (its answers late by seconds, an operator
+#: would lose its Lease). Not more by default: on a machine shared with other jobs, Pods much nicer than
+#: those would hardly run.
+POD_NICENESS = 5
 POD_IPS = 254 * 200  # 127.0.1.1 to 127.0.200.254
 TOKEN_S = 3600
 NODE_PREFIX = "warmserve-node-"
@@ -120,8 +130,9 @@ def pod_ips(start: int) -> list[str]:
 
 
 class NodeAgent:
-    """Runs in two threads of the harness process: a Pod watch and a sync loop (processes, probes, status,
-    Leases). :meth:`stop` kills every Pod process."""
+    """Runs in threads of the harness process: a Pod watch, and a sync loop (Leases) that hands each Pod
+    to a pool of :data:`SYNC_THREADS` threads (its process, probes and status), one sync of a Pod at a
+    time. :meth:`stop` kills every Pod process."""
 
     def __init__(
         self,
@@ -131,8 +142,10 @@ class NodeAgent:
         directory: Path,
         nodes: int,
         gpus_per_node: int,
+        pod_niceness: int = POD_NICENESS,
     ) -> None:
         self.client = client_factory()
+        self.pod_niceness = pod_niceness
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.coord = kubernetes.client.CoordinationV1Api(self.client)
         self.server = server
@@ -147,6 +160,8 @@ class NodeAgent:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.syncing: set[str] = set()  # uids of the Pods whose sync is queued or running (under lock)
+        self.sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="node-agent-pod")
         self.next_heartbeat = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -168,6 +183,7 @@ class NodeAgent:
         # The watch thread may sit in a long poll: it ends when the API server stops (a daemon thread).
         for thread in self.threads[1:]:
             thread.join(timeout=10)
+        self.sync_pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             runs = list(self.runs.values())
         stop_all([c.proc for run in runs for c in run.containers if c.proc is not None], grace=2.0)
@@ -303,14 +319,32 @@ class NodeAgent:
                 if time.monotonic() >= self.next_heartbeat:
                     self._heartbeat()
                 with self.lock:
-                    pods = dict(self.pods)
-                for pod in pods.values():
-                    self._sync_pod(pod)
-                for uid in set(self.runs) - set(pods):  # deleted without us (grace 0 or force)
-                    self._release(self.runs[uid])
+                    idle = self.pods.keys() - self.syncing
+                    self.syncing |= idle
+                    gone = [
+                        r for uid, r in self.runs.items() if uid not in self.pods and uid not in self.syncing
+                    ]
+                for uid in idle:
+                    self.sync_pool.submit(self._sync_one, uid)
+                for run in gone:  # deleted without us (grace 0 or force)
+                    self._release(run)
             except Exception:
                 log.warning("node agent sync failed; retrying", exc_info=True)
                 self.stopping.wait(1.0)
+
+    def _sync_one(self, uid: str) -> None:
+        """One Pod's sync in a pool thread, on the newest version the watch has seen of it (none: it is gone
+        and the sync loop releases it); a failure is logged and the Pod is synced again next round."""
+        try:
+            with self.lock:
+                newest = self.pods.get(uid)  # the watch may have seen a newer version, or the deletion
+            if newest is not None:
+                self._sync_pod(newest)
+        except Exception:
+            log.warning("node agent sync of Pod uid %s failed; retrying", uid, exc_info=True)
+        finally:
+            with self.lock:
+                self.syncing.discard(uid)
 
     def _sync_pod(self, pod: V1Pod) -> None:
         uid = pod.metadata.uid
@@ -433,7 +467,13 @@ class NodeAgent:
             else:
                 c.terminated = state
         if c.proc is None and c.terminated is None and now >= c.next_start:
-            c.proc = spawn(c.argv, log=run.directory / f"{c.name}.log", env=c.env, cwd=run.directory)
+            c.proc = spawn(
+                c.argv,
+                log=run.directory / f"{c.name}.log",
+                env=c.env,
+                cwd=run.directory,
+                niceness=self.pod_niceness,
+            )
             c.started_at = _now()
             c.started = c.startup is None
             for probe in (c.readiness, c.liveness, c.startup):

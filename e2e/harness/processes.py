@@ -32,8 +32,17 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     die_with_parent: bool = True,
+    niceness: int = 0,
 ) -> subprocess.Popen[bytes]:
-    """Starts ``argv`` in a new session (its own process group) with stdout and stderr in ``log``."""
+    """Starts ``argv`` in a new session (its own process group) with stdout and stderr in ``log``, its
+    niceness raised by ``niceness``."""
+
+    def before_exec() -> None:
+        if die_with_parent:
+            _die_with_parent()
+        if niceness:
+            os.nice(niceness)
+
     with log.open("ab") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -43,7 +52,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=before_exec if die_with_parent or niceness else None,
         )
     with _lock:
         _live.add(proc)
