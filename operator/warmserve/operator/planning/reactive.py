@@ -11,10 +11,11 @@ than the window demotes nothing (a demotion drains the instance's requests, and 
 it again within seconds). Scaling in to the scale-out count instead left a zero-width band: with more
 models than GPUs a load hovering at the line took a GPU from a model with requests in flight and gave it
 back seconds later, over and over. Scale-in never removes an instance protected for ``protect_s`` after it was
-started (nor does a starving model's preemption), so a GPU handed from one model to another is not
-handed back sooner. While any request waits or runs, a model keeps at least one instance: a request for a
-model with none scales it out at once, without waiting for the window. ``min_instances`` and
-``max_instances`` bound every target.
+started (nor does a starving model's preemption, unless the instance's model is idle: nothing in flight
+nor queued), so a GPU handed from one model to another is not handed back sooner while it is used.
+While any request waits or runs, a model keeps at least one instance: a request for a model with none
+scales it out at once, without waiting for the window. ``min_instances`` and ``max_instances`` bound
+every target.
 
 The little state kept between ticks (the window, protection deadlines) is an explicit immutable
 :class:`ReactiveState` passed in and returned: nothing hidden, so a step can be replayed.
@@ -39,8 +40,9 @@ class ReactiveConfig:
     B·n above / below which the model scales out / in (0: never in). ``scale_in_window_s``: how long
     the smoothed load must have stayed under the scale-in line (as Kubernetes' scale-down
     stabilization window). ``protect_s``: seconds a new
-    instance is never scaled in nor demoted for another model (10 s: a GPU changes hands between two
-    models at most once per 10 s; with 5 s a load near the thresholds switched one back within 7 s).
+    instance is never scaled in nor demoted for another model, unless it is idle and the other
+    model's requests wait with no instance (10 s: a GPU changes hands between two models at most once
+    per 10 s; with 5 s a load near the thresholds switched one back within 7 s).
     """
 
     tick_s: float = 0.5
