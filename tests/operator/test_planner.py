@@ -125,6 +125,33 @@ def test_no_cold_start_when_every_gpu_serves_a_models_only_instance() -> None:
     assert not of(plan, ColdStart) and not of(plan, Promote) and not of(plan, Demote)
 
 
+def test_a_model_waiting_takes_the_gpu_of_an_idle_models_only_instance_once_unprotected() -> None:
+    # b is busy; c and d have nothing in flight but are held: c by its protection, d by the load of
+    # the last scale-in window. a waits with no GPU: it takes d's (the window does not hold an idle
+    # instance), preferring the GPU that holds its prewarmed replica (a promotion, no weight copy) over a
+    # cold start; c's protection holds (a GPU changes hands at most once per protect_s)
+    replicas = [serving("sb", "b", [0], 8, inflight=3), serving("sc", "c", [1], 8)]
+    replicas += [serving("sd", "d", [2], 8, kv_lent_bytes=4 * GIB), prewarmed("pa", "a", [2], borrowed=True)]
+    snap = snapshot(
+        [model("a"), model("b"), model("c"), model("d")],
+        replicas,
+        demand={"a": 2.0, "b": 3.0},
+        cluster=workers(1, 3),
+    )
+    held = ReactiveState(samples={"d": (1.0,) * 20}, protected_until={"sc": 200.0})
+    plan = step(snap, held)
+    assert [a.replica_id for a in of(plan, Demote)] == ["sd"]
+    assert "a has requests waiting" in of(plan, Demote)[0].reason
+    assert [a.replica_id for a in of(plan, Promote)] == ["pa"] and not of(plan, ColdStart)
+    without = [r for r in replicas if r.id != "pa"]
+    plan = step(replace(snap, replicas=tuple(without)), held)
+    assert [a.replica_id for a in of(plan, Demote)] == ["sd"]
+    assert [(a.model, a.gpus) for a in of(plan, ColdStart)] == [("a", (2,))]
+    everyone_protected = ReactiveState(samples={"d": (1.0,) * 20}, protected_until={"sc": 200.0, "sd": 200.0})
+    plan = step(replace(snap, replicas=tuple(without)), everyone_protected)
+    assert not of(plan, Demote) and not of(plan, ColdStart)
+
+
 def test_scale_out_follows_the_smoothed_load() -> None:
     # B = 8: 20 in flight needs ceil(20 / (0.8 x 8)) = 4 instances; one serves already
     snap = snapshot([model("a")], [serving("s", "a", [0], 8)], demand={"a": 20.0})

@@ -176,12 +176,16 @@ class _Step:
     ) -> bool:
         """Make room for ``model``, which needs another instance and has no GPU set to start one: demote
         every serving instance on the aligned set of its size where each of them is the spare instance
-        of a model that keeps another one (unprotected; fewest requests in flight first).
+        of a model that keeps another one (unprotected; fewest requests in flight first, then a set
+        holding a prewarmed replica of ``model``, which is then promoted with no weight copy).
 
         ``loads`` is ``None`` when ``model`` has requests waiting and no instance: any spare instance
-        will do. Otherwise ``model``'s requests must queue for want of instances (:meth:`_queues`),
-        and only instances whose models stayed under their scale-out line without them over the whole
-        scale-in window (``peaks``: :func:`recent_peaks`) are taken (:meth:`_relieves`).
+        will do, and so will an idle one (its model has nothing in flight nor queued), even its model's
+        only instance, once unprotected: it keeps its weights prewarmed, and only the scale-in window held
+        its GPU, while the waiting requests would wait out that window (:meth:`_spare`). Otherwise
+        ``model``'s requests must queue for want of instances (:meth:`_queues`), and only instances whose
+        models stayed under their scale-out line without them over the whole scale-in window (``peaks``:
+        :func:`recent_peaks`) are taken (:meth:`_relieves`).
 
         Serving replicas are otherwise never moved, so without this a wide model waits for a scale-in
         that busy narrow models may not do for hours; and after a fault that left the GPUs to the wrong
@@ -193,16 +197,17 @@ class _Step:
         if loads is not None and not self._queues(model, loads[model]):
             return False
         tp = spec.tensor_parallel
-        best: tuple[tuple[float, int, int, int], list[Replica]] | None = None
+        best: tuple[tuple[float, bool, int, int, int], list[Replica]] | None = None
         for windex, worker in enumerate(occ.workers):
             for gpus in occ.blocks(worker, tp):
                 owners = sorted({occ.owner_of[k] for g in gpus if (k := (worker.name, g)) in occ.owner_of})
                 victims = [occ.replicas[rid] for rid in owners]
-                if not victims or not self._spare(victims, state, now):
+                if not victims or not self._spare(victims, state, now, idle=loads is None):
                     continue
                 if loads is not None and not self._relieves(victims, peaks):
                     continue
-                key = (sum(v.inflight for v in victims), len(victims), windex, gpus[0])
+                hosts = any(r.model == model and r.is_prewarm for r in occ.touching(worker.name, gpus))
+                key = (sum(v.inflight for v in victims), not hosts, len(victims), windex, gpus[0])
                 if best is None or key < best[0]:
                     best = (key, victims)
         if best is None:
@@ -242,13 +247,19 @@ class _Step:
             for name, n in Counter(v.model for v in victims).items()
         )
 
-    def _spare(self, victims: list[Replica], state: ReactiveState, now: float) -> bool:
-        """Whether all of ``victims`` may be demoted at once: serving, unprotected, and each model
-        left with at least one instance."""
+    def _spare(self, victims: list[Replica], state: ReactiveState, now: float, idle: bool) -> bool:
+        """Whether all of ``victims`` may be demoted at once: serving, unprotected, and each either of a
+        model left with at least one instance or, with ``idle``, of a model without demand (nothing in
+        flight nor queued). With more models than GPUs, a model whose requests waited took no GPU from
+        idle instances until their scale-in window passed: on a 28-model, 4-GPU replay requests waited
+        70-330 s (docs/planning.md, "No model starves"). The protection still holds, so a GPU changes
+        hands between two models at most once per ``protect_s``."""
         per_model: dict[str, int] = {}
         for victim in victims:
             if victim.state is not ReplicaState.SERVING or state.is_protected(victim.id, now):
                 return False
+            if idle and not self.snapshot.demand_of(victim.model).total:
+                continue
             per_model[victim.model] = per_model.get(victim.model, 0) + 1
         return all(self.count(m) > n for m, n in per_model.items())
 
