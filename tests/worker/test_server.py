@@ -14,7 +14,7 @@ from tests.promtool import assert_promtool_passes, needs_promtool
 from warmserve.protocol.state import ObservedState, ReplicaState
 from warmserve.worker.engines.fake import FakeEngine
 from warmserve.worker.runtime import WorkerConfig, WorkerRuntime
-from warmserve.worker.server import REPLICA_HEADER, create_app
+from warmserve.worker.server import REPLICA_HEADER, create_app, desired_feed
 from warmserve.worker.timing import gpu_profile
 
 GIB = 2**30
@@ -170,6 +170,21 @@ async def test_with_a_control_token_only_its_holder_may_write_desired_state() ->
         assert (await c.put("/desired", data=desired(2, prewarm), headers=owner)).status == 202
         observed = await wait_for(c, lambda s: s.observed_generation == 2)
         assert states(observed) == {"l0": ReplicaState.PREWARMED}
+
+
+async def test_a_worker_following_its_pod_takes_no_desired_state_over_http_without_a_token() -> None:
+    """On Kubernetes the desired state comes from the Pod's annotation, through the same feed: without a
+    control token, a PUT /desired from anyone who reaches the Pod is a 403, so a stray generation of 10^9
+    cannot order the operator's annotations out."""
+    config = WorkerConfig(name="w0", gpus=2, gpu_memory_bytes=80 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.0))
+    feed = desired_feed(runtime)
+    async with TestClient(TestServer(create_app(runtime, feed, open_without_token=False))) as c:
+        resp = await c.put("/desired", data=desired(10**9))
+        assert resp.status == 403
+        error = (await resp.json())["error"]
+        assert error["param"] == "Authorization" and "--control-token" in error["message"]
+        assert feed.generation < 10**9
 
 
 async def test_pool_exhaustion_refuses_the_prewarm_and_spares_the_others(

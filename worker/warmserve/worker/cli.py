@@ -68,7 +68,10 @@ def _register_worker(subparsers: Any) -> None:
     add(
         "--control-token",
         default=os.environ.get(CONTROL_TOKEN_ENV, ""),
-        help=f"the bearer token PUT /desired must send (default: ${CONTROL_TOKEN_ENV}; empty: anyone may)",
+        help=(
+            f"the bearer token PUT /desired must send (default: ${CONTROL_TOKEN_ENV}; empty: anyone may, "
+            "or nobody with --kube)"
+        ),
     )
     add("--kube", action="store_true", help="follow and report through the own Pod's annotations")
     add("--kube-api", default=None, help="API server URL (default: in-cluster, else kubeconfig)")

@@ -208,7 +208,9 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
     """
     runtime = build_runtime(options)
     async with channels(options, runtime) as (feed, sink):
-        app = create_app(runtime, feed, control_token=options.control_token)
+        app = create_app(
+            runtime, feed, control_token=options.control_token, open_without_token=not options.kube
+        )
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
         try:

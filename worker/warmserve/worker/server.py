@@ -42,6 +42,7 @@ FEED_KEY = web.AppKey("feed", DesiredFeed)
 FOLLOW_KEY = web.AppKey("follow", asyncio.Task[None])
 BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
 TOKEN_KEY = web.AppKey("control_token", str)
+OPEN_KEY = web.AppKey("open_without_token", bool)
 #: Seconds a client is told to wait before retrying a replica that is not serving yet.
 RETRY_AFTER_S = 1
 
@@ -65,6 +66,7 @@ def create_app(
     feed: DesiredFeed | None = None,
     body_timeout_s: float = BODY_TIMEOUT_S,
     control_token: str = "",
+    open_without_token: bool = True,
 ) -> web.Application:
     """The aiohttp application of one worker; the runtime's convergence loop starts with the app.
 
@@ -72,12 +74,15 @@ def create_app(
     set of generation rules orders them all (default: :func:`desired_feed`, HTTP only). While the app
     runs, every state the feed accepts is handed to the runtime. A request body must arrive within
     ``body_timeout_s`` of its headers. With a ``control_token``, ``PUT /desired`` is only for a writer
-    that sends it as ``Authorization: Bearer <token>`` (docs/worker-api.md); empty: anyone may write.
+    that sends it as ``Authorization: Bearer <token>`` (docs/worker-api.md); without one, anyone may
+    write if ``open_without_token``, and nobody otherwise (a worker following its Pod's annotation: a
+    stray generation over HTTP would otherwise order the operator's annotations out).
     """
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app[RUNTIME_KEY] = runtime
     app[BODY_TIMEOUT_KEY] = body_timeout_s
     app[TOKEN_KEY] = control_token
+    app[OPEN_KEY] = open_without_token
     app[FEED_KEY] = feed if feed is not None else desired_feed(runtime)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/chat/completions", _chat)
@@ -305,6 +310,12 @@ async def _put_desired(request: web.Request) -> web.Response:
     wrong (400) or that it is older than the accepted one (409), or that the writer lacks the control
     token (401, before the body is read); the feed decides, the runtime follows."""
     feed = request.app[FEED_KEY]
+    if not request.app[TOKEN_KEY] and not request.app[OPEN_KEY]:
+        message = (
+            "this worker follows its Pod's warmserve.io/desired annotation (--kube): PUT /desired is "
+            "refused unless the worker is started with --control-token"
+        )
+        return _error(403, message, param="Authorization", code="forbidden")
     if not _authorized(request):
         message = "Authorization: expected 'Bearer <the worker's control token>'"
         return _error(401, message, param="Authorization", code="unauthorized")
@@ -325,8 +336,9 @@ async def _put_desired(request: web.Request) -> web.Response:
 
 
 def _authorized(request: web.Request) -> bool:
-    """Whether the request may write desired state: no token configured, or the right one sent (compared
-    in constant time, so the answer's timing does not reveal how much of a guess was right)."""
+    """Whether the request may write desired state: no token configured (and writing open, checked by
+    the caller), or the right one sent (compared in constant time, so the answer's timing does not
+    reveal how much of a guess was right)."""
     token = request.app[TOKEN_KEY]
     sent = request.headers.get("Authorization", "")
     return not token or hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
