@@ -80,8 +80,10 @@ def test_worker_follows_its_pod_and_reports_on_it(
     assert "replicas[0].gpus" in refused.error
     assert refused.observed_generation == 1 and states(refused) == {"l0": ReplicaState.SERVING}
 
-    # The HTTP PUT feeds the same feed: generation 0 is older than what the Pod gave, 3 moves on.
-    assert worker.put(desired(POD, 0)).status_code == 409
+    # Without a control token the Pod's annotation is the only writer: an HTTP PUT, even of a generation
+    # far ahead, is refused and orders nothing out; the annotation's generation 3 moves on.
+    stray = worker.put(desired(POD, 10**9))
+    assert stray.status_code == 403 and stray.json()["error"]["param"] == "Authorization"
     annotate(
         core, kube_namespace, desired(POD, 3, {"id": "l0", "model": "llama", "gpus": [1], "role": "prewarm"})
     )
