@@ -125,11 +125,10 @@ def test_no_cold_start_when_every_gpu_serves_a_models_only_instance() -> None:
     assert not of(plan, ColdStart) and not of(plan, Promote) and not of(plan, Demote)
 
 
-def test_a_model_waiting_takes_the_gpu_of_an_idle_models_only_instance_once_unprotected() -> None:
+def test_a_model_waiting_takes_the_gpu_of_an_idle_models_only_instance_protected_or_not() -> None:
     # b is busy; c and d have nothing in flight but are held: c by its protection, d by the load of
-    # the last scale-in window. a waits with no GPU: it takes d's (the window does not hold an idle
-    # instance), preferring the GPU that holds its prewarmed replica (a promotion, no weight copy) over a
-    # cold start; c's protection holds (a GPU changes hands at most once per protect_s)
+    # the last scale-in window. a waits with no GPU: it takes an idle one, preferring the GPU that holds
+    # its prewarmed replica (a promotion, no weight copy) over a cold start; a busy protected one never
     replicas = [serving("sb", "b", [0], 8, inflight=3), serving("sc", "c", [1], 8)]
     replicas += [serving("sd", "d", [2], 8, kv_lent_bytes=4 * GIB), prewarmed("pa", "a", [2], borrowed=True)]
     snap = snapshot(
@@ -145,10 +144,17 @@ def test_a_model_waiting_takes_the_gpu_of_an_idle_models_only_instance_once_unpr
     assert [a.replica_id for a in of(plan, Promote)] == ["pa"] and not of(plan, ColdStart)
     without = [r for r in replicas if r.id != "pa"]
     plan = step(replace(snap, replicas=tuple(without)), held)
-    assert [a.replica_id for a in of(plan, Demote)] == ["sd"]
-    assert [(a.model, a.gpus) for a in of(plan, ColdStart)] == [("a", (2,))]
-    everyone_protected = ReactiveState(samples={"d": (1.0,) * 20}, protected_until={"sc": 200.0, "sd": 200.0})
-    plan = step(replace(snap, replicas=tuple(without)), everyone_protected)
+    assert [a.replica_id for a in of(plan, Demote)] == ["sc"]
+    assert [(a.model, a.gpus) for a in of(plan, ColdStart)] == [("a", (1,))]
+    busy = [r for r in without if r.id != "sc"] + [serving("sc", "c", [1], 8, inflight=1)]
+    everyone_held = ReactiveState(samples={"d": (9.0,) * 20}, protected_until={"sc": 200.0, "sd": 200.0})
+    demand = {"a": 2.0, "b": 3.0, "c": 1.0, "d": 1.0}
+    plan = step(
+        snapshot(
+            [model("a"), model("b"), model("c"), model("d")], busy, demand=demand, cluster=workers(1, 3)
+        ),
+        everyone_held,
+    )
     assert not of(plan, Demote) and not of(plan, ColdStart)
 
 
