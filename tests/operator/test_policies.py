@@ -92,6 +92,26 @@ def test_the_no_keep_alive_variant_frees_an_idle_instance_at_once() -> None:
         assert any(isinstance(a, Evict) for a in plan) is evicts, name
 
 
+def test_the_no_keep_alive_variant_frees_an_instance_once_its_smoothed_load_is_gone() -> None:
+    # ServerlessLLM's auto-scaler has no scale-in window: the instance goes when the smoothed load (2 s)
+    # is zero, not 10 s later as WarmServe's window would hold it (that made keep-alive 0 a 10 s one)
+    m = model("a")
+    entry = policy_by_name("autoscale-no-keep-alive")
+    assert entry.policy is not None
+    state = entry.initial_state
+    busy = snapshot([m], [serving("a1", "a", [0], 8, inflight=1)], demand={"a": 1.0}, now=100.0)
+    plan, state = entry.policy(busy, state)
+    assert len(plan) == 0
+    evicted_at = None
+    for tick in range(1, 25):
+        now = 100.0 + 0.5 * tick
+        plan, state = entry.policy(snapshot([m], [serving("a1", "a", [0], 8)], now=now), state)
+        if any(isinstance(a, Evict) for a in plan):
+            evicted_at = now
+            break
+    assert evicted_at is not None and evicted_at <= 102.5, evicted_at
+
+
 def test_autoscale_never_drops_a_busy_instance() -> None:
     m = model("a")
     inst = serving("a1", "a", [0], 8, inflight=1)

@@ -5,7 +5,8 @@ What it does, each tick:
 
 - the same reactive rule as WarmServe's layer underneath (:func:`target_instances` on the smoothed
   in-flight load, a request for a model with no instance scales it out at once), so the two differ only
-  in what a scale-out costs;
+  in what a scale-out costs; without its scale-in window, which is WarmServe's and not ServerlessLLM's:
+  the keep-alive alone delays a scale-in;
 - a scale-out is always a cold start (engine start + full weight load): no prewarming, no promotion;
 - startup-time-aware server choice: the worker where the checkpoint sits in the fastest tier is chosen,
   and on it any idle GPUs (ServerlessLLM asks its cluster manager for N free GPUs of one server; no
@@ -47,14 +48,24 @@ from warmserve.operator.policies.cleanup import evict_non_instances
 from warmserve.protocol.state import ReplicaState, Role
 
 
+def _no_scale_in_window() -> ReactiveConfig:
+    """WarmServe's reactive constants without the scale-in window: ServerlessLLM's auto-scaler compares
+    the requests in flight now with its instances and lets an idle one go after ``keep_alive`` alone.
+    With the window (kept for WarmServe's switching thrash) every idle instance held its GPU 10 s more,
+    so ``autoscale-no-keep-alive`` was a 10 s keep-alive and left requests unserved when GPUs were short
+    (docs/baselines.md)."""
+    return ReactiveConfig(scale_in_window_s=0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class AutoscaleConfig:
-    """``keep_alive_s``: idle seconds before an instance is dropped. ``host_cache_s``: seconds a worker
-    keeps a checkpoint in host DRAM after its last replica of the model was there."""
+    """``keep_alive_s``: idle seconds before an instance is dropped, the only delay of a scale-in (the
+    ``reactive`` rule has no scale-in window by default). ``host_cache_s``: seconds a worker keeps a
+    checkpoint in host DRAM after its last replica of the model was there."""
 
     keep_alive_s: float = 60.0
     host_cache_s: float = 600.0
-    reactive: ReactiveConfig = field(default_factory=ReactiveConfig)
+    reactive: ReactiveConfig = field(default_factory=_no_scale_in_window)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def __post_init__(self) -> None:
