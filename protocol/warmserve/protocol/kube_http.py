@@ -1,10 +1,10 @@
 """The Kubernetes API over plain HTTP (urllib3), for a process that must not pay for the ``kubernetes``
 client.
 
-A worker only follows its own Pod and patches one annotation of it; importing the ``kubernetes`` client for
-that costs about a quarter of a second of CPU at every worker start, on the machines where many worker Pods
-start at once (docs/worker-protocol.md). :class:`KubeHttp` speaks the few requests the worker needs
-(:meth:`KubeHttp.request`, and :meth:`KubeHttp.pod_lister` for
+A worker only follows its own Pod and patches one annotation of it; the ``kubernetes`` client for that (its
+import, its configuration, its client objects) cost about 0.7 s of CPU at every worker start, two thirds of
+it, where many worker Pods start at once (docs/worker-protocol.md). :class:`KubeHttp` speaks the few
+requests the worker needs (:meth:`KubeHttp.request`, and :meth:`KubeHttp.pod_lister` for
 :class:`~warmserve.protocol.list_watch.ListWatch`) with urllib3, the HTTP library under the ``kubernetes``
 client.
 
