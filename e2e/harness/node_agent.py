@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import json
 import logging
 import os
 import random
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kubernetes.client import V1Pod
+from kubernetes.watch.watch import iter_resp_lines
 
 from e2e.harness.images import UnknownImageError, local_argv
 from e2e.harness.kubeconfig import write_kubeconfig
@@ -53,6 +54,11 @@ POD_NICENESS = 5
 POD_IPS = 254 * 200  # 127.0.1.1 to 127.0.200.254
 TOKEN_S = 3600
 NODE_PREFIX = "warmserve-node-"
+
+#: A Pod as the API server's JSON. The agent keeps Pods as they come, never as the client's model objects:
+#: building one costs milliseconds a Pod, and every worker Pod changes each second (its observed annotation),
+#: in the process that also runs the benchmarks' clocks.
+Pod = dict[str, Any]
 
 
 def _now() -> str:
@@ -153,7 +159,7 @@ class NodeAgent:
         self.directory = directory
         self.nodes = [f"{NODE_PREFIX}{i}" for i in range(nodes)]
         self.gpus = gpus_per_node
-        self.pods: dict[str, V1Pod] = {}
+        self.pods: dict[str, Pod] = {}
         self.runs: dict[str, PodRun] = {}
         self.free_ips = pod_ips(random.randrange(POD_IPS))
         self.lock = threading.Lock()
@@ -283,32 +289,51 @@ class NodeAgent:
         selector = "spec.nodeName!="
         while not self.stopping.is_set():
             try:
-                listed = self.core.list_pod_for_all_namespaces(field_selector=selector)
+                response: Any = self.core.list_pod_for_all_namespaces(
+                    field_selector=selector, _preload_content=False
+                )
+                listed = json.loads(response.data)
                 with self.lock:
-                    self.pods = {p.metadata.uid: p for p in listed.items if p.spec.node_name in self.nodes}
+                    self.pods = {
+                        p["metadata"]["uid"]: p
+                        for p in listed["items"]
+                        if p["spec"].get("nodeName") in self.nodes
+                    }
                 self.wake.set()
-                watch = kubernetes.watch.Watch()
-                for event in watch.stream(
-                    self.core.list_pod_for_all_namespaces,
+                stream: Any = self.core.list_pod_for_all_namespaces(
                     field_selector=selector,
-                    resource_version=listed.metadata.resource_version,
+                    watch=True,
+                    resource_version=listed["metadata"]["resourceVersion"],
                     timeout_seconds=30,
-                ):
-                    if self.stopping.is_set():
-                        watch.stop()
-                        break
-                    pod = event["object"]
-                    if event["type"] == "ERROR" or pod.spec.node_name not in self.nodes:
-                        continue
-                    with self.lock:
-                        if event["type"] == "DELETED":
-                            self.pods.pop(pod.metadata.uid, None)
-                        else:
-                            self.pods[pod.metadata.uid] = pod
-                    self.wake.set()
+                    _preload_content=False,
+                )
+                try:
+                    for line in iter_resp_lines(stream):
+                        if self.stopping.is_set():
+                            break
+                        if line:
+                            self._seen(json.loads(line))
+                finally:
+                    stream.close()
+                    stream.release_conn()
             except Exception:  # the API server restarting or 410: relist after a pause
                 log.debug("pod watch failed; relisting", exc_info=True)
                 self.stopping.wait(0.5)
+
+    def _seen(self, event: dict[str, Any]) -> None:
+        """One watch event: an ERROR ends the stream (the loop relists), a bookmark or another Node's Pod is
+        passed over."""
+        kind, pod = event["type"], event["object"]
+        if kind == "ERROR":
+            raise kubernetes.client.ApiException(status=pod.get("code"), reason=pod.get("message"))
+        if kind == "BOOKMARK" or pod["spec"].get("nodeName") not in self.nodes:
+            return
+        with self.lock:
+            if kind == "DELETED":
+                self.pods.pop(pod["metadata"]["uid"], None)
+            else:
+                self.pods[pod["metadata"]["uid"]] = pod
+        self.wake.set()
 
     # -- sync ----------------------------------------------------------------------------------------------
     def _sync_loop(self) -> None:
@@ -346,14 +371,14 @@ class NodeAgent:
             with self.lock:
                 self.syncing.discard(uid)
 
-    def _sync_pod(self, pod: V1Pod) -> None:
-        uid = pod.metadata.uid
+    def _sync_pod(self, pod: Pod) -> None:
+        uid = pod["metadata"]["uid"]
         run = self.runs.get(uid)
-        if pod.metadata.deletion_timestamp is not None:
+        if pod["metadata"].get("deletionTimestamp") is not None:
             self._terminate(pod, run)
             return
         if run is None:
-            if pod.status.phase in ("Succeeded", "Failed"):
+            if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                 return
             run = self._admit(pod)
         if run.waiting is None:
@@ -361,38 +386,41 @@ class NodeAgent:
                 self._tend(run, container)
         self._post_status(run, pod)
 
-    def _admit(self, pod: V1Pod) -> PodRun:
+    def _admit(self, pod: Pod) -> PodRun:
         """Creates the Pod's run: its IP, its kubeconfig and its containers (not yet started)."""
         with self.lock:
             ip = self.free_ips.pop(0)
-        meta = pod.metadata
+        meta = pod["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         run = PodRun(
-            namespace=meta.namespace,
-            name=meta.name,
-            uid=meta.uid,
+            namespace=namespace,
+            name=name,
+            uid=uid,
             ip=ip,
-            directory=self.directory / f"{meta.namespace}_{meta.name}_{meta.uid[:8]}",
-            restart_policy=pod.spec.restart_policy or "Always",
+            directory=self.directory / f"{namespace}_{name}_{uid[:8]}",
+            restart_policy=pod["spec"].get("restartPolicy") or "Always",
         )
         run.directory.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            self.runs[meta.uid] = run
+            self.runs[uid] = run
         try:
-            if pod.spec.init_containers:
+            if pod["spec"].get("initContainers"):
                 raise PodConfigError("init containers are not supported by the node agent")
             kubeconfig = self._pod_kubeconfig(pod, run)
-            for spec in pod.spec.containers:
+            for spec in pod["spec"]["containers"]:
                 env = self._env(pod, run, spec, kubeconfig)
-                argv = [_expand(a, env) for a in local_argv(spec.image, spec.command, spec.args)]
+                argv = [
+                    _expand(a, env) for a in local_argv(spec["image"], spec.get("command"), spec.get("args"))
+                ]
                 run.containers.append(
                     Container(
-                        name=spec.name,
-                        image=spec.image,
+                        name=spec["name"],
+                        image=spec["image"],
                         argv=argv,
                         env=env,
-                        readiness=_probe(spec.readiness_probe, spec, "readinessProbe"),
-                        liveness=_probe(spec.liveness_probe, spec, "livenessProbe"),
-                        startup=_probe(spec.startup_probe, spec, "startupProbe"),
+                        readiness=_probe(spec, "readinessProbe"),
+                        liveness=_probe(spec, "livenessProbe"),
+                        startup=_probe(spec, "startupProbe"),
                     )
                 )
         except UnknownImageError as exc:
@@ -402,25 +430,25 @@ class NodeAgent:
             run.waiting = ("CreateContainerConfigError", str(reason))
         return run
 
-    def _pod_kubeconfig(self, pod: V1Pod, run: PodRun) -> Path:
+    def _pod_kubeconfig(self, pod: Pod, run: PodRun) -> Path:
         """A kubeconfig with a token of the Pod's ServiceAccount, bound to the Pod (void once it is gone)."""
         request = kubernetes.client.AuthenticationV1TokenRequest(
             spec=kubernetes.client.V1TokenRequestSpec(
                 audiences=[],
                 expiration_seconds=TOKEN_S,
                 bound_object_ref=kubernetes.client.V1BoundObjectReference(
-                    api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid
+                    api_version="v1", kind="Pod", name=run.name, uid=run.uid
                 ),
             )
         )
         answer = self.core.create_namespaced_service_account_token(
-            pod.spec.service_account_name or "default", pod.metadata.namespace, request
+            pod["spec"].get("serviceAccountName") or "default", run.namespace, request
         )
         return write_kubeconfig(
             run.directory / "kubeconfig", self.server, self.ca, {"token": answer.status.token}
         )
 
-    def _env(self, pod: V1Pod, run: PodRun, spec: Any, kubeconfig: Path) -> dict[str, str]:
+    def _env(self, pod: Pod, run: PodRun, spec: dict[str, Any], kubeconfig: Path) -> dict[str, str]:
         port = self.server.rsplit(":", 1)[1]
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
@@ -430,20 +458,21 @@ class NodeAgent:
             KUBERNETES_SERVICE_PORT=port,
             KUBERNETES_SERVICE_PORT_HTTPS=port,
             KUBECONFIG=str(kubeconfig),
-            HOSTNAME=pod.metadata.name,
+            HOSTNAME=run.name,
         )
-        for var in spec.env or []:
-            if var.value_from is None:
-                env[var.name] = _expand(var.value or "", env)
-            elif var.value_from.field_ref is not None:
-                env[var.name] = _field(pod, run, var.value_from.field_ref.field_path, var.name)
-            elif var.value_from.config_map_key_ref is not None:
-                ref = var.value_from.config_map_key_ref
-                cm = self.core.read_namespaced_config_map(ref.name, pod.metadata.namespace)
-                env[var.name] = (cm.data or {})[ref.key]
+        for var in spec.get("env") or []:
+            source = var.get("valueFrom")
+            if source is None:
+                env[var["name"]] = _expand(var.get("value") or "", env)
+            elif "fieldRef" in source:
+                env[var["name"]] = _field(pod, run, source["fieldRef"]["fieldPath"], var["name"])
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                cm = self.core.read_namespaced_config_map(ref["name"], run.namespace)
+                env[var["name"]] = (cm.data or {})[ref["key"]]
             else:
                 raise PodConfigError(
-                    f"env {var.name}: only value, fieldRef and configMapKeyRef are supported"
+                    f"env {var['name']}: only value, fieldRef and configMapKeyRef are supported"
                 )
         return env
 
@@ -499,12 +528,12 @@ class NodeAgent:
         ):
             signal_group(c.proc, signal.SIGKILL)
 
-    def _terminate(self, pod: V1Pod, run: PodRun | None) -> None:
+    def _terminate(self, pod: Pod, run: PodRun | None) -> None:
         """Graceful deletion: SIGTERM, SIGKILL after the grace period, then the Pod deleted with grace 0."""
         if run is not None and run.alive():
             if run.term_deadline is None:
-                grace = pod.metadata.deletion_grace_period_seconds
-                grace = grace if grace is not None else pod.spec.termination_grace_period_seconds or 30
+                grace = pod["metadata"].get("deletionGracePeriodSeconds")
+                grace = grace if grace is not None else pod["spec"].get("terminationGracePeriodSeconds") or 30
                 run.term_deadline = time.monotonic() + grace
                 for proc in run.alive():
                     signal_group(proc, signal.SIGTERM)
@@ -514,12 +543,12 @@ class NodeAgent:
             return
         try:
             self.core.delete_namespaced_pod(
-                pod.metadata.name,
-                pod.metadata.namespace,
+                pod["metadata"]["name"],
+                pod["metadata"]["namespace"],
                 grace_period_seconds=0,
                 body=kubernetes.client.V1DeleteOptions(
                     grace_period_seconds=0,
-                    preconditions=kubernetes.client.V1Preconditions(uid=pod.metadata.uid),
+                    preconditions=kubernetes.client.V1Preconditions(uid=pod["metadata"]["uid"]),
                 ),
             )
         except kubernetes.client.ApiException as exc:
@@ -536,20 +565,16 @@ class NodeAgent:
             self.runs.pop(run.uid, None)
             self.free_ips.append(run.ip)
 
-    def _post_status(self, run: PodRun, pod: V1Pod) -> None:
+    def _post_status(self, run: PodRun, pod: Pod) -> None:
         status = _status(run)
         if status == run.last_status:
             return
         now = _now()
-        old = {c.type: c for c in pod.status.conditions or []}
+        old = {c["type"]: c for c in pod.get("status", {}).get("conditions") or []}
         for cond in status["conditions"]:
-            prev = old.get(cond["type"])
-            same = (
-                prev is not None and prev.status == cond["status"] and prev.last_transition_time is not None
-            )
-            cond["lastTransitionTime"] = (
-                prev.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ") if same and prev else now
-            )
+            prev = old.get(cond["type"], {})
+            same = prev.get("status") == cond["status"] and prev.get("lastTransitionTime") is not None
+            cond["lastTransitionTime"] = prev["lastTransitionTime"] if same else now
         try:
             self.core.patch_namespaced_pod_status(run.name, run.namespace, {"status": status})
         except kubernetes.client.ApiException as exc:
@@ -627,14 +652,14 @@ def _container_status(run: PodRun, c: Container) -> dict[str, Any]:
     }
 
 
-def _field(pod: V1Pod, run: PodRun, path: str, var: str) -> str:
+def _field(pod: Pod, run: PodRun, path: str, var: str) -> str:
     """A downward-API ``fieldRef`` value."""
     simple = {
-        "metadata.name": pod.metadata.name,
-        "metadata.namespace": pod.metadata.namespace,
-        "metadata.uid": pod.metadata.uid,
-        "spec.nodeName": pod.spec.node_name,
-        "spec.serviceAccountName": pod.spec.service_account_name or "default",
+        "metadata.name": run.name,
+        "metadata.namespace": run.namespace,
+        "metadata.uid": run.uid,
+        "spec.nodeName": pod["spec"].get("nodeName"),
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName") or "default",
         "status.podIP": run.ip,
         "status.hostIP": HOST_IP,
     }
@@ -642,7 +667,7 @@ def _field(pod: V1Pod, run: PodRun, path: str, var: str) -> str:
         return str(simple[path])
     match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
     if match:
-        values = (pod.metadata.labels if match[1] == "labels" else pod.metadata.annotations) or {}
+        values = pod["metadata"].get(match[1]) or {}
         return str(values.get(match[2], ""))
     raise PodConfigError(f"env {var}: fieldRef {path!r} is not supported by the node agent")
 
@@ -654,25 +679,30 @@ def _expand(text: str, env: dict[str, str]) -> str:
     )
 
 
-def _probe(spec: Any, container: Any, what: str) -> Probe | None:
+def _probe(container: dict[str, Any], what: str) -> Probe | None:
+    """The container's probe ``what`` (``readinessProbe``, ...), if it has one."""
+    spec = container.get(what)
     if spec is None:
         return None
-    if spec.http_get is None:
-        raise PodConfigError(f"{container.name}.{what}: only httpGet probes are supported by the node agent")
-    port = spec.http_get.port
+    http_get = spec.get("httpGet")
+    if http_get is None:
+        raise PodConfigError(
+            f"{container['name']}.{what}: only httpGet probes are supported by the node agent"
+        )
+    port = http_get["port"]
     if isinstance(port, str) and not port.isdigit():
-        named = {p.name: p.container_port for p in container.ports or []}
+        named = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
         if port not in named:
-            raise PodConfigError(f"{container.name}.{what}: no container port named {port!r}")
+            raise PodConfigError(f"{container['name']}.{what}: no container port named {port!r}")
         port = named[port]
     return Probe(
-        path=spec.http_get.path or "/",
+        path=http_get.get("path") or "/",
         port=int(port),
-        period=float(spec.period_seconds or 10),
-        initial_delay=float(spec.initial_delay_seconds or 0),
-        timeout=float(spec.timeout_seconds or 1),
-        success_threshold=spec.success_threshold or 1,
-        failure_threshold=spec.failure_threshold or 3,
+        period=float(spec.get("periodSeconds") or 10),
+        initial_delay=float(spec.get("initialDelaySeconds") or 0),
+        timeout=float(spec.get("timeoutSeconds") or 1),
+        success_threshold=spec.get("successThreshold") or 1,
+        failure_threshold=spec.get("failureThreshold") or 3,
     )
 
 

@@ -1,19 +1,22 @@
-"""The Pod annotation source, with the real kubernetes client against the test control plane's real API
-server (``kube_cluster``, a namespace per test), and against the kmock emulator for the faults the real
-server cannot be made to show on demand: a watch closed by the server, a 410 on the first watch, counting
-open watches (see tests/kube_emulator.py)."""
+"""The Pod annotation source, with the worker's plain HTTP client (``KubeHttp``) against the test control
+plane's real API server (``kube_cluster``, a namespace per test; the test writes with the real kubernetes
+client), and against the kmock emulator for the faults the real server cannot be made to show on demand: a
+watch closed by the server, a 410 on the first watch, counting open watches (see tests/kube_emulator.py).
+Both clients are built by the one rule of configuration (``config_source``), checked here for each."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import kmock
 import kubernetes.client
 import pytest
+import yaml
 
 from e2e.harness.cluster import Cluster
 from tests.kube_emulator import KubeEmulator
@@ -21,6 +24,7 @@ from tests.worker.waiting import next_state, until
 from warmserve.protocol.backoff import Backoff
 from warmserve.protocol.errors import InvalidFieldError, WarmServeError
 from warmserve.protocol.kube_api import kube_api_client
+from warmserve.protocol.kube_http import HTTP_ERRORS, ApiError, KubeHttp, load_endpoint, pod_path
 from warmserve.protocol.state import DESIRED_ANNOTATION
 from warmserve.worker.desired_feed import Ignore, Rejection
 from warmserve.worker.desired_source import PodAnnotationSource
@@ -47,14 +51,16 @@ def emulator_core(kube_emulator: KubeEmulator) -> kubernetes.client.CoreV1Api:
 
 
 @pytest.fixture
-def api(kube_cluster: Cluster) -> Iterator[kubernetes.client.ApiClient]:
-    with kube_cluster.api_client() as client:
+def api(kube_cluster: Cluster) -> Iterator[KubeHttp]:
+    """The worker's client, configured as the worker is: by the kubeconfig ``KUBECONFIG`` names."""
+    with KubeHttp(load_endpoint(environ={"KUBECONFIG": str(kube_cluster.kubeconfig)})) as client:
         yield client
 
 
 @pytest.fixture
-def core(api: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(api)
+def core(kube_cluster: Cluster) -> Iterator[kubernetes.client.CoreV1Api]:
+    with kube_cluster.api_client() as client:
+        yield kubernetes.client.CoreV1Api(client)
 
 
 @pytest.fixture
@@ -84,20 +90,20 @@ async def annotate(core: kubernetes.client.CoreV1Api, text: str, pod: PodRef = P
 
 
 @pytest.fixture
-async def source(api: kubernetes.client.ApiClient, pod: PodRef) -> AsyncIterator[PodAnnotationSource]:
+async def source(api: KubeHttp, pod: PodRef) -> AsyncIterator[PodAnnotationSource]:
     async with PodAnnotationSource(api, pod, backoff=FAST) as source:
         yield source
 
 
 @pytest.fixture
 async def emulator_source(kube_emulator: KubeEmulator) -> AsyncIterator[PodAnnotationSource]:
-    async with PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST) as source:
+    async with PodAnnotationSource(KubeHttp.from_config(kube_emulator.url), POD, backoff=FAST) as source:
         yield source
 
 
 @pytest.mark.kube
 async def test_listed_annotation_is_yielded_then_each_higher_generation(
-    core: kubernetes.client.CoreV1Api, api: kubernetes.client.ApiClient, pod: PodRef
+    core: kubernetes.client.CoreV1Api, api: KubeHttp, pod: PodRef
 ) -> None:
     await create_pod(core, {DESIRED_ANNOTATION: desired(1)}, pod)
     async with PodAnnotationSource(api, pod, backoff=FAST) as source:
@@ -121,7 +127,7 @@ async def test_pod_created_after_the_source_started_is_picked_up(
 
 @pytest.mark.kube
 async def test_malformed_document_is_rejected_naming_the_field_and_previous_state_kept(
-    core: kubernetes.client.CoreV1Api, api: kubernetes.client.ApiClient, pod: PodRef
+    core: kubernetes.client.CoreV1Api, api: KubeHttp, pod: PodRef
 ) -> None:
     rejections: list[Rejection] = []
     await create_pod(core, {DESIRED_ANNOTATION: desired(1)}, pod)
@@ -194,7 +200,7 @@ async def test_gone_is_retried_with_a_fresh_list(
     caplog.set_level(logging.INFO)  # a 410 is routine (an expired resourceVersion): told at INFO
     kube_emulator.run(fail_first_watch())
     await create_pod(emulator_core, {DESIRED_ANNOTATION: desired(1)})
-    async with PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST) as source:
+    async with PodAnnotationSource(KubeHttp.from_config(kube_emulator.url), POD, backoff=FAST) as source:
         assert (await next_state(source)).generation == 1
         await annotate(emulator_core, desired(2))
         assert (await next_state(source)).generation == 2
@@ -204,7 +210,9 @@ async def test_gone_is_retried_with_a_fresh_list(
 
 
 async def test_closing_the_source_ends_iteration_promptly(kube_emulator: KubeEmulator) -> None:
-    source = PodAnnotationSource(kube_emulator.api_client(), POD, backoff=FAST, watch_timeout=300)
+    source = PodAnnotationSource(
+        KubeHttp.from_config(kube_emulator.url), POD, backoff=FAST, watch_timeout=300
+    )
     async with asyncio.timeout(2):
         async with source:
             await until(lambda: kube_emulator.open_watches() == 1)
@@ -212,14 +220,31 @@ async def test_closing_the_source_ends_iteration_promptly(kube_emulator: KubeEmu
             await anext(aiter(source))
 
 
-def test_explicit_host_configures_a_working_client(kube_emulator: KubeEmulator) -> None:
-    api = kubernetes.client.CoreV1Api(kube_api_client(kube_emulator.url))
-    assert api.list_namespaced_pod(POD.namespace).items == []
+def list_pods(client: kubernetes.client.ApiClient | KubeHttp, namespace: str) -> list[Any]:
+    """The Pods of ``namespace`` through either client: the operator's or the worker's."""
+    if isinstance(client, KubeHttp):
+        listing = client.request("GET", pod_path(namespace), timeout=10).json()
+        return list(listing["items"])
+    return list(kubernetes.client.CoreV1Api(client).list_namespaced_pod(namespace).items)
 
 
+#: The two clients built by one rule of configuration: the operator's (``kubernetes``) and the worker's.
+CLIENTS: dict[str, Callable[[str | None], kubernetes.client.ApiClient | KubeHttp]] = {
+    "kubernetes": kube_api_client,
+    "http": KubeHttp.from_config,
+}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_explicit_host_configures_a_working_client(client: str, kube_emulator: KubeEmulator) -> None:
+    with CLIENTS[client](kube_emulator.url) as api:
+        assert list_pods(api, POD.namespace) == []
+
+
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("in_cluster", [True, False])
 def test_missing_cluster_configuration_is_one_clear_error(
-    in_cluster: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: str, in_cluster: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     if in_cluster:  # in a pod by the env, but no service account token mounted here
@@ -230,19 +255,35 @@ def test_missing_cluster_configuration_is_one_clear_error(
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(WarmServeError, match="no Kubernetes API configuration"):
-        kube_api_client()
+        CLIENTS[client](None)
 
 
 @pytest.mark.kube
+@pytest.mark.parametrize("client", CLIENTS)
 def test_kubeconfig_named_by_the_env_wins_over_in_cluster_config(
-    kube_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+    client: str, kube_cluster: Cluster, kube_namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What the test cluster's node agent gives every Pod process (no token at the in-cluster path).
     monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", kube_cluster.server.rsplit(":", 1)[1])
-    with kube_api_client() as client:
-        assert kubernetes.client.CoreV1Api(client).read_namespace("default").metadata.name == "default"
+    with CLIENTS[client](None) as api:
+        assert list_pods(api, kube_namespace) == []
+
+
+@pytest.mark.kube
+def test_worker_client_is_refused_what_its_token_is_not_allowed(
+    kube_cluster: Cluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    """A token the API server does not know: 401, an ``ApiError`` (one of the errors the channels retry)."""
+    kubeconfig = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    kubeconfig["users"][0]["user"] = {"token": "not-a-token"}
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    api = KubeHttp(load_endpoint(environ={"KUBECONFIG": str(tmp_path / "kubeconfig")}))
+    with api, pytest.raises(ApiError) as refused:
+        list_pods(api, kube_namespace)
+    assert refused.value.status == 401
+    assert isinstance(refused.value, HTTP_ERRORS)
 
 
 def test_pod_ref_from_the_downward_api_env() -> None:

@@ -1,4 +1,5 @@
-"""Observed-state reporting: the Pod annotation sink against the kmock API emulator, and the file sink."""
+"""Observed-state reporting: the Pod annotation sink (plain HTTP, as a worker has it) against the kmock API
+emulator, and the file sink."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.kube_emulator import KubeEmulator
 from tests.worker.waiting import until
 from warmserve.protocol.backoff import Backoff
 from warmserve.protocol.errors import InvalidFieldError
+from warmserve.protocol.kube_http import KubeHttp
 from warmserve.protocol.state import (
     DESIRED_ANNOTATION,
     OBSERVED_ANNOTATION,
@@ -68,7 +70,7 @@ def annotation(kube: KubeEmulator) -> ObservedState | None:
 
 async def test_report_lands_in_the_pod_annotation_and_parses_back(kube_emulator: KubeEmulator) -> None:
     await asyncio.to_thread(create_pod, kube_emulator)
-    async with PodAnnotationSink(kube_emulator.api_client(), POD, interval=0.05) as sink:
+    async with PodAnnotationSink(KubeHttp.from_config(kube_emulator.url), POD, interval=0.05) as sink:
         sink.report(observed(1))
         await until(lambda: sink.written is not None)
     assert annotation(kube_emulator) == observed(1)
@@ -81,7 +83,7 @@ async def test_a_burst_of_reports_coalesces_into_few_patches_ending_with_the_new
     kube_emulator: KubeEmulator,
 ) -> None:
     await asyncio.to_thread(create_pod, kube_emulator)
-    async with PodAnnotationSink(kube_emulator.api_client(), POD, interval=0.3) as sink:
+    async with PodAnnotationSink(KubeHttp.from_config(kube_emulator.url), POD, interval=0.3) as sink:
         for inflight in range(50):
             sink.report(observed(1, inflight=inflight))
             await asyncio.sleep(0)  # the writer task may run between reports
@@ -92,7 +94,7 @@ async def test_a_burst_of_reports_coalesces_into_few_patches_ending_with_the_new
 
 async def test_same_state_is_not_patched_twice(kube_emulator: KubeEmulator) -> None:
     await asyncio.to_thread(create_pod, kube_emulator)
-    async with PodAnnotationSink(kube_emulator.api_client(), POD, interval=0.01) as sink:
+    async with PodAnnotationSink(KubeHttp.from_config(kube_emulator.url), POD, interval=0.01) as sink:
         sink.report(observed(1))
         await until(lambda: sink.written is not None)
         sink.report(observed(1))
@@ -106,7 +108,9 @@ async def test_same_state_is_not_patched_twice(kube_emulator: KubeEmulator) -> N
 async def test_failed_patches_are_retried_until_one_lands_and_never_raise(
     kube_emulator: KubeEmulator,
 ) -> None:
-    async with PodAnnotationSink(kube_emulator.api_client(), POD, interval=0.01, backoff=FAST) as sink:
+    async with PodAnnotationSink(
+        KubeHttp.from_config(kube_emulator.url), POD, interval=0.01, backoff=FAST
+    ) as sink:
         sink.report(observed(1))  # the Pod does not exist yet: 404
         await until(lambda: sink.failures >= 2)
         assert sink.written is None
@@ -119,7 +123,7 @@ async def test_failed_patches_are_retried_until_one_lands_and_never_raise(
 
 async def test_pending_state_gets_a_last_attempt_on_exit(kube_emulator: KubeEmulator) -> None:
     await asyncio.to_thread(create_pod, kube_emulator)
-    async with PodAnnotationSink(kube_emulator.api_client(), POD, interval=60) as sink:
+    async with PodAnnotationSink(KubeHttp.from_config(kube_emulator.url), POD, interval=60) as sink:
         sink.report(observed(1))
         await until(lambda: sink.written is not None)
         sink.report(observed(2))  # held back by the interval

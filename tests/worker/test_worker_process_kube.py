@@ -1,7 +1,8 @@
 """`warmserve worker --kube`: a real worker process following its own Pod on the test cluster's API server.
 
 The desired state comes from the Pod's ``warmserve.io/desired`` annotation (watched), the observed
-state goes back to its ``warmserve.io/observed`` annotation; the HTTP ``PUT`` feeds the same feed.
+state goes back to its ``warmserve.io/observed`` annotation; the HTTP ``PUT`` feeds the same feed. Over its
+whole run the worker never imports the ``kubernetes`` client (its start-up cost; docs/worker-protocol.md).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def test_worker_follows_its_pod_and_reports_on_it(
     monkeypatch.setenv("POD_NAME", POD)
     monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import, when it happens, to the worker's log
     worker = workers(POD, "--kube", "--gpus", "2", "--speed", "0")
 
     serving = observed_on_pod(core, kube_namespace, lambda s: states(s) == {"l0": ReplicaState.SERVING})
@@ -91,6 +93,11 @@ def test_worker_follows_its_pod_and_reports_on_it(
     assert states(moved) == {"l0": ReplicaState.PREWARMED} and moved.replicas[0].gpus == (1,)
     assert moved.error == ""
     assert worker.stop() == 0, worker.log.read_text()[-3000:]
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in worker.log.read_text().splitlines() if "|" in line
+    ]
+    assert "aiohttp" in imported  # the import log is there
+    assert [name for name in imported if name.split(".")[0] == "kubernetes"] == []
     api.close()
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import kubernetes.client
 
 from warmserve.gateway.config import DEFAULT_MAX_CONCURRENCY, DeclaredModel
-from warmserve.protocol.list_watch import ListWatch, custom_lister
+from warmserve.protocol.kube_api import custom_lister
+from warmserve.protocol.list_watch import ListWatch
 from warmserve.protocol.resource_names import GROUP, MODEL_DEPLOYMENTS, VERSION
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import kubernetes.client
 
-from warmserve.protocol.list_watch import ListWatch, pod_lister
+from warmserve.protocol.kube_api import pod_lister
+from warmserve.protocol.list_watch import ListWatch
 from warmserve.protocol.pods import WORKER_PORT_NAME, Pod, pod_url
 
 log = logging.getLogger(__name__)

@@ -2,16 +2,18 @@
 
 The one way every WarmServe component follows objects of the API (docs/kube-cluster.md): the operator its
 worker and gateway Pods, a worker its own Pod's annotation, the gateway the worker Pods it routes to and
-the ModelDeployments it serves. What is listed is a *lister*: :func:`pod_lister` or
-:func:`custom_lister` (a custom resource's plural).
+the ModelDeployments it serves. What is listed is a *lister* (:data:`Lister`): the ``kubernetes`` client's
+(:func:`warmserve.protocol.kube_api.pod_lister`, :func:`~warmserve.protocol.kube_api.custom_lister`) for the
+operator and the gateway, plain HTTP's (:meth:`warmserve.protocol.kube_http.KubeHttp.pod_lister`) for the
+worker, which does not import that client; this module imports neither.
 
-One thread runs the synchronous ``kubernetes`` client: list the objects (the set and a resourceVersion),
-then watch from there until the stream ends (the server's ``timeout_seconds``), breaks, or answers
-``410 Gone``; then list again. Listing again is what makes a reconnect lossless: whatever changed
-meanwhile is in the new list, which replaces the set whole. Objects are kept as the API server's JSON (the
-client's model objects cost milliseconds per Pod to build and say nothing more). Use it as ``async with``
-(or :meth:`~ListWatch.start` and :meth:`~ListWatch.stop` it from synchronous code); after each list and each
-event, ``on_change`` (if given) is called with the objects now on the event loop that entered the block.
+One thread lists the objects (the set and a resourceVersion), then watches from there until the stream ends
+(the server's ``timeoutSeconds``), breaks, or answers ``410 Gone``; then lists again. Listing again is what
+makes a reconnect lossless: whatever changed meanwhile is in the new list, which replaces the set whole.
+Objects are kept as the API server's JSON (the client's model objects cost milliseconds per Pod to build and
+say nothing more). Use it as ``async with`` (or :meth:`~ListWatch.start` and :meth:`~ListWatch.stop` it from
+synchronous code); after each list and each event, ``on_change`` (if given) is called with the objects now on
+the event loop that entered the block.
 
 A set that may be stale is never read: :meth:`ListWatch.items` raises :class:`UnavailableError` before
 the first list has succeeded, and from a failed list or a broken watch until the next list succeeds
@@ -27,47 +29,33 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import kubernetes.client
-from kubernetes.watch.watch import iter_resp_lines
+import urllib3
 
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
 from warmserve.protocol.errors import UnavailableError
-from warmserve.protocol.kube_api import KUBE_ERRORS, brief
+from warmserve.protocol.kube_http import HTTP_ERRORS, ApiError, Query, Timeout, brief
 
 log = logging.getLogger(__name__)
 
-#: Lists one namespace's objects, as the client's ``list_namespaced_*`` calls do (keyword arguments:
-#: selectors, ``watch``, ``resource_version``, ``timeout_seconds``, request options).
-Lister = Callable[..., Any]
+#: Lists (or, with ``watch`` in the query, watches) one namespace's objects: ``lister(namespace, query,
+#: timeout)`` with the API's query parameters (``labelSelector``, ``fieldSelector``, ``watch``,
+#: ``resourceVersion``, ``allowWatchBookmarks``, ``timeoutSeconds``) and the request's timeout; returns the
+#: urllib3 response with its body unread, raises :class:`ApiError` for an answer other than 2xx.
+Lister = Callable[[str, Query, Timeout], urllib3.BaseHTTPResponse]
 #: One object as the API server's JSON.
 Object = Mapping[str, Any]
 
 #: What following objects may fail with: the API server unreachable or refusing, or an answer that is not JSON
 #: of the expected shape.
-FOLLOW_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, ValueError, KeyError, TypeError)
+FOLLOW_ERRORS: tuple[type[Exception], ...] = (*HTTP_ERRORS, ValueError, KeyError, TypeError)
 
 
 class Gone(Exception):
     """The watch's resourceVersion is too old (``410 Gone``): list again, at once."""
-
-
-def pod_lister(api: kubernetes.client.ApiClient) -> Lister:
-    """The lister of Pods."""
-    return kubernetes.client.CoreV1Api(api).list_namespaced_pod
-
-
-def custom_lister(api: kubernetes.client.ApiClient, group: str, version: str, plural: str) -> Lister:
-    """The lister of one custom resource (``group``/``version``, its ``plural``)."""
-    custom = kubernetes.client.CustomObjectsApi(api)
-
-    def lister(namespace: str, **options: Any) -> Any:
-        return custom.list_namespaced_custom_object(group, version, namespace, plural, **options)
-
-    return lister
 
 
 class ListWatch:
@@ -168,14 +156,11 @@ class ListWatch:
             log.exception("following %s failed", self._what)
 
     def _list(self) -> str:
-        response: Any = self.lister(
-            self.namespace,
-            label_selector=self.selector,
-            field_selector=self.field_selector,
-            _request_timeout=self.request_timeout_s,
-            _preload_content=False,
-        )
-        listing = json.loads(response.data)
+        response = self.lister(self.namespace, self._query(), self.request_timeout_s)
+        try:
+            listing = json.loads(response.data)
+        finally:
+            response.release_conn()
         with self._lock:
             self._objects = {obj["metadata"]["name"]: obj for obj in listing["items"]}
             self._error = None
@@ -186,26 +171,24 @@ class ListWatch:
 
     def _watch(self, version: str) -> None:
         """Apply the watch's events from ``version`` on, until the stream ends; :class:`Gone` for 410."""
+        query = {
+            **self._query(),
+            "watch": True,
+            "resourceVersion": version,
+            "allowWatchBookmarks": True,
+            "timeoutSeconds": self.watch_timeout_s,
+        }
+        timeout = (self.request_timeout_s, self.watch_timeout_s + self.request_timeout_s)
         try:
-            self._stream = self.lister(
-                self.namespace,
-                label_selector=self.selector,
-                field_selector=self.field_selector,
-                watch=True,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.watch_timeout_s,
-                _request_timeout=(self.request_timeout_s, self.watch_timeout_s + self.request_timeout_s),
-                _preload_content=False,
-            )
-        except kubernetes.client.ApiException as exc:
+            self._stream = self.lister(self.namespace, query, timeout)
+        except ApiError as exc:
             if exc.status == 410:
                 raise Gone() from exc
             raise
         try:
             if self._stopping.is_set():
                 return
-            for line in iter_resp_lines(self._stream):  # type: ignore[no-untyped-call]
+            for line in _lines(self._stream):
                 if line:
                     self._seen(json.loads(line))
         finally:
@@ -213,12 +196,15 @@ class ListWatch:
             stream.close()
             stream.release_conn()
 
+    def _query(self) -> Query:
+        return {"labelSelector": self.selector, "fieldSelector": self.field_selector}
+
     def _seen(self, event: Mapping[str, Any]) -> None:
         kind, obj = event["type"], event["object"]
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise Gone()
-            raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("message"))
+            raise ApiError(obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""))
         if kind == "BOOKMARK":
             return
         name = obj["metadata"]["name"]
@@ -238,3 +224,13 @@ class ListWatch:
                 self._loop.call_soon_threadsafe(self.on_change, objects)
             except RuntimeError:  # the loop closed under a watch not stopped yet
                 self._stopping.set()
+
+
+def _lines(stream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """The lines of a watch stream as they arrive (one JSON event each), whatever the chunks' sizes."""
+    pending = b""
+    for chunk in stream.stream(None, decode_content=False):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from lines
+    if pending:
+        yield pending

@@ -13,10 +13,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import kubernetes.client
-
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
-from warmserve.protocol.list_watch import ListWatch, pod_lister
+from warmserve.protocol.kube_http import KubeHttp
+from warmserve.protocol.list_watch import ListWatch
 from warmserve.protocol.pods import Pod
 from warmserve.protocol.state import DESIRED_ANNOTATION
 from warmserve.worker.desired_feed import Check, DesiredFeed, Rejection
@@ -49,14 +48,15 @@ class PodAnnotationSource(FeedSource):
     watch from its resourceVersion; list again after the stream ends or a ``410 Gone``, after a
     :class:`Backoff` when the API server fails), so a reconnect is lossless: whatever was written
     meanwhile is in the listed object. The name is checked again here, for servers that ignore field
-    selectors. A Pod that is not there (not yet, or deleted) keeps the current desired state. Use as
-    ``async with``; runs until the block exits. Leaving the block shuts an open watch at once, but waits
-    for a list in flight (at most ``request_timeout`` seconds).
+    selectors. ``api`` is plain HTTP (:class:`~warmserve.protocol.kube_http.KubeHttp`): a worker never
+    imports the ``kubernetes`` client (docs/worker-protocol.md). A Pod that is not there (not yet, or
+    deleted) keeps the current desired state. Use as ``async with``; runs until the block exits. Leaving the
+    block shuts an open watch at once, but waits for a list in flight (at most ``request_timeout`` seconds).
     """
 
     def __init__(
         self,
-        api: kubernetes.client.ApiClient,
+        api: KubeHttp,
         pod: PodRef,
         *,
         worker: str | None = None,
@@ -70,7 +70,7 @@ class PodAnnotationSource(FeedSource):
         self._pod = pod
         self._origin = f"pod {pod} annotation {DESIRED_ANNOTATION}"
         self._watch = ListWatch(
-            pod_lister(api),
+            api.pod_lister(),
             pod.namespace,
             "",
             field_selector=f"metadata.name={pod.name}",

@@ -18,11 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-import kubernetes.client
-
 from warmserve.protocol.backoff import DEFAULT_BACKOFF, Backoff
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.protocol.kube_api import KUBE_ERRORS
+from warmserve.protocol.kube_http import HTTP_ERRORS, KubeHttp, brief, pod_path
 from warmserve.protocol.state import OBSERVED_ANNOTATION, ObservedState
 from warmserve.worker.pod_ref import PodRef
 
@@ -48,7 +46,7 @@ class PodAnnotationSink:
 
     def __init__(
         self,
-        api: kubernetes.client.ApiClient,
+        api: KubeHttp,
         pod: PodRef,
         *,
         interval: float = 1.0,
@@ -57,7 +55,7 @@ class PodAnnotationSink:
     ) -> None:
         self.written: ObservedState | None = None  # the state the Pod carries, as far as we know
         self.failures = 0  # consecutive failed patches; 0 after a success
-        self._core = kubernetes.client.CoreV1Api(api)
+        self._api = api
         self._pod = pod
         self._interval = interval
         self._backoff = backoff
@@ -102,17 +100,20 @@ class PodAnnotationSink:
         body = {"metadata": {"annotations": {OBSERVED_ANNOTATION: state.to_json()}}}
         try:
             await asyncio.to_thread(
-                self._core.patch_namespaced_pod,
-                self._pod.name,
-                self._pod.namespace,
-                body,
-                _content_type="application/merge-patch+json",
-                _request_timeout=self._request_timeout,
+                self._api.request,
+                "PATCH",
+                pod_path(self._pod.namespace, self._pod.name),
+                body=body,
+                content_type="application/merge-patch+json",
+                timeout=self._request_timeout,
             )
-        except KUBE_ERRORS as exc:
+        except HTTP_ERRORS as exc:
             self.failures += 1
             log.warning(
-                "reporting observed state to pod %s failed (%d in a row): %s", self._pod, self.failures, exc
+                "reporting observed state to pod %s failed (%d in a row): %s",
+                self._pod,
+                self.failures,
+                brief(exc),
             )
             return False
         self.written = state

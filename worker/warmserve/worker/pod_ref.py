@@ -1,8 +1,9 @@
 """The worker's own Pod: where its desired state comes from and its observed state goes.
 
 The desired-state source (:mod:`.desired_source`) watches the Pod's annotation and the observed-state
-sink (:mod:`.observed_sink`) patches it; how they reach the API server and retry is
-:mod:`warmserve.protocol.kube_api`, shared with the operator.
+sink (:mod:`.observed_sink`) patches it; they reach the API server over plain HTTP
+(:mod:`warmserve.protocol.kube_http`, by the operator's rules of configuration and errors) and follow the
+Pod with the operator's :class:`~warmserve.protocol.list_watch.ListWatch`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 from warmserve.protocol.errors import InvalidFieldError
-from warmserve.protocol.kube_api import kube_api_client
+from warmserve.protocol.kube_http import KubeHttp
 from warmserve.protocol.state import ObservedState
 from warmserve.worker.desired_feed import DesiredFeed
 from warmserve.worker.desired_source import FileSource, PodAnnotationSource
@@ -175,10 +175,10 @@ async def channels(
     on_reject, check = report_rejection(runtime), runtime.check_desired
     if options.kube:
         pod = PodRef.from_env()
-        api = kube_api_client(options.kube_api)
-        source = PodAnnotationSource(api, pod, worker=options.name, on_reject=on_reject, check=check)
-        async with source, PodAnnotationSink(api, pod) as pod_sink:
-            yield source.feed, pod_sink
+        with KubeHttp.from_config(options.kube_api) as api:
+            source = PodAnnotationSource(api, pod, worker=options.name, on_reject=on_reject, check=check)
+            async with source, PodAnnotationSink(api, pod) as pod_sink:
+                yield source.feed, pod_sink
         return
     sink = FileSink(options.observed_file) if options.observed_file is not None else None
     if options.desired_file is None:

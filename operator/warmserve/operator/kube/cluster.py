@@ -39,8 +39,8 @@ from warmserve.operator.planning.snapshot import Demand
 from warmserve.operator.ports import Observation
 from warmserve.protocol.demand_report import ModelDemand, parse_demand
 from warmserve.protocol.errors import InvalidFieldError, UnavailableError
-from warmserve.protocol.kube_api import KUBE_ERRORS, brief
-from warmserve.protocol.list_watch import ListWatch, pod_lister
+from warmserve.protocol.kube_api import KUBE_ERRORS, brief, pod_lister
+from warmserve.protocol.list_watch import ListWatch
 from warmserve.protocol.pods import (
     GATEWAY_DEFAULT_PORT,
     GATEWAY_PORT_NAME,
