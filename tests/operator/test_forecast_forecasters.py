@@ -12,7 +12,9 @@ from warmserve.operator.forecast.forecasters import (
     BASELINES,
     FORECASTERS,
     Auto,
+    AutoFit,
     Forecast,
+    LoadFit,
     WarmServeForecaster,
     fit_load,
     forecast,
@@ -155,6 +157,18 @@ def test_auto_picks_a_seasonal_forecaster_on_seasonal_data_and_last_value_on_a_w
     assert Auto(PERIOD).fit(daily(7, noise=1.0)).chosen not in BASELINES
     walk = np.abs(np.cumsum(np.random.default_rng(2).normal(0, 5, 7 * PERIOD))) + 100
     assert Auto(PERIOD).fit(walk).chosen in ("last-value", "ets")
+
+
+def test_auto_refits_its_choice_and_compares_again_only_every_selection_period() -> None:
+    auto, seasonal = Auto(PERIOD), daily(7, noise=1.0)
+    kept = auto.refit(AutoFit("last-value", None, 0), seasonal)  # a choice of yesterday: not compared again
+    assert (kept.chosen, kept.refits_since_selection) == ("last-value", 1)
+    aged = auto.refit(AutoFit("last-value", None, auto.selection_days - 1), seasonal)  # a week old
+    assert aged.chosen not in BASELINES and aged.refits_since_selection == 0
+    young = auto.refit(auto.fit(seasonal[:PERIOD]), seasonal)  # a day of history had nothing to compare
+    assert young.chosen not in BASELINES
+    load = fit_load(auto, seasonal, seasonal, LoadFit(auto, kept, kept))
+    assert load.mean.chosen == "last-value" and load.mean.refits_since_selection == 2
 
 
 def test_auto_does_not_pick_a_forecaster_that_would_only_run_its_fallback() -> None:

@@ -26,10 +26,12 @@ and seconds of CPU at start (docs/operator.md, "Floors").
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -78,6 +80,12 @@ class Forecaster(ABC):
     def fit(self, history: FloatArray) -> Any:
         """Estimate parameters from ``history``; the default has none. Never raises on short or gappy data."""
         return None
+
+    def refit(self, previous: Any, history: FloatArray) -> Any:
+        """A fit on ``history`` given the ``previous`` fit of the same series (on an earlier history): a
+        forecaster may reuse what is slow to find and still right (``auto`` its choice); the default fits
+        afresh."""
+        return self.fit(history)
 
     def predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
         """The ``horizon`` windows after ``history``: finite and ≥ 0."""
@@ -260,7 +268,7 @@ class Ets(Forecaster):
 
     name = "ets"
     fit_days = 7
-    refit_days = 14  # a fit (two candidate models) costs ~0.1 s; the filter tracks level and season between
+    refit_days = 14  # a fit (two candidate models) costs ~0.02 s; the filter tracks level and season between
 
     @property
     def min_history(self) -> int:
@@ -288,7 +296,7 @@ class Ets(Forecaster):
                     seasonal=None if periods is None else "add",
                     seasonal_periods=periods,
                     initialization_method="estimated" if periods is None else "heuristic",
-                ).fit()
+                ).fit(use_brute=periods is None)
             except (ValueError, np.linalg.LinAlgError):
                 return None
         params = result.params
@@ -350,6 +358,11 @@ class StlArima(Forecaster):
     """statsmodels STL (daily period) + ARIMA(1,0,1) with a constant on the seasonally adjusted series, both
     fitted on the last :attr:`fit_days` days.
 
+    The fit is kept cheap (docs/forecasting.md, "Refit cost"): STL's LOESS runs every few points and one
+    inner pass (no robustness weights, so the second pass changed little); the ARIMA's constant is the
+    adjusted series' mean and its ARMA part is Hannan-Rissanen's estimate on the demeaned series, then one
+    Kalman filter pass (no smoother, no GLS iterations) makes the results the forecasts extend.
+
     Windows after the fit get the last fitted day of the seasonal component (seasonal naive), and the
     ARIMA is extended over them with fixed parameters (``append(refit=False)``). Under two days of
     history, or if a fit fails, it behaves as the WarmServe forecaster.
@@ -358,13 +371,12 @@ class StlArima(Forecaster):
     name = "stl-arima"
     history_days = 2
     fit_days = 7
-    refit_days = 14  # a fit costs ~0.1 s; the appended filter tracks the level in between
-    order: ClassVar[tuple[int, int, int]] = (1, 0, 1)
-    _trend = "c"
+    refit_days = 14  # a fit costs ~0.03 s; the appended filter tracks the level in between
 
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
             return None
+        from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
         from statsmodels.tsa.arima.model import ARIMA
         from statsmodels.tsa.seasonal import STL
 
@@ -374,17 +386,18 @@ class StlArima(Forecaster):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                seasonal = (
-                    STL(filled, period=self.period, seasonal_jump=jump, trend_jump=jump, low_pass_jump=jump)
-                    .fit()
-                    .seasonal
-                )
-                arima = ARIMA(filled - seasonal, order=self.order, trend=self._trend).fit(
-                    method="hannan_rissanen", cov_type="none"
-                )
+                stl = STL(filled, period=self.period, seasonal_jump=jump, trend_jump=jump, low_pass_jump=jump)
+                seasonal = np.asarray(stl.fit(inner_iter=1).seasonal, dtype=float)
+                adjusted = filled - seasonal
+                level = float(adjusted.mean())
+                arma, _ = hannan_rissanen(adjusted - level, ar_order=1, ma_order=1, demean=False)
+                if not (arma.is_stationary and arma.is_invertible):  # as ARIMA.fit refuses them
+                    return None
+                params = np.r_[level, arma.ar_params, arma.ma_params, arma.sigma2]
+                arima = ARIMA(adjusted, order=(1, 0, 1), trend="c").filter(params, cov_type="none")
             except (ValueError, np.linalg.LinAlgError):
                 return None
-        return StlArimaFit(first, np.asarray(seasonal, dtype=float), arima)
+        return StlArimaFit(first, seasonal, arima)
 
     def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
         """The seasonal component at ``indices`` (windows of the history, not of the fit's span)."""
@@ -428,28 +441,33 @@ class StlArima(Forecaster):
 
 @dataclass(frozen=True)
 class AutoFit:
-    """The candidate ``auto`` chose at fit time, and that candidate's own fit."""
+    """The candidate ``auto`` chose, that candidate's own fit, and how many refits ago the choice was made
+    (0: at this fit; ``None``: no comparison was made, too little history)."""
 
     chosen: str
     fit: Any
+    refits_since_selection: int | None = 0
 
 
 class Auto(Forecaster):
-    """Picks, at each fit, the candidate whose one-window-ahead forecasts over the last ``evaluation_days``
-    days of the history (at most half of it; each candidate fitted once on the history before that stretch)
-    make the best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on
-    that stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is
-    judged by. It then fits that candidate on the history. Only
-    candidates that can run as themselves on the shorter history take part, so a fallback never wins in
-    another's name.
+    """Picks the candidate whose one-window-ahead forecasts over the last ``evaluation_days`` days of the
+    history (at most half of it; each candidate fitted once on the history before that stretch) make the
+    best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on that
+    stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is judged by.
+    It then fits that candidate on the history. Only candidates that can run as themselves on the shorter
+    history take part, so a fallback never wins in another's name.
 
-    Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day of
-    history there is nothing to compare and it uses the WarmServe forecaster.
+    The comparison fits every candidate, so it is redone every ``selection_days`` only: the refits between
+    (every :attr:`refit_days`, :meth:`refit`) fit the chosen candidate alone (docs/forecasting.md, "Refit
+    cost"). Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day
+    of history there is nothing to compare and it uses the WarmServe forecaster (compared again at the next
+    refit).
     """
 
     name = "auto"
     evaluation_days: ClassVar[int] = 3
     refit_days = 1
+    selection_days: ClassVar[int] = 7
 
     def candidates(self, history_windows: int) -> tuple[Forecaster, ...]:
         """Every other forecaster that can run as itself (not its fallback) on that much history, the simplest
@@ -460,7 +478,7 @@ class Auto(Forecaster):
 
     def fit(self, history: FloatArray) -> AutoFit:
         if len(history) <= self.period:
-            return AutoFit(WarmServeForecaster.name, None)
+            return AutoFit(WarmServeForecaster.name, None, None)
         split = len(history) - min(self.evaluation_days * self.period, len(history) // 2)
         actual = history[split:]
         errors: dict[str, float] = {}
@@ -470,6 +488,16 @@ class Auto(Forecaster):
             errors[candidate.name] = loss if math.isfinite(loss) else math.inf
         chosen = min(errors, key=lambda name: errors[name])
         return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
+
+    def refit(self, previous: AutoFit | None, history: FloatArray) -> AutoFit:
+        """The previous choice fitted on ``history`` while it is younger than ``selection_days``, a fresh
+        comparison (:meth:`fit`) otherwise or when there was nothing to compare (at most a day of history)."""
+        if previous is None or previous.refits_since_selection is None:
+            return self.fit(history)
+        age = previous.refits_since_selection + 1
+        if age * self.refit_days >= self.selection_days:
+            return self.fit(history)
+        return AutoFit(previous.chosen, make_forecaster(previous.chosen, self.period).fit(history), age)
 
     def _predict(self, fitted: AutoFit, history: FloatArray, horizon: int) -> FloatArray:
         return make_forecaster(fitted.chosen, self.period).predict(fitted.fit, history, horizon)
@@ -519,9 +547,43 @@ class LoadFit:
     peak: Any
 
 
-def fit_load(forecaster: Forecaster, history_mean: FloatArray, history_peak: FloatArray) -> LoadFit:
-    """The expensive step, run now and then (e.g. daily): fit both series of one model."""
-    return LoadFit(forecaster, forecaster.fit(history_mean), forecaster.fit(history_peak))
+@functools.cache
+def _blas() -> Any:
+    """The process's BLAS libraries (scipy's own OpenBLAS included: statsmodels' Kalman filter calls it),
+    found once: looking them up costs ~0.5 ms, a limit through this controller ~0.01 ms."""
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, so the controller sees it)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while the block runs. statsmodels' filters and estimators make thousands of calls
+    on 2x2 matrices, on which OpenBLAS' threads only spin: on a shared 2-core machine a Kalman filter
+    initialisation took ~20 ms with its threads and ~0.5 ms without (docs/forecasting.md, "Refit cost").
+    The limit is process-wide: run fits one at a time (the operator does)."""
+    with _blas().limit(limits=1, user_api="blas"):
+        yield
+
+
+def fit_load(
+    forecaster: Forecaster,
+    history_mean: FloatArray,
+    history_peak: FloatArray,
+    previous: LoadFit | None = None,
+) -> LoadFit:
+    """The expensive step, run now and then (each forecaster's :attr:`~Forecaster.refit_days`): fit both
+    series of one model, given its ``previous`` fit by the same forecaster if any
+    (:meth:`Forecaster.refit`)."""
+    with one_blas_thread():
+        if previous is None or previous.forecaster.name != forecaster.name:
+            return LoadFit(forecaster, forecaster.fit(history_mean), forecaster.fit(history_peak))
+        return LoadFit(
+            forecaster,
+            forecaster.refit(previous.mean, history_mean),
+            forecaster.refit(previous.peak, history_peak),
+        )
 
 
 def forecast(
@@ -533,6 +595,7 @@ def forecast(
     since). Pure: the same inputs give the same forecast. Never negative or NaN; peak is raised to the mean
     where a model forecasts it lower.
     """
-    mean = fit.forecaster.predict(fit.mean, history_mean, horizon_windows)
-    peak = np.maximum(fit.forecaster.predict(fit.peak, history_peak, horizon_windows), mean)
+    with one_blas_thread():
+        mean = fit.forecaster.predict(fit.mean, history_mean, horizon_windows)
+        peak = np.maximum(fit.forecaster.predict(fit.peak, history_peak, horizon_windows), mean)
     return Forecast(tuple(float(v) for v in mean), tuple(float(v) for v in peak))
