@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from warmserve.operator.forecast.history import (
@@ -14,7 +15,7 @@ from warmserve.operator.forecast.history import (
     history_from_prometheus,
     prometheus_queries,
 )
-from warmserve.operator.online_forecast import ForecastCheck, OnlineForecast
+from warmserve.operator.online_forecast import ForecastCheck, OnlineForecast, refit_period
 from warmserve.operator.planning.snapshot import Demand, Forecast
 from warmserve.operator.resources import ForecastSettings
 from warmserve.protocol.errors import InvalidInputError
@@ -180,3 +181,71 @@ def test_epoch_seconds_start_the_history_at_the_first_window_seen() -> None:
     history = source.history("m")
     assert history is not None and history.first == int(now // 60) and history.mean == (1.0, 2.0)
     assert source.forecasts(now + 180) == {"m": Forecast(2.0, 2.0)}
+
+
+def daily_history(window_s: int, days: int) -> History:
+    """``days`` days of a daily sine (amplitude 8) on a wandering level (a random walk from 30), on windows
+    of ``window_s``: a level an exponential smoothing must track."""
+    per_day = 86_400 // window_s
+    phases = 2 * np.pi * np.arange(days * per_day) / per_day
+    level = 30.0 + np.cumsum(np.random.default_rng(0).normal(0.0, 1.0, len(phases)))
+    values = np.maximum(level + 8.0 * np.sin(phases), 0.0)
+    return History(window_s, 0, tuple(values.tolist()), tuple(values.tolist()))
+
+
+def seeded_ets(window: int, days: int) -> OnlineForecast:
+    """A source forecasting model ``m`` with ets on ``days`` days of :func:`daily_history`, fitted once."""
+    source = OnlineForecast()
+    source.set_models({"m": settings("ets", window=window, horizon=window, retention=30 * 86_400)})
+    source.seed("m", daily_history(window, days))
+    assert run_fits(source) == 1  # no fit yet
+    return source
+
+
+def test_ets_refits_once_per_refit_period_and_filters_the_windows_between() -> None:
+    window = 3600  # 24 windows a day: ets refits every 14 days = 336 windows
+    assert refit_period(settings("ets", window=window, retention=30 * 86_400)) == 336
+    busy, quiet = seeded_ets(window, 14), seeded_ets(window, 14)  # a mature history: one refit period
+    fits = []
+    for k in range(14 * 24, 14 * 24 + 2 * 336 + 1):  # windows of the next 28 days close one by one
+        now = k * window + 1.0
+        busy.observe(now, {"m": Demand(90.0 if k < 14 * 24 + 18 else 10.0)})
+        fits += [k] * run_fits(busy)
+        if k <= 14 * 24 + 18:
+            quiet.observe(now, {"m": Demand(10.0)})
+            assert run_fits(quiet) == 0
+        if k == 14 * 24 + 18:  # no refit since the seed: the fit's filter reads the windows since
+            assert not fits and "fitted on 336 windows" in busy.note("m")
+            assert busy.forecasts(now)["m"].mean > quiet.forecasts(now)["m"].mean + 20.0
+    assert len(fits) == 2 and fits[1] - fits[0] == 336  # once per period, whatever the closed windows
+
+
+def test_a_young_history_is_refitted_as_it_doubles_and_changed_settings_at_once() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings("ets", window=3600, retention=30 * 86_400)})
+    fitted_at = []
+    for k in range(100):
+        source.observe(k * 3600.0, {"m": Demand(float(k % 24))})
+        if run_fits(source):
+            fitted_at.append(len(source.history("m").mean))  # type: ignore[union-attr]
+    assert fitted_at == [1, 2, 4, 8, 16, 32, 64]
+    source.set_models({"m": settings("stl-arima", window=3600, retention=30 * 86_400)})
+    assert run_fits(source) == 1 and run_fits(source) == 0
+
+
+def test_the_refits_of_many_models_spread_over_the_period() -> None:
+    # warmserve has nothing to fit: its fit is renewed once per retention (12 windows), so the history it
+    # reads never falls off the trimmed history; the models' phases spread those renewals.
+    names = [f"model-{i}" for i in range(120)]
+    source = OnlineForecast()
+    source.set_models({n: settings("warmserve", retention=120) for n in names})
+    for name in names:
+        source.seed(name, History(10, 0, (1.0,) * 24, (1.0,) * 24))
+    assert run_fits(source) == 120
+    source.observe(241.0, {})  # window 24 opens
+    per_window = []
+    for k in range(25, 37):  # windows 24 to 35 close: one period
+        source.observe(k * 10.0 + 1.0, {})
+        per_window.append(run_fits(source))
+    assert sum(per_window) == 120 and max(per_window) <= 25  # each once, never all in one window
+    assert len(source.forecasts(371.0)) == 120
