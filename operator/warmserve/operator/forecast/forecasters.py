@@ -409,7 +409,11 @@ class StlArima(Forecaster):
         seasonal: FloatArray = np.where(ahead < 0, inside, last_day[ahead % self.period])
         return seasonal
 
-    def _extended(self, fitted: StlArimaFit, history: FloatArray) -> Any:
+    def _extended(self, fitted: StlArimaFit, history: FloatArray, whole: bool = True) -> Any:
+        """The fitted ARIMA run over the windows of ``history`` after the fit's span with its parameters
+        fixed: over the whole span again (``append``, whose predictions cover every window) when ``whole``,
+        else from the fit's last state over the new windows only (``extend``: the same forecasts, at a cost
+        that does not grow with the span)."""
         end = fitted.first + len(fitted.seasonal)
         new = np.arange(end, len(history))
         if len(new) == 0:
@@ -417,13 +421,15 @@ class StlArima(Forecaster):
         adjusted = _fill_gaps(history, end) - self._seasonal(fitted, new)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fitted.arima.append(adjusted, refit=False)
+            if whole:
+                return fitted.arima.append(adjusted, refit=False)
+            return fitted.arima.extend(adjusted)
 
     def _predict(self, fitted: StlArimaFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
         targets = len(history) + np.arange(horizon)
-        adjusted = np.asarray(self._extended(fitted, history).forecast(horizon), dtype=float)
+        adjusted = np.asarray(self._extended(fitted, history, whole=False).forecast(horizon), dtype=float)
         return adjusted + self._seasonal(fitted, targets)
 
     def one_step(self, fitted: StlArimaFit | None, history: FloatArray, start: int) -> FloatArray:
