@@ -13,6 +13,7 @@ from warmserve.operator.forecast.forecasters import (
     FORECASTERS,
     Auto,
     AutoFit,
+    Ets,
     Forecast,
     LoadFit,
     WarmServeForecaster,
@@ -193,3 +194,13 @@ def test_bad_names_periods_and_horizons_are_refused() -> None:
         make_forecaster("warmserve", 0)
     with pytest.raises(InvalidFieldError, match="horizon"):
         make_forecaster("warmserve", PERIOD).predict(None, daily(1), 0)
+
+
+@pytest.mark.parametrize("days", [1, 4])  # no season (under 2 days), a daily one
+def test_ets_forecasts_what_statsmodels_forecasts_from_the_same_filter(days: int) -> None:
+    series = daily(days + 1, noise=3.0, seed=3)
+    ets = Ets(PERIOD)
+    fitted = ets.fit(series[: days * PERIOD])
+    assert fitted is not None and (fitted.seasonal_periods is not None) == (days >= 2)
+    expected = ets._filtered(fitted, series).forecast(2 * PERIOD + 5)  # past a whole season
+    assert ets.predict(fitted, series, 2 * PERIOD + 5) == pytest.approx(np.maximum(expected, 0.0))

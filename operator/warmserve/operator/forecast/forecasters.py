@@ -335,7 +335,18 @@ class Ets(Forecaster):
     def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
-        return np.asarray(self._filtered(fitted, history).forecast(horizon), dtype=float)
+        return self._ahead(fitted, self._filtered(fitted, history), horizon)
+
+    @staticmethod
+    def _ahead(fitted: EtsFit, filtered: Any, horizon: int) -> FloatArray:
+        """The next ``horizon`` windows from the filter's last level and season: what statsmodels'
+        ``forecast`` gives for this model (no trend), without the second filter pass it runs first."""
+        level = float(filtered.level[-1])
+        if fitted.seasonal_periods is None:
+            return np.full(horizon, level)
+        season = np.asarray(filtered.season, dtype=float)
+        m = fitted.seasonal_periods
+        return level + season[len(season) - m + np.arange(horizon) % m]
 
     def one_step(self, fitted: EtsFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
