@@ -279,20 +279,22 @@ class Ets(Forecaster):
         first = self.fit_start(history)
         span = len(history) - first
         seasons = [self.period] if self.period >= 2 and span >= 2 * self.period else []
-        fits = [f for f in (self._fit_one(history, first, p) for p in (None, *seasons)) if f is not None]
+        if span < _ETS_MIN_WINDOWS:
+            return None
+        filled = _fill_gaps(history, first)
+        fits = [f for f in (self._fit_one(filled, first, p) for p in (None, *seasons)) if f is not None]
         return min(fits, key=lambda fit: fit[0])[1] if fits else None
 
-    def _fit_one(self, history: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
-        """(AIC, fit) of one candidate model on ``history[first:]``, ``None`` if statsmodels cannot fit it."""
-        if len(history) - first < _ETS_MIN_WINDOWS:
-            return None
+    def _fit_one(self, filled: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
+        """(AIC, fit) of one candidate model on ``filled`` (the history from window ``first`` on, gaps
+        filled), ``None`` if statsmodels cannot fit it."""
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 result = ExponentialSmoothing(
-                    _fill_gaps(history, first),
+                    filled,
                     seasonal=None if periods is None else "add",
                     seasonal_periods=periods,
                     initialization_method="estimated" if periods is None else "heuristic",
