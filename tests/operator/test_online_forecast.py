@@ -1,6 +1,6 @@
 """The operator's online forecast source: windows of observed demand, the bounded history, fits run away
-from the tick, the fallback while there is no fit, ``forecaster: none``, models coming and going, and the
-history's JSON and Prometheus forms."""
+from the tick at the forecaster's cadence (real forecasters), the fallback while there is no fit,
+``forecaster: none``, models coming and going, and the history's JSON and Prometheus forms."""
 
 from __future__ import annotations
 
