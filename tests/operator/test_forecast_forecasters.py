@@ -16,6 +16,7 @@ from warmserve.operator.forecast.forecasters import (
     Ets,
     Forecast,
     LoadFit,
+    StlArima,
     WarmServeForecaster,
     fit_load,
     forecast,
@@ -204,3 +205,21 @@ def test_ets_forecasts_what_statsmodels_forecasts_from_the_same_filter(days: int
     assert fitted is not None and (fitted.seasonal_periods is not None) == (days >= 2)
     expected = ets._filtered(fitted, series).forecast(2 * PERIOD + 5)  # past a whole season
     assert ets.predict(fitted, series, 2 * PERIOD + 5) == pytest.approx(np.maximum(expected, 0.0))
+
+
+def test_stl_arima_forecasts_what_a_kalman_filter_with_its_coefficients_forecasts() -> None:
+    from statsmodels.tsa.arima.model import ARIMA
+
+    rng = np.random.default_rng(4)
+    noise = np.zeros(8 * PERIOD)
+    for i in range(1, len(noise)):  # AR(1) noise: something for the ARMA to fit
+        noise[i] = 0.7 * noise[i - 1] + rng.normal(0.0, 3.0)
+    series = daily(8) + noise
+    stl = StlArima(PERIOD)
+    fitted = stl.fit(series[: 6 * PERIOD])
+    assert fitted is not None and abs(fitted.ma) < 1
+    adjusted = series - stl._seasonal(fitted, np.arange(len(series)))
+    kalman = ARIMA(adjusted, order=(1, 0, 1), trend="c").filter([fitted.level, fitted.ar, fitted.ma, 1.0])
+    ahead = np.arange(len(series), len(series) + 5)
+    expected = kalman.forecast(5) + stl._seasonal(fitted, ahead)
+    assert stl.predict(fitted, series, 5) == pytest.approx(expected, rel=1e-6)

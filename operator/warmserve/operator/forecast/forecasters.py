@@ -359,12 +359,14 @@ class Ets(Forecaster):
 
 @dataclass(frozen=True)
 class StlArimaFit:
-    """The first window of the fit's span, STL's seasonal component over the span, and an ARIMA fitted to the
-    deseasonalised span."""
+    """The first window of the fit's span, STL's seasonal component over the span, and the ARMA(1,1) fitted
+    to the deseasonalised span: its mean (``level``) and its AR and MA coefficients."""
 
     first: int
     seasonal: FloatArray
-    arima: Any  # statsmodels ARIMAResults; treated as immutable
+    level: float
+    ar: float
+    ma: float
 
 
 class StlArima(Forecaster):
@@ -372,25 +374,27 @@ class StlArima(Forecaster):
     fitted on the last :attr:`fit_days` days.
 
     The fit is kept cheap (docs/forecasting.md, "Refit cost"): STL's LOESS runs every few points and one
-    inner pass (no robustness weights, so the second pass changed little); the ARIMA's constant is the
-    adjusted series' mean and its ARMA part is Hannan-Rissanen's estimate on the demeaned series, then one
-    Kalman filter pass (no smoother, no GLS iterations) makes the results the forecasts extend.
+    inner pass (no robustness weights, so the second pass changed little); the constant is the adjusted
+    series' mean and the ARMA part Hannan-Rissanen's estimate on the demeaned series (refused, as
+    ``ARIMA.fit`` refuses them, when not stationary or not invertible).
 
-    Windows after the fit get the last fitted day of the seasonal component (seasonal naive), and the
-    ARIMA is extended over them with fixed parameters (``append(refit=False)``). Under two days of
-    history, or if a fit fails, it behaves as the WarmServe forecaster.
+    Windows after the fit get the last fitted day of the seasonal component (seasonal naive). Forecasting
+    runs the ARMA's one-window recursion with the fitted coefficients over the adjusted series from the
+    span's start (``scipy.signal.lfilter``: microseconds, where a statsmodels Kalman filter took
+    milliseconds of set-up a call): its residuals are the conditional ones, which the Kalman filter's equal
+    once the start has worn off (the MA coefficient is below 1 in size). Under two days of history, or if a
+    fit fails, it behaves as the WarmServe forecaster.
     """
 
     name = "stl-arima"
     history_days = 2
     fit_days = 7
-    refit_days = 14  # a fit costs ~0.03 s; the appended filter tracks the level in between
+    refit_days = 14  # a fit costs ~0.02 s; the recursion tracks the level in between
 
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
             return None
         from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
-        from statsmodels.tsa.arima.model import ARIMA
         from statsmodels.tsa.seasonal import STL
 
         first = self.fit_start(history)
@@ -404,13 +408,11 @@ class StlArima(Forecaster):
                 adjusted = filled - seasonal
                 level = float(adjusted.mean())
                 arma, _ = hannan_rissanen(adjusted - level, ar_order=1, ma_order=1, demean=False)
-                if not (arma.is_stationary and arma.is_invertible):  # as ARIMA.fit refuses them
-                    return None
-                params = np.r_[level, arma.ar_params, arma.ma_params, arma.sigma2]
-                arima = ARIMA(adjusted, order=(1, 0, 1), trend="c").filter(params, cov_type="none")
             except (ValueError, np.linalg.LinAlgError):
                 return None
-        return StlArimaFit(first, seasonal, arima)
+        if not (arma.is_stationary and arma.is_invertible):  # as ARIMA.fit refuses them
+            return None
+        return StlArimaFit(first, seasonal, level, float(arma.ar_params[0]), float(arma.ma_params[0]))
 
     def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
         """The seasonal component at ``indices`` (windows of the history, not of the fit's span)."""
@@ -422,28 +424,23 @@ class StlArima(Forecaster):
         seasonal: FloatArray = np.where(ahead < 0, inside, last_day[ahead % self.period])
         return seasonal
 
-    def _extended(self, fitted: StlArimaFit, history: FloatArray, whole: bool = True) -> Any:
-        """The fitted ARIMA run over the windows of ``history`` after the fit's span with its parameters
-        fixed: over the whole span again (``append``, whose predictions cover every window) when ``whole``,
-        else from the fit's last state over the new windows only (``extend``: the same forecasts, at a cost
-        that does not grow with the span)."""
-        end = fitted.first + len(fitted.seasonal)
-        new = np.arange(end, len(history))
-        if len(new) == 0:
-            return fitted.arima
-        adjusted = _fill_gaps(history, end) - self._seasonal(fitted, new)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if whole:
-                return fitted.arima.append(adjusted, refit=False)
-            return fitted.arima.extend(adjusted)
+    def _next(self, fitted: StlArimaFit, history: FloatArray) -> FloatArray:
+        """For each window from the fit's first to one past the end of ``history``, the ARMA's forecast of
+        the demeaned adjusted series from the windows before it (0, the mean, at the first)."""
+        from scipy.signal import lfilter
+
+        demeaned = _fill_gaps(history, fitted.first) - fitted.level
+        demeaned -= self._seasonal(fitted, np.arange(fitted.first, len(history)))
+        residuals = lfilter([1.0, -fitted.ar], [1.0, fitted.ma], demeaned)  # e_t = z_t - ar z_t-1 - ma e_t-1
+        ahead = fitted.ar * demeaned + fitted.ma * np.asarray(residuals, dtype=float)
+        return np.concatenate([[0.0], ahead])
 
     def _predict(self, fitted: StlArimaFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
         targets = len(history) + np.arange(horizon)
-        adjusted = np.asarray(self._extended(fitted, history, whole=False).forecast(horizon), dtype=float)
-        return adjusted + self._seasonal(fitted, targets)
+        demeaned = self._next(fitted, history)[-1] * fitted.ar ** np.arange(horizon)
+        return np.asarray(fitted.level + demeaned + self._seasonal(fitted, targets), dtype=float)
 
     def one_step(self, fitted: StlArimaFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
@@ -451,11 +448,8 @@ class StlArima(Forecaster):
         if start >= len(history):
             return np.zeros(0)
         targets = np.arange(start, len(history))
-        extended = self._extended(fitted, history)
-        adjusted = np.asarray(
-            extended.predict(start=start - fitted.first, end=len(history) - 1 - fitted.first)
-        )
-        return _sanitize(adjusted + self._seasonal(fitted, targets), history[:start])
+        demeaned = self._next(fitted, history)[start - fitted.first : len(history) - fitted.first]
+        return _sanitize(fitted.level + demeaned + self._seasonal(fitted, targets), history[:start])
 
 
 @dataclass(frozen=True)
