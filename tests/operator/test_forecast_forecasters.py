@@ -198,13 +198,30 @@ def test_bad_names_periods_and_horizons_are_refused() -> None:
 
 
 @pytest.mark.parametrize("days", [1, 4])  # no season (under 2 days), a daily one
-def test_ets_forecasts_what_statsmodels_forecasts_from_the_same_filter(days: int) -> None:
+def test_ets_filters_and_forecasts_as_statsmodels_does_with_the_same_states(days: int) -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
     series = daily(days + 1, noise=3.0, seed=3)
     ets = Ets(PERIOD)
     fitted = ets.fit(series[: days * PERIOD])
     assert fitted is not None and (fitted.seasonal_periods is not None) == (days >= 2)
-    expected = ets._filtered(fitted, series).forecast(2 * PERIOD + 5)  # past a whole season
-    assert ets.predict(fitted, series, 2 * PERIOD + 5) == pytest.approx(np.maximum(expected, 0.0))
+    seasonal = fitted.seasonal_periods is not None
+    reference = ExponentialSmoothing(
+        series,
+        seasonal="add" if seasonal else None,
+        seasonal_periods=fitted.seasonal_periods,
+        initialization_method="known",
+        initial_level=fitted.initial_level,
+        initial_seasonal=np.array(fitted.initial_seasons) if seasonal else None,
+    ).fit(
+        smoothing_level=fitted.smoothing_level,
+        smoothing_seasonal=fitted.smoothing_seasonal,
+        optimized=False,
+    )
+    ahead = reference.forecast(2 * PERIOD + 5)  # past a whole season
+    assert ets.predict(fitted, series, 2 * PERIOD + 5) == pytest.approx(np.maximum(ahead, 0.0))
+    start = days * PERIOD
+    assert ets.one_step(fitted, series, start) == pytest.approx(reference.fittedvalues[start:])
 
 
 def test_stl_arima_forecasts_what_a_kalman_filter_with_its_coefficients_forecasts() -> None:

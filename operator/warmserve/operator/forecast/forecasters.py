@@ -315,46 +315,56 @@ class Ets(Forecaster):
         )
         return (float(result.aic), fit) if usable else None
 
-    def _filtered(self, fitted: EtsFit, history: FloatArray) -> Any:
-        from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-        seasonal = fitted.seasonal_periods is not None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ExponentialSmoothing(
-                _fill_gaps(history, fitted.first),
-                seasonal="add" if seasonal else None,
-                seasonal_periods=fitted.seasonal_periods,
-                initialization_method="known",
-                initial_level=fitted.initial_level,
-                initial_seasonal=np.array(fitted.initial_seasons) if seasonal else None,
-            ).fit(
-                smoothing_level=fitted.smoothing_level,
-                smoothing_seasonal=fitted.smoothing_seasonal,
-                optimized=False,
-            )
-
     def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
-        return self._ahead(fitted, self._filtered(fitted, history), horizon)
-
-    @staticmethod
-    def _ahead(fitted: EtsFit, filtered: Any, horizon: int) -> FloatArray:
-        """The next ``horizon`` windows from the filter's last level and season: what statsmodels'
-        ``forecast`` gives for this model (no trend), without the second filter pass it runs first."""
-        level = float(filtered.level[-1])
+        filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
         if fitted.seasonal_periods is None:
-            return np.full(horizon, level)
-        season = np.asarray(filtered.season, dtype=float)
-        m = fitted.seasonal_periods
-        return level + season[len(season) - m + np.arange(horizon) % m]
+            return np.full(horizon, filtered.level)
+        return filtered.level + filtered.seasons[np.arange(horizon) % fitted.seasonal_periods]
 
     def one_step(self, fitted: EtsFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).one_step(None, history, start)
-        values = np.asarray(self._filtered(fitted, history).fittedvalues, dtype=float)[start - fitted.first :]
-        return _sanitize(values, history[:start])
+        filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
+        return _sanitize(filtered.one_step[start - fitted.first :], history[:start])
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    """A Holt-Winters filter run: each window's forecast from the windows before it, and the level and the
+    last season's values after the last window."""
+
+    one_step: FloatArray
+    level: float
+    seasons: FloatArray
+
+
+def _holt_winters(values: FloatArray, fitted: EtsFit) -> _Filtered:
+    """statsmodels' additive Holt-Winters recursion without trend (``ExponentialSmoothing._predict``) over
+    ``values`` from the fit's initial states, with its weights. A season's values are updated from the
+    previous season's, so a whole season of windows at a time is one first-order filter of the level
+    (``scipy.signal.lfilter``) and vector arithmetic: microseconds where statsmodels' Python loop, and its
+    model's set-up, took milliseconds a call."""
+    from scipy.signal import lfilter
+
+    n, alpha = len(values), fitted.smoothing_level
+    m = fitted.seasonal_periods or 0
+    gamma = fitted.smoothing_seasonal or 0.0
+    levels = np.empty(n + 1)
+    levels[0] = fitted.initial_level
+    seasons = np.zeros(n + m)
+    seasons[:m] = fitted.initial_seasons
+    for first in range(0, n, m or max(n, 1)):
+        last = min(first + (m or n), n)
+        step = alpha * (values[first:last] - seasons[first:last])  # l_i = a (y - s_i-m) + (1 - a) l_i-1
+        levels[first + 1 : last + 1] = lfilter(
+            [1.0], [1.0, alpha - 1.0], step, zi=[(1 - alpha) * levels[first]]
+        )[0]
+        if m:
+            deseasoned = values[first:last] - levels[first:last]
+            seasons[first + m : last + m] = gamma * deseasoned + (1 - gamma) * seasons[first:last]
+    return _Filtered(levels[:n] + seasons[:n], float(levels[n]), seasons[n : n + m])
 
 
 @dataclass(frozen=True)
