@@ -71,10 +71,10 @@ def test_the_forecast_repeats_what_is_seen_until_a_fit_then_uses_the_fit() -> No
     feed(source, "m", [(5.0, 5.0), (10.0, 1.0)])
     assert source.forecasts(10.0) == {"m": Forecast(4.0, 5.0)}  # the last closed window
     assert "no fit yet" in source.note("m")
-    assert run_fits(source) == 1 and run_fits(source) == 0  # one fit per closed window
+    assert run_fits(source) == 1 and run_fits(source) == 0  # one fit, not one per round
     assert "warmserve fitted on 1 windows" in source.note("m") and "less than a day" in source.note("m")
-    feed(source, "m", [(20.0, 7.0)])  # window 1 (mean 1) closes; the fit of window 0 still predicts
-    assert source.forecasts(20.0)["m"].mean >= 0 and run_fits(source) == 1
+    feed(source, "m", [(20.0, 7.0)])  # window 1 (mean 1) closes: warmserve has nothing to refit
+    assert run_fits(source) == 0 and source.forecasts(20.0)["m"].mean < 4.0  # it reads window 1
 
 
 def test_a_closed_window_is_checked_against_the_peak_forecast_for_it_before_it_started() -> None:
@@ -234,18 +234,34 @@ def test_a_young_history_is_refitted_as_it_doubles_and_changed_settings_at_once(
 
 
 def test_the_refits_of_many_models_spread_over_the_period() -> None:
-    # warmserve has nothing to fit: its fit is renewed once per retention (12 windows), so the history it
-    # reads never falls off the trimmed history; the models' phases spread those renewals.
-    names = [f"model-{i}" for i in range(120)]
+    # ets with a retention of 12 windows: refitted once per 12 windows, each model at its own phase.
+    names = [f"model-{i}" for i in range(60)]
     source = OnlineForecast()
-    source.set_models({n: settings("warmserve", retention=120) for n in names})
-    for name in names:
-        source.seed(name, History(10, 0, (1.0,) * 24, (1.0,) * 24))
-    assert run_fits(source) == 120
+    source.set_models({n: settings("ets", retention=120) for n in names})
+    for i, name in enumerate(names):
+        source.seed(name, History(10, 0, tuple(float(i + k % 3) for k in range(24)), (9.0,) * 24))
+    assert refit_period(settings("ets", retention=120)) == 12
+    assert run_fits(source) == 60
     source.observe(241.0, {})  # window 24 opens
     per_window = []
     for k in range(25, 37):  # windows 24 to 35 close: one period
         source.observe(k * 10.0 + 1.0, {})
         per_window.append(run_fits(source))
-    assert sum(per_window) == 120 and max(per_window) <= 25  # each once, never all in one window
-    assert len(source.forecasts(371.0)) == 120
+    assert sum(per_window) == 60 and max(per_window) <= 15  # each once, never all in one window
+    assert len(source.forecasts(371.0)) == 60
+
+
+def test_a_forecaster_with_nothing_to_fit_is_fitted_once_and_reads_the_history_as_it_is() -> None:
+    half_day = 43_200  # two windows a day: the seasonal mean matters
+    source = OnlineForecast()
+    source.set_models({"m": settings("warmserve", window=half_day, horizon=1, retention=3 * half_day)})
+    assert refit_period(settings("warmserve")) is None
+    fits = 0
+    for k in range(20):
+        source.observe(half_day * k, {"m": Demand(float(k))})
+        fits += run_fits(source)
+    assert fits == 1  # at the first window; the history has since moved past that fit's windows
+    history = source.history("m")
+    assert history is not None and history.mean == (16.0, 17.0, 18.0)
+    # phase 1's mean (17) plus the last residual (18 - 16): not the last window repeated (18)
+    assert source.forecasts(half_day * 19.0)["m"].mean == pytest.approx(19.0)

@@ -9,13 +9,13 @@ per window, and the forecaster its ``ModelDeployment`` names predicts the horizo
 - Fitting is the expensive step (statsmodels), so it never runs in the scheduler's tick, and it runs at
   the forecaster's own cadence: a model's :class:`FitJob` is :meth:`~OnlineForecast.due` when it has no fit
   (new, its settings changed, its history seeded), while its history is young (each time it has doubled
-  since the fit, until it spans a refit period), and then once per refit period (``refit_days``; for a
-  forecaster with nothing to fit, the retention, so the fit never falls off the trimmed history), at a
-  phase of the period set by the model's name so the models' refits spread over the period's windows.
-  The adapter runs the jobs in a worker thread and hands them back (:meth:`~OnlineForecast.install`).
-  Between refits :meth:`~OnlineForecast.forecasts` runs the last fit's filter over the windows added since
-  (cheap, and cached until a window closes or the horizon reaches a new window); docs/forecasting.md,
-  "Refit cost".
+  since the fit, until it spans a refit period), and then once per refit period (``refit_days``, at most
+  the retention), at a phase of the period set by the model's name so the models' refits spread over the
+  period's windows. A forecaster with nothing to fit (``refit_days`` ``None``) is fitted once: it
+  forecasts from the history as it is. The adapter runs the jobs in a worker thread and hands them back
+  (:meth:`~OnlineForecast.install`). Between refits :meth:`~OnlineForecast.forecasts` runs the last fit's
+  filter over the windows added since (cheap, and cached until a window closes or the horizon reaches a
+  new window); docs/forecasting.md, "Refit cost".
 - A model's forecast over ``[now, now + horizonSeconds]`` is the largest mean and peak of the windows it
   touches. Until a first fit (history short, or its fit still running) the forecast repeats the last closed
   window, or the open window so far when none is closed: what the model does now, it is expected to go on
@@ -253,7 +253,8 @@ class OnlineForecast:
         if state.cache is not None and state.cache[0] == key:
             return state.cache[1]
         job, fit = state.fit
-        series = _since_fit(name, job.history, history)
+        fresh = fit.forecaster.refit_days is None  # nothing fitted: the history as it is now
+        series = history.load(name) if fresh else _since_fit(name, job.history, history)
         if series is None:
             return _fallback(state, history)
         f = forecast(fit, series.mean, series.peak, max(1, last - history.end + 1))
@@ -263,15 +264,14 @@ class OnlineForecast:
         return predicted
 
 
-def refit_period(settings: ForecastSettings) -> int:
+def refit_period(settings: ForecastSettings) -> int | None:
     """Windows between a model's refits once its history is mature: the forecaster's ``refit_days``, at
     most the retention (a fit whose last window was trimmed from the history can no longer be filtered
-    forward); the retention for a forecaster with nothing to fit, whose fit is only the history it reads."""
-    retention = _retention(settings)
+    forward); ``None`` for a forecaster with nothing to fit (one fit, which forecasts from the history)."""
     days = make_forecaster(settings.forecaster, 1).refit_days
     if days is None:
-        return retention
-    return max(1, min(retention, round(days * SECONDS_PER_DAY / settings.window_s)))
+        return None
+    return max(1, min(_retention(settings), round(days * SECONDS_PER_DAY / settings.window_s)))
 
 
 def _refit_due(name: str, state: _Model) -> bool:
@@ -283,9 +283,11 @@ def _refit_due(name: str, state: _Model) -> bool:
         return False
     if state.fit is None:
         return True
+    period = refit_period(state.settings)
+    if period is None:
+        return False
     fitted = state.fit[0].history
     grown = history.end - fitted.end
-    period = refit_period(state.settings)
     if len(fitted.mean) < period and grown >= max(1, len(fitted.mean)):
         return True
     phase = zlib.crc32(name.encode()) % period
