@@ -12,7 +12,11 @@ from warmserve.operator.forecast.forecasters import (
     BASELINES,
     FORECASTERS,
     Auto,
+    AutoFit,
+    Ets,
     Forecast,
+    LoadFit,
+    StlArima,
     WarmServeForecaster,
     fit_load,
     forecast,
@@ -157,6 +161,18 @@ def test_auto_picks_a_seasonal_forecaster_on_seasonal_data_and_last_value_on_a_w
     assert Auto(PERIOD).fit(walk).chosen in ("last-value", "ets")
 
 
+def test_auto_refits_its_choice_and_compares_again_only_every_selection_period() -> None:
+    auto, seasonal = Auto(PERIOD), daily(7, noise=1.0)
+    kept = auto.refit(AutoFit("last-value", None, 0), seasonal)  # a choice of yesterday: not compared again
+    assert (kept.chosen, kept.refits_since_selection) == ("last-value", 1)
+    aged = auto.refit(AutoFit("last-value", None, auto.selection_days - 1), seasonal)  # a week old
+    assert aged.chosen not in BASELINES and aged.refits_since_selection == 0
+    young = auto.refit(auto.fit(seasonal[:PERIOD]), seasonal)  # a day of history had nothing to compare
+    assert young.chosen not in BASELINES
+    load = fit_load(auto, seasonal, seasonal, LoadFit(auto, kept, kept))
+    assert load.mean.chosen == "last-value" and load.mean.refits_since_selection == 2
+
+
 def test_auto_does_not_pick_a_forecaster_that_would_only_run_its_fallback() -> None:
     assert "seasonal-naive-7d" not in [f.name for f in Auto(PERIOD).candidates(6 * PERIOD)]
     assert "seasonal-naive-7d" in [f.name for f in Auto(PERIOD).candidates(7 * PERIOD)]
@@ -179,3 +195,48 @@ def test_bad_names_periods_and_horizons_are_refused() -> None:
         make_forecaster("warmserve", 0)
     with pytest.raises(InvalidFieldError, match="horizon"):
         make_forecaster("warmserve", PERIOD).predict(None, daily(1), 0)
+
+
+@pytest.mark.parametrize("days", [1, 4])  # no season (under 2 days), a daily one
+def test_ets_filters_and_forecasts_as_statsmodels_does_with_the_same_states(days: int) -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    series = daily(days + 1, noise=3.0, seed=3)
+    ets = Ets(PERIOD)
+    fitted = ets.fit(series[: days * PERIOD])
+    assert fitted is not None and (fitted.seasonal_periods is not None) == (days >= 2)
+    seasonal = fitted.seasonal_periods is not None
+    reference = ExponentialSmoothing(
+        series,
+        seasonal="add" if seasonal else None,
+        seasonal_periods=fitted.seasonal_periods,
+        initialization_method="known",
+        initial_level=fitted.initial_level,
+        initial_seasonal=np.array(fitted.initial_seasons) if seasonal else None,
+    ).fit(
+        smoothing_level=fitted.smoothing_level,
+        smoothing_seasonal=fitted.smoothing_seasonal,
+        optimized=False,
+    )
+    ahead = reference.forecast(2 * PERIOD + 5)  # past a whole season
+    assert ets.predict(fitted, series, 2 * PERIOD + 5) == pytest.approx(np.maximum(ahead, 0.0))
+    start = days * PERIOD
+    assert ets.one_step(fitted, series, start) == pytest.approx(reference.fittedvalues[start:])
+
+
+def test_stl_arima_forecasts_what_a_kalman_filter_with_its_coefficients_forecasts() -> None:
+    from statsmodels.tsa.arima.model import ARIMA
+
+    rng = np.random.default_rng(4)
+    noise = np.zeros(8 * PERIOD)
+    for i in range(1, len(noise)):  # AR(1) noise: something for the ARMA to fit
+        noise[i] = 0.7 * noise[i - 1] + rng.normal(0.0, 3.0)
+    series = daily(8) + noise
+    stl = StlArima(PERIOD)
+    fitted = stl.fit(series[: 6 * PERIOD])
+    assert fitted is not None and abs(fitted.ma) < 1
+    adjusted = series - stl._seasonal(fitted, np.arange(len(series)))
+    kalman = ARIMA(adjusted, order=(1, 0, 1), trend="c").filter([fitted.level, fitted.ar, fitted.ma, 1.0])
+    ahead = np.arange(len(series), len(series) + 5)
+    expected = kalman.forecast(5) + stl._seasonal(fitted, ahead)
+    assert stl.predict(fitted, series, 5) == pytest.approx(expected, rel=1e-6)

@@ -1,11 +1,12 @@
 """The operator's online forecast source: windows of observed demand, the bounded history, fits run away
-from the tick, the fallback while there is no fit, ``forecaster: none``, models coming and going, and the
-history's JSON and Prometheus forms."""
+from the tick at the forecaster's cadence (real forecasters), the fallback while there is no fit,
+``forecaster: none``, models coming and going, and the history's JSON and Prometheus forms."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from warmserve.operator.forecast.history import (
@@ -14,7 +15,7 @@ from warmserve.operator.forecast.history import (
     history_from_prometheus,
     prometheus_queries,
 )
-from warmserve.operator.online_forecast import ForecastCheck, OnlineForecast
+from warmserve.operator.online_forecast import ForecastCheck, OnlineForecast, refit_period
 from warmserve.operator.planning.snapshot import Demand, Forecast
 from warmserve.operator.resources import ForecastSettings
 from warmserve.protocol.errors import InvalidInputError
@@ -70,10 +71,10 @@ def test_the_forecast_repeats_what_is_seen_until_a_fit_then_uses_the_fit() -> No
     feed(source, "m", [(5.0, 5.0), (10.0, 1.0)])
     assert source.forecasts(10.0) == {"m": Forecast(4.0, 5.0)}  # the last closed window
     assert "no fit yet" in source.note("m")
-    assert run_fits(source) == 1 and run_fits(source) == 0  # one fit per closed window
+    assert run_fits(source) == 1 and run_fits(source) == 0  # one fit, not one per round
     assert "warmserve fitted on 1 windows" in source.note("m") and "less than a day" in source.note("m")
-    feed(source, "m", [(20.0, 7.0)])  # window 1 (mean 1) closes; the fit of window 0 still predicts
-    assert source.forecasts(20.0)["m"].mean >= 0 and run_fits(source) == 1
+    feed(source, "m", [(20.0, 7.0)])  # window 1 (mean 1) closes: warmserve has nothing to refit
+    assert run_fits(source) == 0 and source.forecasts(20.0)["m"].mean < 4.0  # it reads window 1
 
 
 def test_a_closed_window_is_checked_against_the_peak_forecast_for_it_before_it_started() -> None:
@@ -180,3 +181,87 @@ def test_epoch_seconds_start_the_history_at_the_first_window_seen() -> None:
     history = source.history("m")
     assert history is not None and history.first == int(now // 60) and history.mean == (1.0, 2.0)
     assert source.forecasts(now + 180) == {"m": Forecast(2.0, 2.0)}
+
+
+def daily_history(window_s: int, days: int) -> History:
+    """``days`` days of a daily sine (amplitude 8) on a wandering level (a random walk from 30), on windows
+    of ``window_s``: a level an exponential smoothing must track."""
+    per_day = 86_400 // window_s
+    phases = 2 * np.pi * np.arange(days * per_day) / per_day
+    level = 30.0 + np.cumsum(np.random.default_rng(0).normal(0.0, 1.0, len(phases)))
+    values = np.maximum(level + 8.0 * np.sin(phases), 0.0)
+    return History(window_s, 0, tuple(values.tolist()), tuple(values.tolist()))
+
+
+def seeded_ets(window: int, days: int) -> OnlineForecast:
+    """A source forecasting model ``m`` with ets on ``days`` days of :func:`daily_history`, fitted once."""
+    source = OnlineForecast()
+    source.set_models({"m": settings("ets", window=window, horizon=window, retention=30 * 86_400)})
+    source.seed("m", daily_history(window, days))
+    assert run_fits(source) == 1  # no fit yet
+    return source
+
+
+def test_ets_refits_once_per_refit_period_and_filters_the_windows_between() -> None:
+    window = 3600  # 24 windows a day: ets refits every 14 days = 336 windows
+    assert refit_period(settings("ets", window=window, retention=30 * 86_400)) == 336
+    busy, quiet = seeded_ets(window, 14), seeded_ets(window, 14)  # a mature history: one refit period
+    fits = []
+    for k in range(14 * 24, 14 * 24 + 2 * 336 + 1):  # windows of the next 28 days close one by one
+        now = k * window + 1.0
+        busy.observe(now, {"m": Demand(90.0 if k < 14 * 24 + 18 else 10.0)})
+        fits += [k] * run_fits(busy)
+        if k <= 14 * 24 + 18:
+            quiet.observe(now, {"m": Demand(10.0)})
+            assert run_fits(quiet) == 0
+        if k == 14 * 24 + 18:  # no refit since the seed: the fit's filter reads the windows since
+            assert not fits and "fitted on 336 windows" in busy.note("m")
+            assert busy.forecasts(now)["m"].mean > quiet.forecasts(now)["m"].mean + 20.0
+    assert len(fits) == 2 and fits[1] - fits[0] == 336  # once per period, whatever the closed windows
+
+
+def test_a_young_history_is_refitted_as_it_doubles_and_changed_settings_at_once() -> None:
+    source = OnlineForecast()
+    source.set_models({"m": settings("ets", window=3600, retention=30 * 86_400)})
+    fitted_at = []
+    for k in range(100):
+        source.observe(k * 3600.0, {"m": Demand(float(k % 24))})
+        if run_fits(source):
+            fitted_at.append(len(source.history("m").mean))  # type: ignore[union-attr]
+    assert fitted_at == [1, 2, 4, 8, 16, 32, 64]
+    source.set_models({"m": settings("stl-arima", window=3600, retention=30 * 86_400)})
+    assert run_fits(source) == 1 and run_fits(source) == 0
+
+
+def test_the_refits_of_many_models_spread_over_the_period() -> None:
+    # ets with a retention of 12 windows: refitted once per 12 windows, each model at its own phase.
+    names = [f"model-{i}" for i in range(60)]
+    source = OnlineForecast()
+    source.set_models({n: settings("ets", retention=120) for n in names})
+    for i, name in enumerate(names):
+        source.seed(name, History(10, 0, tuple(float(i + k % 3) for k in range(24)), (9.0,) * 24))
+    assert refit_period(settings("ets", retention=120)) == 12
+    assert run_fits(source) == 60
+    source.observe(241.0, {})  # window 24 opens
+    per_window = []
+    for k in range(25, 37):  # windows 24 to 35 close: one period
+        source.observe(k * 10.0 + 1.0, {})
+        per_window.append(run_fits(source))
+    assert sum(per_window) == 60 and max(per_window) <= 15  # each once, never all in one window
+    assert len(source.forecasts(371.0)) == 60
+
+
+def test_a_forecaster_with_nothing_to_fit_is_fitted_once_and_reads_the_history_as_it_is() -> None:
+    half_day = 43_200  # two windows a day: the seasonal mean matters
+    source = OnlineForecast()
+    source.set_models({"m": settings("warmserve", window=half_day, horizon=1, retention=3 * half_day)})
+    assert refit_period(settings("warmserve")) is None
+    fits = 0
+    for k in range(20):
+        source.observe(half_day * k, {"m": Demand(float(k))})
+        fits += run_fits(source)
+    assert fits == 1  # at the first window; the history has since moved past that fit's windows
+    history = source.history("m")
+    assert history is not None and history.mean == (16.0, 17.0, 18.0)
+    # phase 1's mean (17) plus the last residual (18 - 16): not the last window repeated (18)
+    assert source.forecasts(half_day * 19.0)["m"].mean == pytest.approx(19.0)

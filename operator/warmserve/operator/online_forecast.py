@@ -6,10 +6,16 @@ per window, and the forecaster its ``ModelDeployment`` names predicts the horizo
   window holding ``now`` (``spec.forecast.windowSeconds``, on a grid since the epoch); a tick in a later
   window closes the open one: its mean and peak of the samples join the history (windows without a tick
   are gaps), bounded by ``spec.forecast.history.retentionSeconds``.
-- Fitting is the expensive step (statsmodels), so it never runs in the scheduler's tick: each closed window
-  makes a :class:`FitJob` :meth:`~OnlineForecast.due`, which the adapter runs in a worker thread and hands
-  back (:meth:`~OnlineForecast.install`). :meth:`~OnlineForecast.forecasts` predicts with the last fit
-  (cheap, and cached until a window closes or the horizon reaches a new window).
+- Fitting is the expensive step (statsmodels), so it never runs in the scheduler's tick, and it runs at
+  the forecaster's own cadence: a model's :class:`FitJob` is :meth:`~OnlineForecast.due` when it has no fit
+  (new, its settings changed, its history seeded), while its history is young (each time it has doubled
+  since the fit, until it spans a refit period), and then once per refit period (``refit_days``, at most
+  the retention), at a phase of the period set by the model's name so the models' refits spread over the
+  period's windows. A forecaster with nothing to fit (``refit_days`` ``None``) is fitted once: it
+  forecasts from the history as it is. The adapter runs the jobs in a worker thread and hands them back
+  (:meth:`~OnlineForecast.install`). Between refits :meth:`~OnlineForecast.forecasts` runs the last fit's
+  filter over the windows added since (cheap, and cached until a window closes or the horizon reaches a
+  new window); docs/forecasting.md, "Refit cost".
 - A model's forecast over ``[now, now + horizonSeconds]`` is the largest mean and peak of the windows it
   touches. Until a first fit (history short, or its fit still running) the forecast repeats the last closed
   window, or the open window so far when none is closed: what the model does now, it is expected to go on
@@ -29,12 +35,13 @@ Pure: no I/O; the adapter (``warmserve.operator.kube.forecasting``) reads and wr
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from warmserve.operator.forecast.concurrency import LoadSeries
+from warmserve.operator.forecast.concurrency import SECONDS_PER_DAY, LoadSeries
 from warmserve.operator.forecast.forecasters import LoadFit, fit_load, forecast, make_forecaster
 from warmserve.operator.forecast.history import History
 from warmserve.operator.planning.snapshot import Demand, Forecast
@@ -43,16 +50,19 @@ from warmserve.operator.resources import ForecastSettings
 
 @dataclass(frozen=True, slots=True)
 class FitJob:
-    """One model's fit to run away from the tick: the forecaster's name and the history it is fitted on."""
+    """One model's fit to run away from the tick: the forecaster's name, the history it is fitted on and
+    the model's previous fit by that forecaster (``None``: none), which a refit may build on."""
 
     model: str
     forecaster: str
     history: History
+    previous: LoadFit | None = None
 
     def run(self) -> LoadFit:
         """The expensive step (:func:`fit_load`); safe in a worker thread (it reads only this job)."""
         load = self.history.load(self.model)
-        return fit_load(make_forecaster(self.forecaster, load.windows_per_day), load.mean, load.peak)
+        forecaster = make_forecaster(self.forecaster, load.windows_per_day)
+        return fit_load(forecaster, load.mean, load.peak, self.previous)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,7 @@ class OnlineForecast:
     def set_models(self, settings: Mapping[str, ForecastSettings]) -> set[str]:
         """The models to forecast now, by served name; returns those that are new (their history is to be
         seeded). A model whose window changed starts afresh (its history is on another grid); one whose
-        forecaster or retention changed keeps its history and is fitted again at the next closed window.
+        forecaster or retention changed keeps its history and is fitted again at the next round (:meth:`due`).
         Models absent are forgotten."""
         for name in self._models.keys() - settings.keys():
             del self._models[name]
@@ -197,13 +207,13 @@ class OnlineForecast:
     # --- fits, run by the adapter in a worker thread ------------------------------------------------
 
     def due(self) -> list[FitJob]:
-        """A job for each forecasting model whose history grew since its fit and that has none running."""
+        """A job for each forecasting model with none running whose fit is missing or due (see the module
+        docstring)."""
         jobs = []
         for name, state in self._models.items():
-            fitted = state.fit[0].history.end if state.fit is not None else None
-            stale = bool(state.history.mean) and state.history.end != fitted
-            if state.settings.enabled and state.running is None and stale:
-                state.running = FitJob(name, state.settings.forecaster, state.history)
+            if state.settings.enabled and state.running is None and _refit_due(name, state):
+                previous = state.fit[1] if state.fit is not None else None
+                state.running = FitJob(name, state.settings.forecaster, state.history, previous)
                 jobs.append(state.running)
         return jobs
 
@@ -243,7 +253,8 @@ class OnlineForecast:
         if state.cache is not None and state.cache[0] == key:
             return state.cache[1]
         job, fit = state.fit
-        series = _since_fit(name, job.history, history)
+        fresh = fit.forecaster.refit_days is None  # nothing fitted: the history as it is now
+        series = history.load(name) if fresh else _since_fit(name, job.history, history)
         if series is None:
             return _fallback(state, history)
         f = forecast(fit, series.mean, series.peak, max(1, last - history.end + 1))
@@ -251,6 +262,36 @@ class OnlineForecast:
         predicted = Forecast(mean, max(max(f.peak), mean))
         state.cache = (key, predicted)
         return predicted
+
+
+def refit_period(settings: ForecastSettings) -> int | None:
+    """Windows between a model's refits once its history is mature: the forecaster's ``refit_days``, at
+    most the retention (a fit whose last window was trimmed from the history can no longer be filtered
+    forward); ``None`` for a forecaster with nothing to fit (one fit, which forecasts from the history)."""
+    days = make_forecaster(settings.forecaster, 1).refit_days
+    if days is None:
+        return None
+    return max(1, min(_retention(settings), round(days * SECONDS_PER_DAY / settings.window_s)))
+
+
+def _refit_due(name: str, state: _Model) -> bool:
+    """Whether the model's fit is missing or due: its history has doubled since a fit on less than a refit
+    period of windows, or its windows have crossed the model's refit phase (its name's CRC-32 modulo the
+    period: the same in every process, and spread evenly over the models) since the fit."""
+    history = state.history
+    if not history.mean:
+        return False
+    if state.fit is None:
+        return True
+    period = refit_period(state.settings)
+    if period is None:
+        return False
+    fitted = state.fit[0].history
+    grown = history.end - fitted.end
+    if len(fitted.mean) < period and grown >= max(1, len(fitted.mean)):
+        return True
+    phase = zlib.crc32(name.encode()) % period
+    return (history.end + phase) // period > (fitted.end + phase) // period
 
 
 def _since_fit(name: str, fitted: History, now: History) -> LoadSeries | None:

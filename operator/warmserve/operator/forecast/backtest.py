@@ -46,7 +46,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from warmserve.operator.forecast.concurrency import LoadSeries
-from warmserve.operator.forecast.forecasters import FORECASTERS, Auto, Forecaster, make_forecaster
+from warmserve.operator.forecast.forecasters import (
+    FORECASTERS,
+    Auto,
+    Forecaster,
+    make_forecaster,
+    one_blas_thread,
+)
 from warmserve.operator.forecast.quantile import calibrated_loss, calibration_factor, pinball
 from warmserve.operator.forecast.traces import FloatArray
 from warmserve.protocol.errors import InvalidFieldError
@@ -170,7 +176,8 @@ def backtest(
             )
             continue
         splits[load.model] = split
-        models[load.model], picked = _score_model(load, names, split)
+        with one_blas_thread():  # statsmodels' small matrices (see one_blas_thread)
+            models[load.model], picked = _score_model(load, names, split)
         if picked is not None:
             chosen[load.model] = picked
         forecasters = [make_forecaster(name, load.windows_per_day) for name in names]

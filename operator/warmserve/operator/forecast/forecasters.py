@@ -26,10 +26,12 @@ and seconds of CPU at start (docs/operator.md, "Floors").
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -78,6 +80,12 @@ class Forecaster(ABC):
     def fit(self, history: FloatArray) -> Any:
         """Estimate parameters from ``history``; the default has none. Never raises on short or gappy data."""
         return None
+
+    def refit(self, previous: Any, history: FloatArray) -> Any:
+        """A fit on ``history`` given the ``previous`` fit of the same series (on an earlier history): a
+        forecaster may reuse what is slow to find and still right (``auto`` its choice); the default fits
+        afresh."""
+        return self.fit(history)
 
     def predict(self, fitted: Any, history: FloatArray, horizon: int) -> FloatArray:
         """The ``horizon`` windows after ``history``: finite and ≥ 0."""
@@ -260,7 +268,7 @@ class Ets(Forecaster):
 
     name = "ets"
     fit_days = 7
-    refit_days = 14  # a fit (two candidate models) costs ~0.1 s; the filter tracks level and season between
+    refit_days = 14  # a fit (two candidate models) costs ~0.02 s; the filter tracks level and season between
 
     @property
     def min_history(self) -> int:
@@ -271,24 +279,26 @@ class Ets(Forecaster):
         first = self.fit_start(history)
         span = len(history) - first
         seasons = [self.period] if self.period >= 2 and span >= 2 * self.period else []
-        fits = [f for f in (self._fit_one(history, first, p) for p in (None, *seasons)) if f is not None]
+        if span < _ETS_MIN_WINDOWS:
+            return None
+        filled = _fill_gaps(history, first)
+        fits = [f for f in (self._fit_one(filled, first, p) for p in (None, *seasons)) if f is not None]
         return min(fits, key=lambda fit: fit[0])[1] if fits else None
 
-    def _fit_one(self, history: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
-        """(AIC, fit) of one candidate model on ``history[first:]``, ``None`` if statsmodels cannot fit it."""
-        if len(history) - first < _ETS_MIN_WINDOWS:
-            return None
+    def _fit_one(self, filled: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
+        """(AIC, fit) of one candidate model on ``filled`` (the history from window ``first`` on, gaps
+        filled), ``None`` if statsmodels cannot fit it."""
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 result = ExponentialSmoothing(
-                    _fill_gaps(history, first),
+                    filled,
                     seasonal=None if periods is None else "add",
                     seasonal_periods=periods,
                     initialization_method="estimated" if periods is None else "heuristic",
-                ).fit()
+                ).fit(use_brute=periods is None)
             except (ValueError, np.linalg.LinAlgError):
                 return None
         params = result.params
@@ -305,67 +315,96 @@ class Ets(Forecaster):
         )
         return (float(result.aic), fit) if usable else None
 
-    def _filtered(self, fitted: EtsFit, history: FloatArray) -> Any:
-        from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-        seasonal = fitted.seasonal_periods is not None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ExponentialSmoothing(
-                _fill_gaps(history, fitted.first),
-                seasonal="add" if seasonal else None,
-                seasonal_periods=fitted.seasonal_periods,
-                initialization_method="known",
-                initial_level=fitted.initial_level,
-                initial_seasonal=np.array(fitted.initial_seasons) if seasonal else None,
-            ).fit(
-                smoothing_level=fitted.smoothing_level,
-                smoothing_seasonal=fitted.smoothing_seasonal,
-                optimized=False,
-            )
-
     def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
-        return np.asarray(self._filtered(fitted, history).forecast(horizon), dtype=float)
+        filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
+        if fitted.seasonal_periods is None:
+            return np.full(horizon, filtered.level)
+        return filtered.level + filtered.seasons[np.arange(horizon) % fitted.seasonal_periods]
 
     def one_step(self, fitted: EtsFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).one_step(None, history, start)
-        values = np.asarray(self._filtered(fitted, history).fittedvalues, dtype=float)[start - fitted.first :]
-        return _sanitize(values, history[:start])
+        filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
+        return _sanitize(filtered.one_step[start - fitted.first :], history[:start])
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    """A Holt-Winters filter run: each window's forecast from the windows before it, and the level and the
+    last season's values after the last window."""
+
+    one_step: FloatArray
+    level: float
+    seasons: FloatArray
+
+
+def _holt_winters(values: FloatArray, fitted: EtsFit) -> _Filtered:
+    """statsmodels' additive Holt-Winters recursion without trend (``ExponentialSmoothing._predict``) over
+    ``values`` from the fit's initial states, with its weights. A season's values are updated from the
+    previous season's, so a whole season of windows at a time is one first-order filter of the level
+    (``scipy.signal.lfilter``) and vector arithmetic: microseconds where statsmodels' Python loop, and its
+    model's set-up, took milliseconds a call."""
+    from scipy.signal import lfilter
+
+    n, alpha = len(values), fitted.smoothing_level
+    m = fitted.seasonal_periods or 0
+    gamma = fitted.smoothing_seasonal or 0.0
+    levels = np.empty(n + 1)
+    levels[0] = fitted.initial_level
+    seasons = np.zeros(n + m)
+    seasons[:m] = fitted.initial_seasons
+    for first in range(0, n, m or max(n, 1)):
+        last = min(first + (m or n), n)
+        step = alpha * (values[first:last] - seasons[first:last])  # l_i = a (y - s_i-m) + (1 - a) l_i-1
+        levels[first + 1 : last + 1] = lfilter(
+            [1.0], [1.0, alpha - 1.0], step, zi=[(1 - alpha) * levels[first]]
+        )[0]
+        if m:
+            deseasoned = values[first:last] - levels[first:last]
+            seasons[first + m : last + m] = gamma * deseasoned + (1 - gamma) * seasons[first:last]
+    return _Filtered(levels[:n] + seasons[:n], float(levels[n]), seasons[n : n + m])
 
 
 @dataclass(frozen=True)
 class StlArimaFit:
-    """The first window of the fit's span, STL's seasonal component over the span, and an ARIMA fitted to the
-    deseasonalised span."""
+    """The first window of the fit's span, STL's seasonal component over the span, and the ARMA(1,1) fitted
+    to the deseasonalised span: its mean (``level``) and its AR and MA coefficients."""
 
     first: int
     seasonal: FloatArray
-    arima: Any  # statsmodels ARIMAResults; treated as immutable
+    level: float
+    ar: float
+    ma: float
 
 
 class StlArima(Forecaster):
     """statsmodels STL (daily period) + ARIMA(1,0,1) with a constant on the seasonally adjusted series, both
     fitted on the last :attr:`fit_days` days.
 
-    Windows after the fit get the last fitted day of the seasonal component (seasonal naive), and the
-    ARIMA is extended over them with fixed parameters (``append(refit=False)``). Under two days of
-    history, or if a fit fails, it behaves as the WarmServe forecaster.
+    The fit is kept cheap (docs/forecasting.md, "Refit cost"): STL's LOESS runs every few points and one
+    inner pass (no robustness weights, so the second pass changed little); the constant is the adjusted
+    series' mean and the ARMA part Hannan-Rissanen's estimate on the demeaned series (refused, as
+    ``ARIMA.fit`` refuses them, when not stationary or not invertible).
+
+    Windows after the fit get the last fitted day of the seasonal component (seasonal naive). Forecasting
+    runs the ARMA's one-window recursion with the fitted coefficients over the adjusted series from the
+    span's start (``scipy.signal.lfilter``: microseconds, where a statsmodels Kalman filter took
+    milliseconds of set-up a call): its residuals are the conditional ones, which the Kalman filter's equal
+    once the start has worn off (the MA coefficient is below 1 in size). Under two days of history, or if a
+    fit fails, it behaves as the WarmServe forecaster.
     """
 
     name = "stl-arima"
     history_days = 2
     fit_days = 7
-    refit_days = 14  # a fit costs ~0.1 s; the appended filter tracks the level in between
-    order: ClassVar[tuple[int, int, int]] = (1, 0, 1)
-    _trend = "c"
+    refit_days = 14  # a fit costs ~0.02 s; the recursion tracks the level in between
 
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
             return None
-        from statsmodels.tsa.arima.model import ARIMA
+        from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
         from statsmodels.tsa.seasonal import STL
 
         first = self.fit_start(history)
@@ -374,17 +413,16 @@ class StlArima(Forecaster):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                seasonal = (
-                    STL(filled, period=self.period, seasonal_jump=jump, trend_jump=jump, low_pass_jump=jump)
-                    .fit()
-                    .seasonal
-                )
-                arima = ARIMA(filled - seasonal, order=self.order, trend=self._trend).fit(
-                    method="hannan_rissanen", cov_type="none"
-                )
+                stl = STL(filled, period=self.period, seasonal_jump=jump, trend_jump=jump, low_pass_jump=jump)
+                seasonal = np.asarray(stl.fit(inner_iter=1).seasonal, dtype=float)
+                adjusted = filled - seasonal
+                level = float(adjusted.mean())
+                arma, _ = hannan_rissanen(adjusted - level, ar_order=1, ma_order=1, demean=False)
             except (ValueError, np.linalg.LinAlgError):
                 return None
-        return StlArimaFit(first, np.asarray(seasonal, dtype=float), arima)
+        if not (arma.is_stationary and arma.is_invertible):  # as ARIMA.fit refuses them
+            return None
+        return StlArimaFit(first, seasonal, level, float(arma.ar_params[0]), float(arma.ma_params[0]))
 
     def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
         """The seasonal component at ``indices`` (windows of the history, not of the fit's span)."""
@@ -396,22 +434,23 @@ class StlArima(Forecaster):
         seasonal: FloatArray = np.where(ahead < 0, inside, last_day[ahead % self.period])
         return seasonal
 
-    def _extended(self, fitted: StlArimaFit, history: FloatArray) -> Any:
-        end = fitted.first + len(fitted.seasonal)
-        new = np.arange(end, len(history))
-        if len(new) == 0:
-            return fitted.arima
-        adjusted = _fill_gaps(history, end) - self._seasonal(fitted, new)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fitted.arima.append(adjusted, refit=False)
+    def _next(self, fitted: StlArimaFit, history: FloatArray) -> FloatArray:
+        """For each window from the fit's first to one past the end of ``history``, the ARMA's forecast of
+        the demeaned adjusted series from the windows before it (0, the mean, at the first)."""
+        from scipy.signal import lfilter
+
+        demeaned = _fill_gaps(history, fitted.first) - fitted.level
+        demeaned -= self._seasonal(fitted, np.arange(fitted.first, len(history)))
+        residuals = lfilter([1.0, -fitted.ar], [1.0, fitted.ma], demeaned)  # e_t = z_t - ar z_t-1 - ma e_t-1
+        ahead = fitted.ar * demeaned + fitted.ma * np.asarray(residuals, dtype=float)
+        return np.concatenate([[0.0], ahead])
 
     def _predict(self, fitted: StlArimaFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
             return WarmServeForecaster(self.period).predict(None, history, horizon)
         targets = len(history) + np.arange(horizon)
-        adjusted = np.asarray(self._extended(fitted, history).forecast(horizon), dtype=float)
-        return adjusted + self._seasonal(fitted, targets)
+        demeaned = self._next(fitted, history)[-1] * fitted.ar ** np.arange(horizon)
+        return np.asarray(fitted.level + demeaned + self._seasonal(fitted, targets), dtype=float)
 
     def one_step(self, fitted: StlArimaFit | None, history: FloatArray, start: int) -> FloatArray:
         if fitted is None:
@@ -419,37 +458,39 @@ class StlArima(Forecaster):
         if start >= len(history):
             return np.zeros(0)
         targets = np.arange(start, len(history))
-        extended = self._extended(fitted, history)
-        adjusted = np.asarray(
-            extended.predict(start=start - fitted.first, end=len(history) - 1 - fitted.first)
-        )
-        return _sanitize(adjusted + self._seasonal(fitted, targets), history[:start])
+        demeaned = self._next(fitted, history)[start - fitted.first : len(history) - fitted.first]
+        return _sanitize(fitted.level + demeaned + self._seasonal(fitted, targets), history[:start])
 
 
 @dataclass(frozen=True)
 class AutoFit:
-    """The candidate ``auto`` chose at fit time, and that candidate's own fit."""
+    """The candidate ``auto`` chose, that candidate's own fit, and how many refits ago the choice was made
+    (0: at this fit; ``None``: no comparison was made, too little history)."""
 
     chosen: str
     fit: Any
+    refits_since_selection: int | None = 0
 
 
 class Auto(Forecaster):
-    """Picks, at each fit, the candidate whose one-window-ahead forecasts over the last ``evaluation_days``
-    days of the history (at most half of it; each candidate fitted once on the history before that stretch)
-    make the best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on
-    that stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is
-    judged by. It then fits that candidate on the history. Only
-    candidates that can run as themselves on the shorter history take part, so a fallback never wins in
-    another's name.
+    """Picks the candidate whose one-window-ahead forecasts over the last ``evaluation_days`` days of the
+    history (at most half of it; each candidate fitted once on the history before that stretch) make the
+    best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on that
+    stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is judged by.
+    It then fits that candidate on the history. Only candidates that can run as themselves on the shorter
+    history take part, so a fallback never wins in another's name.
 
-    Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day of
-    history there is nothing to compare and it uses the WarmServe forecaster.
+    The comparison fits every candidate, so it is redone every ``selection_days`` only: the refits between
+    (every :attr:`refit_days`, :meth:`refit`) fit the chosen candidate alone (docs/forecasting.md, "Refit
+    cost"). Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day
+    of history there is nothing to compare and it uses the WarmServe forecaster (compared again at the next
+    refit).
     """
 
     name = "auto"
     evaluation_days: ClassVar[int] = 3
     refit_days = 1
+    selection_days: ClassVar[int] = 7
 
     def candidates(self, history_windows: int) -> tuple[Forecaster, ...]:
         """Every other forecaster that can run as itself (not its fallback) on that much history, the simplest
@@ -460,7 +501,7 @@ class Auto(Forecaster):
 
     def fit(self, history: FloatArray) -> AutoFit:
         if len(history) <= self.period:
-            return AutoFit(WarmServeForecaster.name, None)
+            return AutoFit(WarmServeForecaster.name, None, None)
         split = len(history) - min(self.evaluation_days * self.period, len(history) // 2)
         actual = history[split:]
         errors: dict[str, float] = {}
@@ -470,6 +511,16 @@ class Auto(Forecaster):
             errors[candidate.name] = loss if math.isfinite(loss) else math.inf
         chosen = min(errors, key=lambda name: errors[name])
         return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
+
+    def refit(self, previous: AutoFit | None, history: FloatArray) -> AutoFit:
+        """The previous choice fitted on ``history`` while it is younger than ``selection_days``, a fresh
+        comparison (:meth:`fit`) otherwise or when there was nothing to compare (at most a day of history)."""
+        if previous is None or previous.refits_since_selection is None:
+            return self.fit(history)
+        age = previous.refits_since_selection + 1
+        if age * self.refit_days >= self.selection_days:
+            return self.fit(history)
+        return AutoFit(previous.chosen, make_forecaster(previous.chosen, self.period).fit(history), age)
 
     def _predict(self, fitted: AutoFit, history: FloatArray, horizon: int) -> FloatArray:
         return make_forecaster(fitted.chosen, self.period).predict(fitted.fit, history, horizon)
@@ -519,9 +570,43 @@ class LoadFit:
     peak: Any
 
 
-def fit_load(forecaster: Forecaster, history_mean: FloatArray, history_peak: FloatArray) -> LoadFit:
-    """The expensive step, run now and then (e.g. daily): fit both series of one model."""
-    return LoadFit(forecaster, forecaster.fit(history_mean), forecaster.fit(history_peak))
+@functools.cache
+def _blas() -> Any:
+    """The process's BLAS libraries (scipy's own OpenBLAS included: statsmodels' Kalman filter calls it),
+    found once: looking them up costs ~0.5 ms, a limit through this controller ~0.01 ms."""
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, so the controller sees it)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while the block runs. statsmodels' filters and estimators make thousands of calls
+    on 2x2 matrices, on which OpenBLAS' threads only spin: on a shared 2-core machine a Kalman filter
+    initialisation took ~20 ms with its threads and ~0.5 ms without (docs/forecasting.md, "Refit cost").
+    The limit is process-wide: run fits one at a time (the operator does)."""
+    with _blas().limit(limits=1, user_api="blas"):
+        yield
+
+
+def fit_load(
+    forecaster: Forecaster,
+    history_mean: FloatArray,
+    history_peak: FloatArray,
+    previous: LoadFit | None = None,
+) -> LoadFit:
+    """The expensive step, run now and then (each forecaster's :attr:`~Forecaster.refit_days`): fit both
+    series of one model, given its ``previous`` fit by the same forecaster if any
+    (:meth:`Forecaster.refit`)."""
+    with one_blas_thread():
+        if previous is None or previous.forecaster.name != forecaster.name:
+            return LoadFit(forecaster, forecaster.fit(history_mean), forecaster.fit(history_peak))
+        return LoadFit(
+            forecaster,
+            forecaster.refit(previous.mean, history_mean),
+            forecaster.refit(previous.peak, history_peak),
+        )
 
 
 def forecast(
@@ -533,6 +618,7 @@ def forecast(
     since). Pure: the same inputs give the same forecast. Never negative or NaN; peak is raised to the mean
     where a model forecasts it lower.
     """
-    mean = fit.forecaster.predict(fit.mean, history_mean, horizon_windows)
-    peak = np.maximum(fit.forecaster.predict(fit.peak, history_peak, horizon_windows), mean)
+    with one_blas_thread():
+        mean = fit.forecaster.predict(fit.mean, history_mean, horizon_windows)
+        peak = np.maximum(fit.forecaster.predict(fit.peak, history_peak, horizon_windows), mean)
     return Forecast(tuple(float(v) for v in mean), tuple(float(v) for v in peak))
