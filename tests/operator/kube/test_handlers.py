@@ -120,7 +120,8 @@ async def test_a_pools_workers_may_use_its_pods_only_and_the_role_follows_its_sc
                     resource_version=listed.metadata.resource_version,
                     timeout_seconds=1,
                 )
-                assert not list(watched)  # nothing changed: the watch opened and ended in time
+                # The watch is allowed and ends in time; the worker may have patched its own Pod meanwhile.
+                assert {event["object"].metadata.name for event in watched} <= {"a-1"}
                 own.patch_namespaced_pod("a-1", ns, {"metadata": {"annotations": {"t": "1"}}})
                 refused = (
                     lambda: own.list_namespaced_pod(ns),
@@ -151,8 +152,10 @@ async def test_a_pools_workers_may_use_its_pods_only_and_the_role_follows_its_sc
                 p.metadata.name
                 for p in core.list_namespaced_pod(ns, label_selector="warmserve.io/pool=a").items
             }
-            assert kept <= {"a-0", "a-1", "a-2"} and "a-0" in kept  # those terminating keep their access
-            assert set(access(api, ns, "warmserve-worker-a", names)) == kept
+            assert kept <= {"a-0", "a-1", "a-2"} and "a-0" in kept
+            # Those still terminating keep their access; one the node agent finished deleting between the
+            # handler's Role update and this list may still be named until the next reconcile (below).
+            assert kept <= set(access(api, ns, "warmserve-worker-a", names)) <= {"a-0", "a-1", "a-2"}
 
             def gone() -> bool:
                 return not core.list_namespaced_pod(
