@@ -9,9 +9,10 @@ standby and takes over when the first is gone. The probes and the metrics are se
 (:mod:`warmserve.operator.kube.probes`). SIGTERM or SIGINT stops a standby, or kopf (it handles them) and
 then the loop, and the Lease is released; a loop that fails stops kopf and its error is raised; a lost
 Lease stops both at once and raises :class:`~warmserve.protocol.errors.UnavailableError`. After each tick
-the loop counts it in :class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as
-Events for the :class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events",
-"Metrics").
+the loop counts it in :class:`~warmserve.operator.kube.metrics.OperatorMetrics`, queues its decisions as
+Events for the :class:`~warmserve.operator.kube.events.EventWriter`'s own task and wakes the task that
+writes the ModelDeployment statuses the tick changed (docs/operator.md, "Events", "Metrics", "Status
+cadence").
 
 Forecasts: :class:`~warmserve.operator.online_forecast.OnlineForecast` learns each model's demand from the
 scheduler's observations; beside the loop, :class:`~warmserve.operator.kube.forecasting.HistoryKeeper`
@@ -143,9 +144,12 @@ async def _run(
         events = EventWriter(api, options.namespace, registry.reference, metrics)
         report = reporting(scheduler, metrics, events)
 
+        statuses_due = asyncio.Event()
+
         def ticked(tick: Tick) -> None:
             pulse.last_tick = time.monotonic()  # what the liveness probe reads: the loop ticks
             report(tick)
+            statuses_due.set()
 
         pulse.last_tick = time.monotonic()  # the first tick is due now
         loop = asyncio.create_task(run(cluster, scheduler, options.tick_s, ticked))
@@ -153,6 +157,7 @@ async def _run(
             HistoryKeeper(api, session, registry, forecasts, metrics).run(options.tick_s)
         )
         writer = asyncio.create_task(events.run())
+        statuses = asyncio.create_task(_write_statuses(handlers, statuses_due))
         for task in (loop, keeper):
             task.add_done_callback(lambda _: stop.set())
         ready = asyncio.Event()
@@ -170,9 +175,9 @@ async def _run(
         try:
             await asyncio.wait({handling})
         finally:  # cancelled (the Lease lost): the scheduler stops at once, kopf then winds down
-            for task in (loop, keeper, writer, serving, handling):
+            for task in (loop, keeper, writer, statuses, serving, handling):
                 task.cancel()
-            await asyncio.gather(loop, keeper, writer, serving, handling, return_exceptions=True)
+            await asyncio.gather(loop, keeper, writer, statuses, serving, handling, return_exceptions=True)
         handling.result()
     for task, what in ((loop, "the scheduler loop"), (keeper, "the forecast history keeper")):
         if not task.cancelled() and task.exception() is not None:
@@ -188,6 +193,15 @@ def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWrite
             events.submit(decision_records(scheduler.snapshot, tick.decision.plan))
 
     return report
+
+
+async def _write_statuses(handlers: Handlers, due: asyncio.Event) -> None:
+    """After each tick (``due`` set), write the ModelDeployment statuses its snapshot changed
+    (:meth:`Handlers.write_statuses`); ticks that come while a round is writing make one more round."""
+    while True:
+        await due.wait()
+        due.clear()
+        await handlers.write_statuses()
 
 
 async def _serving(ready: asyncio.Event, pulse: Pulse) -> None:
