@@ -12,8 +12,10 @@ while one is ready) and ``warmserve operator`` as a process with the admin kubec
    ``observedGeneration`` equal to its ``metadata.generation`` and ``Ready=True`` (so a replica of it is
    serving), every worker Pod is ready, and the WorkerPool is ``Ready=True``. Floor: 30 s. Also printed:
    when each milestone of :data:`PHASES` was first seen, and per worker Pod the seconds from its creation
-   to its container's start and from there to Ready (where the time goes). The operator's
-   peak RSS over the run (``VmHWM`` in ``/proc/<pid>/status``): floor 300 MB.
+   to its container's start and from there to Ready (where the time goes), and the requests the API server
+   received meanwhile by sender, verb and resource (its audit log, :mod:`e2e.harness.audit`: counts that
+   do not depend on the machine's load). The operator's peak RSS over the run (``VmHWM`` in
+   ``/proc/<pid>/status``): floor 300 MB.
 2. **Latency.** A desired-annotation change reaching the worker's action, over ``--changes`` changes. A probe
    worker Pod (the pool's own worker manifest, labelled so that the operator does not manage it, with a
    ServiceAccount of its own allowed its own Pod only) runs beside the pool while the operator keeps its
