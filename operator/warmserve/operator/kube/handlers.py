@@ -11,8 +11,9 @@ status subresource (docs/operator.md).
   (its Pods and RBAC go with it, by their owner references).
 - ``ModelDeployment`` created, changed or resumed: handed to the registry (which sets the scheduler's
   models), status written from the scheduler's last snapshot. After each tick, :meth:`Handlers.write_statuses`
-  writes the statuses the new snapshot changed (no timer per ModelDeployment: 200 of them every 2 s cost
-  the API server a status write each whenever anything moved, and Ready came up to an interval late).
+  writes the statuses the new snapshot changed, a new object's first (no timer per ModelDeployment: 200 of
+  them every 2 s cost the API server a status write each whenever anything moved, and Ready came up to an
+  interval late).
   Deleted: forgotten at once (the scheduler drops its replicas at the next tick), and the finalizer waits
   until no worker still reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
 
@@ -255,9 +256,12 @@ class Handlers:
 
     # --- ModelDeployment ----------------------------------------------------------------------------
 
-    async def model_changed(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def model_changed(self, body: kopf.Body, **_: Any) -> None:
+        """Put the ModelDeployment into the registry; its status is written after the next tick
+        (:meth:`write_statuses`), with what that tick decided for it (written here too, it cost a status
+        write per object that the tick's own made moot within a second)."""
         verdict = self.registry.put_deployment(body)
-        self._model_status(body, patch)
+        self._remember(body)
         if not verdict.served:
             kopf.warn(body, reason="InvalidSpec", message=verdict.error)
             raise kopf.PermanentError(verdict.error)
@@ -286,23 +290,18 @@ class Handlers:
                 waited,
             )
 
-    def _model_status(self, body: kopf.Body, patch: kopf.Patch) -> None:
-        """Write the status a handler computes into kopf's patch, and remember it for
-        :meth:`write_statuses`. The status compared with is the one this operator last wrote for the
-        same generation, if any, else the body's: only this operator writes the status, and on a loaded
-        API server kopf may hand a body older than the last write (compared with that, keys and each
-        condition's transition time looked changed, and were written again)."""
+    def _remember(self, body: kopf.Body) -> None:
+        """Start following the status of a ModelDeployment new to this operator, or of a new generation,
+        from the status it carries. For a generation already followed, what this operator last wrote is
+        kept: only this operator writes the status, and on a loaded API server kopf may hand a body older
+        than the last write (compared with that, keys and each condition's transition time looked
+        changed, and were written again)."""
         name = str(body["metadata"]["name"])
         generation = int(body["metadata"].get("generation", 0))
         last = self._statuses.get(name)
-        mine = last is not None and last.generation == generation
-        previous: status.Status = dict(last.status if last is not None and mine else body.get("status") or {})
-        new = self._new_model_status(name, generation, previous)
-        if new is not None:
-            for key, value in status.changed(previous, new).items():
-                patch.status[key] = value
+        if last is None or last.generation != generation:
             namespace = str(body["metadata"]["namespace"])
-            self._statuses[name] = _Written(namespace, generation, previous | new)
+            self._statuses[name] = _Written(namespace, generation, dict(body.get("status") or {}))
 
     def _new_model_status(self, name: str, generation: int, previous: status.Status) -> status.Status | None:
         """The ModelDeployment's status now, from the registry and the scheduler's last snapshot; None if
@@ -316,11 +315,11 @@ class Handlers:
         return status.model_status(verdict, generation, snapshot, cold, time.time(), previous)
 
     async def write_statuses(self) -> int:
-        """Write at once the status of every ModelDeployment whose status the scheduler's snapshot has
-        changed since a handler last saw or wrote it (called after each tick, so ``Ready`` follows a
-        replica that starts serving without waiting for the status timer); the number written. Only the
-        keys that changed are sent. A write that fails is logged and left to the status timer, which sees
-        the object as stored and writes what still differs."""
+        """Write at once the status of every ModelDeployment whose status differs from what this operator
+        last wrote (or, for one new to it, from the status it carries): called after each tick, so a new
+        object's status, and ``Ready`` when a replica starts serving, follow within a tick. Returns the
+        number written. Only the keys that changed are sent. A write that fails is logged and made again
+        after the next tick."""
         written = 0
         for name in list(self._statuses):
             last = self._statuses.get(name)  # read now: a handler may have written it meanwhile
