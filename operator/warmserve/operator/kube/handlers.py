@@ -43,6 +43,7 @@ import kopf
 import kubernetes.client
 
 from warmserve.operator.kube import status
+from warmserve.operator.kube.diffbase import MemoryDiffBase
 from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.resources import WorkerPool, parse_model_deployment, worker_selector
@@ -86,6 +87,7 @@ class Handlers:
         self.metrics = metrics
         self._rbac_ensured: dict[tuple[str, str], frozenset[str]] = {}  # (namespace, pool) -> Pods named
         self._statuses: dict[str, _Written] = {}  # ModelDeployment name -> its status as last seen or written
+        self.diffbase = MemoryDiffBase()  # kopf's last-handled state (operator.settings)
         self.kopf = kopf.OperatorRegistry()
         self._register(interval_s)
 
@@ -171,7 +173,8 @@ class Handlers:
     async def pool_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await self._pool(body, patch, permanent=False)
 
-    async def pool_deleted(self, name: str, namespace: str | None, **_: Any) -> None:
+    async def pool_deleted(self, name: str, namespace: str | None, uid: str, **_: Any) -> None:
+        self.diffbase.forget(uid)
         self.registry.drop_pool(name)
         self._rbac_ensured.pop((str(namespace), name), None)
 
@@ -266,10 +269,11 @@ class Handlers:
             kopf.warn(body, reason="InvalidSpec", message=verdict.error)
             raise kopf.PermanentError(verdict.error)
 
-    async def model_deleted(self, body: kopf.Body, name: str, **_: Any) -> None:
+    async def model_deleted(self, body: kopf.Body, name: str, uid: str, **_: Any) -> None:
         """Forget the model, then hold the finalizer while the scheduler still sees one of its replicas
         (called again until then: the retry finds the model forgotten and only counts)."""
         self.registry.drop_deployment(name)
+        self.diffbase.forget(uid)
         self._statuses.pop(name, None)
         try:
             served = parse_model_deployment(body).spec.name

@@ -86,13 +86,15 @@ def operator_policy(name: str) -> PolicyEntry:
     return entry
 
 
-def settings() -> kopf.OperatorSettings:
-    """kopf's settings: our finalizer and annotation prefix, no CRD scanning, standalone (the Lease, not
-    kopf's peering, decides which operator runs)."""
+def settings(diffbase: kopf.DiffBaseStorage) -> kopf.OperatorSettings:
+    """kopf's settings: our finalizer and annotation prefix (its progress, written while a handler is
+    retried), ``diffbase`` for its last-handled state (the handlers'
+    :class:`~warmserve.operator.kube.diffbase.MemoryDiffBase`), no CRD scanning, standalone (the Lease,
+    not kopf's peering, decides which operator runs)."""
     s = kopf.OperatorSettings()
     s.persistence.finalizer = FINALIZER
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{GROUP}")
-    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=f"operator.{GROUP}")
+    s.persistence.diffbase_storage = diffbase
     s.scanning.disabled = True  # one namespace, the kinds known: no cluster-wide permission on CRDs needed
     s.peering.standalone = True
     s.posting.level = logging.WARNING  # Events for failures, not for every handler that succeeds
@@ -165,7 +167,7 @@ async def _run(
         handling = asyncio.create_task(
             kopf.operator(
                 registry=handlers.kopf,
-                settings=settings(),
+                settings=settings(handlers.diffbase),
                 standalone=True,
                 namespaces=[options.namespace],
                 stop_flag=stop,
