@@ -43,8 +43,8 @@ import kopf
 import kubernetes.client
 
 from warmserve.operator.kube import status
-from warmserve.operator.kube.diffbase import MemoryDiffBase
 from warmserve.operator.kube.metrics import OperatorMetrics
+from warmserve.operator.kube.persistence import MemoryDiffBase
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.resources import WorkerPool, parse_model_deployment, worker_selector
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError

@@ -42,6 +42,7 @@ from warmserve.operator.kube.forecasting import HistoryKeeper
 from warmserve.operator.kube.handlers import Handlers
 from warmserve.operator.kube.lease import LeaseElector
 from warmserve.operator.kube.metrics import OperatorMetrics
+from warmserve.operator.kube.persistence import ProgressAnnotations
 from warmserve.operator.kube.probes import serve_probes
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.leadership import Timing
@@ -88,12 +89,12 @@ def operator_policy(name: str) -> PolicyEntry:
 
 def settings(diffbase: kopf.DiffBaseStorage) -> kopf.OperatorSettings:
     """kopf's settings: our finalizer and annotation prefix (its progress, written while a handler is
-    retried), ``diffbase`` for its last-handled state (the handlers'
-    :class:`~warmserve.operator.kube.diffbase.MemoryDiffBase`), no CRD scanning, standalone (the Lease,
+    retried: :class:`ProgressAnnotations`), ``diffbase`` for its last-handled state (the handlers'
+    :class:`~warmserve.operator.kube.persistence.MemoryDiffBase`), no CRD scanning, standalone (the Lease,
     not kopf's peering, decides which operator runs)."""
     s = kopf.OperatorSettings()
     s.persistence.finalizer = FINALIZER
-    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{GROUP}")
+    s.persistence.progress_storage = ProgressAnnotations(prefix=f"operator.{GROUP}")
     s.persistence.diffbase_storage = diffbase
     s.scanning.disabled = True  # one namespace, the kinds known: no cluster-wide permission on CRDs needed
     s.peering.standalone = True
