@@ -51,3 +51,7 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
         ours = [k for k, v in pending.items() if k.startswith(f"{self.prefix}/") and k != marker and v]
         if marker in pending and not ours and marker not in body.metadata.annotations:
             del pending[marker]
+            if not pending:  # an empty stanza left in the patch is still a request
+                del patch["metadata"]["annotations"]
+            if not patch["metadata"]:
+                del patch["metadata"]
