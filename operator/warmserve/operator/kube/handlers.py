@@ -10,12 +10,11 @@ status subresource (docs/operator.md).
   Role before it exists, and a Pod scaled away keeps its access until it is gone. Deleted: forgotten
   (its Pods and RBAC go with it, by their owner references).
 - ``ModelDeployment`` created, changed or resumed: handed to the registry (which sets the scheduler's
-  models), status written from the scheduler's last snapshot. After each tick, :meth:`Handlers.write_statuses`
-  writes the statuses the new snapshot changed, a new object's first (no timer per ModelDeployment: 200 of
-  them every 2 s cost the API server a status write each whenever anything moved, and Ready came up to an
-  interval late).
-  Deleted: forgotten at once (the scheduler drops its replicas at the next tick), and the finalizer waits
-  until no worker still reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
+  models). After each tick, :meth:`Handlers.write_statuses` writes the statuses the new snapshot changed,
+  a new object's first, from the scheduler's last snapshot (no timer per ModelDeployment: 200 of them
+  every 2 s cost the API server a status write each whenever anything moved, and Ready came up to an
+  interval late). Deleted: forgotten at once (the scheduler drops its replicas at the next tick), and the
+  finalizer waits until no worker still reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
 
 At start, before the scheduler's first tick, :meth:`Handlers.prime` puts every existing resource into the
 registry and continues above the generations already written to the worker Pods (docs/operator.md).
@@ -338,7 +337,7 @@ class Handlers:
                 )
                 continue  # remembered as before: written again after the next tick
             now = self._statuses.get(name)
-            if now is not None:  # not deleted meanwhile
+            if now is not None and now.generation == last.generation:  # not deleted nor changed meanwhile
                 self._statuses[name] = replace(now, status=now.status | changed)
             written += 1
         return written

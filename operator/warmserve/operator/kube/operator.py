@@ -127,7 +127,7 @@ async def _run(
     stop: asyncio.Event,
 ) -> None:
     """The handlers, the scheduler loop, the Event writer and the forecast history keeper, until a signal
-    stops kopf (or sets ``stop``) or the loop or the keeper fails."""
+    stops kopf (or sets ``stop``) or the loop, the keeper or the status writer fails."""
     assert entry.policy is not None  # checked by operator_policy
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
@@ -161,7 +161,7 @@ async def _run(
         )
         writer = asyncio.create_task(events.run())
         statuses = asyncio.create_task(_write_statuses(handlers, statuses_due))
-        for task in (loop, keeper):
+        for task in (loop, keeper, statuses):
             task.add_done_callback(lambda _: stop.set())
         ready = asyncio.Event()
         serving = asyncio.create_task(_serving(ready, pulse))
@@ -182,7 +182,11 @@ async def _run(
                 task.cancel()
             await asyncio.gather(loop, keeper, writer, statuses, serving, handling, return_exceptions=True)
         handling.result()
-    for task, what in ((loop, "the scheduler loop"), (keeper, "the forecast history keeper")):
+    for task, what in (
+        (loop, "the scheduler loop"),
+        (keeper, "the forecast history keeper"),
+        (statuses, "the status writer"),
+    ):
         if not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{what} stopped") from task.exception()
 
