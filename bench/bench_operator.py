@@ -12,8 +12,10 @@ while one is ready) and ``warmserve operator`` as a process with the admin kubec
    ``observedGeneration`` equal to its ``metadata.generation`` and ``Ready=True`` (so a replica of it is
    serving), every worker Pod is ready, and the WorkerPool is ``Ready=True``. Floor: 30 s. Also printed:
    when each milestone of :data:`PHASES` was first seen, and per worker Pod the seconds from its creation
-   to its container's start and from there to Ready (where the time goes). The operator's
-   peak RSS over the run (``VmHWM`` in ``/proc/<pid>/status``): floor 300 MB.
+   to its container's start and from there to Ready (where the time goes), and the requests the API server
+   received meanwhile by sender, verb and resource (its audit log, :mod:`e2e.harness.audit`: counts that
+   do not depend on the machine's load). The operator's peak RSS over the run (``VmHWM`` in
+   ``/proc/<pid>/status``): floor 300 MB.
 2. **Latency.** A desired-annotation change reaching the worker's action, over ``--changes`` changes. A probe
    worker Pod (the pool's own worker manifest, labelled so that the operator does not manage it, with a
    ServiceAccount of its own allowed its own Pod only) runs beside the pool while the operator keeps its
@@ -44,6 +46,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -55,6 +58,7 @@ import kubernetes
 import kubernetes.watch
 import urllib3.exceptions
 
+from e2e.harness import audit
 from e2e.harness.cluster import Cluster, free_port, start_cluster
 from warmserve.operator.resources import parse_model_deployment, parse_worker_pool
 from warmserve.protocol.resource_names import GROUP, VERSION
@@ -83,6 +87,8 @@ LEASE_S = 60
 #: of its own (with the node agent's default 5, 32 workers starting at once still took most of the CPU,
 #: and sending the objects took 50 s instead of 33).
 POD_NICENESS = 19
+#: The user agent of this benchmark's own requests (its polls), told apart in the audit log.
+BENCH_AGENT = "bench"
 #: --quick: worker Pods, ModelDeployments, changes.
 QUICK = (2, 5, 5)
 
@@ -111,6 +117,8 @@ class ScaleResult:
     absent: not in time), and the worker Pods' own timestamps (:func:`pod_lags`)."""
 
     apply_s: float = 0.0
+    began: float = 0.0  # epoch seconds, for the audit log
+    ended: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     lags: dict[str, tuple[float, float]] = field(default_factory=dict)
     all_ready_s: float | None = None
@@ -170,6 +178,7 @@ class Figures:
     rss_peak_mb: float
     applied: list[float] = field(default_factory=list)
     reported: list[float] = field(default_factory=list)
+    requests: Counter[audit.Kind] = field(default_factory=Counter)
     log_tail: list[str] = field(default_factory=list)
 
 
@@ -339,7 +348,7 @@ def start_operator(
 def scale(api: kubernetes.client.ApiClient, ns: str, pods: int, models: int, sampler: Sampler) -> ScaleResult:
     """Send the pool and the models, then follow them until all are reconciled (the module docstring)."""
     custom = kubernetes.client.CustomObjectsApi(api)
-    result = ScaleResult()
+    result = ScaleResult(began=time.time())
     began = time.monotonic()
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, "workerpools", pool_manifest(pods, models))
     with ThreadPoolExecutor(8) as creating:
@@ -388,6 +397,7 @@ def scale(api: kubernetes.client.ApiClient, ns: str, pods: int, models: int, sam
             break
         time.sleep(0.5)  # each poll lists every ModelDeployment: not more often, on a machine this full
     result.lags = pod_lags(workers)
+    result.ended = time.time()
     return result
 
 
@@ -536,6 +546,7 @@ def measure(
     the operator's output goes to ``log``, and it is stopped (SIGTERM) before this returns."""
     install_crds(cluster)
     with cluster.api_client() as api:
+        api.user_agent = BENCH_AGENT
         kubernetes.client.CoreV1Api(api).create_namespaced_pod(ns, gateway_manifest())
         wait("the gateway Pod ready", lambda: any(pod_ready(p) for p in list_pods(api, ns)))
         operator = start_operator(cluster, ns, log, tick_s, status_interval_s, lease_s)
@@ -549,6 +560,9 @@ def measure(
         finally:
             operator.send_signal(signal.SIGTERM)
             operator.wait(30)
+    audit_log = cluster.workdir / "audit.log"
+    if audit_log.exists():
+        figures.requests = audit.count_requests(audit_log, figures.scaled.began, figures.scaled.ended)
     figures.log_tail = log.read_text(errors="replace").splitlines()[-20:]
     return figures
 
@@ -587,7 +601,7 @@ def main() -> None:
     if args.quick:
         args.pods, args.models, args.changes = QUICK
     print(f"load average at start: {load()} ({os.cpu_count()} CPUs)", flush=True)
-    cluster = start_cluster(nodes=2, gpus_per_node=0, pod_niceness=POD_NICENESS)
+    cluster = start_cluster(nodes=2, gpus_per_node=0, pod_niceness=POD_NICENESS, audit=True)
     try:
         with cluster.api_client() as api:
             create_namespace(api, NAMESPACE)
@@ -620,6 +634,9 @@ def print_figures(args: argparse.Namespace, figures: Figures) -> None:
             print(f"    never  {phase}")
     for what, (median, most) in scaled.lags.items():
         print(f"  per worker Pod, {what}: median {median:.0f} s, max {most:.0f} s")
+    if figures.requests:
+        print("  API requests received during the scale phase (audit log), the most frequent kinds:")
+        print("\n".join(audit.table(figures.requests)))
     done = scaled.all_ready_s
     print(
         f"reconciled to Ready: {f'not within {WAIT_S:.0f} s' if done is None else f'{done:.1f} s'} "
@@ -634,6 +651,7 @@ def print_figures(args: argparse.Namespace, figures: Figures) -> None:
         "ready_s": done,
         "phases_s": scaled.phases,
         "rss_peak_mb": rss,
+        "requests": sum(figures.requests.values()),
     }
     if figures.applied:
         p50, p99 = percentile(figures.applied, 0.5), percentile(figures.applied, 0.99)

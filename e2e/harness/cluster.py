@@ -18,6 +18,7 @@ from pathlib import Path
 
 import kubernetes
 
+from e2e.harness.audit import HARNESS_AGENT, audit_flags
 from e2e.harness.binaries import Binaries, cluster_binaries
 from e2e.harness.certs import CertPair, Pki, generate_pki
 from e2e.harness.kubeconfig import write_kubeconfig
@@ -54,12 +55,15 @@ class Cluster:
     agent: NodeAgent | None = None
 
     def api_client(self) -> kubernetes.client.ApiClient:
-        """A new admin client (close it, or use it as a context manager)."""
+        """A new admin client (close it, or use it as a context manager), sending the user agent
+        :data:`~e2e.harness.audit.HARNESS_AGENT`."""
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=config)  # type: ignore[no-untyped-call]
         # Connections kept for reuse: enough for the node agent's Pod syncs, each a thread of one client.
         config.connection_pool_maxsize = SYNC_THREADS
-        return kubernetes.client.ApiClient(config)
+        client = kubernetes.client.ApiClient(config)
+        client.user_agent = HARNESS_AGENT  # told apart from the operator's in the audit log
+        return client
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         """Runs the cluster's ``kubectl`` with the admin kubeconfig and returns its stdout."""
@@ -107,11 +111,16 @@ def _wait_ready(url: str, pki: Pki, procs: dict[str, subprocess.Popen[bytes]], t
 
 
 def start_cluster(
-    nodes: int = 2, gpus_per_node: int = 4, workdir: Path | None = None, pod_niceness: int = POD_NICENESS
+    nodes: int = 2,
+    gpus_per_node: int = 4,
+    workdir: Path | None = None,
+    pod_niceness: int = POD_NICENESS,
+    audit: bool = False,
 ) -> Cluster:
     """Builds (or reuses) the binaries, starts the control plane and a node agent with ``nodes`` Nodes of
     ``gpus_per_node`` ``nvidia.com/gpu`` each (Pod processes at ``pod_niceness``), and waits until the API
-    server's ``/readyz`` answers and the Nodes are registered. On failure everything started is stopped and
+    server's ``/readyz`` answers and the Nodes are registered. ``audit``: the API server logs every request
+    to ``<workdir>/audit.log`` (:mod:`e2e.harness.audit`). On failure everything started is stopped and
     the error names the component; each component's log is ``<workdir>/<name>.log``."""
     binaries = cluster_binaries()
     work = workdir or Path(tempfile.mkdtemp(prefix="warmserve-cluster-"))
@@ -127,7 +136,7 @@ def start_cluster(
         kubeconfig=write_kubeconfig(work / "admin.kubeconfig", server, pki.ca.cert, _cert_user(pki.admin)),
     )
     try:
-        _start_components(cluster, api_port)
+        _start_components(cluster, api_port, audit_flags(work) if audit else [])
         cluster.agent = NodeAgent(
             cluster.api_client, server, pki.ca.cert, work / "pods", nodes, gpus_per_node, pod_niceness
         )
@@ -138,7 +147,7 @@ def start_cluster(
     return cluster
 
 
-def _start_components(cluster: Cluster, api_port: int) -> None:
+def _start_components(cluster: Cluster, api_port: int, apiserver_flags: list[str]) -> None:
     work, pki, bins = cluster.workdir, cluster.pki, cluster.binaries
     etcd_url = f"http://127.0.0.1:{free_port()}"
     peer_url = f"http://127.0.0.1:{free_port()}"
@@ -175,6 +184,7 @@ def _start_components(cluster: Cluster, api_port: int) -> None:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
+            *apiserver_flags,
         ],
         log=work / "kube-apiserver.log",
     )

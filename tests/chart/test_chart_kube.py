@@ -255,7 +255,11 @@ def test_install_serves_a_model_upgrade_rolls_the_gateway_uninstall_leaves_only_
     custom = kubernetes.client.CustomObjectsApi(api)
     custom.delete_namespaced_custom_object("warmserve.io", "v1alpha1", ns, "modeldeployments", "llama2-7b")
     custom.delete_namespaced_custom_object("warmserve.io", "v1alpha1", ns, "workerpools", "fake-gpus")
-    wait_for("the resources gone", lambda: gone(api, ns, "WorkerPool", "fake-gpus"), WAIT_S)
+    wait_for(
+        "the resources gone",
+        lambda: gone(api, ns, "WorkerPool", "fake-gpus") and gone(api, ns, "ModelDeployment", "llama2-7b"),
+        WAIT_S,
+    )
     run_helm("uninstall", RELEASE, "--wait", "--timeout", "60s")
 
     def nothing_left() -> dict[str, list[str]]:

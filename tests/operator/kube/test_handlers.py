@@ -2,11 +2,13 @@
 handler (as at start-up), makes the workers' ServiceAccount before their Pods, so they are not refused; each
 pool's workers may get, list, watch and patch their own pool's Pods and no other, as the API server's
 SubjectAccessReview and a worker's own token show, and the Role follows the pool as it scales
-(docs/operator.md, Handlers and RBAC)."""
+(docs/operator.md, Handlers and RBAC). A ModelDeployment's status follows each tick's snapshot at once
+(docs/operator.md, Status cadence)."""
 
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,11 @@ from warmserve.operator.kube.metrics import OperatorMetrics
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.planning.planner import plan_step
 from warmserve.operator.planning.reactive import ReactiveState
-from warmserve.operator.resources import WORKER_VERBS, parse_worker_pool
+from warmserve.operator.ports import Observation
+from warmserve.operator.resources import WORKER_VERBS, parse_model_deployment, parse_worker_pool
 from warmserve.operator.scheduler import Scheduler
-from warmserve.protocol.resource_names import GROUP, VERSION, WORKER_POOLS
+from warmserve.protocol.resource_names import GROUP, MODEL_DEPLOYMENTS, VERSION, WORKER_POOLS
+from warmserve.protocol.state import GpuUsage, ObservedReplica, ObservedState, ReplicaState
 
 __all__ = ["crds"]  # the CRDs installed once per module (a fixture)
 
@@ -165,3 +169,53 @@ async def test_a_pools_workers_may_use_its_pods_only_and_the_role_follows_its_sc
             wait_for("a-1 and a-2 gone", gone, timeout=60)
             await handler.pool_timer(body=kopf.Body(one), patch=kopf.Patch())  # their names leave the Role
             assert access(api, ns, "warmserve-worker-a", names) == {"a-0": worker}
+
+
+def serving_worker(model: str) -> Observation:
+    """One worker of the pool reporting a replica of ``model`` serving on its GPU 0."""
+    replica = ObservedReplica(id="r0", model=model, gpus=(0,), state=ReplicaState.SERVING, since=0.0)
+    gpus = (GpuUsage(index=0, capacity_bytes=80 << 30, used_bytes=20 << 30),)
+    worker = ObservedState(
+        worker="fake-gpus-0", observed_generation=0, ready=True, gpus=gpus, replicas=(replica,)
+    )
+    return Observation(now=time.time(), workers={worker.worker: worker})
+
+
+async def test_a_model_is_ready_as_soon_as_a_tick_sees_it_serve_and_a_same_status_is_not_written_again(
+    kube_cluster: Cluster, kube_namespace: str, crds: None
+) -> None:
+    """The status follows the scheduler's snapshot after each tick (:meth:`Handlers.write_statuses`), not
+    one status interval later (the timer here: 60 s); a status the snapshot does not change costs no
+    write."""
+    ns = kube_namespace
+    with kube_cluster.api_client() as api:
+        custom = kubernetes.client.CustomObjectsApi(api)
+        pool = create(api, ns, raw("workerpool-fake-gpus.yaml"))
+        md = create(api, ns, raw("modeldeployment-llama2-7b.yaml"))
+        name = md["metadata"]["name"]
+
+        def stored() -> dict[str, Any]:
+            got: dict[str, Any] = custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, MODEL_DEPLOYMENTS, name
+            )
+            return got
+
+        async with aiohttp.ClientSession() as session:
+            h = handlers(api, session, ns)
+            h.registry.put_pool(pool)
+            patch = kopf.Patch()
+            await h.model_changed(body=kopf.Body(md), patch=patch)
+            assert not patch  # the status is the tick's to write
+            assert await h.write_statuses() == 1  # the first status, before any tick
+            ready = next(c for c in stored()["status"]["conditions"] if c["type"] == "Ready")
+            assert (ready["status"], stored()["status"]["observedGeneration"]) == ("Unknown", 1)
+
+            h.registry.scheduler.tick(serving_worker(parse_model_deployment(md).spec.name))
+            assert await h.write_statuses() == 1
+            ready = next(c for c in stored()["status"]["conditions"] if c["type"] == "Ready")
+            assert (ready["status"], ready["reason"]) == ("True", "Serving")
+            assert stored()["status"]["replicas"]["serving"] == 1
+
+            version = stored()["metadata"]["resourceVersion"]
+            assert await h.write_statuses() == 0
+            assert stored()["metadata"]["resourceVersion"] == version

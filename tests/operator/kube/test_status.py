@@ -77,6 +77,19 @@ def test_a_served_model_at_its_floor_is_ready_with_its_forecast_and_last_cold_st
     assert all(c["observedGeneration"] == 2 for c in conds.values())
 
 
+def test_a_repeated_forecast_keeps_its_time_so_the_status_does_not_change() -> None:
+    m = model(SERVED, 4, min_instances=1)
+    first = model_status(served(), 1, snapshot([m], forecasts={SERVED: (1.5, 3.0)}), None, 100.0, {})
+    later = snapshot([m], forecasts={SERVED: (1.5, 3.0)}, now=160.0)
+    assert model_status(served(), 1, later, None, 160.0, first) == first
+    moved = snapshot([m], forecasts={SERVED: (2.0, 3.0)}, now=160.0)
+    assert model_status(served(), 1, moved, None, 160.0, first)["lastForecast"] == {
+        "mean": 2.0,
+        "peak": 3.0,
+        "time": timestamp(160.0),
+    }
+
+
 def test_below_its_floor_a_model_is_progressing_and_before_any_observation_unknown() -> None:
     empty = snapshot([model(SERVED, 4, min_instances=1)])
     conds = by_type(model_status(served(), 1, empty, None, 0.0, {}))

@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
         "--status-interval",
         type=float,
         default=DEFAULTS.status_interval_s,
-        help="seconds between status updates of each resource (default %(default)s)",
+        help="seconds between status updates of each WorkerPool (a ModelDeployment's follows each tick) "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--lease-name",

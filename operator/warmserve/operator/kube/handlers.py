@@ -9,10 +9,12 @@ status subresource (docs/operator.md).
   for ``i < spec.pods`` created and the others deleted, status written. So a new Pod is named in the
   Role before it exists, and a Pod scaled away keeps its access until it is gone. Deleted: forgotten
   (its Pods and RBAC go with it, by their owner references).
-- ``ModelDeployment`` created, changed or resumed, and every ``interval_s``: handed to the registry (which
-  sets the scheduler's models), status written from the scheduler's last snapshot. Deleted: forgotten at
-  once (the scheduler drops its replicas at the next tick), and the finalizer waits until no worker still
-  reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
+- ``ModelDeployment`` created, changed or resumed: handed to the registry (which sets the scheduler's
+  models). After each tick, :meth:`Handlers.write_statuses` writes the statuses the new snapshot changed,
+  a new object's first, from the scheduler's last snapshot (no timer per ModelDeployment: 200 of them
+  every 2 s cost the API server a status write each whenever anything moved, and Ready came up to an
+  interval late). Deleted: forgotten at once (the scheduler drops its replicas at the next tick), and the
+  finalizer waits until no worker still reports one of its replicas, at most :data:`RELEASE_TIMEOUT_S`.
 
 At start, before the scheduler's first tick, :meth:`Handlers.prime` puts every existing resource into the
 registry and continues above the generations already written to the worker Pods (docs/operator.md).
@@ -32,6 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,6 +43,7 @@ import kubernetes.client
 
 from warmserve.operator.kube import status
 from warmserve.operator.kube.metrics import OperatorMetrics
+from warmserve.operator.kube.persistence import MemoryDiffBase
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.resources import WorkerPool, parse_model_deployment, worker_selector
 from warmserve.protocol.errors import InvalidFieldError, InvalidInputError, UnavailableError
@@ -81,20 +85,30 @@ class Handlers:
         self.version = version
         self.metrics = metrics
         self._rbac_ensured: dict[tuple[str, str], frozenset[str]] = {}  # (namespace, pool) -> Pods named
+        self._statuses: dict[str, _Written] = {}  # ModelDeployment name -> its status as last seen or written
+        self.diffbase = MemoryDiffBase()  # kopf's last-handled state (operator.settings)
         self.kopf = kopf.OperatorRegistry()
         self._register(interval_s)
 
     def _register(self, interval_s: float) -> None:
         on, reg = kopf.on, self.kopf
-        for kind, name, changed, timer in (
-            (WORKER_POOLS, "WorkerPool", self.pool_changed, self.pool_timer),
-            (MODEL_DEPLOYMENTS, "ModelDeployment", self.model_changed, self.model_timer),
+        for kind, name, changed in (
+            (WORKER_POOLS, "WorkerPool", self.pool_changed),
+            (MODEL_DEPLOYMENTS, "ModelDeployment", self.model_changed),
         ):
             for event in (on.resume, on.create, on.update):
                 event(GROUP, VERSION, kind, registry=reg, id="reconcile")(self.metrics.counted(name, changed))
-            kopf.timer(GROUP, VERSION, kind, registry=reg, interval=interval_s, id="status")(
-                self.metrics.counted(name, timer)
-            )
+        # A ModelDeployment's status follows the ticks (write_statuses), not a timer of its own. The pool's
+        # timer runs first one interval after the pool appears: the change handler writes the status then.
+        kopf.timer(
+            GROUP,
+            VERSION,
+            WORKER_POOLS,
+            registry=reg,
+            interval=interval_s,
+            initial_delay=interval_s,
+            id="status",
+        )(self.metrics.counted("WorkerPool", self.pool_timer))
         on.delete(GROUP, VERSION, WORKER_POOLS, registry=reg, optional=True, id="forget")(self.pool_deleted)
         on.delete(GROUP, VERSION, MODEL_DEPLOYMENTS, registry=reg, id="release")(self.model_deleted)
 
@@ -158,7 +172,8 @@ class Handlers:
     async def pool_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await self._pool(body, patch, permanent=False)
 
-    async def pool_deleted(self, name: str, namespace: str | None, **_: Any) -> None:
+    async def pool_deleted(self, name: str, namespace: str | None, uid: str, **_: Any) -> None:
+        self.diffbase.forget(uid)
         self.registry.drop_pool(name)
         self._rbac_ensured.pop((str(namespace), name), None)
 
@@ -243,21 +258,22 @@ class Handlers:
 
     # --- ModelDeployment ----------------------------------------------------------------------------
 
-    async def model_changed(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def model_changed(self, body: kopf.Body, **_: Any) -> None:
+        """Put the ModelDeployment into the registry; its status is written after the next tick
+        (:meth:`write_statuses`), with what that tick decided for it (written here too, it cost a status
+        write per object that the tick's own made moot within a second)."""
         verdict = self.registry.put_deployment(body)
-        self._model_status(body, patch)
+        self._remember(body)
         if not verdict.served:
             kopf.warn(body, reason="InvalidSpec", message=verdict.error)
             raise kopf.PermanentError(verdict.error)
 
-    async def model_timer(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        self.registry.put_deployment(body)  # level-triggered: the same document changes nothing
-        self._model_status(body, patch)
-
-    async def model_deleted(self, body: kopf.Body, name: str, **_: Any) -> None:
+    async def model_deleted(self, body: kopf.Body, name: str, uid: str, **_: Any) -> None:
         """Forget the model, then hold the finalizer while the scheduler still sees one of its replicas
         (called again until then: the retry finds the model forgotten and only counts)."""
         self.registry.drop_deployment(name)
+        self.diffbase.forget(uid)
+        self._statuses.pop(name, None)
         try:
             served = parse_model_deployment(body).spec.name
         except InvalidFieldError:
@@ -277,28 +293,75 @@ class Handlers:
                 waited,
             )
 
-    def _model_status(self, body: kopf.Body, patch: kopf.Patch) -> None:
+    def _remember(self, body: kopf.Body) -> None:
+        """Start following the status of a ModelDeployment new to this operator, or of a new generation,
+        from the status it carries. For a generation already followed, what this operator last wrote is
+        kept: only this operator writes the status, and on a loaded API server kopf may hand a body older
+        than the last write (compared with that, keys and each condition's transition time looked
+        changed, and were written again)."""
         name = str(body["metadata"]["name"])
+        generation = int(body["metadata"].get("generation", 0))
+        last = self._statuses.get(name)
+        if last is None or last.generation != generation:
+            namespace = str(body["metadata"]["namespace"])
+            self._statuses[name] = _Written(namespace, generation, dict(body.get("status") or {}))
+
+    def _new_model_status(self, name: str, generation: int, previous: status.Status) -> status.Status | None:
+        """The ModelDeployment's status now, from the registry and the scheduler's last snapshot; None if
+        the registry does not know it."""
         verdict = self.registry.verdict(name)
         if verdict is None:
-            return
+            return None
         served = verdict.deployment.spec.name if verdict.deployment is not None else None
         cold = self.cold_starts.last.get(served) if served is not None else None
-        generation = int(body["metadata"].get("generation", 0))
         snapshot = self.registry.scheduler.snapshot
-        previous = body.get("status") or {}
-        _write_status(
-            body, patch, status.model_status(verdict, generation, snapshot, cold, time.time(), previous)
+        return status.model_status(verdict, generation, snapshot, cold, time.time(), previous)
+
+    async def write_statuses(self) -> int:
+        """Write at once the status of every ModelDeployment whose status differs from what this operator
+        last wrote (or, for one new to it, from the status it carries): called after each tick, so a new
+        object's status, and ``Ready`` when a replica starts serving, follow within a tick. Returns the
+        number written. Only the keys that changed are sent. A write that fails is logged and made again
+        after the next tick."""
+        written = 0
+        for name in list(self._statuses):
+            last = self._statuses.get(name)  # read now: a handler may have written it meanwhile
+            new = self._new_model_status(name, last.generation, last.status) if last is not None else None
+            if last is None or new is None or not (changed := status.changed(last.status, new)):
+                continue
+            try:
+                await asyncio.to_thread(self._patch_model_status, last.namespace, name, changed)
+            except KUBE_ERRORS as exc:
+                log.warning(
+                    "status of ModelDeployment %s/%s not written: %s", last.namespace, name, brief(exc)
+                )
+                continue  # remembered as before: written again after the next tick
+            now = self._statuses.get(name)
+            if now is not None and now.generation == last.generation:  # not deleted nor changed meanwhile
+                self._statuses[name] = replace(now, status=now.status | changed)
+            written += 1
+        return written
+
+    def _patch_model_status(self, namespace: str, name: str, changed: status.Status) -> None:
+        kubernetes.client.CustomObjectsApi(self.core.api_client).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, MODEL_DEPLOYMENTS, name, {"status": changed}
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A ModelDeployment's status as the operator last saw or wrote it, for the generation it describes."""
+
+    namespace: str
+    generation: int
+    status: status.Status
 
 
 def _write_status(body: kopf.Body, patch: kopf.Patch, new: status.Status) -> None:
     """Patch the status only where it changed: a timer writing the same status every interval would
     cost the API server a write per resource and interval."""
-    old = body.get("status") or {}
-    for key, value in new.items():
-        if old.get(key) != value:
-            patch.status[key] = value
+    for key, value in status.changed(body.get("status") or {}, new).items():
+        patch.status[key] = value
 
 
 def _create(create: Callable[..., Any], namespace: str, body: Mapping[str, Any]) -> bool:

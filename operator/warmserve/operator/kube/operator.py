@@ -9,9 +9,10 @@ standby and takes over when the first is gone. The probes and the metrics are se
 (:mod:`warmserve.operator.kube.probes`). SIGTERM or SIGINT stops a standby, or kopf (it handles them) and
 then the loop, and the Lease is released; a loop that fails stops kopf and its error is raised; a lost
 Lease stops both at once and raises :class:`~warmserve.protocol.errors.UnavailableError`. After each tick
-the loop counts it in :class:`~warmserve.operator.kube.metrics.OperatorMetrics` and queues its decisions as
-Events for the :class:`~warmserve.operator.kube.events.EventWriter`'s own task (docs/operator.md, "Events",
-"Metrics").
+the loop counts it in :class:`~warmserve.operator.kube.metrics.OperatorMetrics`, queues its decisions as
+Events for the :class:`~warmserve.operator.kube.events.EventWriter`'s own task and wakes the task that
+writes the ModelDeployment statuses the tick changed (docs/operator.md, "Events", "Metrics", "Status
+cadence").
 
 Forecasts: :class:`~warmserve.operator.online_forecast.OnlineForecast` learns each model's demand from the
 scheduler's observations; beside the loop, :class:`~warmserve.operator.kube.forecasting.HistoryKeeper`
@@ -41,6 +42,7 @@ from warmserve.operator.kube.forecasting import HistoryKeeper
 from warmserve.operator.kube.handlers import Handlers
 from warmserve.operator.kube.lease import LeaseElector
 from warmserve.operator.kube.metrics import OperatorMetrics
+from warmserve.operator.kube.persistence import ProgressAnnotations
 from warmserve.operator.kube.probes import serve_probes
 from warmserve.operator.kube.registry import ColdStarts, Recorded, Registry
 from warmserve.operator.leadership import Timing
@@ -85,13 +87,15 @@ def operator_policy(name: str) -> PolicyEntry:
     return entry
 
 
-def settings() -> kopf.OperatorSettings:
-    """kopf's settings: our finalizer and annotation prefix, no CRD scanning, standalone (the Lease, not
-    kopf's peering, decides which operator runs)."""
+def settings(diffbase: kopf.DiffBaseStorage) -> kopf.OperatorSettings:
+    """kopf's settings: our finalizer and annotation prefix (its progress, written while a handler is
+    retried: :class:`ProgressAnnotations`), ``diffbase`` for its last-handled state (the handlers'
+    :class:`~warmserve.operator.kube.persistence.MemoryDiffBase`), no CRD scanning, standalone (the Lease,
+    not kopf's peering, decides which operator runs)."""
     s = kopf.OperatorSettings()
     s.persistence.finalizer = FINALIZER
-    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{GROUP}")
-    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=f"operator.{GROUP}")
+    s.persistence.progress_storage = ProgressAnnotations(prefix=f"operator.{GROUP}")
+    s.persistence.diffbase_storage = diffbase
     s.scanning.disabled = True  # one namespace, the kinds known: no cluster-wide permission on CRDs needed
     s.peering.standalone = True
     s.posting.level = logging.WARNING  # Events for failures, not for every handler that succeeds
@@ -123,7 +127,7 @@ async def _run(
     stop: asyncio.Event,
 ) -> None:
     """The handlers, the scheduler loop, the Event writer and the forecast history keeper, until a signal
-    stops kopf (or sets ``stop``) or the loop or the keeper fails."""
+    stops kopf (or sets ``stop``) or the loop, the keeper or the status writer fails."""
     assert entry.policy is not None  # checked by operator_policy
     cold_starts = ColdStarts()
     step = cold_starts.recording(entry.policy)
@@ -143,9 +147,12 @@ async def _run(
         events = EventWriter(api, options.namespace, registry.reference, metrics)
         report = reporting(scheduler, metrics, events)
 
+        statuses_due = asyncio.Event()
+
         def ticked(tick: Tick) -> None:
             pulse.last_tick = time.monotonic()  # what the liveness probe reads: the loop ticks
             report(tick)
+            statuses_due.set()
 
         pulse.last_tick = time.monotonic()  # the first tick is due now
         loop = asyncio.create_task(run(cluster, scheduler, options.tick_s, ticked))
@@ -153,14 +160,15 @@ async def _run(
             HistoryKeeper(api, session, registry, forecasts, metrics).run(options.tick_s)
         )
         writer = asyncio.create_task(events.run())
-        for task in (loop, keeper):
+        statuses = asyncio.create_task(_write_statuses(handlers, statuses_due))
+        for task in (loop, keeper, statuses):
             task.add_done_callback(lambda _: stop.set())
         ready = asyncio.Event()
         serving = asyncio.create_task(_serving(ready, pulse))
         handling = asyncio.create_task(
             kopf.operator(
                 registry=handlers.kopf,
-                settings=settings(),
+                settings=settings(handlers.diffbase),
                 standalone=True,
                 namespaces=[options.namespace],
                 stop_flag=stop,
@@ -170,11 +178,15 @@ async def _run(
         try:
             await asyncio.wait({handling})
         finally:  # cancelled (the Lease lost): the scheduler stops at once, kopf then winds down
-            for task in (loop, keeper, writer, serving, handling):
+            for task in (loop, keeper, writer, statuses, serving, handling):
                 task.cancel()
-            await asyncio.gather(loop, keeper, writer, serving, handling, return_exceptions=True)
+            await asyncio.gather(loop, keeper, writer, statuses, serving, handling, return_exceptions=True)
         handling.result()
-    for task, what in ((loop, "the scheduler loop"), (keeper, "the forecast history keeper")):
+    for task, what in (
+        (loop, "the scheduler loop"),
+        (keeper, "the forecast history keeper"),
+        (statuses, "the status writer"),
+    ):
         if not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{what} stopped") from task.exception()
 
@@ -188,6 +200,15 @@ def reporting(scheduler: Scheduler, metrics: OperatorMetrics, events: EventWrite
             events.submit(decision_records(scheduler.snapshot, tick.decision.plan))
 
     return report
+
+
+async def _write_statuses(handlers: Handlers, due: asyncio.Event) -> None:
+    """After each tick (``due`` set), write the ModelDeployment statuses its snapshot changed
+    (:meth:`Handlers.write_statuses`); ticks that come while a round is writing make one more round."""
+    while True:
+        await due.wait()
+        due.clear()
+        await handlers.write_statuses()
 
 
 async def _serving(ready: asyncio.Event, pulse: Pulse) -> None:

@@ -64,6 +64,11 @@ def conditions(
     return out
 
 
+def changed(old: Mapping[str, Any], new: Status) -> Status:
+    """The keys of ``new`` whose values differ from ``old``'s: what a status merge patch must send."""
+    return {key: value for key, value in new.items() if old.get(key) != value}
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaCounts:
     """A model's replicas over every worker: serving requests, holding weights only, on their way (loading
@@ -103,17 +108,24 @@ def model_status(
         counts = replica_counts(snapshot, deployment.spec.name)
         forecast = snapshot.forecasts.get(deployment.spec.name)
         if forecast is not None:
-            status["lastForecast"] = {
-                "mean": forecast.mean,
-                "peak": forecast.peak,
-                "time": timestamp(snapshot.now),
-            }
+            status["lastForecast"] = last_forecast(
+                forecast.mean, forecast.peak, snapshot.now, previous.get("lastForecast") or {}
+            )
     status["replicas"] = {"serving": counts.serving, "prewarmed": counts.prewarmed, "loading": counts.loading}
     if cold_start is not None:
         status["lastColdStart"] = {"time": timestamp(cold_start.time), "reason": cold_start.reason[:1024]}
     decided = _model_conditions(verdict, snapshot, counts)
     status["conditions"] = conditions(decided, generation, now, previous.get("conditions") or [])
     return status
+
+
+def last_forecast(mean: float, peak: float, now: float, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """``status.lastForecast``: the forecast and when it was first made. A forecast that repeats the
+    previous one keeps the previous time: rewriting the time alone at every status interval would cost the
+    API server a status write per ModelDeployment and interval (docs/operator.md, "Status cadence")."""
+    if previous.get("mean") == mean and previous.get("peak") == peak and previous.get("time"):
+        return {"mean": mean, "peak": peak, "time": previous["time"]}
+    return {"mean": mean, "peak": peak, "time": timestamp(now)}
 
 
 def _model_conditions(verdict: Verdict, snapshot: Snapshot | None, counts: ReplicaCounts) -> list[Condition]:
