@@ -152,14 +152,17 @@ def _from_kubeconfig(path: Path) -> Endpoint:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInputError(
-            f"no Kubernetes API configuration (in-cluster or kubeconfig): {exc}"
-        ) from None
+        raise InvalidInputError(f"{NO_CONFIG}: {exc}") from None
     if not isinstance(config, dict):
         raise InvalidFieldError("KUBECONFIG", "a kubeconfig (a YAML mapping)", str(path))
-    context = _named(config, "contexts", config.get("current-context"), path)["context"]
-    cluster = _named(config, "clusters", context.get("cluster"), path)["cluster"]
-    user = _named(config, "users", context.get("user"), path).get("user") or {}
+    context = _named(config, "contexts", config.get("current-context"), path)
+    cluster = _named(config, "clusters", context.get("cluster"), path)
+    user = _named(config, "users", context.get("user"), path)
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server:
+        raise InvalidFieldError(
+            f"{path}: clusters[{context.get('cluster')}].cluster.server", "the API server's URL", repr(server)
+        )
     unsupported = sorted(
         {"exec", "auth-provider", "username", "client-certificate-data", "client-key-data"} & set(user)
     )
@@ -175,7 +178,7 @@ def _from_kubeconfig(path: Path) -> Endpoint:
 
     ca_data = cluster.get("certificate-authority-data")
     return Endpoint(
-        server=cluster["server"],
+        server=server,
         ca_file=file(cluster.get("certificate-authority")),
         ca_data=base64.b64decode(ca_data).decode() if ca_data else None,
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
@@ -187,10 +190,16 @@ def _from_kubeconfig(path: Path) -> Endpoint:
 
 
 def _named(config: Mapping[str, Any], section: str, name: object, path: Path) -> Mapping[str, Any]:
-    """The entry of kubeconfig ``section`` called ``name``; :class:`InvalidFieldError` naming it if none."""
+    """What the entry of kubeconfig ``section`` called ``name`` holds (a ``contexts`` entry's ``context``,
+    a ``clusters`` entry's ``cluster``, a ``users`` entry's ``user``; empty if it holds nothing).
+    :class:`InvalidFieldError` naming the field if there is no such entry or it does not hold a mapping."""
+    key = section.removesuffix("s")
     for entry in config.get(section) or ():
         if isinstance(entry, dict) and entry.get("name") == name:
-            return entry
+            held = entry.get(key) or {}
+            if not isinstance(held, dict):
+                raise InvalidFieldError(f"{path}: {section}[{name}].{key}", "a mapping", type(held).__name__)
+            return held
     raise InvalidFieldError(f"{path}: {section}", f"an entry named {name!r}", "none")
 
 
@@ -243,9 +252,7 @@ class KubeHttp:
             url,
             body=data,
             headers=headers,
-            timeout=urllib3.Timeout(*timeout)
-            if isinstance(timeout, tuple)
-            else urllib3.Timeout(total=timeout),
+            timeout=_timeout(timeout),
             preload_content=not stream,
         )
         if not 200 <= response.status <= 299:
@@ -291,7 +298,13 @@ def _tls(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _timeout(timeout: Timeout) -> urllib3.Timeout:
-    return urllib3.Timeout(*timeout) if isinstance(timeout, tuple) else urllib3.Timeout(total=timeout)
+    """urllib3's timeout for ours: a pair bounds the connection and then each read (a watch may be quiet
+    for as long as its read timeout), a number the whole request. (``urllib3.Timeout``'s first positional
+    parameter is ``total``: a pair must be passed by name.)"""
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+        return urllib3.Timeout(connect=connect, read=read)
+    return urllib3.Timeout(total=timeout)
 
 
 def _query_value(value: str | int | bool) -> str:
