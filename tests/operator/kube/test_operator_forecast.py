@@ -21,12 +21,15 @@ from tests.operator.kube.test_operator import WAIT_S, Start, get, log_tail, star
 from warmserve.operator.forecast.history import History, history_from_json
 from warmserve.operator.kube.forecasting import (
     HISTORY_KEY,
+    HISTORY_OF_LABEL,
     UNAVAILABLE_REASON,
     configmap_name,
+    kept_histories,
     write_configmap,
 )
 from warmserve.operator.kube.registry import Served
 from warmserve.operator.resources import parse_model_deployment
+from warmserve.protocol.pods import MANAGED_BY, MANAGED_BY_LABEL
 from warmserve.protocol.resource_names import GROUP, VERSION
 
 __all__ = ["crds", "start_operator"]  # fixtures
@@ -125,6 +128,7 @@ def test_the_forecast_fills_the_status_and_its_history_survives_a_kill(
         assert after.first == history.first
         restored = f"kept-model: {len(before.mean)} windows restored from configMap"
         assert restored in operator.log.read_text()
+        assert "not listed" not in operator.log.read_text()  # allowed by deploy/operator-role.yaml
 
     operator.process.send_signal(signal.SIGTERM)
     assert operator.process.wait(timeout=15) == 0, log_tail(operator.log)
@@ -174,3 +178,25 @@ def test_a_history_is_created_only_while_its_model_deployment_lives(
         renewed = Served(parse_model_deployment(again), again["metadata"]["uid"])
         write_configmap(core, custom, renewed, history)
         assert kept(core, ns) == history
+
+
+def test_the_kept_histories_are_told_by_one_list_of_their_names(
+    kube_cluster: Cluster, kube_namespace: str, crds: None
+) -> None:
+    """The keeper reads only the history ConfigMaps that exist, known from a list of their metadata: a
+    ConfigMap of another name, or without the operator's labels, is not a history."""
+    ns = kube_namespace
+    history = History(window_s=1, first=100, mean=(1.0,), peak=(2.0,))
+    with kube_cluster.api_client() as api:
+        core = kubernetes.client.CoreV1Api(api)
+        custom = kubernetes.client.CustomObjectsApi(api)
+        assert kept_histories(core, ns) == set()
+        for name in ("a", "b"):
+            obj = create(api, ns, deployment(name, f"{name}-model", {"source": "configMap"}))
+            write_configmap(
+                core, custom, Served(parse_model_deployment(obj), obj["metadata"]["uid"]), history
+            )
+        labels = {MANAGED_BY_LABEL: MANAGED_BY, HISTORY_OF_LABEL: "c"}
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "c-other", "labels": labels}})
+        core.create_namespaced_config_map(ns, {"metadata": {"name": configmap_name("d")}})
+        assert kept_histories(core, ns) == {"a", "b"}
