@@ -311,6 +311,32 @@ async def test_a_borrowed_prewarm_promoted_in_its_lenders_place_serves_unborrowe
     assert not next(r for r in after.replicas if r.id == "q0").borrowed
 
 
+async def test_a_promotion_short_of_kv_space_waits_for_its_draining_neighbour_instead_of_failing() -> None:
+    """In one write, a serving lender with a request in flight is dropped and its guest promoted, the guest
+    keeping room for one request of its ``context_length`` that only the lender's memory leaves. The guest
+    is promoted once the lender has drained and released; promoted at once, it found 4 GiB free where it
+    keeps 40 GiB, and failed."""
+    config = WorkerConfig(name="w0", gpus=1, gpu_memory_bytes=80 * GIB, endpoint="http://w0")
+    runtime = WorkerRuntime(config, FakeEngine(gpu_profile("h100"), speed=0.05))
+    models = {**TWO_MODELS, "qwen": {**TWO_MODELS["qwen"], "context_length": 40 * 2**13}}  # 40 GiB kept
+    async with TestClient(TestServer(create_app(runtime))) as client:
+        await client.put("/desired", data=desired(1, {**LENDER, "kv_lend_bytes": 0}, models=models))
+        await wait_for(client, lambda s: states(s) == {"l0": ReplicaState.SERVING})
+        await client.put("/desired", data=desired(2, LENDER, GUEST, models=models))
+        await wait_for(client, lambda s: states(s).get("q0") is ReplicaState.PREWARMED)
+        body = {"model": "llama", "prompt": "x", "max_tokens": 2000}
+        request = asyncio.create_task(client.post("/v1/completions", json=body))
+        await wait_for(client, lambda s: any(r.inflight for r in s.replicas))
+        await client.put("/desired", data=desired(3, {**GUEST, "role": "serve"}, models=models))
+        draining = await wait_for(client, lambda s: states(s).get("l0") is ReplicaState.DRAINING)
+        assert states(draining)["q0"] is ReplicaState.PREWARMED  # waiting, not failed
+        after = await wait_for(
+            client, lambda s: states(s).get("q0") in (ReplicaState.SERVING, ReplicaState.FAILED)
+        )
+        assert states(after) == {"q0": ReplicaState.SERVING}, after
+        assert (await request).status == 200
+
+
 HOSTILE_BODIES = {
     "an integer over the digit limit": b'{"model": "llama", "prompt": "x", "max_tokens": '
     + b"9" * 5000
