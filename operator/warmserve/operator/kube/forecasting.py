@@ -59,8 +59,6 @@ REQUEST_TIMEOUT_S = 10.0
 UNAVAILABLE_REASON = "HistoryUnavailable"
 
 
-#: The label naming the ModelDeployment whose history a ConfigMap keeps.
-HISTORY_OF_LABEL = f"{GROUP}/model-deployment"
 #: What asks the API server for objects' metadata only.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 #: What :func:`kept_histories` raises.
@@ -88,24 +86,20 @@ def read_configmap(core: kubernetes.client.CoreV1Api, namespace: str, deployment
 
 
 def kept_histories(core: kubernetes.client.CoreV1Api, namespace: str) -> set[str]:
-    """The names of the ModelDeployments of ``namespace`` whose history is kept in a ConfigMap, from one
-    list of the history ConfigMaps' metadata (a ``PartialObjectMetadataList``: their names, not their
-    windows). Raises one of :data:`KUBE_ERRORS`, or :class:`InvalidInputError` for an answer that is not
-    such a list."""
+    """The names of the ConfigMaps of ``namespace``, from one list of their metadata (a
+    ``PartialObjectMetadataList``: names, not contents). A history is known by its name alone
+    (:func:`configmap_name`), labels or not: one seeded by hand or by a migration is read too. Raises one
+    of :data:`KUBE_ERRORS`, or :class:`InvalidInputError` for an answer that is not such a list."""
     response: Any = core.list_namespaced_config_map(
         namespace,
-        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY},{HISTORY_OF_LABEL}",
         _headers={"Accept": METADATA_ONLY},
         _preload_content=False,
         _request_timeout=REQUEST_TIMEOUT_S,
     )
     try:
-        items = json.loads(response.data)["items"] or []
-        metadata = [item["metadata"] for item in items]
+        return {str(item["metadata"]["name"]) for item in json.loads(response.data)["items"] or []}
     except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidInputError(f"the list of history ConfigMaps in {namespace}: {exc!r}") from None
-    owners = ((m.get("name"), (m.get("labels") or {}).get(HISTORY_OF_LABEL)) for m in metadata)
-    return {owner for name, owner in owners if isinstance(owner, str) and name == configmap_name(owner)}
+        raise InvalidInputError(f"the list of ConfigMaps in {namespace}: {exc!r}") from None
 
 
 def owner_alive(custom: kubernetes.client.CustomObjectsApi, served: Served) -> bool:
@@ -156,7 +150,7 @@ def write_configmap(
     body: Any = {
         "metadata": {
             "name": name,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, HISTORY_OF_LABEL: md.name},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, f"{GROUP}/model-deployment": md.name},
             "ownerReferences": [owner],
         },
         "data": data,
@@ -267,8 +261,8 @@ class HistoryKeeper:
             self.metrics.forget_model(model)
 
     async def _kept_histories(self, models: set[str]) -> dict[str, set[str]]:
-        """For each namespace of the ``models`` kept in ConfigMaps, the ModelDeployments there with a
-        history ConfigMap (:func:`kept_histories`). A namespace whose list fails is left out: each of its
+        """For each namespace of the ``models`` kept in ConfigMaps, the names of the ConfigMaps there
+        (:func:`kept_histories`). A namespace whose list fails is left out: each of its
         models' ConfigMap is then read on its own."""
         namespaces = {
             self._served[m].deployment.namespace
@@ -293,8 +287,8 @@ class HistoryKeeper:
         try:
             if settings.history_source == "prometheus":
                 history: History | None = await prometheus_history(self.session, model, settings, time.time())
-            elif md.name not in kept.get(md.namespace, {md.name}):
-                history = None
+            elif md.namespace in kept and configmap_name(md.name) not in kept[md.namespace]:
+                history = None  # listed, and not among them: none kept yet
             else:
                 history = await asyncio.to_thread(read_configmap, self.core, md.namespace, md.name)
         except (UnavailableError, InvalidInputError) as exc:
