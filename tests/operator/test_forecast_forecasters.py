@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from warmserve.operator.forecast.arma import hannan_rissanen_11
 from warmserve.operator.forecast.forecasters import (
     BASELINES,
     FORECASTERS,
@@ -240,3 +243,21 @@ def test_stl_arima_forecasts_what_a_kalman_filter_with_its_coefficients_forecast
     ahead = np.arange(len(series), len(series) + 5)
     expected = kalman.forecast(5) + stl._seasonal(fitted, ahead)
     assert stl.predict(fitted, series, 5) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["arma", "seasonal", "idle"])
+def test_hannan_rissanen_estimates_what_statsmodels_estimates(kind: str) -> None:
+    from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
+
+    rng = np.random.default_rng(5)
+    shocks = rng.normal(0.0, 1.0, 6 * PERIOD)
+    series = np.zeros(len(shocks))
+    for i in range(1, len(series)):  # ARMA(1,1): 0.6 AR, 0.3 MA
+        series[i] = 0.6 * series[i - 1] + shocks[i] + 0.3 * shocks[i - 1]
+    series = {"arma": series, "seasonal": daily(6, noise=3.0), "idle": np.zeros(len(series))}[kind]
+    series = series - series.mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns of the idle series' singular matrices
+        reference, _ = hannan_rissanen(series, ar_order=1, ma_order=1, demean=False)
+    expected = (reference.ar_params[0], reference.ma_params[0])
+    assert hannan_rissanen_11(series) == pytest.approx(expected, abs=1e-10)

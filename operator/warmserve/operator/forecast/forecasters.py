@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from warmserve.operator.forecast.arma import hannan_rissanen_11
 from warmserve.operator.forecast.quantile import calibrated_loss
 from warmserve.protocol.errors import InvalidFieldError
 
@@ -385,8 +386,9 @@ class StlArima(Forecaster):
 
     The fit is kept cheap (docs/forecasting.md, "Refit cost"): STL's LOESS runs every few points and one
     inner pass (no robustness weights, so the second pass changed little); the constant is the adjusted
-    series' mean and the ARMA part Hannan-Rissanen's estimate on the demeaned series (refused, as
-    ``ARIMA.fit`` refuses them, when not stationary or not invertible).
+    series' mean and the ARMA part Hannan-Rissanen's estimate on the demeaned series, statsmodels' own
+    vectorised (:mod:`~warmserve.operator.forecast.arma`; refused, as ``ARIMA.fit`` refuses them, when not
+    stationary or not invertible).
 
     Windows after the fit get the last fitted day of the seasonal component (seasonal naive). Forecasting
     runs the ARMA's one-window recursion with the fitted coefficients over the adjusted series from the
@@ -404,7 +406,6 @@ class StlArima(Forecaster):
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
             return None
-        from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
         from statsmodels.tsa.seasonal import STL
 
         first = self.fit_start(history)
@@ -417,12 +418,12 @@ class StlArima(Forecaster):
                 seasonal = np.asarray(stl.fit(inner_iter=1).seasonal, dtype=float)
                 adjusted = filled - seasonal
                 level = float(adjusted.mean())
-                arma, _ = hannan_rissanen(adjusted - level, ar_order=1, ma_order=1, demean=False)
+                ar, ma = hannan_rissanen_11(adjusted - level)
             except (ValueError, np.linalg.LinAlgError):
                 return None
-        if not (arma.is_stationary and arma.is_invertible):  # as ARIMA.fit refuses them
+        if not (abs(ar) < 1 and abs(ma) < 1):  # not stationary or not invertible: ARIMA.fit refuses them
             return None
-        return StlArimaFit(first, seasonal, level, float(arma.ar_params[0]), float(arma.ma_params[0]))
+        return StlArimaFit(first, seasonal, level, ar, ma)
 
     def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
         """The seasonal component at ``indices`` (windows of the history, not of the fit's span)."""
