@@ -261,3 +261,32 @@ def test_hannan_rissanen_estimates_what_statsmodels_estimates(kind: str) -> None
         reference, _ = hannan_rissanen(series, ar_order=1, ma_order=1, demean=False)
     expected = (reference.ar_params[0], reference.ma_params[0])
     assert hannan_rissanen_11(series) == pytest.approx(expected, abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ets_level_fit_is_as_good_as_statsmodels_estimated_simple_smoothing(seed: int) -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    rng = np.random.default_rng(seed)
+    series = 50 + np.cumsum(rng.normal(0.0, 1.0, 3 * PERIOD)) + rng.normal(0.0, 4.0, 3 * PERIOD)
+    fitted = Ets(PERIOD).fit(series)
+    assert fitted is not None and fitted.seasonal_periods is None  # a walk plus noise: no season
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = ExponentialSmoothing(series, initialization_method="estimated").fit()
+    ours = ExponentialSmoothing(series, initialization_method="known", initial_level=fitted.initial_level)
+    ours_fit = ours.fit(smoothing_level=fitted.smoothing_level, optimized=False)
+    assert ours_fit.sse <= reference.sse * (1 + 1e-6)
+    assert fitted.smoothing_level == pytest.approx(reference.params["smoothing_level"], abs=0.02)
+
+
+def test_auto_keeps_the_fit_its_comparison_made_rather_than_fitting_its_choice_again() -> None:
+    series = daily(7, noise=2.0, seed=6)
+    auto = Auto(PERIOD)
+    fitted = auto.fit(series)
+    split = len(series) - auto.evaluation_days * PERIOD
+    chosen = make_forecaster(fitted.chosen, PERIOD)
+    assert fitted.chosen in ("ets", "stl-arima")
+    compared = chosen.predict(chosen.fit(series[:split]), series, PERIOD)
+    assert auto.predict(fitted, series, PERIOD) == pytest.approx(compared, rel=1e-12)
+    assert not np.allclose(chosen.predict(chosen.fit(series), series, PERIOD), compared, rtol=1e-9)

@@ -118,10 +118,16 @@ def _sanitize(values: FloatArray, history: FloatArray) -> FloatArray:
 def _fill_gaps(history: FloatArray, first: int = 0) -> FloatArray:
     """``history[first:]`` with NaN windows taking the last observed value (that before ``first`` included;
     0 before any), so statsmodels sees a gapless series."""
-    import pandas as pd
+    return _forward_fill(history[first:], last_value(history[:first]))
 
-    filled = pd.Series(history[first:], dtype=float).ffill().fillna(last_value(history[:first]))
-    return np.asarray(filled, dtype=np.float64)
+
+def _forward_fill(values: FloatArray, before: float) -> FloatArray:
+    """``values`` with each NaN taking the last non-NaN value before it, ``before`` where there is none
+    (pandas' ``ffill().fillna(before)`` in numpy: a pandas Series costs ~0.1 ms to build, a few a fit)."""
+    values = np.asarray(values, dtype=np.float64)
+    known = np.where(np.isnan(values), -1, np.arange(len(values)))
+    latest = np.maximum.accumulate(known) if len(values) else known
+    return np.where(latest >= 0, values[np.maximum(latest, 0)], before)
 
 
 class LastValue(Forecaster):
@@ -234,9 +240,7 @@ def _running_phase_mean(history: FloatArray, period: int) -> FloatArray:
 
 def _last_values_before(history: FloatArray) -> FloatArray:
     """For each window i, :func:`last_value` of ``history[:i]`` (0 before any finite value)."""
-    import pandas as pd
-
-    filled = pd.Series(history, dtype=float).ffill().fillna(0.0).to_numpy()
+    filled = _forward_fill(history, 0.0)
     return np.concatenate([[0.0], filled[:-1]]) if len(history) else np.zeros(0)
 
 
@@ -279,37 +283,35 @@ class Ets(Forecaster):
     def fit(self, history: FloatArray) -> EtsFit | None:
         first = self.fit_start(history)
         span = len(history) - first
-        seasons = [self.period] if self.period >= 2 and span >= 2 * self.period else []
         if span < _ETS_MIN_WINDOWS:
             return None
         filled = _fill_gaps(history, first)
-        fits = [f for f in (self._fit_one(filled, first, p) for p in (None, *seasons)) if f is not None]
+        seasonal = self.period >= 2 and span >= 2 * self.period
+        candidates = (_fit_level(filled, first), self._fit_seasonal(filled, first) if seasonal else None)
+        fits = [f for f in candidates if f is not None]
         return min(fits, key=lambda fit: fit[0])[1] if fits else None
 
-    def _fit_one(self, filled: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
-        """(AIC, fit) of one candidate model on ``filled`` (the history from window ``first`` on, gaps
-        filled), ``None`` if statsmodels cannot fit it."""
+    def _fit_seasonal(self, filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
+        """(AIC, fit) of the daily additive season on ``filled`` (the history from window ``first`` on, gaps
+        filled) by statsmodels, its initial states by its heuristic; ``None`` if statsmodels cannot fit it."""
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 result = ExponentialSmoothing(
-                    filled,
-                    seasonal=None if periods is None else "add",
-                    seasonal_periods=periods,
-                    initialization_method="estimated" if periods is None else "heuristic",
-                ).fit(use_brute=periods is None)
+                    filled, seasonal="add", seasonal_periods=self.period, initialization_method="heuristic"
+                ).fit(use_brute=False)
             except (ValueError, np.linalg.LinAlgError):
                 return None
         params = result.params
         fit = EtsFit(
             first,
-            periods,
+            self.period,
             float(params["smoothing_level"]),
-            None if periods is None else float(params["smoothing_seasonal"]),
+            float(params["smoothing_seasonal"]),
             float(params["initial_level"]),
-            tuple(float(s) for s in np.atleast_1d(params["initial_seasons"])) if periods else (),
+            tuple(float(s) for s in np.atleast_1d(params["initial_seasons"])),
         )
         usable = math.isfinite(result.aic) and all(
             map(math.isfinite, (fit.smoothing_level, fit.initial_level))
@@ -329,6 +331,53 @@ class Ets(Forecaster):
             return WarmServeForecaster(self.period).one_step(None, history, start)
         filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
         return _sanitize(filtered.one_step[start - fitted.first :], history[:start])
+
+
+#: Smoothing weights :func:`_fit_level` tries before refining the best (statsmodels' brute-force start).
+_LEVEL_GRID = np.linspace(0.0, 1.0, 11)
+
+
+def _fit_level(filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
+    """(AIC, fit) of simple exponential smoothing on ``filled`` (the history from window ``first`` on, gaps
+    filled): the smoothing weight and initial level of least squared one-step error, the AIC as statsmodels
+    computes it (n log(SSE / n) + 2 x 2 parameters); ``None`` when it is not finite (a constant series
+    fitted exactly), as statsmodels' fit is then refused.
+
+    What ``ExponentialSmoothing(initialization_method="estimated").fit()`` estimates, a few times cheaper:
+    the errors are affine in the initial level, so for a weight the best level is a least-squares formula
+    and the search is over the weight alone (a grid, then Brent's method around its best point), each
+    trial one ``scipy.signal.lfilter`` pass (docs/forecasting.md, "Refit cost")."""
+    from scipy.optimize import minimize_scalar
+
+    trials = np.array([_level_sse(filled, alpha)[0] for alpha in _LEVEL_GRID])
+    best = int(np.argmin(trials))
+    low, high = _LEVEL_GRID[max(best - 1, 0)], _LEVEL_GRID[min(best + 1, len(_LEVEL_GRID) - 1)]
+    refined = minimize_scalar(
+        lambda a: _level_sse(filled, a)[0], bounds=(low, high), method="bounded", options={"xatol": 1e-4}
+    )
+    alpha = float(refined.x) if refined.fun < trials[best] else float(_LEVEL_GRID[best])
+    sse, level = _level_sse(filled, alpha)
+    n = len(filled)
+    with np.errstate(divide="ignore"):
+        aic = float(n * np.log(sse / n) + 4.0)
+    usable = math.isfinite(aic) and math.isfinite(level)
+    return (aic, EtsFit(first, None, alpha, None, level, ())) if usable else None
+
+
+def _level_sse(filled: FloatArray, alpha: float) -> tuple[float, float]:
+    """The least squared one-step error of simple exponential smoothing with weight ``alpha`` over
+    ``filled``, and the initial level giving it: the forecast of window t is the level started at 0 plus
+    q^t times the initial level (q = 1 - alpha). The sums over q^t are a filter pass and a closed form, not
+    powers (powers of a small q fall into subnormal numbers, slow to compute with)."""
+    from scipy.signal import lfilter
+
+    n, q = len(filled), 1.0 - alpha
+    levels = lfilter([alpha], [1.0, -q], filled)
+    residuals = filled - np.concatenate([[0.0], levels[:-1]])
+    weighted = float(lfilter([1.0], [1.0, -q], residuals[::-1])[-1])  # sum of residual_t q^t
+    norm = float(n) if q == 1.0 else (1.0 - q ** (2 * n)) / (1.0 - q * q)  # sum of q^2t
+    level = weighted / norm
+    return max(float(residuals @ residuals) - level * weighted, 0.0), level
 
 
 @dataclass(frozen=True)
@@ -478,14 +527,17 @@ class Auto(Forecaster):
     history (at most half of it; each candidate fitted once on the history before that stretch) make the
     best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on that
     stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is judged by.
-    It then fits that candidate on the history. Only candidates that can run as themselves on the shorter
-    history take part, so a fallback never wins in another's name.
+    It keeps that candidate's fit, made on the history before the stretch: fitting it again on the whole
+    history would double the comparison's heaviest fit for a fit a few days fresher, and the next refit, a
+    day later, fits it on the whole history anyway (``ets`` and ``stl-arima`` alone forecast from fits up to
+    two weeks old). Only candidates that can run as themselves on the shorter history take part, so a
+    fallback never wins in another's name.
 
     The comparison fits every candidate, so it is redone every ``selection_days`` only: the refits between
-    (every :attr:`refit_days`, :meth:`refit`) fit the chosen candidate alone (docs/forecasting.md, "Refit
-    cost"). Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day
-    of history there is nothing to compare and it uses the WarmServe forecaster (compared again at the next
-    refit).
+    (every :attr:`refit_days`, :meth:`refit`) fit the chosen candidate alone on the history
+    (docs/forecasting.md, "Refit cost"). Only data before the fit is used, so a backtest of ``auto`` does not
+    peek. With at most one day of history there is nothing to compare and it uses the WarmServe forecaster
+    (compared again at the next refit).
     """
 
     name = "auto"
@@ -506,12 +558,13 @@ class Auto(Forecaster):
         split = len(history) - min(self.evaluation_days * self.period, len(history) // 2)
         actual = history[split:]
         errors: dict[str, float] = {}
+        fits: dict[str, Any] = {}
         for candidate in self.candidates(split):
-            predicted = candidate.one_step(candidate.fit(history[:split]), history, split)
-            loss = calibrated_loss(actual, predicted)
+            fits[candidate.name] = candidate.fit(history[:split])
+            loss = calibrated_loss(actual, candidate.one_step(fits[candidate.name], history, split))
             errors[candidate.name] = loss if math.isfinite(loss) else math.inf
         chosen = min(errors, key=lambda name: errors[name])
-        return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
+        return AutoFit(chosen, fits[chosen])
 
     def refit(self, previous: AutoFit | None, history: FloatArray) -> AutoFit:
         """The previous choice fitted on ``history`` while it is younger than ``selection_days``, a fresh
