@@ -290,3 +290,34 @@ def test_auto_keeps_the_fit_its_comparison_made_rather_than_fitting_its_choice_a
     compared = chosen.predict(chosen.fit(series[:split]), series, PERIOD)
     assert auto.predict(fitted, series, PERIOD) == pytest.approx(compared, rel=1e-12)
     assert not np.allclose(chosen.predict(chosen.fit(series), series, PERIOD), compared, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("period", "seed"), [(PERIOD, 0), (PERIOD, 1), (25, 2)])  # an even and an odd day
+def test_ets_seasonal_fit_starts_where_statsmodels_does_and_fits_as_well(period: int, seed: int) -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    t = np.arange(5 * period)
+    rng = np.random.default_rng(seed)
+    series = 100 + 40 * np.sin(2 * np.pi * t / period) + np.cumsum(rng.normal(0.0, 2.0, len(t)))
+    fitted = Ets(period).fit(series)
+    assert fitted is not None and fitted.seasonal_periods == period
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = ExponentialSmoothing(
+            series, seasonal="add", seasonal_periods=period, initialization_method="heuristic"
+        ).fit()
+    assert fitted.initial_level == pytest.approx(reference.params["initial_level"], rel=1e-9)
+    assert fitted.initial_seasons == pytest.approx(reference.params["initial_seasons"], rel=1e-9, abs=1e-9)
+    assert fitted.smoothing_seasonal is not None
+    assert fitted.smoothing_seasonal <= 1 - fitted.smoothing_level
+    ours = ExponentialSmoothing(
+        series,
+        seasonal="add",
+        seasonal_periods=period,
+        initialization_method="known",
+        initial_level=fitted.initial_level,
+        initial_seasonal=np.array(fitted.initial_seasons),
+    ).fit(
+        smoothing_level=fitted.smoothing_level, smoothing_seasonal=fitted.smoothing_seasonal, optimized=False
+    )
+    assert ours.sse <= reference.sse * (1 + 1e-3)

@@ -293,30 +293,37 @@ class Ets(Forecaster):
 
     def _fit_seasonal(self, filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
         """(AIC, fit) of the daily additive season on ``filled`` (the history from window ``first`` on, gaps
-        filled) by statsmodels, its initial states by its heuristic; ``None`` if statsmodels cannot fit it."""
-        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+        filled): the initial states by Hyndman and Athanasopoulos' heuristic (:func:`_heuristic_states`),
+        then the level and season weights of least squared one-step error, the AIC as statsmodels computes
+        it (n log(SSE / n) + 2 (period + 2)); ``None`` when the heuristic cannot run or the AIC is not
+        finite (a constant series fitted exactly), as statsmodels' fit is then refused.
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                result = ExponentialSmoothing(
-                    filled, seasonal="add", seasonal_periods=self.period, initialization_method="heuristic"
-                ).fit(use_brute=False)
-            except (ValueError, np.linalg.LinAlgError):
-                return None
-        params = result.params
-        fit = EtsFit(
-            first,
-            self.period,
-            float(params["smoothing_level"]),
-            float(params["smoothing_seasonal"]),
-            float(params["initial_level"]),
-            tuple(float(s) for s in np.atleast_1d(params["initial_seasons"])),
-        )
-        usable = math.isfinite(result.aic) and all(
-            map(math.isfinite, (fit.smoothing_level, fit.initial_level))
-        )
-        return (float(result.aic), fit) if usable else None
+        What ``ExponentialSmoothing(seasonal="add", initialization_method="heuristic").fit()`` estimates,
+        a few times cheaper: each trial of the weights is :func:`_holt_winters` (a filter pass a day),
+        searched by L-BFGS-B over the level weight a and the season's share g of 1 - a (statsmodels'
+        bounds: 0 ≤ a ≤ 1, 0 ≤ season weight ≤ 1 - a), where statsmodels' own fit spent most of its time
+        setting up and re-running a Python loop over the windows (docs/forecasting.md, "Refit cost")."""
+        from scipy.optimize import minimize
+
+        states = _heuristic_states(filled, self.period)
+        if states is None:
+            return None
+        level, seasons = states
+
+        def fit_of(weights: FloatArray) -> EtsFit:
+            alpha = float(weights[0])
+            return EtsFit(first, self.period, alpha, float(weights[1]) * (1 - alpha), level, seasons)
+
+        def sse(weights: FloatArray) -> float:
+            errors = filled - _holt_winters(filled, fit_of(weights)).one_step
+            return float(errors @ errors)
+
+        start = min(_SEASONAL_STARTS, key=sse)
+        best = minimize(sse, start, method="L-BFGS-B", bounds=[(0.0, 1.0), (0.0, 1.0)])
+        n = len(filled)
+        with np.errstate(divide="ignore"):
+            aic = float(n * np.log(best.fun / n) + 2.0 * (self.period + 2))
+        return (aic, fit_of(best.x)) if math.isfinite(aic) else None
 
     def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
@@ -331,6 +338,36 @@ class Ets(Forecaster):
             return WarmServeForecaster(self.period).one_step(None, history, start)
         filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
         return _sanitize(filtered.one_step[start - fitted.first :], history[:start])
+
+
+def _heuristic_states(filled: FloatArray, period: int) -> tuple[float, tuple[float, ...]] | None:
+    """The initial level and seasons of statsmodels' ``initialization_method="heuristic"`` (Hyndman and
+    Athanasopoulos, "Forecasting: principles and practice", 3rd ed., section 2.6; ``None`` where it
+    refuses: under two periods, or too few windows for ten seasonally adjusted ones), in numpy: the first
+    few periods' centred moving average (2 x period when the period is even) is the trend; the seasons are
+    the mean of the detrended values at each phase, centred; the level is the intercept of a line through
+    the first ten trend values."""
+    min_windows = 10 + 2 * (period // 2)
+    if len(filled) < max(2 * period, min_windows):
+        return None
+    cycles = max(min(5, len(filled) // period), -(-min_windows // period))
+    values = filled[: cycles * period]
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    trend = np.full(len(values), np.nan)
+    trend[period // 2 : period // 2 + len(values) - period + 1] = (sums[period:] - sums[:-period]) / period
+    if period % 2 == 0:
+        trend = np.concatenate([(trend[:-1] + trend[1:]) / 2, [np.nan]])
+    detrended = np.full(cycles * period, np.nan)
+    detrended[: len(values)] = values - trend
+    seasons = np.nanmean(detrended.reshape(cycles, period), axis=0)
+    line = np.column_stack([np.ones(10), np.arange(1.0, 11.0)])
+    level = float((np.linalg.pinv(line) @ trend[np.isfinite(trend)][:10])[0])
+    return level, tuple(float(v) for v in seasons - seasons.mean())
+
+
+#: Where :meth:`Ets._fit_seasonal`'s search may start (level weight, the season's share of the rest): from
+#: the best of these, so a slow level or a fast one is not missed for a local minimum near the other.
+_SEASONAL_STARTS = (np.array([0.5, 0.1]), np.array([0.05, 0.05]), np.array([0.95, 0.5]))
 
 
 #: Smoothing weights :func:`_fit_level` tries before refining the best (statsmodels' brute-force start).
