@@ -11,9 +11,10 @@ with a daily period of ``period`` windows. The work is split so the online path 
   ``start`` on, each using only the windows before it (vectorised where the model allows).
 
 Missing data never crashes and never yields a negative or NaN forecast: NaN windows in the history are gaps
-(statsmodels models see them filled with the last observed value, 0 before any); with no usable history a
-forecaster predicts the last observed value, or 0 for a brand-new model; a statsmodels model that cannot be
-fitted (too little history, see each class; a failed optimisation) uses the WarmServe forecaster; every
+(``ets`` and ``stl-arima`` see them filled with the last observed value, 0 before any); with no usable
+history a forecaster predicts the last observed value, or 0 for a brand-new model; an ``ets`` or
+``stl-arima`` model that cannot be fitted (too little history, see each class) uses the WarmServe
+forecaster; every
 output is finally clipped to ``[0, ∞)`` with non-finite values replaced by the last observed value.
 
 The scheduler's call is :func:`fit_load` once in a while, then :func:`forecast` every window.
@@ -262,18 +263,19 @@ class EtsFit:
 
 
 class Ets(Forecaster):
-    """statsmodels exponential smoothing (Holt-Winters): at each fit, on the last :attr:`fit_days` days, the
-    lower-AIC of no season and a daily additive season (≥ 2 days of history). A season that does not pay for
-    its parameters is left out, so on a noisy series this is simple exponential smoothing.
+    """Exponential smoothing (statsmodels' additive Holt-Winters without trend, fitted in numpy): at each
+    fit, on the last :attr:`fit_days` days, the lower-AIC of no season and a daily additive season (≥ 2 days
+    of history). A season that does not pay for its parameters is left out, so on a noisy series this is
+    simple exponential smoothing.
 
     Predicting re-runs the filter from the fit's initial states (at the start of its span) with the weights
-    fixed (``optimized=False``), which costs milliseconds. Under 10 windows of history, or if no model can
+    fixed, which costs a fraction of a millisecond. Under 10 windows of history, or if no model can
     be fitted, it behaves as the WarmServe forecaster.
     """
 
     name = "ets"
     fit_days = 7
-    refit_days = 14  # a fit (two candidate models) costs ~0.02 s; the filter tracks level and season between
+    refit_days = 14  # a fit (two candidate models) costs ~4 ms; the filter tracks level and season between
 
     @property
     def min_history(self) -> int:
@@ -487,7 +489,7 @@ class StlArima(Forecaster):
     name = "stl-arima"
     history_days = 2
     fit_days = 7
-    refit_days = 14  # a fit costs ~0.02 s; the recursion tracks the level in between
+    refit_days = 14  # a fit costs ~4 ms; the recursion tracks the level in between
 
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
