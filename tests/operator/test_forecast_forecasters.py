@@ -321,3 +321,21 @@ def test_ets_seasonal_fit_starts_where_statsmodels_does_and_fits_as_well(period:
         smoothing_level=fitted.smoothing_level, smoothing_seasonal=fitted.smoothing_seasonal, optimized=False
     )
     assert ours.sse <= reference.sse * (1 + 1e-3)
+
+
+def test_ets_fits_the_same_weights_at_any_scale_of_load() -> None:
+    series = daily(5, noise=3.0, seed=7) + np.cumsum(np.random.default_rng(7).normal(0.0, 2.0, 5 * PERIOD))
+    fits = [Ets(PERIOD).fit(series * scale) for scale in (1e-9, 1.0, 1e9)]
+    weights = [(f.smoothing_level, f.smoothing_seasonal) for f in fits if f and f.seasonal_periods]
+    assert len(weights) == 3  # the daily season at every scale, its weights found alike
+    assert weights[0] == pytest.approx(weights[1], abs=1e-4)
+    assert weights[2] == pytest.approx(weights[1], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ets", "stl-arima"])
+def test_an_infinite_window_is_not_fitted_and_the_fallback_forecasts(name: str) -> None:
+    series = daily(3, noise=1.0)
+    series[PERIOD] = np.inf
+    forecaster = make_forecaster(name, PERIOD)
+    assert forecaster.fit(series) is None
+    assert np.isfinite(forecaster.predict(None, series, 3)).all()

@@ -288,6 +288,8 @@ class Ets(Forecaster):
         if span < _ETS_MIN_WINDOWS:
             return None
         filled = _fill_gaps(history, first)
+        if not np.isfinite(filled).all():  # an infinite window: no model fits it
+            return None
         seasonal = self.period >= 2 and span >= 2 * self.period
         candidates = (_fit_level(filled, first), self._fit_seasonal(filled, first) if seasonal else None)
         fits = [f for f in candidates if f is not None]
@@ -321,10 +323,13 @@ class Ets(Forecaster):
             return float(errors @ errors)
 
         start = min(_SEASONAL_STARTS, key=sse)
-        best = minimize(sse, start, method="L-BFGS-B", bounds=[(0.0, 1.0), (0.0, 1.0)])
         n = len(filled)
+        scale = sse(start) / n or 1.0  # the start's mean squared error: the search stops alike at any scale
+        best = minimize(
+            lambda weights: sse(weights) / scale, start, method="L-BFGS-B", bounds=[(0.0, 1.0)] * 2
+        )
         with np.errstate(divide="ignore"):
-            aic = float(n * np.log(best.fun / n) + 2.0 * (self.period + 2))
+            aic = float(n * np.log(best.fun * scale / n) + 2.0 * (self.period + 2))
         return (aic, fit_of(best.x)) if math.isfinite(aic) else None
 
     def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
@@ -392,7 +397,7 @@ def _fit_level(filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
     best = int(np.argmin(trials))
     low, high = _LEVEL_GRID[max(best - 1, 0)], _LEVEL_GRID[min(best + 1, len(_LEVEL_GRID) - 1)]
     refined = minimize_scalar(
-        lambda a: _level_sse(filled, a)[0], bounds=(low, high), method="bounded", options={"xatol": 1e-4}
+        lambda a: _level_sse(filled, a)[0], bounds=(low, high), method="bounded", options={"xatol": 1e-3}
     )
     alpha = float(refined.x) if refined.fun < trials[best] else float(_LEVEL_GRID[best])
     sse, level = _level_sse(filled, alpha)
@@ -498,6 +503,8 @@ class StlArima(Forecaster):
 
         first = self.fit_start(history)
         filled = _fill_gaps(history, first)
+        if not np.isfinite(filled).all():  # an infinite window: no model fits it
+            return None
         jump = self.period // 12 + 1  # LOESS every `jump` points: same fit, ~10x faster
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
