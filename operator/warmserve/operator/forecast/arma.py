@@ -23,9 +23,10 @@ if TYPE_CHECKING:  # the trace readers import pandas
 
 
 def _lagged(values: FloatArray, order: int) -> FloatArray:
-    """Rows t = order .. n-1, column k-1 holding ``values[t - k]`` (statsmodels' ``lagmat(trim="both")``)."""
-    n = len(values)
-    return np.column_stack([values[order - k : n - k] for k in range(1, order + 1)])
+    """Rows t = order .. n-1, column k-1 holding ``values[t - k]`` (statsmodels' ``lagmat(trim="both")``),
+    a strided view rather than a copy."""
+    windows = np.lib.stride_tricks.sliding_window_view(values, order)[:-1]
+    return np.asarray(windows[:, ::-1], dtype=float)
 
 
 def _least_squares(design: FloatArray, target: FloatArray) -> FloatArray:
