@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from warmserve.operator.forecast.arma import hannan_rissanen_11
 from warmserve.operator.forecast.forecasters import (
     BASELINES,
     FORECASTERS,
@@ -240,3 +243,99 @@ def test_stl_arima_forecasts_what_a_kalman_filter_with_its_coefficients_forecast
     ahead = np.arange(len(series), len(series) + 5)
     expected = kalman.forecast(5) + stl._seasonal(fitted, ahead)
     assert stl.predict(fitted, series, 5) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["arma", "seasonal", "idle"])
+def test_hannan_rissanen_estimates_what_statsmodels_estimates(kind: str) -> None:
+    from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
+
+    rng = np.random.default_rng(5)
+    shocks = rng.normal(0.0, 1.0, 6 * PERIOD)
+    series = np.zeros(len(shocks))
+    for i in range(1, len(series)):  # ARMA(1,1): 0.6 AR, 0.3 MA
+        series[i] = 0.6 * series[i - 1] + shocks[i] + 0.3 * shocks[i - 1]
+    series = {"arma": series, "seasonal": daily(6, noise=3.0), "idle": np.zeros(len(series))}[kind]
+    series = series - series.mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns of the idle series' singular matrices
+        reference, _ = hannan_rissanen(series, ar_order=1, ma_order=1, demean=False)
+    expected = (reference.ar_params[0], reference.ma_params[0])
+    assert hannan_rissanen_11(series) == pytest.approx(expected, abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ets_level_fit_is_as_good_as_statsmodels_estimated_simple_smoothing(seed: int) -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    rng = np.random.default_rng(seed)
+    series = 50 + np.cumsum(rng.normal(0.0, 1.0, 3 * PERIOD)) + rng.normal(0.0, 4.0, 3 * PERIOD)
+    fitted = Ets(PERIOD).fit(series)
+    assert fitted is not None and fitted.seasonal_periods is None  # a walk plus noise: no season
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = ExponentialSmoothing(series, initialization_method="estimated").fit()
+    ours = ExponentialSmoothing(series, initialization_method="known", initial_level=fitted.initial_level)
+    ours_fit = ours.fit(smoothing_level=fitted.smoothing_level, optimized=False)
+    assert ours_fit.sse <= reference.sse * (1 + 1e-6)
+    assert fitted.smoothing_level == pytest.approx(reference.params["smoothing_level"], abs=0.02)
+
+
+def test_auto_keeps_the_fit_its_comparison_made_rather_than_fitting_its_choice_again() -> None:
+    series = daily(7, noise=2.0, seed=6)
+    auto = Auto(PERIOD)
+    fitted = auto.fit(series)
+    split = len(series) - auto.evaluation_days * PERIOD
+    chosen = make_forecaster(fitted.chosen, PERIOD)
+    assert fitted.chosen in ("ets", "stl-arima")
+    compared = chosen.predict(chosen.fit(series[:split]), series, PERIOD)
+    assert auto.predict(fitted, series, PERIOD) == pytest.approx(compared, rel=1e-12)
+    assert not np.allclose(chosen.predict(chosen.fit(series), series, PERIOD), compared, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("period", "seed"), [(PERIOD, 0), (PERIOD, 1), (25, 2)])  # an even and an odd day
+def test_ets_seasonal_fit_starts_where_statsmodels_does_and_fits_as_well(period: int, seed: int) -> None:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    t = np.arange(5 * period)
+    rng = np.random.default_rng(seed)
+    series = 100 + 40 * np.sin(2 * np.pi * t / period) + np.cumsum(rng.normal(0.0, 2.0, len(t)))
+    fitted = Ets(period).fit(series)
+    assert fitted is not None and fitted.seasonal_periods == period
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = ExponentialSmoothing(
+            series, seasonal="add", seasonal_periods=period, initialization_method="heuristic"
+        ).fit()
+    assert fitted.initial_level == pytest.approx(reference.params["initial_level"], rel=1e-9)
+    assert fitted.initial_seasons == pytest.approx(reference.params["initial_seasons"], rel=1e-9, abs=1e-9)
+    assert fitted.smoothing_seasonal is not None
+    assert fitted.smoothing_seasonal <= 1 - fitted.smoothing_level
+    ours = ExponentialSmoothing(
+        series,
+        seasonal="add",
+        seasonal_periods=period,
+        initialization_method="known",
+        initial_level=fitted.initial_level,
+        initial_seasonal=np.array(fitted.initial_seasons),
+    ).fit(
+        smoothing_level=fitted.smoothing_level, smoothing_seasonal=fitted.smoothing_seasonal, optimized=False
+    )
+    assert ours.sse <= reference.sse * (1 + 1e-3)
+
+
+def test_ets_fits_the_same_weights_at_any_scale_of_load() -> None:
+    series = daily(5, noise=3.0, seed=7) + np.cumsum(np.random.default_rng(7).normal(0.0, 2.0, 5 * PERIOD))
+    fits = [Ets(PERIOD).fit(series * scale) for scale in (1e-9, 1.0, 1e9)]
+    weights = [(f.smoothing_level, f.smoothing_seasonal) for f in fits if f and f.seasonal_periods]
+    assert len(weights) == 3  # the daily season at every scale, its weights found alike
+    assert weights[0] == pytest.approx(weights[1], abs=1e-4)
+    assert weights[2] == pytest.approx(weights[1], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ets", "stl-arima"])
+def test_an_infinite_window_is_not_fitted_and_the_fallback_forecasts(name: str) -> None:
+    series = daily(3, noise=1.0)
+    series[PERIOD] = np.inf
+    forecaster = make_forecaster(name, PERIOD)
+    assert forecaster.fit(series) is None
+    assert np.isfinite(forecaster.predict(None, series, 3)).all()

@@ -11,9 +11,10 @@ with a daily period of ``period`` windows. The work is split so the online path 
   ``start`` on, each using only the windows before it (vectorised where the model allows).
 
 Missing data never crashes and never yields a negative or NaN forecast: NaN windows in the history are gaps
-(statsmodels models see them filled with the last observed value, 0 before any); with no usable history a
-forecaster predicts the last observed value, or 0 for a brand-new model; a statsmodels model that cannot be
-fitted (too little history, see each class; a failed optimisation) uses the WarmServe forecaster; every
+(``ets`` and ``stl-arima`` see them filled with the last observed value, 0 before any); with no usable
+history a forecaster predicts the last observed value, or 0 for a brand-new model; an ``ets`` or
+``stl-arima`` model that cannot be fitted (too little history, see each class) uses the WarmServe
+forecaster; every
 output is finally clipped to ``[0, ∞)`` with non-finite values replaced by the last observed value.
 
 The scheduler's call is :func:`fit_load` once in a while, then :func:`forecast` every window.
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from warmserve.operator.forecast.arma import hannan_rissanen_11
 from warmserve.operator.forecast.quantile import calibrated_loss
 from warmserve.protocol.errors import InvalidFieldError
 
@@ -117,10 +119,16 @@ def _sanitize(values: FloatArray, history: FloatArray) -> FloatArray:
 def _fill_gaps(history: FloatArray, first: int = 0) -> FloatArray:
     """``history[first:]`` with NaN windows taking the last observed value (that before ``first`` included;
     0 before any), so statsmodels sees a gapless series."""
-    import pandas as pd
+    return _forward_fill(history[first:], last_value(history[:first]))
 
-    filled = pd.Series(history[first:], dtype=float).ffill().fillna(last_value(history[:first]))
-    return np.asarray(filled, dtype=np.float64)
+
+def _forward_fill(values: FloatArray, before: float) -> FloatArray:
+    """``values`` with each NaN taking the last non-NaN value before it, ``before`` where there is none
+    (pandas' ``ffill().fillna(before)`` in numpy: a pandas Series costs ~0.1 ms to build, a few a fit)."""
+    values = np.asarray(values, dtype=np.float64)
+    known = np.where(np.isnan(values), -1, np.arange(len(values)))
+    latest = np.maximum.accumulate(known) if len(values) else known
+    return np.where(latest >= 0, values[np.maximum(latest, 0)], before)
 
 
 class LastValue(Forecaster):
@@ -233,9 +241,7 @@ def _running_phase_mean(history: FloatArray, period: int) -> FloatArray:
 
 def _last_values_before(history: FloatArray) -> FloatArray:
     """For each window i, :func:`last_value` of ``history[:i]`` (0 before any finite value)."""
-    import pandas as pd
-
-    filled = pd.Series(history, dtype=float).ffill().fillna(0.0).to_numpy()
+    filled = _forward_fill(history, 0.0)
     return np.concatenate([[0.0], filled[:-1]]) if len(history) else np.zeros(0)
 
 
@@ -257,18 +263,19 @@ class EtsFit:
 
 
 class Ets(Forecaster):
-    """statsmodels exponential smoothing (Holt-Winters): at each fit, on the last :attr:`fit_days` days, the
-    lower-AIC of no season and a daily additive season (≥ 2 days of history). A season that does not pay for
-    its parameters is left out, so on a noisy series this is simple exponential smoothing.
+    """Exponential smoothing (statsmodels' additive Holt-Winters without trend, fitted in numpy): at each
+    fit, on the last :attr:`fit_days` days, the lower-AIC of no season and a daily additive season (≥ 2 days
+    of history). A season that does not pay for its parameters is left out, so on a noisy series this is
+    simple exponential smoothing.
 
     Predicting re-runs the filter from the fit's initial states (at the start of its span) with the weights
-    fixed (``optimized=False``), which costs milliseconds. Under 10 windows of history, or if no model can
+    fixed, which costs a fraction of a millisecond. Under 10 windows of history, or if no model can
     be fitted, it behaves as the WarmServe forecaster.
     """
 
     name = "ets"
     fit_days = 7
-    refit_days = 14  # a fit (two candidate models) costs ~0.02 s; the filter tracks level and season between
+    refit_days = 14  # a fit (two candidate models) costs ~4 ms; the filter tracks level and season between
 
     @property
     def min_history(self) -> int:
@@ -278,42 +285,52 @@ class Ets(Forecaster):
     def fit(self, history: FloatArray) -> EtsFit | None:
         first = self.fit_start(history)
         span = len(history) - first
-        seasons = [self.period] if self.period >= 2 and span >= 2 * self.period else []
         if span < _ETS_MIN_WINDOWS:
             return None
         filled = _fill_gaps(history, first)
-        fits = [f for f in (self._fit_one(filled, first, p) for p in (None, *seasons)) if f is not None]
+        if not np.isfinite(filled).all():  # an infinite window: no model fits it
+            return None
+        seasonal = self.period >= 2 and span >= 2 * self.period
+        candidates = (_fit_level(filled, first), self._fit_seasonal(filled, first) if seasonal else None)
+        fits = [f for f in candidates if f is not None]
         return min(fits, key=lambda fit: fit[0])[1] if fits else None
 
-    def _fit_one(self, filled: FloatArray, first: int, periods: int | None) -> tuple[float, EtsFit] | None:
-        """(AIC, fit) of one candidate model on ``filled`` (the history from window ``first`` on, gaps
-        filled), ``None`` if statsmodels cannot fit it."""
-        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+    def _fit_seasonal(self, filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
+        """(AIC, fit) of the daily additive season on ``filled`` (the history from window ``first`` on, gaps
+        filled): the initial states by Hyndman and Athanasopoulos' heuristic (:func:`_heuristic_states`),
+        then the level and season weights of least squared one-step error, the AIC as statsmodels computes
+        it (n log(SSE / n) + 2 (period + 2)); ``None`` when the heuristic cannot run or the AIC is not
+        finite (a constant series fitted exactly), as statsmodels' fit is then refused.
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                result = ExponentialSmoothing(
-                    filled,
-                    seasonal=None if periods is None else "add",
-                    seasonal_periods=periods,
-                    initialization_method="estimated" if periods is None else "heuristic",
-                ).fit(use_brute=periods is None)
-            except (ValueError, np.linalg.LinAlgError):
-                return None
-        params = result.params
-        fit = EtsFit(
-            first,
-            periods,
-            float(params["smoothing_level"]),
-            None if periods is None else float(params["smoothing_seasonal"]),
-            float(params["initial_level"]),
-            tuple(float(s) for s in np.atleast_1d(params["initial_seasons"])) if periods else (),
+        What ``ExponentialSmoothing(seasonal="add", initialization_method="heuristic").fit()`` estimates,
+        a few times cheaper: each trial of the weights is :func:`_holt_winters` (a filter pass a day),
+        searched by L-BFGS-B over the level weight a and the season's share g of 1 - a (statsmodels'
+        bounds: 0 ≤ a ≤ 1, 0 ≤ season weight ≤ 1 - a), where statsmodels' own fit spent most of its time
+        setting up and re-running a Python loop over the windows (docs/forecasting.md, "Refit cost")."""
+        from scipy.optimize import minimize
+
+        states = _heuristic_states(filled, self.period)
+        if states is None:
+            return None
+        level, seasons = states
+
+        def fit_of(weights: FloatArray) -> EtsFit:
+            alpha = float(weights[0])
+            return EtsFit(first, self.period, alpha, float(weights[1]) * (1 - alpha), level, seasons)
+
+        def sse(weights: FloatArray) -> float:
+            errors = filled - _holt_winters(filled, fit_of(weights)).one_step
+            return float(errors @ errors)
+
+        start = min(_SEASONAL_STARTS, key=sse)
+        n = len(filled)
+        scale = sse(start) / n or 1.0  # the start's mean squared error: the search stops alike at any scale
+        best = minimize(
+            lambda weights: sse(weights) / scale, start, method="L-BFGS-B", bounds=[(0.0, 1.0)] * 2
         )
-        usable = math.isfinite(result.aic) and all(
-            map(math.isfinite, (fit.smoothing_level, fit.initial_level))
-        )
-        return (float(result.aic), fit) if usable else None
+        with np.errstate(divide="ignore"):
+            aic = float(n * np.log(best.fun * scale / n) + 2.0 * (self.period + 2))
+        return (aic, fit_of(best.x)) if math.isfinite(aic) else None
 
     def _predict(self, fitted: EtsFit | None, history: FloatArray, horizon: int) -> FloatArray:
         if fitted is None:
@@ -328,6 +345,83 @@ class Ets(Forecaster):
             return WarmServeForecaster(self.period).one_step(None, history, start)
         filtered = _holt_winters(_fill_gaps(history, fitted.first), fitted)
         return _sanitize(filtered.one_step[start - fitted.first :], history[:start])
+
+
+def _heuristic_states(filled: FloatArray, period: int) -> tuple[float, tuple[float, ...]] | None:
+    """The initial level and seasons of statsmodels' ``initialization_method="heuristic"`` (Hyndman and
+    Athanasopoulos, "Forecasting: principles and practice", 3rd ed., section 2.6; ``None`` where it
+    refuses: under two periods, or too few windows for ten seasonally adjusted ones), in numpy: the first
+    few periods' centred moving average (2 x period when the period is even) is the trend; the seasons are
+    the mean of the detrended values at each phase, centred; the level is the intercept of a line through
+    the first ten trend values."""
+    min_windows = 10 + 2 * (period // 2)
+    if len(filled) < max(2 * period, min_windows):
+        return None
+    cycles = max(min(5, len(filled) // period), -(-min_windows // period))
+    values = filled[: cycles * period]
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    trend = np.full(len(values), np.nan)
+    trend[period // 2 : period // 2 + len(values) - period + 1] = (sums[period:] - sums[:-period]) / period
+    if period % 2 == 0:
+        trend = np.concatenate([(trend[:-1] + trend[1:]) / 2, [np.nan]])
+    detrended = np.full(cycles * period, np.nan)
+    detrended[: len(values)] = values - trend
+    seasons = np.nanmean(detrended.reshape(cycles, period), axis=0)
+    line = np.column_stack([np.ones(10), np.arange(1.0, 11.0)])
+    level = float((np.linalg.pinv(line) @ trend[np.isfinite(trend)][:10])[0])
+    return level, tuple(float(v) for v in seasons - seasons.mean())
+
+
+#: Where :meth:`Ets._fit_seasonal`'s search may start (level weight, the season's share of the rest): from
+#: the best of these, so a slow level or a fast one is not missed for a local minimum near the other.
+_SEASONAL_STARTS = (np.array([0.5, 0.1]), np.array([0.05, 0.05]), np.array([0.95, 0.5]))
+
+
+#: Smoothing weights :func:`_fit_level` tries before refining the best (statsmodels' brute-force start).
+_LEVEL_GRID = np.linspace(0.0, 1.0, 11)
+
+
+def _fit_level(filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
+    """(AIC, fit) of simple exponential smoothing on ``filled`` (the history from window ``first`` on, gaps
+    filled): the smoothing weight and initial level of least squared one-step error, the AIC as statsmodels
+    computes it (n log(SSE / n) + 2 x 2 parameters); ``None`` when it is not finite (a constant series
+    fitted exactly), as statsmodels' fit is then refused.
+
+    What ``ExponentialSmoothing(initialization_method="estimated").fit()`` estimates, a few times cheaper:
+    the errors are affine in the initial level, so for a weight the best level is a least-squares formula
+    and the search is over the weight alone (a grid, then Brent's method around its best point), each
+    trial one ``scipy.signal.lfilter`` pass (docs/forecasting.md, "Refit cost")."""
+    from scipy.optimize import minimize_scalar
+
+    trials = np.array([_level_sse(filled, alpha)[0] for alpha in _LEVEL_GRID])
+    best = int(np.argmin(trials))
+    low, high = _LEVEL_GRID[max(best - 1, 0)], _LEVEL_GRID[min(best + 1, len(_LEVEL_GRID) - 1)]
+    refined = minimize_scalar(
+        lambda a: _level_sse(filled, a)[0], bounds=(low, high), method="bounded", options={"xatol": 1e-3}
+    )
+    alpha = float(refined.x) if refined.fun < trials[best] else float(_LEVEL_GRID[best])
+    sse, level = _level_sse(filled, alpha)
+    n = len(filled)
+    with np.errstate(divide="ignore"):
+        aic = float(n * np.log(sse / n) + 4.0)
+    usable = math.isfinite(aic) and math.isfinite(level)
+    return (aic, EtsFit(first, None, alpha, None, level, ())) if usable else None
+
+
+def _level_sse(filled: FloatArray, alpha: float) -> tuple[float, float]:
+    """The least squared one-step error of simple exponential smoothing with weight ``alpha`` over
+    ``filled``, and the initial level giving it: the forecast of window t is the level started at 0 plus
+    q^t times the initial level (q = 1 - alpha). The sums over q^t are a filter pass and a closed form, not
+    powers (powers of a small q fall into subnormal numbers, slow to compute with)."""
+    from scipy.signal import lfilter
+
+    n, q = len(filled), 1.0 - alpha
+    levels = lfilter([alpha], [1.0, -q], filled)
+    residuals = filled - np.concatenate([[0.0], levels[:-1]])
+    weighted = float(lfilter([1.0], [1.0, -q], residuals[::-1])[-1])  # sum of residual_t q^t
+    norm = float(n) if q == 1.0 else (1.0 - q ** (2 * n)) / (1.0 - q * q)  # sum of q^2t
+    level = weighted / norm
+    return max(float(residuals @ residuals) - level * weighted, 0.0), level
 
 
 @dataclass(frozen=True)
@@ -385,8 +479,9 @@ class StlArima(Forecaster):
 
     The fit is kept cheap (docs/forecasting.md, "Refit cost"): STL's LOESS runs every few points and one
     inner pass (no robustness weights, so the second pass changed little); the constant is the adjusted
-    series' mean and the ARMA part Hannan-Rissanen's estimate on the demeaned series (refused, as
-    ``ARIMA.fit`` refuses them, when not stationary or not invertible).
+    series' mean and the ARMA part Hannan-Rissanen's estimate on the demeaned series, statsmodels' own
+    vectorised (:mod:`~warmserve.operator.forecast.arma`; refused, as ``ARIMA.fit`` refuses them, when not
+    stationary or not invertible).
 
     Windows after the fit get the last fitted day of the seasonal component (seasonal naive). Forecasting
     runs the ARMA's one-window recursion with the fitted coefficients over the adjusted series from the
@@ -399,30 +494,38 @@ class StlArima(Forecaster):
     name = "stl-arima"
     history_days = 2
     fit_days = 7
-    refit_days = 14  # a fit costs ~0.02 s; the recursion tracks the level in between
+    refit_days = 14  # a fit costs ~4 ms; the recursion tracks the level in between
 
     def fit(self, history: FloatArray) -> StlArimaFit | None:
         if self.period < 2 or len(history) < self.min_history:
             return None
-        from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
         from statsmodels.tsa.seasonal import STL
 
         first = self.fit_start(history)
         filled = _fill_gaps(history, first)
+        if not np.isfinite(filled).all():  # an infinite window: no model fits it
+            return None
         jump = self.period // 12 + 1  # LOESS every `jump` points: same fit, ~10x faster
+        smooth_jump = self.period // 6 + 1  # the trend's and low-pass' windows span days: ~2x faster again
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                stl = STL(filled, period=self.period, seasonal_jump=jump, trend_jump=jump, low_pass_jump=jump)
+                stl = STL(
+                    filled,
+                    period=self.period,
+                    seasonal_jump=jump,
+                    trend_jump=smooth_jump,
+                    low_pass_jump=smooth_jump,
+                )
                 seasonal = np.asarray(stl.fit(inner_iter=1).seasonal, dtype=float)
                 adjusted = filled - seasonal
                 level = float(adjusted.mean())
-                arma, _ = hannan_rissanen(adjusted - level, ar_order=1, ma_order=1, demean=False)
+                ar, ma = hannan_rissanen_11(adjusted - level)
             except (ValueError, np.linalg.LinAlgError):
                 return None
-        if not (arma.is_stationary and arma.is_invertible):  # as ARIMA.fit refuses them
+        if not (abs(ar) < 1 and abs(ma) < 1):  # not stationary or not invertible: ARIMA.fit refuses them
             return None
-        return StlArimaFit(first, seasonal, level, float(arma.ar_params[0]), float(arma.ma_params[0]))
+        return StlArimaFit(first, seasonal, level, ar, ma)
 
     def _seasonal(self, fitted: StlArimaFit, indices: IntArray) -> FloatArray:
         """The seasonal component at ``indices`` (windows of the history, not of the fit's span)."""
@@ -477,14 +580,17 @@ class Auto(Forecaster):
     history (at most half of it; each candidate fitted once on the history before that stretch) make the
     best upper bound: the lowest pinball loss at ``QUANTILE`` once scaled by a factor calibrated on that
     stretch (:func:`~warmserve.operator.forecast.quantile.calibrated_loss`), the loss the peak is judged by.
-    It then fits that candidate on the history. Only candidates that can run as themselves on the shorter
-    history take part, so a fallback never wins in another's name.
+    It keeps that candidate's fit, made on the history before the stretch: fitting it again on the whole
+    history would double the comparison's heaviest fit for a fit a few days fresher, and the next refit, a
+    day later, fits it on the whole history anyway (``ets`` and ``stl-arima`` alone forecast from fits up to
+    two weeks old). Only candidates that can run as themselves on the shorter history take part, so a
+    fallback never wins in another's name.
 
     The comparison fits every candidate, so it is redone every ``selection_days`` only: the refits between
-    (every :attr:`refit_days`, :meth:`refit`) fit the chosen candidate alone (docs/forecasting.md, "Refit
-    cost"). Only data before the fit is used, so a backtest of ``auto`` does not peek. With at most one day
-    of history there is nothing to compare and it uses the WarmServe forecaster (compared again at the next
-    refit).
+    (every :attr:`refit_days`, :meth:`refit`) fit the chosen candidate alone on the history
+    (docs/forecasting.md, "Refit cost"). Only data before the fit is used, so a backtest of ``auto`` does not
+    peek. With at most one day of history there is nothing to compare and it uses the WarmServe forecaster
+    (compared again at the next refit).
     """
 
     name = "auto"
@@ -505,12 +611,13 @@ class Auto(Forecaster):
         split = len(history) - min(self.evaluation_days * self.period, len(history) // 2)
         actual = history[split:]
         errors: dict[str, float] = {}
+        fits: dict[str, Any] = {}
         for candidate in self.candidates(split):
-            predicted = candidate.one_step(candidate.fit(history[:split]), history, split)
-            loss = calibrated_loss(actual, predicted)
+            fits[candidate.name] = candidate.fit(history[:split])
+            loss = calibrated_loss(actual, candidate.one_step(fits[candidate.name], history, split))
             errors[candidate.name] = loss if math.isfinite(loss) else math.inf
         chosen = min(errors, key=lambda name: errors[name])
-        return AutoFit(chosen, make_forecaster(chosen, self.period).fit(history))
+        return AutoFit(chosen, fits[chosen])
 
     def refit(self, previous: AutoFit | None, history: FloatArray) -> AutoFit:
         """The previous choice fitted on ``history`` while it is younger than ``selection_days``, a fresh
