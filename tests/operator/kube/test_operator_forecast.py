@@ -23,7 +23,7 @@ from warmserve.operator.kube.forecasting import (
     HISTORY_KEY,
     UNAVAILABLE_REASON,
     configmap_name,
-    kept_histories,
+    configmap_names,
     write_configmap,
 )
 from warmserve.operator.kube.registry import Served
@@ -189,11 +189,11 @@ def test_the_kept_histories_are_told_by_one_list_of_names(
     with kube_cluster.api_client() as api:
         core = kubernetes.client.CoreV1Api(api)
         custom = kubernetes.client.CustomObjectsApi(api)
-        assert configmap_name("a") not in kept_histories(core, ns)
+        assert configmap_name("a") not in configmap_names(core, ns)
         obj = create(api, ns, deployment("a", "a-model", {"source": "configMap"}))
         write_configmap(core, custom, Served(parse_model_deployment(obj), obj["metadata"]["uid"]), history)
         seeded = {"metadata": {"name": configmap_name("b")}, "data": {HISTORY_KEY: history.to_json()}}
         core.create_namespaced_config_map(ns, seeded)
-        names = kept_histories(core, ns)
+        names = configmap_names(core, ns)
         assert {configmap_name("a"), configmap_name("b")} <= names
         assert configmap_name("c") not in names

@@ -7,7 +7,7 @@ Every ``period_s`` (:meth:`HistoryKeeper.run`, beside the scheduler loop):
 - a new model's history is restored, where ``spec.forecast.history.source`` says: the ConfigMap
   ``<ModelDeployment>-forecast-history`` (owned by the ModelDeployment, so it goes with it), or Prometheus
   (``query_range`` over the gateways' demand gauges at ``prometheusUrl``). Which ConfigMaps exist is asked
-  first, in one list of their metadata (:func:`kept_histories`): only those are read, so 200 new models
+  first, in one list of their metadata (:func:`configmap_names`): only those are read, so 200 new models
   cost one request rather than 200 answered 404;
 - the windows closed since are saved to that ConfigMap (for ``source: configMap``; Prometheus keeps its own);
 - the fits due run one by one in a worker thread (:func:`asyncio.to_thread`), never in the tick;
@@ -61,7 +61,7 @@ UNAVAILABLE_REASON = "HistoryUnavailable"
 
 #: What asks the API server for objects' metadata only.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-#: What :func:`kept_histories` raises.
+#: What :func:`configmap_names` raises.
 LIST_ERRORS: tuple[type[Exception], ...] = (*KUBE_ERRORS, InvalidInputError)
 
 
@@ -85,7 +85,7 @@ def read_configmap(core: kubernetes.client.CoreV1Api, namespace: str, deployment
     return history_from_json(text) if text else None
 
 
-def kept_histories(core: kubernetes.client.CoreV1Api, namespace: str) -> set[str]:
+def configmap_names(core: kubernetes.client.CoreV1Api, namespace: str) -> set[str]:
     """The names of the ConfigMaps of ``namespace``, from one list of their metadata (a
     ``PartialObjectMetadataList``: names, not contents). A history is known by its name alone
     (:func:`configmap_name`), labels or not: one seeded by hand or by a migration is read too. Raises one
@@ -221,10 +221,10 @@ class HistoryKeeper:
         new = self.source.set_models({m: s.deployment.forecast for m, s in self._served.items()})
         self._check_forecasts(gone - self._served.keys())
         self._unrestored = (self._unrestored | new) & self._served.keys()
-        kept = await self._kept_histories(self._unrestored)
+        listed = await self._configmap_names(self._unrestored)
         for model in sorted(self._unrestored):
             try:
-                self.source.seed(model, await self._restore(model, self._served[model], kept))
+                self.source.seed(model, await self._restore(model, self._served[model], listed))
             except KUBE_ERRORS as exc:  # its windows are not saved until it is read: nothing overwritten
                 log.warning("forecast history of %s not read (again next round): %s", model, brief(exc))
                 continue
@@ -260,34 +260,34 @@ class HistoryKeeper:
         for model in gone:
             self.metrics.forget_model(model)
 
-    async def _kept_histories(self, models: set[str]) -> dict[str, set[str]]:
+    async def _configmap_names(self, models: set[str]) -> dict[str, set[str]]:
         """For each namespace of the ``models`` kept in ConfigMaps, the names of the ConfigMaps there
-        (:func:`kept_histories`). A namespace whose list fails is left out: each of its
-        models' ConfigMap is then read on its own."""
+        (:func:`configmap_names`). A namespace whose list fails is left out: each of its models'
+        ConfigMap is then read on its own."""
         namespaces = {
             self._served[m].deployment.namespace
             for m in models
             if self._served[m].deployment.forecast.history_source == "configMap"
         }
-        kept: dict[str, set[str]] = {}
+        names: dict[str, set[str]] = {}
         for namespace in sorted(namespaces):
             try:
-                kept[namespace] = await asyncio.to_thread(kept_histories, self.core, namespace)
+                names[namespace] = await asyncio.to_thread(configmap_names, self.core, namespace)
             except LIST_ERRORS as exc:
-                log.warning("forecast histories kept in %s not listed: %s", namespace, exc)
-        return kept
+                log.warning("ConfigMaps of %s not listed (each history read instead): %s", namespace, exc)
+        return names
 
-    async def _restore(self, model: str, served: Served, kept: dict[str, set[str]]) -> History | None:
-        """The model's kept history; ``None`` when there is none (for a ConfigMap, when ``kept`` lists its
-        namespace without it), or when Prometheus cannot be asked or the document is malformed (said: log,
-        Event). Raises one of :data:`KUBE_ERRORS` when the ConfigMap cannot be read now: the caller asks
-        again rather than overwrite a history it has not read."""
+    async def _restore(self, model: str, served: Served, listed: dict[str, set[str]]) -> History | None:
+        """The model's kept history; ``None`` when there is none (for a ConfigMap, when ``listed`` names its
+        namespace's ConfigMaps without it), or when Prometheus cannot be asked or the document is malformed
+        (said: log, Event). Raises one of :data:`KUBE_ERRORS` when the ConfigMap cannot be read now: the
+        caller asks again rather than overwrite a history it has not read."""
         settings = served.deployment.forecast
         md = served.deployment
         try:
             if settings.history_source == "prometheus":
                 history: History | None = await prometheus_history(self.session, model, settings, time.time())
-            elif md.namespace in kept and configmap_name(md.name) not in kept[md.namespace]:
+            elif md.namespace in listed and configmap_name(md.name) not in listed[md.namespace]:
                 history = None  # listed, and not among them: none kept yet
             else:
                 history = await asyncio.to_thread(read_configmap, self.core, md.namespace, md.name)
