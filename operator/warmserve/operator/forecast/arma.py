@@ -1,12 +1,11 @@
 """Hannan-Rissanen estimation of an ARMA(1,1) without constant, vectorised.
 
-The same three steps as statsmodels' ``hannan_rissanen(z, ar_order=1, ma_order=1, demean=False)`` (Brockwell
-and Davis, "Introduction to Time Series and Forecasting", section 5.1.4), the same estimate to rounding:
-a long autoregression by Yule-Walker gives residuals, a least-squares regression on the lagged series and
-lagged residuals gives the coefficients, and, when those are stationary and invertible, one more regression
-removes their bias. statsmodels runs the last step's recursion as a Python loop over the windows (~10 ms on
-a week of 300 s windows, most of a ``stl-arima`` fit); here it is one ``scipy.signal.lfilter`` pass
-(docs/forecasting.md, "Refit cost").
+The same three steps as statsmodels' ``hannan_rissanen(z, ar_order=1, ma_order=1, demean=False)``, the
+same estimate to rounding: a long autoregression by Yule-Walker gives residuals, a least-squares
+regression on the lagged series and lagged residuals gives the coefficients, and, when those are
+stationary and invertible, one more regression removes their bias. statsmodels runs the last step's
+recursion as a Python loop over the windows (~10 ms on a week of 300 s windows, most of a ``stl-arima``
+fit); here it is one ``scipy.signal.lfilter`` pass (docs/forecasting.md, "Refit cost").
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def hannan_rissanen_11(values: FloatArray) -> tuple[float, float]:
     autoregression, as statsmodels refuses it. A singular regression (a constant series) takes the
     least-norm solution, as statsmodels' pseudo-inverse does."""
     n = len(values)
-    long_order = max(math.floor(math.log(n) ** 2) if n > 1 else 0, 2)  # Gomez and Maravall's order
+    long_order = max(math.floor(math.log(n) ** 2) if n > 1 else 0, 2)  # statsmodels' choice of order
     if long_order >= n - 1:
         raise InvalidFieldError("values", f"more than {long_order + 1} windows", n)
     long_ar = _yule_walker(values, long_order)

@@ -297,7 +297,7 @@ class Ets(Forecaster):
 
     def _fit_seasonal(self, filled: FloatArray, first: int) -> tuple[float, EtsFit] | None:
         """(AIC, fit) of the daily additive season on ``filled`` (the history from window ``first`` on, gaps
-        filled): the initial states by Hyndman and Athanasopoulos' heuristic (:func:`_heuristic_states`),
+        filled): the initial states by statsmodels' heuristic (:func:`_heuristic_states`),
         then the level and season weights of least squared one-step error, the AIC as statsmodels computes
         it (n log(SSE / n) + 2 (period + 2)); ``None`` when the heuristic cannot run or the AIC is not
         finite (a constant series fitted exactly), as statsmodels' fit is then refused.
@@ -348,8 +348,7 @@ class Ets(Forecaster):
 
 
 def _heuristic_states(filled: FloatArray, period: int) -> tuple[float, tuple[float, ...]] | None:
-    """The initial level and seasons of statsmodels' ``initialization_method="heuristic"`` (Hyndman and
-    Athanasopoulos, "Forecasting: principles and practice", 3rd ed., section 2.6; ``None`` where it
+    """The initial level and seasons of statsmodels' ``initialization_method="heuristic"`` (``None`` where it
     refuses: under two periods, or too few windows for ten seasonally adjusted ones), in numpy: the first
     few periods' centred moving average (2 x period when the period is even) is the trend; the seasons are
     the mean of the detrended values at each phase, centred; the level is the intercept of a line through
