@@ -176,7 +176,7 @@ def backtest(
             )
             continue
         splits[load.model] = split
-        with one_blas_thread():  # statsmodels' small matrices (see one_blas_thread)
+        with one_blas_thread():  # the fits' small matrices (see one_blas_thread)
             models[load.model], picked = _score_model(load, names, split)
         if picked is not None:
             chosen[load.model] = picked
